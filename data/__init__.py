@@ -1,0 +1,1 @@
+"""The snapshot store: HDF5 corpora of DFT frames, importers and streaming loaders."""

@@ -1,0 +1,1 @@
+"""Importers from extxyz, ASE databases/trajectories, OC20, PubChemQCR and VASP."""

@@ -1,0 +1,1 @@
+"""Batched torch molecular dynamics and relaxation."""

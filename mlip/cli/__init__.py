@@ -1,0 +1,48 @@
+"""The ``mlip`` command line: thin sub-commands that parse, build a config and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from mlip import __version__
+from mlip.errors import MLIPError
+
+__all__ = ["main", "build_parser"]
+
+#: Sub-command modules; each defines ``register(subparsers)`` adding one or more verbs.
+SUBCOMMAND_MODULES = ("demo", "data", "train", "eval", "relax", "md", "plot")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(prog="mlip", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mlip {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(f"mlip.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mlip`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except (MLIPError, FileNotFoundError, KeyboardInterrupt) as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, KeyboardInterrupt):
+            print("mlip: interrupted", file=sys.stderr)
+            return 130
+        print(f"mlip {args.command}: error: {exc}", file=sys.stderr)
+        return 2

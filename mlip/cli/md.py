@@ -1,0 +1,9 @@
+"""`mlip md` (being implemented)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `md` verb (not available yet)."""

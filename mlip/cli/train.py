@@ -1,0 +1,9 @@
+"""`mlip train` (being implemented)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `train` verb (not available yet)."""

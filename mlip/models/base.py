@@ -1,0 +1,155 @@
+"""The :class:`Potential` base class every model family derives from."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Mapping, Sequence
+
+import torch
+from ase.data import chemical_symbols
+from torch import nn
+
+from mlip.errors import ConfigError, UnknownElementError
+from mlip.graph import AtomicGraph
+
+__all__ = ["Potential"]
+
+_N_ELEMENTS = len(chemical_symbols)
+
+
+class Potential(nn.Module):
+    """A machine-learning potential: per-atom energies from an :class:`AtomicGraph`.
+
+    Subclasses implement :meth:`atomic_energies` (the learned, unscaled per-atom output) and
+    take **keyword-only** constructor arguments, which are recorded in ``self.hparams`` and
+    are what a checkpoint stores. The base class adds the energy normalisation
+
+        E_i = scale · e_i + shift + E0[Z_i]
+
+    (``E0`` per-element reference energies, ``scale``/``shift`` dataset statistics; all eV) and
+    computes forces and stress through the single autograd path
+    :func:`mlip.models.forces.energy_forces_stress`.
+
+    Args:
+        species: atomic numbers the model knows.
+        cutoff: interaction radius, Å.
+    """
+
+    registry_name: str = ""
+    hparams: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        original = cls.__init__
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)
+        def init(self: Potential, *args: Any, **kw: Any) -> None:
+            original(self, *args, **kw)
+            if type(self) is cls:
+                bound = signature.bind(self, *args, **kw)
+                bound.apply_defaults()
+                recorded = dict(bound.arguments)
+                recorded.pop("self")
+                self.hparams = _plain(recorded)
+
+        cls.__init__ = init  # type: ignore[method-assign]
+
+    def __init__(self, *, species: Sequence[int], cutoff: float) -> None:
+        super().__init__()
+        species = sorted({int(z) for z in species})
+        if not species:
+            raise ConfigError("a model needs at least one species")
+        bad = [z for z in species if not 0 < z < _N_ELEMENTS]
+        if bad:
+            raise ConfigError(f"invalid atomic numbers in species: {bad}")
+        if not cutoff > 0:
+            raise ConfigError(f"cutoff must be > 0 Å, got {cutoff}")
+        self.species = species
+        self.cutoff = float(cutoff)
+        index = torch.full((_N_ELEMENTS,), -1, dtype=torch.long)
+        index[torch.tensor(species)] = torch.arange(len(species))
+        self.register_buffer("species_index", index, persistent=False)
+        self.register_buffer("reference_energies", torch.zeros(len(species), dtype=torch.float64))
+        self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
+        self.register_buffer("energy_shift", torch.zeros((), dtype=torch.float64))
+
+    # ------------------------------------------------------------------ to implement
+    def atomic_energies(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Learned per-atom energies before scale, shift and E0.
+
+        Args:
+            graph: the batch (its ``positions``/``cell`` must not be used for geometry).
+            edge_vectors: (n_edges, 3) Å, r_j - r_i + S @ cell, inside the autograd graph.
+
+        Returns:
+            (n_atoms,) dimensionless (multiplied by ``energy_scale`` eV).
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ provided
+    def species_indices(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """Map atomic numbers (n_atoms,) to indices into ``self.species``.
+
+        Raises:
+            UnknownElementError: naming the elements the model was not trained on.
+        """
+        idx = self.species_index[atomic_numbers]
+        if bool((idx < 0).any()):
+            unknown = sorted({int(z) for z in atomic_numbers[idx < 0].tolist()})
+            names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
+            known = ", ".join(chemical_symbols[z] for z in self.species)
+            raise UnknownElementError(f"the model does not know element(s) {names}; it knows {known}")
+        return idx
+
+    def node_energy(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies E_i = scale·e_i + shift + E0[Z_i], (n_atoms,) eV."""
+        species = self.species_indices(graph.atomic_numbers)
+        learned = self.atomic_energies(graph, edge_vectors)
+        dtype = learned.dtype
+        return (learned * self.energy_scale.to(dtype) + self.energy_shift.to(dtype)
+                + self.reference_energies.to(dtype)[species])
+
+    def set_energy_reference(
+        self, reference_energies: Mapping[int, float], scale: float = 1.0, shift: float = 0.0
+    ) -> None:
+        """Set per-element E0 (eV), the output scale (eV) and the per-atom shift (eV)."""
+        e0 = torch.zeros(len(self.species), dtype=torch.float64)
+        for z, value in reference_energies.items():
+            if int(z) not in self.species:
+                raise UnknownElementError(f"reference energy for {chemical_symbols[int(z)]} (Z={z}), "
+                                          "which is not among the model's species")
+            e0[self.species.index(int(z))] = float(value)
+        self.reference_energies.copy_(e0.to(self.reference_energies.dtype))
+        self.energy_scale.fill_(float(scale))
+        self.energy_shift.fill_(float(shift))
+
+    def forward(
+        self, graph: AtomicGraph, compute_forces: bool = True, compute_stress: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Energy, per-atom energy, forces and stress of a batch.
+
+        Returns:
+            ``energy`` (n_graphs,) eV, ``node_energy`` (n_atoms,) eV, and when asked
+            ``forces`` (n_atoms, 3) eV/Å = -dE/dr and ``stress`` (n_graphs, 3, 3) eV/Å³
+            (ASE sign; NaN for non-periodic graphs). In training mode the autograd graph is
+            kept so that losses on forces and stress can be differentiated.
+        """
+        from mlip.models.forces import energy_forces_stress
+
+        return energy_forces_stress(self, graph, compute_forces=compute_forces,
+                                    compute_stress=compute_stress, create_graph=self.training)
+
+
+def _plain(value: Any) -> Any:
+    """Convert hyper-parameters to plain Python types (lists, dicts, numbers, strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value

@@ -1,0 +1,1 @@
+"""Model family equiformer_v3 (being implemented)."""

@@ -1,0 +1,1 @@
+"""Model family facet (being implemented)."""

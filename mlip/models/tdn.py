@@ -1,0 +1,1 @@
+"""Model family tdn (being implemented)."""

@@ -1,0 +1,1 @@
+"""Shared neural-network blocks (radial bases, envelopes, grids, tensor products, norms)."""

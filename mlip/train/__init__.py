@@ -1,0 +1,1 @@
+"""Training potentials on a snapshot store."""

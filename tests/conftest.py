@@ -1,0 +1,34 @@
+"""Shared fixtures: small real structures shipped with the package, float64 by default."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import ase.io
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+def bundled(name: str) -> str:
+    """Path of a bundled data file."""
+    return str(resources.files("mlip.data.bundled").joinpath(name))
+
+
+@pytest.fixture(scope="session")
+def bpa_frames():
+    """The first 20 frames of the bundled 3BPA set (27-atom molecule, energy + forces)."""
+    return ase.io.read(bundled("3bpa_train_300K.xyz"), index=":20")
+
+
+@pytest.fixture(scope="session")
+def oc20_frames():
+    """The bundled OC20 relaxation trajectory (49-atom periodic slab, 36 frames)."""
+    return ase.io.read(bundled("random1000156.traj"), index=":")
+
+
+@pytest.fixture(scope="session")
+def hfo2_frames():
+    """The bundled HfO2 cells (periodic, energy + forces + stress)."""
+    return ase.io.read(bundled("hfo2_scan_vasp.xyz"), index=":")

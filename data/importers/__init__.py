@@ -1,1 +1,6 @@
-"""Importers from extxyz, ASE databases/trajectories, OC20, PubChemQCR and VASP."""
+"""Importers from extxyz, ASE databases/trajectories, OC20 S2EF, VASP and PubChemQCR."""
+
+from mlip.data.importers.atoms import LabelKeys
+from mlip.data.importers.pipeline import FORMATS, ImportReport, detect_format, import_files
+
+__all__ = ["LabelKeys", "import_files", "ImportReport", "detect_format", "FORMATS"]

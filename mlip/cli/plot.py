@@ -1,9 +1,35 @@
-"""`mlip plot` (being implemented)."""
+"""``mlip plot RUN_DIR | FILE.csv``: learning curves of a run, or the columns of a CSV log."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `plot` verb (not available yet)."""
+    """Add the ``plot`` verb."""
+    parser = subparsers.add_parser(
+        "plot", help="PNG learning curves of a run dir, or plots of a CSV log"
+    )
+    parser.add_argument("source", help="training run directory or CSV file (e.g. an MD thermo.csv)")
+    parser.add_argument("-o", "--out", help="PNG path (default: next to the source)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plot and print the PNG path."""
+    from mlip.train.plot import plot_csv, plot_learning_curves
+
+    source = Path(args.source)
+    if source.is_dir():
+        out = plot_learning_curves(source, args.out)
+    elif not source.is_file():
+        raise FileNotFoundError(f"{source}: no such run directory or CSV file")
+    else:
+        try:
+            from mlip.md.plot import plot_thermo
+        except ImportError:
+            plot_thermo = plot_csv
+        out = plot_thermo(source, args.out)
+    print(f"wrote {out}")
+    return 0

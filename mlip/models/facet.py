@@ -1,1 +1,199 @@
-"""Model family facet (being implemented)."""
+"""Facet: a CG message-passing potential with spline radial functions and S²-grid mixing.
+
+Miklaucic et al., "Facet" (arXiv 2509.08418). A NequIP/SevenNet-style network whose two
+efficiency changes are (1) learnable cubic B-spline radial functions instead of radial MLPs and
+(2) a spherical-grid MLP as the node update. Features use TRUE parities (0e + 1o + 2e + …), so
+the energy is invariant under rotations, reflections, translations and permutations (E(3)).
+Design notes: ``docs/models.md`` and the model design note §2. Per layer t:
+
+    m_i = (1/n̄^ρ) Σ_j TP_uvu(W_in h_j, Y(r̂_ij); w_t(r_ij))     (w_t: spline radial, envelope C²)
+    u_i = W_out m_i
+    v_i = S2Mix(u_i)                                              (grid MLP, or exact bilinear)
+    h_i ← W_res h_i + LayerNorm_0(v_i)                            (scale initialised to 0)
+
+and the energy is e_i = rescale_Z(MLP(h_i^{0e})). Features are in e3nn layout (n_atoms, irreps.dim).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from mlip.errors import ConfigError
+from mlip.graph import AtomicGraph
+from mlip.models.base import Potential
+from mlip.models.registry import register_model
+from mlip.nn.embedding import SpeciesEmbedding
+from mlip.nn.norm import EquivariantLayerNorm
+from mlip.nn.precision import float64_construction
+from mlip.nn.radial import SplineRadial
+from mlip.nn.readout import ScalarMLP, SpeciesWiseRescale
+from mlip.nn.s2_grid import GridBilinear, GridMLP, exact_product_resolution
+from mlip.nn.s2_mixing import S2MixingLayer
+from mlip.nn.scatter import scatter_sum
+
+__all__ = ["Facet", "FACET_PRESETS", "FacetLayer", "DEFAULT_GRID_RES"]
+
+#: Grid (res_beta, res_alpha) of the MLP mixer per L: the error/speed trade-off measured by
+#: benchmarks/facet_equivariance.py (energy error ≪ 0.01 meV/atom, forces < 1e-3 relative).
+DEFAULT_GRID_RES = {0: (2, 1), 1: (10, 9), 2: (14, 13), 3: (18, 17), 4: (24, 23)}
+
+#: Ready-made hyper-parameter sets: ``build("facet", species=[...], **FACET_PRESETS["facet-s"])``.
+FACET_PRESETS: dict[str, dict] = {
+    "facet-s": dict(cutoff=5.0, hidden_irreps="32x0e+16x1o+8x2e", num_layers=2, sh_lmax=2,
+                    embedding_dim=32, num_spline_basis=12, radial_power=0.7, mixer_hidden=[16],
+                    mixer_heads=2, readout_hidden=[16]),
+    "facet-tiny": dict(cutoff=4.0, hidden_irreps="8x0e+4x1o+4x2e", num_layers=2, sh_lmax=2,
+                       embedding_dim=8, num_spline_basis=8, mixer_hidden=[8], mixer_heads=2,
+                       readout_hidden=[8]),
+}
+
+
+class FacetLayer(nn.Module):
+    """One Facet interaction: spline-weighted CG convolution, linear, grid mixing, residual.
+
+    Args:
+        irreps_in: node features entering the layer.
+        irreps_hidden: node features leaving it (parity (−1)^l).
+        irreps_sh: edge spherical harmonics.
+        cutoff: r_c, Å. num_spline_basis: K. envelope_p: envelope order.
+        neighbor_norm: the constant n̄^ρ dividing the neighbour sum.
+        mixer: the :class:`S2MixingLayer` (irreps_hidden → irreps_hidden).
+        residual_init: initial scale of the residual branch's layer norm.
+    """
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_hidden: o3.Irreps, irreps_sh: o3.Irreps, *,
+                 cutoff: float, num_spline_basis: int, envelope_p: int, neighbor_norm: float,
+                 mixer: S2MixingLayer, residual_init: float) -> None:
+        super().__init__()
+        self.irreps_in, self.irreps_out = irreps_in, irreps_hidden
+        self.neighbor_norm = neighbor_norm
+        self.linear_in = o3.Linear(irreps_in, irreps_in)
+        irreps_mid, instructions = [], []
+        for i, (mul, ir_in) in enumerate(irreps_in):
+            for j, (_, ir_sh) in enumerate(irreps_sh):
+                for ir_out in ir_in * ir_sh:
+                    if ir_out in irreps_hidden:
+                        instructions.append((i, j, len(irreps_mid), "uvu", True))
+                        irreps_mid.append((mul, ir_out))
+        irreps_mid = o3.Irreps(irreps_mid)
+        irreps_sorted, permutation, _ = irreps_mid.sort()
+        instructions = [(i, j, permutation[k], mode, w) for i, j, k, mode, w in instructions]
+        self.conv = o3.TensorProduct(irreps_in, irreps_sh, irreps_sorted, instructions,
+                                     shared_weights=False, internal_weights=False)
+        self.radial = SplineRadial(cutoff, self.conv.weight_numel, num_spline_basis, envelope_p)
+        self.linear_out = o3.Linear(irreps_sorted, irreps_hidden)
+        self.mixer = mixer
+        self.residual = o3.Linear(irreps_in, irreps_hidden)
+        self.norm = EquivariantLayerNorm(irreps_hidden, scale_init=residual_init)
+
+    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor,
+                edge_length: torch.Tensor) -> torch.Tensor:
+        """Args:
+            h: (n_atoms, irreps_in.dim) node features.
+            edge_index: (2, n_edges) int64, row 0 centre i, row 1 neighbour j.
+            edge_sh: (n_edges, n_sph) spherical harmonics of r̂_ij.
+            edge_length: (n_edges,) Å.
+
+        Returns:
+            (n_atoms, irreps_hidden.dim) updated features.
+        """
+        weights = self.radial(edge_length)  # (n_edges, weight_numel)
+        messages = self.conv(self.linear_in(h)[edge_index[1]], edge_sh, weights)
+        m = scatter_sum(messages, edge_index[0], h.shape[0]) / self.neighbor_norm
+        v = self.mixer(self.linear_out(m))
+        return self.residual(h) + self.norm(v)
+
+
+@register_model("facet")
+class Facet(Potential):
+    """The Facet potential. Defaults follow the paper-like facet-s reference config; see
+    :data:`FACET_PRESETS` for CPU-sized sets.
+
+    Args:
+        species: atomic numbers the model knows.
+        cutoff: r_c, Å (fixed; radius graph, no neighbour cap).
+        hidden_irreps: node features, parity (−1)^l, e.g. ``"128x0e+64x1o+32x2e"``.
+        num_layers: T interaction layers.
+        sh_lmax: largest degree of the edge spherical harmonics.
+        embedding_dim: size of the species embedding (the first layer's scalar input).
+        num_spline_basis: K cubic B-spline control points per radial function.
+        envelope_p: order of the polynomial cutoff envelope.
+        avg_num_neighbors: n̄, the training set's mean neighbour count (set by the trainer).
+        radial_power: ρ in the neighbour-sum normalisation 1/n̄^ρ.
+        mixer: ``"mlp"`` (Facet's grid MLP, approximately equivariant) or ``"bilinear"``
+            (a degree-2 grid product, exactly equivariant at the default grid).
+        mixer_hidden: hidden widths of the grid MLP.
+        mixer_heads: heads H of the grid MLP (weights shared across heads).
+        grid_res: (res_beta, res_alpha) of the S² grid; ``None``: :data:`DEFAULT_GRID_RES` for
+            the MLP, :func:`mlip.nn.s2_grid.exact_product_resolution` for the bilinear mixer.
+        grid_normalization: e3nn grid normalisation, ``"component"`` or ``"integral"``.
+        readout_hidden: hidden widths of the per-atom energy MLP.
+        residual_init: initial scale of each layer's residual branch (0: layers start as identity).
+    """
+
+    def __init__(self, *, species: Sequence[int], cutoff: float = 6.0,
+                 hidden_irreps: str = "128x0e+64x1o+32x2e", num_layers: int = 2, sh_lmax: int = 2,
+                 embedding_dim: int = 64, num_spline_basis: int = 16, envelope_p: int = 6,
+                 avg_num_neighbors: float = 1.0, radial_power: float = 0.7, mixer: str = "mlp",
+                 mixer_hidden: Sequence[int] = (16,), mixer_heads: int = 2,
+                 grid_res: Sequence[int] | None = None, grid_normalization: str = "component",
+                 readout_hidden: Sequence[int] = (16,), residual_init: float = 0.0) -> None:
+        super().__init__(species=species, cutoff=cutoff)
+        irreps_hidden = o3.Irreps(hidden_irreps).sort().irreps.simplify()  # 0e block first
+        if num_layers < 1 or not avg_num_neighbors > 0:
+            raise ConfigError(f"facet needs num_layers >= 1 and avg_num_neighbors > 0, got "
+                              f"{num_layers} and {avg_num_neighbors}")
+        if irreps_hidden.count("0e") == 0:
+            raise ConfigError(f"facet hidden_irreps {hidden_irreps!r} need scalar (0e) channels")
+        self.sh_degrees = list(range(sh_lmax + 1))
+        irreps_sh = o3.Irreps.spherical_harmonics(sh_lmax)  # 0e + 1o + 2e + …
+        with float64_construction():  # exact CG/grid constants; call .float() for float32
+            self.embedding = SpeciesEmbedding(len(self.species), embedding_dim)
+            layers, irreps_in = [], o3.Irreps(f"{embedding_dim}x0e")
+            for _ in range(num_layers):
+                mix = _mixing_layer(irreps_hidden, mixer, list(mixer_hidden), mixer_heads,
+                                    grid_res, grid_normalization)
+                layers.append(FacetLayer(
+                    irreps_in, irreps_hidden, irreps_sh, cutoff=self.cutoff,
+                    num_spline_basis=num_spline_basis, envelope_p=envelope_p,
+                    neighbor_norm=float(avg_num_neighbors) ** radial_power, mixer=mix,
+                    residual_init=residual_init))
+                irreps_in = irreps_hidden
+            self.layers = nn.ModuleList(layers)
+            self.num_scalars = irreps_hidden.count("0e")
+            self.readout = ScalarMLP([self.num_scalars, *readout_hidden, 1])
+            self.rescale = SpeciesWiseRescale(len(self.species))
+
+    def atomic_energies(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies (n_atoms,), dimensionless (× ``energy_scale`` eV in the base class)."""
+        species = self.species_indices(graph.atomic_numbers)
+        edge_length = edge_vectors.norm(dim=1)  # (n_edges,)
+        edge_sh = o3.spherical_harmonics(self.sh_degrees, edge_vectors, normalize=True,
+                                         normalization="component")  # (n_edges, n_sph)
+        h = self.embedding(species)  # (n_atoms, embedding_dim)
+        for layer in self.layers:
+            h = layer(h, graph.edge_index, edge_sh, edge_length)
+        energies = self.readout(h[:, :self.num_scalars]).squeeze(1)  # (n_atoms,)
+        return self.rescale(energies, species)
+
+
+def _mixing_layer(irreps: o3.Irreps, kind: str, hidden: list[int], heads: int,
+                  grid_res: Sequence[int] | None, normalization: str) -> S2MixingLayer:
+    """The S² mixer of one layer: U = the largest l > 0 multiplicity, grid per ``kind``."""
+    lmax = irreps.lmax
+    channels = max([mul for mul, ir in irreps if ir.l > 0], default=irreps.count("0e"))
+    if kind == "mlp":
+        pointwise: nn.Module = GridMLP(channels, hidden, heads)
+        default = DEFAULT_GRID_RES.get(lmax, exact_product_resolution(lmax))
+    elif kind == "bilinear":
+        pointwise = GridBilinear(channels)
+        default = exact_product_resolution(lmax)
+    else:
+        raise ConfigError(f"facet mixer must be 'mlp' or 'bilinear', got {kind!r}")
+    res_beta, res_alpha = default if grid_res is None else grid_res
+    return S2MixingLayer(irreps, irreps, lmax=lmax, channels=channels, pointwise=pointwise,
+                         res_beta=res_beta, res_alpha=res_alpha, normalization=normalization)

@@ -30,6 +30,8 @@ def normalize_inputs(
         raise InvalidStructureError(f"cutoff must be a finite number > 0, got {cutoff!r}")
     if positions.ndim != 2 or positions.shape[1] != 3:
         raise InvalidStructureError(f"positions must have shape (n_atoms, 3), got {tuple(positions.shape)}")
+    if not positions.is_floating_point():
+        raise InvalidStructureError(f"positions must be a floating-point tensor, got {positions.dtype}")
     if cell.ndim == 2:
         cell = cell.unsqueeze(0)
     if pbc.ndim == 1:
@@ -45,6 +47,8 @@ def normalize_inputs(
         batch = torch.zeros(n_atoms, dtype=torch.long, device=positions.device)
     if batch.shape != (n_atoms,):
         raise InvalidStructureError(f"batch must have shape ({n_atoms},), got {tuple(batch.shape)}")
+    if batch.is_floating_point() or batch.is_complex() or batch.dtype == torch.bool:
+        raise InvalidStructureError(f"batch must be an integer tensor, got {batch.dtype}")
     for name, tensor in (("cell", cell), ("pbc", pbc), ("batch", batch)):
         if tensor.device != positions.device:
             raise InvalidStructureError(

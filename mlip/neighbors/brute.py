@@ -1,4 +1,8 @@
-"""Brute-force O(N²·images) neighbour list: the reference the cell list is tested against."""
+"""Brute-force O(N²·images) neighbour list: the reference the cell lists are tested against.
+
+It shares no code with the cell lists: the frame used to wrap positions is completed with an SVD
+null space, and every pair of atoms is tested against every image in the search box.
+"""
 
 from __future__ import annotations
 
@@ -7,38 +11,39 @@ import math
 import torch
 
 
-def image_range(cell: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """Number of periodic images to search along each axis for wrapped positions.
+def _completed_cell(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
+    """Cell rows on periodic axes; an orthonormal basis of their complement elsewhere.
 
     Args:
-        cell: (3, 3) Å, rows lattice vectors. pbc: (3,) bool. cutoff: Å.
+        cell: (3, 3) float64 Å. pbc: (3,) bool.
+    """
+    out = cell.clone()
+    periodic = [k for k in range(3) if bool(pbc[k])]
+    free = [k for k in range(3) if not bool(pbc[k])]
+    if free:
+        if periodic:
+            _, _, vh = torch.linalg.svd(cell[periodic], full_matrices=True)
+            out[free] = vh[len(periodic):]
+        else:
+            out = torch.eye(3, dtype=cell.dtype, device=cell.device)
+    return out
+
+
+def image_range(frame: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> list[int]:
+    """Images to search either way along each axis for positions wrapped into ``frame``.
+
+    Args:
+        frame: (3, 3) non-singular, Å. pbc: (3,) bool. cutoff: Å.
 
     Returns:
-        (3,) int64: ceil(cutoff / h_k) + 1 on periodic axes (h_k the perpendicular height), 0 else.
+        ceil(cutoff / h_k) + 1 on periodic axes (h_k the perpendicular height), 0 else.
     """
-    c64 = cell.to(torch.float64)
-    out = torch.zeros(3, dtype=torch.long)
-    if not bool(pbc.any()):
-        return out
-    volume = torch.linalg.det(c64).abs() if bool(pbc.all()) else None
+    volume = float(torch.linalg.det(frame).abs())
+    reach = []
     for k in range(3):
-        if not bool(pbc[k]):
-            continue
-        a, b = c64[(k + 1) % 3], c64[(k + 2) % 3]
-        if volume is not None:
-            height = float(volume / torch.linalg.cross(a, b).norm())
-        else:  # mixed pbc: height of row k over the plane of the other periodic rows
-            others = [c64[m] for m in range(3) if m != k and bool(pbc[m])]
-            if len(others) == 2:
-                n = torch.linalg.cross(others[0], others[1])
-                height = float((c64[k] @ n).abs() / n.norm())
-            elif len(others) == 1:
-                o = others[0]
-                height = float(torch.linalg.cross(c64[k], o).norm() / o.norm())
-            else:
-                height = float(c64[k].norm())
-        out[k] = math.ceil(cutoff / height) + 1
-    return out
+        area = float(torch.linalg.cross(frame[(k + 1) % 3], frame[(k + 2) % 3]).norm())
+        reach.append(math.ceil(cutoff * area / volume) + 1 if bool(pbc[k]) else 0)
+    return reach
 
 
 def brute_force_single(
@@ -57,22 +62,26 @@ def brute_force_single(
     empty = torch.zeros(0, dtype=torch.long, device=device)
     if n == 0:
         return empty, empty, torch.zeros(0, 3, dtype=torch.long, device=device)
-    pos = positions.detach().to(torch.float64)
+    pbc = pbc.to(device=device, dtype=torch.bool)
     c64 = cell.detach().to(torch.float64)
-    image_counts = torch.zeros(n, 3, dtype=torch.float64, device=device)
-    if bool(pbc.any()):
-        frac = torch.linalg.solve(c64.T, pos.T).T  # (n_atoms, 3)
-        image_counts = torch.where(pbc.to(device), torch.floor(frac), torch.zeros_like(frac))
-        pos = pos - image_counts @ c64
-    reach = image_range(c64.cpu(), pbc.cpu(), cutoff)
-    axes = [torch.arange(-int(r), int(r) + 1, device=device) for r in reach.tolist()]
+    frame = _completed_cell(c64, pbc)
+    frac = torch.linalg.solve(frame.T, positions.detach().to(torch.float64).T).T  # (n_atoms, 3)
+    image_counts = torch.where(pbc, torch.floor(frac), torch.zeros_like(frac))
+    pos = positions.detach().to(torch.float64) - image_counts @ c64
+    axes = [torch.arange(-r, r + 1, device=device) for r in image_range(frame, pbc, cutoff)]
     shifts = torch.cartesian_prod(*axes).reshape(-1, 3)  # (n_shifts, 3)
     shift_vec = shifts.to(torch.float64) @ c64
-    d = pos[None, :, None, :] - pos[:, None, None, :] + shift_vec[None, None]  # (n, n, s, 3)
-    mask = (d * d).sum(-1) < cutoff * cutoff
     zero_shift = (shifts == 0).all(dim=1)
-    eye = torch.eye(n, dtype=torch.bool, device=device)
-    mask &= ~(eye[:, :, None] & zero_shift[None, None, :])
-    i, j, s = torch.nonzero(mask, as_tuple=True)
+    rows = max(1, (1 << 22) // (n * shifts.shape[0]))  # centre atoms per chunk, bounds memory
+    parts = []
+    for start in range(0, n, rows):
+        centre = torch.arange(start, min(start + rows, n), device=device)
+        d = pos[None, :, None, :] - pos[centre, None, None, :] + shift_vec[None, None]
+        mask = (d * d).sum(-1) < cutoff * cutoff  # (n_centre, n, n_shifts)
+        mask &= ~((centre[:, None, None] == torch.arange(n, device=device)[None, :, None])
+                  & zero_shift[None, None, :])
+        a, j, s = torch.nonzero(mask, as_tuple=True)
+        parts.append((centre[a], j, s))
+    i, j, s = (torch.cat(p) for p in zip(*parts))
     S = shifts[s] + (image_counts[i] - image_counts[j]).to(torch.long)
     return i, j, S

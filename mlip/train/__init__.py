@@ -1,1 +1,15 @@
-"""Training potentials on a snapshot store."""
+"""Training potentials: ``train(config, run_dir)`` and its building blocks."""
+
+from mlip.train.api import train
+from mlip.train.config import DEFAULTS, shipped_config
+from mlip.train.errors import BatchTooLargeError, TrainingDivergedError
+from mlip.train.evaluate import evaluate
+
+__all__ = [
+    "train",
+    "DEFAULTS",
+    "shipped_config",
+    "evaluate",
+    "TrainingDivergedError",
+    "BatchTooLargeError",
+]

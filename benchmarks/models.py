@@ -1,0 +1,142 @@
+"""Energy+forces throughput and peak memory: mlip models (by registry name) vs MACE, one table.
+
+Each (model, system) case runs in its own subprocess (a clean peak-RSS measurement): mlip models
+with this interpreter, MACE with ``.venv-mace/bin/python benchmarks/_mace_worker.py`` because
+mace-torch pins e3nn 0.4.4 (the venv is created on first use). Cases run interleaved, so ratios
+come from the same machine state; on a shared CPU the absolute numbers are noisy (±20 % or more).
+Systems: a rattled 256-atom fcc Cu cell and a batch of 3BPA molecules, r_c = 5 Å, float32.
+
+    python benchmarks/models.py [--threads 2] [--repeats 3] [--molecules 8] [--only facet]
+
+More models join the table through ``MLIP_CASES`` (registry name + hyper-parameters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MACE_PYTHON = ROOT / ".venv-mace/bin/python"
+CUTOFF = 5.0
+
+#: label -> (registry name, hyper-parameters). Matched to MACE: same hidden irreps (where Facet's
+#: parity rule allows), same SH degree, cutoff and number of interaction layers.
+MLIP_CASES: dict[str, tuple[str, dict]] = {
+    "facet 128x0e+128x1o L3": ("facet", dict(cutoff=CUTOFF, hidden_irreps="128x0e+128x1o",
+                                             sh_lmax=3, num_layers=2)),
+    "facet 128x0e+64x1o+32x2e L2 (paper)": ("facet", dict(cutoff=CUTOFF)),
+    "facet-s": ("facet", dict(cutoff=CUTOFF, preset="facet-s")),
+}
+MACE_CASES: dict[str, dict] = {
+    "mace 128x0e L3": dict(hidden_irreps="128x0e", max_ell=3, correlation=3, num_interactions=2),
+    "mace 128x0e+128x1o L3": dict(hidden_irreps="128x0e+128x1o", max_ell=3, correlation=3,
+                                  num_interactions=2),
+}
+#: (ours, peer) rows whose throughput ratio is reported.
+PAIRS = [("facet 128x0e+128x1o L3", "mace 128x0e+128x1o L3"),
+         ("facet 128x0e+64x1o+32x2e L2 (paper)", "mace 128x0e L3"),
+         ("facet-s", "mace 128x0e L3")]
+
+
+def write_systems(folder: Path, n_molecules: int) -> dict[str, Path]:
+    """The benchmark structures as extxyz files both workers read."""
+    import ase.build
+    import ase.io
+
+    cu = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True) * (4, 4, 4)
+    cu.rattle(0.05, seed=0)
+    molecules = ase.io.read(ROOT / "data/bundled/3bpa_train_300K.xyz", index=f":{n_molecules}")
+    paths = {"Cu 256 (PBC)": folder / "cu256.xyz", f"3BPA x{n_molecules}": folder / "3bpa.xyz"}
+    ase.io.write(paths["Cu 256 (PBC)"], cu)
+    ase.io.write(paths[f"3BPA x{n_molecules}"], [m.copy() for m in molecules])
+    return paths
+
+
+def ensure_mace_venv() -> None:
+    """Create .venv-mace (torch pinned first so pip never pulls another torch)."""
+    if MACE_PYTHON.exists():
+        return
+    subprocess.run(["python3", "-m", "venv", str(ROOT / ".venv-mace")], check=True)
+    pip = [str(ROOT / ".venv-mace/bin/pip"), "install", "-q"]
+    subprocess.run(pip + ["torch==2.13.0"], check=True)
+    subprocess.run(pip + ["torch==2.13.0", "mace-torch", "ase", "matscipy"], check=True)
+
+
+def run_case(label: str, structure: Path, args: argparse.Namespace) -> dict:
+    """Run one case in a subprocess and return its JSON result."""
+    common = dict(cutoff=CUTOFF, structure_file=str(structure), threads=args.threads,
+                  repeats=args.repeats, dtype="float32", avg_num_neighbors=args.avg_neighbors)
+    env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", OMP_NUM_THREADS=str(args.threads))
+    if label in MACE_CASES:
+        command = [str(MACE_PYTHON), str(ROOT / "benchmarks/_mace_worker.py"),
+                   json.dumps(dict(common, **MACE_CASES[label]))]
+    else:
+        name, hparams = MLIP_CASES[label]
+        command = [sys.executable, str(ROOT / "benchmarks/_mlip_worker.py"),
+                   json.dumps(dict(common, model=name, hparams=hparams, compile=args.compile))]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--molecules", type=int, default=8)
+    parser.add_argument("--avg-neighbors", type=float, default=30.0)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the mlip models")
+    parser.add_argument("--only", default="", help="comma-separated substrings of case labels")
+    args = parser.parse_args()
+    ensure_mace_venv()
+    labels = [*MLIP_CASES, *MACE_CASES]
+    if args.only:
+        labels = [lab for lab in labels if any(s in lab for s in args.only.split(","))]
+    results: dict[str, dict[str, dict]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for system, path in write_systems(Path(folder), args.molecules).items():
+            results[system] = {}
+            for label in labels:
+                results[system][label] = run_case(label, path, args)
+                print_row(system, label, results[system][label])
+    ratios = report_ratios(results)
+    out = ROOT / "benchmarks/results/models.json"
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "settings": vars(args),
+                               "results": results, "ratios": ratios}, indent=1))
+    print(f"wrote {out}")
+
+
+def print_row(system: str, label: str, row: dict) -> None:
+    if "error" in row:
+        print(f"{system:<14} {label:<38} ERROR {row['error']}", flush=True)
+        return
+    print(f"{system:<14} {label:<38} {row['params']:>9,d} params {row['ms']:>9.1f} ms "
+          f"{row['atom_steps_per_s']:>9.0f} atom-steps/s {row['peak_mb']:>7.0f} MB peak", flush=True)
+
+
+def report_ratios(results: dict[str, dict[str, dict]]) -> list[dict]:
+    """Throughput and parameter ratios ours/peer for :data:`PAIRS`."""
+    ratios = []
+    for system, rows in results.items():
+        for ours, peer in PAIRS:
+            a, b = rows.get(ours, {}), rows.get(peer, {})
+            if "ms" in a and "ms" in b:
+                ratio = {"system": system, "ours": ours, "peer": peer,
+                         "speedup": b["ms"] / a["ms"], "param_ratio": a["params"] / b["params"],
+                         "memory_ratio": a["peak_mb"] / max(b["peak_mb"], 1e-9)}
+                ratios.append(ratio)
+                print(f"{system:<14} {ours} vs {peer}: {ratio['speedup']:.2f}x throughput, "
+                      f"{ratio['param_ratio']:.2f}x params, {ratio['memory_ratio']:.2f}x peak memory")
+    return ratios
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Accuracy at equal wall-clock budget: mlip (Facet, shipped config) vs MACE on the same 3BPA split.
+
+Both train from scratch on the same frames of the bundled 3BPA 300 K set (default split
+400 / 50 / 50, seeded), with the same recipe (E0 = isolated-atom energies, scale = force RMS,
+loss 1·MSE(E/N) + 100·MSE(F), Adam+AMSGrad lr 0.01, grad clip 10, EMA 0.99, best EMA weights by
+validation loss) and the same training wall-clock budget, one after the other on this machine.
+MACE runs in ``.venv-mace`` (created by benchmarks/models.py on first use) through
+``benchmarks/_mace_train_worker.py``. Reports test energy RMSE (meV/atom), force RMSE (meV/Å),
+time per epoch and epochs completed; the CPU is shared, so timings are noisy.
+
+    python benchmarks/train_vs_mace.py [--budget-s 120] [--threads 2] [--skip-mace]
+
+Published 3BPA 300 K force RMSE (full training on GPU), meV/Å: ACE 27.1, NequIP 10.8, MACE 8.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models import MACE_PYTHON, ensure_mace_venv  # noqa: E402
+
+from mlip.models import load_model  # noqa: E402
+from mlip.train import train  # noqa: E402
+from mlip.train.config import shipped_config  # noqa: E402
+from mlip.train.data import load_frameset, read_frames  # noqa: E402
+from mlip.train.evaluate import evaluate  # noqa: E402
+from mlip.train.loss import LossConfig  # noqa: E402
+from mlip.train.records import read_metrics  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "data/bundled"
+
+
+def write_split(folder: Path, n_valid: int, n_test: int, seed: int) -> dict[str, Path]:
+    """Seeded train/valid/test extxyz files from the bundled 3BPA set."""
+    frames = ase.io.read(BUNDLED / "3bpa_train_300K.xyz", index=":")
+    order = np.random.default_rng(seed).permutation(len(frames))
+    parts = {
+        "test": order[:n_test],
+        "valid": order[n_test : n_test + n_valid],
+        "train": order[n_test + n_valid :],
+    }
+    paths = {}
+    for name, idx in parts.items():
+        paths[name] = folder / f"{name}.xyz"
+        ase.io.write(paths[name], [frames[i] for i in idx])
+    return paths
+
+
+def run_mlip(paths: dict[str, Path], args: argparse.Namespace, folder: Path) -> dict:
+    """Train with the shipped facet.yaml (budget and data replaced) and test the best model."""
+    config = yaml.safe_load(shipped_config("facet").read_text())
+    config["data"].update(
+        train=str(paths["train"]),
+        valid=str(paths["valid"]),
+        test=str(paths["test"]),
+        isolated_atoms=str(BUNDLED / "3bpa_iso_atoms.xyz"),
+    )
+    config["train"].update(max_time_s=args.budget_s, max_epochs=10_000, progress=False)
+    config["device"] = "cpu"
+    best = train(config, folder / "mlip_run")
+    rows = read_metrics(folder / "mlip_run")
+    model = load_model(best)
+    test = load_frameset(read_frames(paths["test"]), model.cutoff, "test")
+    summary = evaluate(model, test, LossConfig()).summary()
+    n_train = len(ase.io.read(paths["train"], index=":"))
+    steps_per_epoch = -(-n_train // int(config["data"]["batch_size"]))
+    last = rows[-1]
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "epochs": last["step"] / steps_per_epoch,
+        "steps": last["step"],
+        "train_s": last["time_s"],
+        "s_per_epoch": last["time_s"] / (last["step"] / steps_per_epoch),
+        "test_energy_rmse": summary["energy_rmse"],
+        "test_forces_rmse": summary["forces_rmse"],
+        "model": dict(config["model"]),
+    }
+
+
+def run_mace(paths: dict[str, Path], args: argparse.Namespace, avg_neighbors: float) -> dict:
+    """Train MACE in its venv with the matched size and recipe."""
+    ensure_mace_venv()
+    case = {
+        "train": str(paths["train"]),
+        "valid": str(paths["valid"]),
+        "test": str(paths["test"]),
+        "isolated_atoms": str(BUNDLED / "3bpa_iso_atoms.xyz"),
+        "budget_s": args.budget_s,
+        "threads": args.threads,
+        "seed": args.seed,
+        "dtype": "float32",
+        "cutoff": 5.0,
+        "hidden_irreps": "32x0e+32x1o",
+        "max_ell": 2,
+        "correlation": 3,
+        "num_interactions": 2,
+        "avg_num_neighbors": avg_neighbors,
+        "batch_size": 5,
+        "lr": 0.01,
+        "ema_decay": 0.99,
+        "energy_weight": 1.0,
+        "forces_weight": 100.0,
+    }
+    env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", OMP_NUM_THREADS=str(args.threads))
+    result = subprocess.run(
+        [str(MACE_PYTHON), str(ROOT / "benchmarks/_mace_train_worker.py"), json.dumps(case)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"MACE worker failed:\n{result.stderr[-3000:]}")
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out["model"] = {
+        k: case[k] for k in ("hidden_irreps", "max_ell", "correlation", "num_interactions")
+    }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--budget-s", type=float, default=120.0, help="training wall time per code, s"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-valid", type=int, default=50)
+    parser.add_argument("--n-test", type=int, default=50)
+    parser.add_argument("--skip-mace", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        paths = write_split(folder, args.n_valid, args.n_test, args.seed)
+        results["mlip facet"] = run_mlip(paths, args, folder)
+        stats = torch.load(folder / "mlip_run" / "best.pt", weights_only=True)["extra"][
+            "statistics"
+        ]
+        if not args.skip_mace:
+            results["mace"] = run_mace(paths, args, stats["avg_num_neighbors"])
+    print(
+        f"3BPA 300 K, {args.budget_s:.0f} s training budget each, {args.threads} threads "
+        "(shared CPU: noisy)"
+    )
+    print(
+        f"{'code':12s} {'params':>8s} {'epochs':>7s} {'s/epoch':>8s} {'E RMSE meV/atom':>16s} "
+        f"{'F RMSE meV/Å':>13s}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:12s} {r['params']:8d} {r['epochs']:7.2f} {r['s_per_epoch']:8.1f} "
+            f"{r['test_energy_rmse']:16.2f} {r['test_forces_rmse']:13.2f}"
+        )
+    if "mace" in results:
+        ours, peer = results["mlip facet"], results["mace"]
+        results["ratios"] = {
+            "forces_rmse_ours_over_mace": ours["test_forces_rmse"] / peer["test_forces_rmse"],
+            "s_per_epoch_ours_over_mace": ours["s_per_epoch"] / peer["s_per_epoch"],
+        }
+        print(
+            f"force RMSE ratio ours/MACE = {results['ratios']['forces_rmse_ours_over_mace']:.2f}; "
+            f"time per epoch ratio = {results['ratios']['s_per_epoch_ours_over_mace']:.2f}"
+        )
+    results["settings"] = vars(args)
+    out = ROOT / "benchmarks/results/train_vs_mace.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

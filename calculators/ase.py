@@ -1,0 +1,104 @@
+"""An ASE calculator for any mlip potential."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.data import chemical_symbols
+
+from mlip.errors import UnknownElementError
+from mlip.graph import AtomicGraph
+from mlip.md.force_field import resolve_model
+from mlip.md.skin import SkinNeighborList, edges_within_cutoff
+from mlip.models import Potential
+
+__all__ = ["MLIPCalculator"]
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+class MLIPCalculator(Calculator):
+    """ASE calculator backed by an mlip :class:`~mlip.models.Potential`.
+
+    Provides ``energy`` and ``free_energy`` (eV, identical), ``forces`` (eV/Å), ``energies``
+    (per-atom, eV; they sum to the energy) and, for periodic structures, ``stress`` (eV/Å³,
+    Voigt order xx yy zz yz xz xy, ASE sign). Works with ``ase.md`` integrators,
+    ``ase.optimize`` and ``ase.filters.FrechetCellFilter``. The neighbour list is built with a
+    Verlet skin and reused while no atom has moved more than half of it.
+
+    Args:
+        model: a potential or the path of a checkpoint written by :func:`mlip.models.save_model`.
+        device: torch device to run on.
+        dtype: model dtype, ``torch.float64``/``torch.float32`` or ``"float64"``/``"float32"``
+            (default: keep the model's / checkpoint's dtype).
+        skin: Verlet skin, Å (0 rebuilds the list at every call).
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(self, model: Potential | str | os.PathLike, *, device: str | torch.device = "cpu",
+                 dtype: torch.dtype | str | None = None, skin: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if isinstance(dtype, str):
+            dtype = _DTYPES[dtype]
+        self.model = resolve_model(model, device=device, dtype=dtype)
+        self.device = torch.device(device)
+        self.dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()),
+                          torch.float64)
+        self.neighbors = SkinNeighborList(self.model.cutoff, skin)
+
+    def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None,
+                  system_changes: list[str] = all_changes) -> None:
+        """Compute every implemented property of ``atoms`` (stress only when periodic)."""
+        super().calculate(atoms, properties or ["energy"], system_changes)
+        atoms = self.atoms
+        self._check_elements(atoms.numbers)
+        if "stress" in (properties or []) and not atoms.pbc.any():
+            raise PropertyNotImplementedError("stress is not defined for a structure without "
+                                              "periodic boundary conditions")
+        if "numbers" in system_changes or "pbc" in system_changes:
+            self.neighbors.reset()
+        graph = self._graph(atoms)
+        periodic = bool(atoms.pbc.any())
+        with torch.enable_grad():
+            out = self.model(graph, compute_forces=True, compute_stress=periodic)
+        energy = float(out["energy"][0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": out["forces"].detach().cpu().numpy().astype(np.float64),
+            "energies": out["node_energy"].detach().cpu().numpy().astype(np.float64),
+        }
+        if periodic:
+            s = out["stress"][0].detach().cpu().numpy().astype(np.float64)
+            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2],
+                                               s[1, 2], s[0, 2], s[0, 1]])
+
+    def _check_elements(self, numbers: np.ndarray) -> None:
+        unknown = sorted(set(int(z) for z in numbers) - set(self.model.species))
+        if unknown:
+            names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
+            known = ", ".join(chemical_symbols[z] for z in self.model.species)
+            raise UnknownElementError(f"the model does not know element(s) {names}; "
+                                      f"it knows {known}")
+
+    def _graph(self, atoms: Atoms) -> AtomicGraph:
+        """The one-structure batch with edges inside the cutoff, from the skin list."""
+        f64 = dict(dtype=torch.float64, device=self.device)
+        positions = torch.tensor(atoms.positions, **f64)
+        cell = torch.tensor(np.asarray(atoms.cell), **f64)[None]
+        pbc = torch.tensor(atoms.pbc, device=self.device)[None]
+        batch = torch.zeros(len(atoms), dtype=torch.long, device=self.device)
+        edge_index, edge_shift = self.neighbors.update(positions, cell, pbc, batch)
+        edge_index, edge_shift, _ = edges_within_cutoff(positions, cell, batch, edge_index,
+                                                        edge_shift, self.model.cutoff)
+        return AtomicGraph(
+            positions=positions.to(self.dtype),
+            atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.long, device=self.device),
+            cell=cell.to(self.dtype), pbc=pbc, batch=batch,
+            n_atoms=torch.tensor([len(atoms)], device=self.device), edge_index=edge_index,
+            edge_shift=edge_shift, cutoff=self.model.cutoff)

@@ -1,0 +1,56 @@
+"""Streaming readers for formats ASE parses: extxyz, ASE trajectories (OC20 ``.traj``), ASE db.
+
+Each reader yields ``(frame_index, item)`` from frame ``start`` on, where ``item`` is an
+``ase.Atoms`` together with the ids the pipeline should attach (``system``, ``step``). Frames are
+read one at a time, so memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import ase.db
+import ase.io
+from ase import Atoms
+from ase.io.trajectory import Trajectory
+from mlip.data.importers.atoms import SYSTEM_KEYS
+
+__all__ = ["read_extxyz", "read_traj", "read_ase_db"]
+
+
+def read_extxyz(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]:
+    """Frames of an extended XYZ file (plain or ``.gz``/``.bz2``/``.xz``).
+
+    A frame without a system id in ``atoms.info`` (see ``SYSTEM_KEYS``) becomes its own system
+    ``"<file name>:<frame>"``, so splits never separate what the file does not group.
+    """
+    for k, atoms in enumerate(ase.io.iread(path, index=slice(start, None), format="extxyz"), start):
+        yield k, atoms, _default_ids(atoms, path, k)
+
+
+def read_traj(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]:
+    """Frames of an ASE ``.traj`` file: one trajectory (system = file stem, step = frame)."""
+    traj = Trajectory(str(path), "r")
+    try:
+        for k in range(start, len(traj)):
+            yield k, traj[k], {"system": path.stem, "step": k}
+    finally:
+        traj.close()
+
+
+def read_ase_db(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]:
+    """Rows of an ASE database in id order; ``key_value_pairs`` are available as ``atoms.info``."""
+    db = ase.db.connect(str(path))
+    for k, row in enumerate(
+        db.select(sort="id", offset=start) if start else db.select(sort="id"), start
+    ):
+        atoms = row.toatoms(add_additional_information=False)
+        atoms.info.update(row.key_value_pairs)
+        yield k, atoms, _default_ids(atoms, path, k)
+
+
+def _default_ids(atoms: Atoms, path: Path, k: int) -> dict:
+    if any(key in atoms.info for key in SYSTEM_KEYS):
+        return {}
+    return {"system": f"{path.name}:{k}"}

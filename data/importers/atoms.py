@@ -1,0 +1,156 @@
+"""Turn ``ase.Atoms`` (from any ASE reader) into store records, finding labels by key name.
+
+A *record* is the keyword arguments of :meth:`mlip.data.frames.FrameBuilder.add`. Labels are
+looked up in ``atoms.calc.results`` first (raw values: constraint-zeroed forces are never used),
+then ``atoms.info`` (per-frame) or ``atoms.arrays`` (per-atom).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+from ase.constraints import FixAtoms
+from ase.stress import voigt_6_to_full_3x3_stress
+
+from mlip.errors import InvalidStructureError
+
+__all__ = ["LabelKeys", "atoms_to_record", "SYSTEM_KEYS"]
+
+ENERGY_KEYS = ("energy", "REF_energy", "dft_energy", "DFT_energy", "total_energy")
+FORCES_KEYS = ("forces", "REF_forces", "dft_forces", "DFT_forces")
+STRESS_KEYS = ("stress", "REF_stress", "dft_stress", "DFT_stress")
+VIRIAL_KEYS = ("virial", "REF_virial", "virials", "dft_virial", "DFT_virial")
+#: ``atoms.info`` keys that name the trajectory / system a frame belongs to (first found wins).
+SYSTEM_KEYS = ("system_id", "system", "sid", "trajectory", "traj_id", "mol_id", "molecule_id")
+STEP_KEYS = ("step", "frame_id", "fid", "md_step")
+CHARGE_KEYS = ("charge", "total_charge")
+SPIN_KEYS = ("spin", "spin_multiplicity", "multiplicity")
+
+
+@dataclass(frozen=True)
+class LabelKeys:
+    """Names of the label fields; None means auto-detect from the common names.
+
+    Attributes:
+        energy: total energy key (eV). forces: per-atom forces key (eV/Å).
+        stress: stress key (eV/Å³, ASE sign, 3x3 or Voigt 6). virial: virial key (eV), converted
+            to stress = -virial / volume when no stress is present.
+        system: ``atoms.info`` key holding the trajectory/system id.
+    """
+
+    energy: str | None = None
+    forces: str | None = None
+    stress: str | None = None
+    virial: str | None = None
+    system: str | None = None
+
+
+def _lookup(atoms: Atoms, keys: tuple[str, ...], per_atom: bool):
+    results = atoms.calc.results if atoms.calc is not None else {}
+    extra = atoms.arrays if per_atom else atoms.info
+    for key in keys:
+        if key in results and results[key] is not None:
+            return results[key]
+        if key in extra and extra[key] is not None:
+            return extra[key]
+    return None
+
+
+def _stress(atoms: Atoms, keys: LabelKeys, where: str) -> np.ndarray | None:
+    stress = _lookup(atoms, (keys.stress,) if keys.stress else STRESS_KEYS, False)
+    if stress is not None:
+        return _as_3x3(stress, "stress", where)
+    virial = _lookup(atoms, (keys.virial,) if keys.virial else VIRIAL_KEYS, False)
+    if virial is None:
+        return None
+    volume = abs(np.linalg.det(atoms.cell.array))
+    if volume == 0.0:
+        raise InvalidStructureError(f"{where}: virial given but the cell has zero volume")
+    return -_as_3x3(virial, "virial", where) / volume
+
+
+def _as_3x3(value, name: str, where: str) -> np.ndarray:
+    value = np.asarray(value, dtype=np.float64)
+    if value.shape == (6,):
+        return voigt_6_to_full_3x3_stress(value)
+    if value.size == 9:
+        return value.reshape(3, 3)
+    raise InvalidStructureError(
+        f"{where}: {name} has shape {value.shape}, expected 3x3, 9 or 6 values"
+    )
+
+
+def atoms_to_record(atoms: Atoms, keys: LabelKeys, where: str, **ids) -> dict:
+    """A ``FrameBuilder.add`` record for one ``Atoms``.
+
+    Args:
+        atoms: the frame; labels from its calculator, ``info`` or ``arrays``.
+        keys: label key names (None fields are auto-detected).
+        where: "file frame k" for error messages.
+        **ids: per-frame values overriding the detected ones (``system``, ``step``, ``source``,
+            ``source_frame``, ``lot``, ``reference_energy``, ...).
+    """
+    energy = _lookup(atoms, (keys.energy,) if keys.energy else ENERGY_KEYS, False)
+    forces = _lookup(atoms, (keys.forces,) if keys.forces else FORCES_KEYS, True)
+    record = {
+        "numbers": atoms.numbers,
+        "positions": atoms.positions,
+        "cell": atoms.cell.array,
+        "pbc": atoms.pbc,
+        "energy": float("nan") if energy is None else _scalar(energy, where),
+        "forces": None if forces is None else np.asarray(forces, dtype=np.float64),
+        "stress": _stress(atoms, keys, where),
+        "where": where,
+        "atom_extras": _atom_extras(atoms),
+    }
+    record.update(_frame_extras(atoms, keys))
+    record.update(ids)
+    return record
+
+
+def _scalar(value, where: str) -> float:
+    value = np.asarray(value, dtype=np.float64)
+    if value.size != 1:
+        raise InvalidStructureError(f"{where}: energy has shape {value.shape}, expected a scalar")
+    return float(value.reshape(()))
+
+
+def _atom_extras(atoms: Atoms) -> dict:
+    extras = {}
+    results = atoms.calc.results if atoms.calc is not None else {}
+    for key in ("charges", "magmoms"):
+        if results.get(key) is not None:
+            extras[key] = np.asarray(results[key], dtype=np.float64)
+    if "tags" in atoms.arrays:
+        extras["tags"] = atoms.arrays["tags"]
+    fixed = [c.index for c in atoms.constraints if isinstance(c, FixAtoms)]
+    if fixed:
+        flags = np.zeros(len(atoms), dtype=np.int8)
+        flags[np.concatenate(fixed)] = 1
+        extras["fixed"] = flags
+    return extras
+
+
+def _frame_extras(atoms: Atoms, keys: LabelKeys) -> dict:
+    out = {}
+    info = atoms.info
+    system = next(
+        (info[k] for k in ((keys.system,) if keys.system else SYSTEM_KEYS) if k in info), None
+    )
+    if system is not None:
+        out["system"] = str(system)
+    step = next((info[k] for k in STEP_KEYS if k in info), None)
+    if isinstance(step, (int, np.integer)):
+        out["step"] = int(step)
+    for column, names in (("charge", CHARGE_KEYS), ("spin", SPIN_KEYS)):
+        value = next((info[k] for k in names if k in info), None)
+        if isinstance(value, (int, float, np.number)):
+            out[column] = float(value)
+    results = atoms.calc.results if atoms.calc is not None else {}
+    if results.get("dipole") is not None:
+        out["dipole"] = np.asarray(results["dipole"], dtype=np.float64)
+    if isinstance(info.get("weight"), (int, float, np.number)):
+        out["weight"] = float(info["weight"])
+    return out

@@ -1,0 +1,381 @@
+"""The MD and relaxation loops: the only place with side effects (neighbour list, logging,
+trajectories, checkpoints, blow-up handling).
+
+The inner loop stays on the device: blow-up checks are tensor reductions whose results freeze a
+failing system via :func:`mlip.md.state.select_systems`; the host only looks at them every
+``log_interval`` steps. (The neighbour-list skin test is one boolean per step.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from ase import Atoms
+from tqdm.auto import tqdm
+
+from mlip.md.ensembles import Integrator, make_integrator
+from mlip.md.force_field import ForceField, resolve_model
+from mlip.md.guard import BlowUpLimits, check_step, describe_failure
+from mlip.md.output import ThermoLog, TrajectoryWriter, thermo_rows
+from mlip.md.relax import fire_init, fire_step, max_force
+from mlip.md.restart import Checkpoint, load_checkpoint, save_checkpoint
+from mlip.md.state import (
+    MDState,
+    maxwell_boltzmann_momenta,
+    select_systems,
+    state_from_atoms,
+    state_to_atoms,
+    temperature_K,
+    volume,
+)
+from mlip.models import Potential
+from mlip.units import GPa
+
+__all__ = ["MDOutputs", "MDResult", "RelaxResult", "run_md", "run_relax"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MDOutputs:
+    """Where and how often an MD run writes.
+
+    Attributes:
+        trajectory: ``.xyz``/``.extxyz``/``.traj``/``.h5`` path or None.
+        log: thermo log ``.csv``/``.jsonl`` path or None.
+        checkpoint: restart file path or None.
+        trajectory_interval, log_interval, checkpoint_interval: in steps. ``log_interval`` is
+            also how often failures are looked at and the progress bar is updated.
+    """
+
+    trajectory: str | os.PathLike | None = None
+    log: str | os.PathLike | None = None
+    checkpoint: str | os.PathLike | None = None
+    trajectory_interval: int = 10
+    log_interval: int = 10
+    checkpoint_interval: int = 1000
+
+
+@dataclass
+class MDResult:
+    """Outcome of :func:`run_md`.
+
+    Attributes:
+        state: final state (failed systems hold their last good frame).
+        failures: system index → one-line reason, for the systems that were stopped.
+        steps: last step number. wall_s: seconds spent in the loop.
+        atom_steps_per_s, ns_per_day: throughput of the loop. nl_builds: neighbour-list builds.
+    """
+
+    state: MDState
+    failures: dict[int, str] = field(default_factory=dict)
+    steps: int = 0
+    wall_s: float = 0.0
+    atom_steps_per_s: float = 0.0
+    ns_per_day: float = 0.0
+    nl_builds: int = 0
+
+    def atoms(self) -> list[Atoms]:
+        """Final structures, one per system."""
+        return state_to_atoms(self.state)
+
+    def summary(self) -> str:
+        """A few human-readable lines: throughput, then one line per system."""
+        temps = temperature_K(self.state).tolist()
+        energies = self.state.energy.tolist()
+        counts = self.state.n_atoms.tolist()
+        lines = [f"{self.steps} steps in {self.wall_s:.1f} s: {self.ns_per_day:.3g} ns/day, "
+                 f"{self.atom_steps_per_s:.3g} atom-steps/s, "
+                 f"{self.nl_builds} neighbour-list builds"]
+        for g, (n, t, e) in enumerate(zip(counts, temps, energies)):
+            status = self.failures.get(g, "ok")
+            lines.append(f"  system {g}: {n} atoms, T = {t:.1f} K, E_pot = {e:.6f} eV  [{status}]")
+        return "\n".join(lines)
+
+
+class _Run:
+    """Mutable bookkeeping of one MD run (kept out of the pure state)."""
+
+    def __init__(self, state: MDState, integrator: Integrator, force_field: ForceField,
+                 limits: BlowUpLimits, status: dict[str, torch.Tensor] | None) -> None:
+        self.state, self.integrator, self.force_field = state, integrator, force_field
+        self.limits = limits
+        self.temperature_limit = limits.temperature_limit(integrator.temperature_K or
+                                                          _initial_temperature(state))
+        n, device = state.n_graphs, state.positions.device
+        self.status = status or {
+            "code": torch.zeros(n, dtype=torch.long, device=device),
+            "value": torch.zeros(n, dtype=torch.float64, device=device),
+            "step": torch.zeros(n, dtype=torch.long, device=device),
+            "reported": torch.zeros(n, dtype=torch.bool, device=device),
+            "volume0": volume(state.cell),
+        }
+        self.conserved = integrator.conserved(state)
+
+    def advance(self) -> None:
+        """One step of every healthy system; a failing system keeps its previous state."""
+        prev, status = self.state, self.status
+        new = self.integrator.step(prev, self.force_field)
+        new_conserved = self.integrator.conserved(new)
+        code, value = check_step(prev, new, self.conserved, new_conserved, status["volume0"],
+                                 self.limits, self.temperature_limit)
+        healthy = status["code"] == 0
+        take = healthy & (code == 0)
+        newly = healthy & (code > 0)
+        status["code"] = torch.where(newly, code, status["code"])
+        status["value"] = torch.where(newly, value, status["value"])
+        now = torch.full_like(status["step"], new.step)
+        status["step"] = torch.where(newly, now, status["step"])
+        self.state = select_systems(take, new, prev)
+        self.conserved = torch.where(take, new_conserved, self.conserved)
+
+    def new_failures(self) -> dict[int, str]:
+        """Messages for failures not reported yet (one host sync)."""
+        status = self.status
+        pending = (status["code"] > 0) & ~status["reported"]
+        status["reported"] = status["reported"] | pending
+        out = {}
+        for g in torch.nonzero(pending).flatten().tolist():
+            out[g] = describe_failure(g, int(status["step"][g]), int(status["code"][g]),
+                                      float(status["value"][g]), self.limits,
+                                      self.temperature_limit)
+        return out
+
+    def healthy_systems(self) -> list[int]:
+        return torch.nonzero(self.status["code"] == 0).flatten().tolist()
+
+
+def _initial_temperature(state: MDState) -> float:
+    return float(temperature_K(state).max())
+
+
+def _record(run: _Run, writer: TrajectoryWriter | None, thermo: ThermoLog | None,
+            write_frames: bool) -> None:
+    """Log a row and (optionally) write a frame for every healthy system."""
+    healthy = run.healthy_systems()
+    state = run.state
+    if thermo is not None:
+        time_ps = state.step * run.integrator.timestep_fs * 1e-3
+        thermo.write(thermo_rows(state, run.conserved, time_ps, run.force_field.neighbors.n_builds,
+                                 healthy))
+    if writer is not None and write_frames and healthy:
+        frames = state_to_atoms(state)
+        writer.write([frames[g] for g in healthy], healthy, state.step)
+
+
+def _report_failures(run: _Run, writer: TrajectoryWriter | None) -> dict[int, str]:
+    """Warn about newly stopped systems and write their last good frame."""
+    messages = run.new_failures()
+    for message in messages.values():
+        log.warning(message)
+    if messages and writer is not None:
+        frames = state_to_atoms(run.state)
+        systems = sorted(messages)
+        writer.write([frames[g] for g in systems], systems, run.state.step)
+    return messages
+
+
+def _progress(bar: tqdm, k: int, start_step: int, t0: float, n_atoms: int,
+              timestep_fs: float) -> None:
+    """Advance the bar to step k and show ns/day and atom-steps/s."""
+    bar.update(k - bar.n)
+    elapsed = max(time.perf_counter() - t0, 1e-12)
+    done = k - start_step
+    bar.set_postfix(ns_day=f"{done * timestep_fs * 1e-6 / elapsed * 86400:.3g}",
+                    atom_steps_s=f"{n_atoms * done / elapsed:.3g}", refresh=False)
+
+
+def _save(path: str | os.PathLike, run: _Run, writer: TrajectoryWriter | None) -> None:
+    """Flush outputs, then write the checkpoint atomically."""
+    if writer is not None:
+        writer.flush()
+    settings = {"ensemble": run.integrator.name, **run.integrator.settings}
+    save_checkpoint(path, Checkpoint(run.state, settings, run.force_field.neighbors.reference,
+                                     run.status))
+
+
+def _start(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrator | None,
+           restart: str | os.PathLike | None, device: str | torch.device, skin: float,
+           initial_temperature_K: float | None, seed: int
+           ) -> tuple[MDState, Integrator, ForceField, dict | None]:
+    """The initial state, integrator and force field, fresh or from a checkpoint."""
+    if restart is not None:
+        ckpt = load_checkpoint(restart, device)
+        settings = dict(ckpt.settings)
+        integrator = make_integrator(settings.pop("ensemble"), **settings)
+        force_field = _force_field(model, integrator, ckpt.state, skin)
+        if ckpt.nl_reference is not None:
+            state = ckpt.state
+            force_field.neighbors.build(ckpt.nl_reference[0], ckpt.nl_reference[1], state.pbc,
+                                        state.batch)
+        return ckpt.state, integrator, force_field, ckpt.status
+    if atoms is None or integrator is None:
+        raise TypeError("run_md needs atoms and an integrator unless restarting")
+    state = state_from_atoms(atoms, device)
+    if initial_temperature_K is not None:
+        momenta = maxwell_boltzmann_momenta(state.masses, state.batch, state.n_graphs,
+                                            initial_temperature_K, seed)
+        state = dataclasses.replace(state, momenta=momenta)
+    force_field = _force_field(model, integrator, state, skin)
+    return integrator.init(state, force_field), integrator, force_field, None
+
+
+def _force_field(model: Potential, integrator: Integrator, state: MDState,
+                 skin: float) -> ForceField:
+    periodic = bool(state.pbc.all(dim=1).any())
+    return ForceField(model, skin=skin, compute_stress=integrator.needs_stress or periodic)
+
+
+def run_md(
+    model: Potential | str | os.PathLike,
+    atoms: Sequence[Atoms] | None = None,
+    integrator: Integrator | None = None,
+    *,
+    steps: int,
+    outputs: MDOutputs = MDOutputs(),
+    restart: str | os.PathLike | None = None,
+    initial_temperature_K: float | None = None,
+    seed: int = 0,
+    skin: float = 1.0,
+    device: str | torch.device = "cpu",
+    limits: BlowUpLimits = BlowUpLimits(),
+    progress: bool = False,
+) -> MDResult:
+    """Run MD on a batch of structures (or continue a checkpoint) up to step ``steps``.
+
+    Args:
+        model: a potential or a checkpoint path.
+        atoms: the structures (one batch); ignored when ``restart`` is given.
+        integrator: from :func:`mlip.md.make_integrator`; taken from the checkpoint on restart.
+        steps: total number of steps (a restarted run continues up to it).
+        outputs: trajectory, log and checkpoint paths and intervals.
+        restart: checkpoint to continue from; trajectory and log are appended to.
+        initial_temperature_K: draw Maxwell–Boltzmann momenta at this temperature (else the
+            momenta stored in ``atoms`` are used).
+        seed: seed of the initial momenta. skin: neighbour-list skin, Å. device: torch device.
+        limits: blow-up thresholds. progress: show a progress bar with ns/day and atom-steps/s.
+
+    Returns:
+        :class:`MDResult`; stopped systems are listed in ``failures`` (also logged as warnings).
+    """
+    model = resolve_model(model, device=device)
+    state, integrator, force_field, status = _start(model, atoms, integrator, restart, device,
+                                                    skin, initial_temperature_K, seed)
+    run = _Run(state, integrator, force_field, limits, status)
+    append = restart is not None
+    writer = None if outputs.trajectory is None else TrajectoryWriter(outputs.trajectory,
+                                                                        state.n_graphs, append)
+    thermo = None if outputs.log is None else ThermoLog(outputs.log, append)
+    start_step = state.step
+    if not append:
+        _record(run, writer, thermo, write_frames=True)
+    failures: dict[int, str] = {}
+    n_atoms = state.positions.shape[0]
+    bar = tqdm(total=steps, initial=start_step, disable=not progress, unit="step",
+               dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        while run.state.step < steps and len(failures) < state.n_graphs:
+            run.advance()
+            k = run.state.step
+            at_log = k % outputs.log_interval == 0 or k == steps
+            if at_log:
+                failures.update(_report_failures(run, writer))
+                _record(run, writer, thermo, write_frames=k % outputs.trajectory_interval == 0)
+                _progress(bar, k, start_step, t0, n_atoms, integrator.timestep_fs)
+            elif writer is not None and k % outputs.trajectory_interval == 0:
+                _record(run, writer, None, write_frames=True)
+            at_checkpoint = k % outputs.checkpoint_interval == 0 or k == steps
+            if outputs.checkpoint is not None and at_checkpoint:
+                _save(outputs.checkpoint, run, writer)
+        failures.update(_report_failures(run, writer))
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if thermo is not None:
+            thermo.close()
+    wall = time.perf_counter() - t0
+    done = run.state.step - start_step
+    return MDResult(state=run.state, failures=failures, steps=run.state.step, wall_s=wall,
+                    atom_steps_per_s=n_atoms * done / max(wall, 1e-12),
+                    ns_per_day=done * integrator.timestep_fs * 1e-6 / max(wall, 1e-12) * 86400.0,
+                    nl_builds=force_field.neighbors.n_builds)
+
+
+@dataclass
+class RelaxResult:
+    """Outcome of :func:`run_relax`, one entry per structure.
+
+    Attributes:
+        atoms: relaxed structures with energy, forces (and stress) attached; ``info`` holds
+            ``relax_converged`` and ``relax_steps``.
+        converged: whether fmax was reached. n_steps: FIRE moves made.
+        fmax: final largest generalised force, eV/Å. energy: final energy, eV.
+    """
+
+    atoms: list[Atoms]
+    converged: list[bool]
+    n_steps: list[int]
+    fmax: list[float]
+    energy: list[float]
+
+    def summary(self) -> str:
+        """One line per structure: status, steps, energy, final fmax."""
+        lines = []
+        rows = zip(self.converged, self.n_steps, self.energy, self.fmax)
+        for g, (ok, n, e, f) in enumerate(rows):
+            status = "converged" if ok else "NOT converged"
+            lines.append(f"structure {g}: {status} after {n} steps, E = {e:.6f} eV, "
+                         f"fmax = {f:.2e} eV/Å")
+        return "\n".join(lines)
+
+
+def run_relax(
+    model: Potential | str | os.PathLike,
+    atoms: Sequence[Atoms],
+    *,
+    fmax: float = 0.05,
+    relax_cell: bool = False,
+    steps: int = 1000,
+    pressure_GPa: float = 0.0,
+    skin: float = 1.0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> RelaxResult:
+    """Relax a batch of structures with FIRE (and the Fréchet cell filter when ``relax_cell``).
+
+    Each system stops moving once its generalised forces are below ``fmax``; the batch stops
+    when all have converged or after ``steps`` moves.
+
+    Args:
+        model: a potential or a checkpoint path. atoms: the structures.
+        fmax: eV/Å. relax_cell: also relax the cell (needs full pbc). steps: maximum moves.
+        pressure_GPa: external pressure for cell relaxation, GPa. skin: Å. device: torch device.
+        progress: show a progress bar.
+    """
+    model = resolve_model(model, device=device)
+    start = state_from_atoms(atoms, device)
+    start = dataclasses.replace(start, momenta=torch.zeros_like(start.momenta))
+    force_field = ForceField(model, skin=skin, compute_stress=relax_cell)
+    pressure = pressure_GPa * GPa
+    state = fire_init(start, force_field, relax_cell=relax_cell)
+    for _ in tqdm(range(steps), disable=not progress, unit="step", dynamic_ncols=True):
+        if bool((state.converged | (max_force(state, relax_cell, pressure) < fmax)).all()):
+            break
+        state = fire_step(state, force_field, fmax=fmax, relax_cell=relax_cell, pressure=pressure)
+    final_fmax = max_force(state, relax_cell, pressure)
+    converged = (state.converged | (final_fmax < fmax)).tolist()
+    n_steps = state.n_steps.tolist()
+    frames = state_to_atoms(state)
+    for frame, ok, n in zip(frames, converged, n_steps):
+        frame.set_momenta(None)
+        frame.info.update(relax_converged=bool(ok), relax_steps=int(n))
+    return RelaxResult(atoms=frames, converged=converged, n_steps=n_steps,
+                       fmax=final_fmax.tolist(), energy=state.energy.tolist())

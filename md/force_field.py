@@ -1,0 +1,77 @@
+"""The force function the integrators call: model + skin neighbour list → :class:`ForceOutput`."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from mlip.graph import AtomicGraph
+from mlip.md.skin import SkinNeighborList, edges_within_cutoff
+from mlip.md.state import ForceOutput, MDState
+from mlip.models import Potential, load_model
+
+__all__ = ["ForceField", "resolve_model"]
+
+
+def resolve_model(model: Potential | str | os.PathLike, device: str | torch.device = "cpu",
+                  dtype: torch.dtype | None = None) -> Potential:
+    """A ready-to-run potential (eval mode) from a module or a checkpoint path.
+
+    Args:
+        model: a :class:`mlip.models.Potential` or the path of a file written by ``save_model``.
+        device: where the model runs.
+        dtype: floating dtype of the model (default: keep / as saved).
+    """
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, device=device, dtype=dtype)
+    model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    return model.eval()
+
+
+class ForceField:
+    """Evaluates a potential on an :class:`MDState`, reusing its neighbour list with a skin.
+
+    The model may run in float32; positions are cast for the model and results are cast back
+    to float64 for the integrators.
+
+    Args:
+        model: the potential (eval mode).
+        skin: Verlet skin, Å.
+        compute_stress: also return the stress (needed by barostats and cell relaxation).
+    """
+
+    def __init__(self, model: Potential, *, skin: float = 1.0,
+                 compute_stress: bool = False) -> None:
+        self.model = model
+        self.compute_stress = compute_stress
+        self.neighbors = SkinNeighborList(model.cutoff, skin)
+        self.model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
+                                torch.float64)
+
+    def __call__(self, state: MDState) -> ForceOutput:
+        """Energy, forces, stress and shortest distance per system at ``state.positions``."""
+        positions, cell = state.positions, state.cell
+        edge_index, edge_shift = self.neighbors.update(positions, cell, state.pbc, state.batch)
+        edge_index, edge_shift, distance = edges_within_cutoff(
+            positions, cell, state.batch, edge_index, edge_shift, self.model.cutoff)
+        dtype = self.model_dtype
+        graph = AtomicGraph(
+            positions=positions.to(dtype), atomic_numbers=state.atomic_numbers,
+            cell=cell.to(dtype), pbc=state.pbc, batch=state.batch, n_atoms=state.n_atoms,
+            edge_index=edge_index, edge_shift=edge_shift, cutoff=self.model.cutoff)
+        with torch.enable_grad():
+            out = self.model(graph, compute_forces=True, compute_stress=self.compute_stress)
+        n_graphs = state.n_graphs
+        min_distance = torch.full((n_graphs,), float("inf"), dtype=torch.float64,
+                                  device=positions.device)
+        if distance.shape[0]:
+            min_distance = min_distance.scatter_reduce(
+                0, state.batch[edge_index[0]], distance.to(torch.float64), "amin")
+        stress = out.get("stress")
+        if stress is None:
+            stress = torch.full((n_graphs, 3, 3), float("nan"), dtype=torch.float64,
+                                device=positions.device)
+        return ForceOutput(energy=out["energy"].detach().to(torch.float64),
+                           forces=out["forces"].detach().to(torch.float64),
+                           stress=stress.detach().to(torch.float64), min_distance=min_distance)

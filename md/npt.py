@@ -1,0 +1,105 @@
+"""Isothermal–isobaric (NPT) dynamics: stochastic cell rescaling with a BAOAB thermostat.
+
+C-rescale (Bernetti & Bussi, J. Chem. Phys. 153, 114107, 2020). Isotropic: the log-volume
+ε = ln V follows the first-order stochastic equation
+
+    dε = −(β_T/τ_p)·(P₀ − P − kT/V)·dt + √(2·kT·β_T/(V·τ_p))·dW,
+
+and positions and cell are scaled by exp(dε/3), momenta by exp(−dε/3). Anisotropic: each
+Cartesian axis a has its own log-length ε_a with P → P_aa, β_T/τ_p → β_T/(3τ_p) and an
+independent noise; the off-diagonal cell shape is kept. P is the instantaneous pressure
+including the kinetic term, ``mlip.md.state.instantaneous_pressure``; P₀ is the target
+(eV/Å³, positive compresses), β_T the isothermal compressibility (Å³/eV) and τ_p the
+barostat time (ASE time). Temperature is controlled by the Langevin BAOAB thermostat.
+
+The barostat move is applied between the second A and the force call, using the stress of the
+previous force evaluation (as GROMACS does), so one force call per step remains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from mlip.errors import ConfigError
+from mlip.md.nve import ForceFn, total_energy
+from mlip.md.nvt import LangevinState, langevin_init, ornstein_uhlenbeck, step_generator
+from mlip.md.state import MDState, instantaneous_pressure, volume
+from mlip.units import kB
+
+__all__ = ["CRescaleState", "crescale_init", "crescale_step", "enthalpy"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CRescaleState(LangevinState):
+    """Langevin state for C-rescale NPT (the cell is part of every MD state)."""
+
+
+def crescale_init(state: MDState, force_fn: ForceFn, *, seed: int = 0) -> CRescaleState:
+    """Check that every system is periodic along all axes, then evaluate forces and stress.
+
+    Raises:
+        ConfigError: naming the first system that is not fully periodic.
+    """
+    not_periodic = torch.nonzero(~state.pbc.all(dim=1)).flatten().tolist()
+    if not_periodic:
+        raise ConfigError(f"NPT needs periodic boundaries on all axes; system {not_periodic[0]} "
+                          f"has pbc={state.pbc[not_periodic[0]].tolist()}")
+    started = langevin_init(state, force_fn, seed=seed)
+    fields = {f.name: getattr(started, f.name) for f in dataclasses.fields(started)}
+    return CRescaleState(**fields)
+
+
+def _log_strain(state: CRescaleState, dt: float, kT: float, pressure: float, compressibility: float,
+                tau: float, anisotropic: bool, generator: torch.Generator) -> torch.Tensor:
+    """Per-axis log-scale increments dε_a, (n_graphs, 3)."""
+    vol = volume(state.cell)
+    p_tensor = instantaneous_pressure(state)
+    n_graphs = state.n_graphs
+    if anisotropic:
+        p_axis = torch.diagonal(p_tensor, dim1=1, dim2=2)  # (n_graphs, 3)
+        rate = compressibility / (3.0 * tau)
+        noise = torch.randn(n_graphs, 3, generator=generator, device=vol.device, dtype=vol.dtype)
+        drift = -rate * (pressure - p_axis - (kT / vol)[:, None]) * dt
+        return drift + torch.sqrt(2.0 * kT * rate * dt / vol)[:, None] * noise
+    p_scalar = torch.diagonal(p_tensor, dim1=1, dim2=2).mean(dim=1)
+    rate = compressibility / tau
+    noise = torch.randn(n_graphs, generator=generator, device=vol.device, dtype=vol.dtype)
+    d_eps = (-rate * (pressure - p_scalar - kT / vol) * dt
+             + torch.sqrt(2.0 * kT * rate * dt / vol) * noise)
+    return (d_eps / 3.0)[:, None].expand(n_graphs, 3)
+
+
+def crescale_step(state: CRescaleState, force_fn: ForceFn, *, dt: float, temperature_K: float,
+                  friction: float, pressure: float, compressibility: float, tau: float,
+                  anisotropic: bool = False) -> CRescaleState:
+    """One BAOAB step with a C-rescale cell move before the force call.
+
+    Args:
+        dt: ASE time. temperature_K: K. friction: γ, 1/(ASE time). pressure: P₀, eV/Å³.
+        compressibility: β_T, Å³/eV. tau: τ_p, ASE time. anisotropic: scale axes independently.
+    """
+    kT = kB * temperature_K
+    inv_m = 1.0 / state.masses[:, None]
+    momenta = state.momenta + 0.5 * dt * state.forces
+    positions = state.positions + 0.5 * dt * momenta * inv_m
+    generator = step_generator(state.rng_seed, state.step, state.positions.device)
+    momenta = ornstein_uhlenbeck(momenta, state.masses, math.exp(-friction * dt), kT, generator)
+    positions = positions + 0.5 * dt * momenta * inv_m
+    half = dataclasses.replace(state, positions=positions, momenta=momenta)
+    scale = torch.exp(_log_strain(half, dt, kT, pressure, compressibility, tau, anisotropic,
+                                  generator))  # (n_graphs, 3)
+    moved = dataclasses.replace(
+        half, positions=positions * scale[state.batch], momenta=momenta / scale[state.batch],
+        cell=state.cell * scale[:, None, :])
+    out = force_fn(moved)
+    return dataclasses.replace(moved.with_forces(out),
+                               momenta=moved.momenta + 0.5 * dt * out.forces, step=state.step + 1)
+
+
+def enthalpy(state: MDState, pressure: float) -> torch.Tensor:
+    """E_pot + E_kin + P₀·V per system, (n_graphs,) eV (logged as the NPT reference energy)."""
+    return total_energy(state) + pressure * volume(state.cell)

@@ -1,0 +1,178 @@
+"""Canonical (NVT) dynamics: Langevin BAOAB and Nosé–Hoover chains.
+
+Symbols: p momenta (amu·Å/t), m masses (amu), F forces (eV/Å), dt time step (ASE time),
+kT = k_B·T (eV), γ friction (1/t), N_f = 3N degrees of freedom (ASE's convention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from mlip.md.nve import ForceFn, velocity_verlet
+from mlip.md.state import MDState, kinetic_energy, system_field
+from mlip.units import kB
+
+__all__ = ["LangevinState", "NoseHooverState", "langevin_init", "langevin_step", "nhc_init",
+           "nhc_step", "nhc_conserved_energy", "step_generator", "ornstein_uhlenbeck"]
+
+#: Suzuki–Yoshida fourth-order weights (Yoshida 1990) used to split the thermostat propagator.
+_SUZUKI_YOSHIDA = (1.0 / (2.0 - 2.0 ** (1.0 / 3.0)),
+                   1.0 - 2.0 / (2.0 - 2.0 ** (1.0 / 3.0)),
+                   1.0 / (2.0 - 2.0 ** (1.0 / 3.0)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LangevinState(MDState):
+    """MD state with a noise seed; step k draws its noise from a generator seeded by (seed, k).
+
+    Attributes:
+        rng_seed: base seed. Noise is a pure function of (seed, step), so a restarted run
+            reproduces the uninterrupted one bit for bit.
+    """
+
+    rng_seed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoseHooverState(MDState):
+    """MD state with a Nosé–Hoover chain of length M per system.
+
+    Attributes:
+        eta: (n_graphs, M) dimensionless thermostat positions.
+        eta_velocity: (n_graphs, M) 1/t thermostat velocities.
+        eta_mass: (n_graphs, M) eV·t² thermostat masses Q.
+    """
+
+    eta: torch.Tensor = system_field()
+    eta_velocity: torch.Tensor = system_field()
+    eta_mass: torch.Tensor = system_field()
+
+
+def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """The random generator of one step: a pure function of (seed, step)."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+
+
+def ornstein_uhlenbeck(momenta: torch.Tensor, masses: torch.Tensor, c1: float, kT: float,
+                       generator: torch.Generator) -> torch.Tensor:
+    """Exact O step: p ← c1·p + √((1 − c1²)·m·kT)·ξ with ξ ~ N(0, 1), (n_atoms, 3)."""
+    noise = torch.randn(momenta.shape, generator=generator, device=momenta.device,
+                        dtype=momenta.dtype)
+    return c1 * momenta + torch.sqrt((1.0 - c1 * c1) * masses * kT)[:, None] * noise
+
+
+def langevin_init(state: MDState, force_fn: ForceFn, *, seed: int = 0) -> LangevinState:
+    """Evaluate forces and attach the noise seed."""
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState)}
+    return LangevinState(**fields, rng_seed=seed).with_forces(force_fn(state))
+
+
+def langevin_step(state: LangevinState, force_fn: ForceFn, *, dt: float, temperature_K: float,
+                  friction: float) -> LangevinState:
+    """One BAOAB Langevin step (Leimkuhler & Matthews, Appl. Math. Res. Express 2013, 34).
+
+    B: p += ½dt·F;  A: r += ½dt·p/m;  O: p = c1·p + √((1−c1²) m kT)·ξ, c1 = exp(−γ dt);
+    A: r += ½dt·p/m;  force call;  B: p += ½dt·F.
+
+    Args:
+        dt: time step, ASE time. temperature_K: target, K. friction: γ, 1/(ASE time).
+    """
+    inv_m = 1.0 / state.masses[:, None]
+    momenta = state.momenta + 0.5 * dt * state.forces
+    positions = state.positions + 0.5 * dt * momenta * inv_m
+    generator = step_generator(state.rng_seed, state.step, state.positions.device)
+    momenta = ornstein_uhlenbeck(momenta, state.masses, math.exp(-friction * dt),
+                                 kB * temperature_K, generator)
+    positions = positions + 0.5 * dt * momenta * inv_m
+    moved = dataclasses.replace(state, positions=positions, momenta=momenta)
+    out = force_fn(moved)
+    return dataclasses.replace(moved.with_forces(out), momenta=momenta + 0.5 * dt * out.forces,
+                               step=state.step + 1)
+
+
+def nhc_init(state: MDState, force_fn: ForceFn, *, temperature_K: float, damping: float,
+             chain_length: int = 3) -> NoseHooverState:
+    """Start a chain at rest with masses Q₁ = N_f·kT·τ², Q_k = kT·τ² (Martyna et al. 1992).
+
+    Args:
+        damping: τ, ASE time units.
+    """
+    n_graphs = state.n_graphs
+    kT = kB * temperature_K
+    n_dof = 3.0 * state.n_atoms.to(torch.float64)
+    mass = torch.full((n_graphs, chain_length), kT * damping**2, dtype=torch.float64,
+                      device=state.positions.device)
+    mass[:, 0] = n_dof * kT * damping**2
+    zeros = torch.zeros_like(mass)
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState)}
+    return NoseHooverState(**fields, eta=zeros, eta_velocity=zeros.clone(),
+                           eta_mass=mass).with_forces(force_fn(state))
+
+
+def _nhc_half_step(state: NoseHooverState, dt: float, kT: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Propagate the chain for dt/2 with Suzuki–Yoshida splitting (Martyna et al., Mol. Phys. 87,
+    1117, 1996, Trotter factorisation of exp(iL_NHC dt/2)).
+
+    Returns:
+        momentum scale factor (n_graphs,), new eta (n_graphs, M), new eta_velocity (n_graphs, M).
+    """
+    q = state.eta_mass.unbind(1)
+    v = list(state.eta_velocity.unbind(1))
+    eta = list(state.eta.unbind(1))
+    m = len(v)
+    kin2 = 2.0 * kinetic_energy(state.momenta, state.masses, state.batch, state.n_graphs)
+    n_dof_kT = 3.0 * state.n_atoms.to(kin2.dtype) * kT
+    scale = torch.ones_like(kin2)
+
+    def force(k: int) -> torch.Tensor:
+        if k == 0:
+            return (kin2 * scale * scale - n_dof_kT) / q[0]
+        return (q[k - 1] * v[k - 1] * v[k - 1] - kT) / q[k]
+
+    for weight in _SUZUKI_YOSHIDA:
+        d = weight * dt / 2.0
+        v[m - 1] = v[m - 1] + 0.5 * d * force(m - 1)
+        for k in range(m - 2, -1, -1):
+            damp = torch.exp(-0.25 * d * v[k + 1])
+            v[k] = (v[k] * damp + 0.5 * d * force(k)) * damp
+        scale = scale * torch.exp(-d * v[0])
+        eta = [e + d * vk for e, vk in zip(eta, v)]
+        for k in range(m - 1):
+            damp = torch.exp(-0.25 * d * v[k + 1])
+            v[k] = (v[k] * damp + 0.5 * d * force(k)) * damp
+        v[m - 1] = v[m - 1] + 0.5 * d * force(m - 1)
+    return scale, torch.stack(eta, dim=1), torch.stack(v, dim=1)
+
+
+def _apply_chain(state: NoseHooverState, dt: float, kT: float) -> NoseHooverState:
+    scale, eta, eta_velocity = _nhc_half_step(state, dt, kT)
+    return dataclasses.replace(state, momenta=state.momenta * scale[state.batch, None], eta=eta,
+                               eta_velocity=eta_velocity)
+
+
+def nhc_step(state: NoseHooverState, force_fn: ForceFn, *, dt: float,
+             temperature_K: float) -> NoseHooverState:
+    """One Nosé–Hoover-chain step: chain(dt/2) · velocity Verlet(dt) · chain(dt/2).
+
+    Args:
+        dt: time step, ASE time. temperature_K: target, K.
+    """
+    kT = kB * temperature_K
+    state = _apply_chain(state, dt, kT)
+    state = velocity_verlet(state, force_fn, dt)
+    return _apply_chain(state, dt, kT)
+
+
+def nhc_conserved_energy(state: NoseHooverState, temperature_K: float) -> torch.Tensor:
+    """Extended energy E_pot + E_kin + Σ ½Q v_η² + N_f kT η₁ + kT Σ_{k>1} η_k, (n_graphs,) eV."""
+    kT = kB * temperature_K
+    n_dof = 3.0 * state.n_atoms.to(torch.float64)
+    kin = kinetic_energy(state.momenta, state.masses, state.batch, state.n_graphs)
+    chain = 0.5 * (state.eta_mass * state.eta_velocity**2).sum(dim=1)
+    coupling = n_dof * kT * state.eta[:, 0] + kT * state.eta[:, 1:].sum(dim=1)
+    return state.energy + kin + chain + coupling

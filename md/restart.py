@@ -1,0 +1,95 @@
+"""MD checkpoints: the full state, integrator settings, neighbour-list reference and run status.
+
+A run restarted from a checkpoint reproduces the uninterrupted run bit for bit on the same
+device: the noise is a pure function of (seed, step), and the neighbour list is rebuilt from the
+positions it was last built at, so the same candidate pairs appear in the same order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlip.errors import CheckpointMismatchError
+from mlip.md.npt import CRescaleState
+from mlip.md.nvt import LangevinState, NoseHooverState
+from mlip.md.relax import FireState
+from mlip.md.state import MDState
+from mlip.models.checkpoint import atomic_torch_save
+
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint"]
+
+FORMAT = "mlip-md-restart"
+FORMAT_VERSION = 1
+_STATE_TYPES = {cls.__name__: cls for cls in (MDState, LangevinState, NoseHooverState,
+                                              CRescaleState, FireState)}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a restart needs.
+
+    Attributes:
+        state: the MD state (any subclass). settings: ``make_integrator`` keyword arguments
+        plus ``ensemble``. nl_reference: (positions (n_atoms, 3) Å, cell (n_graphs, 3, 3) Å) of
+        the last neighbour-list build, or None. status: per-system run status tensors.
+    """
+
+    state: MDState
+    settings: dict[str, Any]
+    nl_reference: tuple[torch.Tensor, torch.Tensor] | None
+    status: dict[str, torch.Tensor]
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
+    """Write ``checkpoint`` atomically (temporary file + rename)."""
+    state = checkpoint.state
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    payload = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "state_type": type(state).__name__,
+        "state": {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
+                  for k, v in fields.items()},
+        "settings": checkpoint.settings,
+        "nl_reference": None if checkpoint.nl_reference is None else
+        [t.detach().cpu() for t in checkpoint.nl_reference],
+        "status": {k: v.detach().cpu() for k, v in checkpoint.status.items()},
+    }
+    atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointMismatchError: missing file, unreadable file or not an MD checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointMismatchError(f"{path}: no such MD checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign files
+        raise CheckpointMismatchError(f"{path}: not a readable MD checkpoint "
+                                      f"({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointMismatchError(f"{path}: not an mlip MD checkpoint (no '{FORMAT}' header)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointMismatchError(f"{path}: MD checkpoint version "
+                                      f"{payload.get('format_version')} is not supported "
+                                      f"(expects {FORMAT_VERSION})")
+    cls = _STATE_TYPES.get(payload["state_type"])
+    if cls is None:
+        raise CheckpointMismatchError(f"{path}: unknown state type {payload['state_type']!r}")
+    state = cls(**{k: v.to(device) if isinstance(v, torch.Tensor) else v
+                   for k, v in payload["state"].items()})
+    reference = payload["nl_reference"]
+    return Checkpoint(
+        state=state, settings=payload["settings"],
+        nl_reference=None if reference is None else tuple(t.to(device) for t in reference),
+        status={k: v.to(device) for k, v in payload["status"].items()})

@@ -1,0 +1,241 @@
+"""The batched MD state: many independent systems advanced by one set of tensor operations.
+
+Units are ASE's (see :mod:`mlip.units`): positions Å, momenta amu·Å/t_ASE, masses amu, energies
+eV, stress eV/Å³. Positions are kept *unwrapped* (never folded back into the cell) so that the
+neighbour-list skin test sees true displacements. Cell rows are lattice vectors, as in ASE.
+
+Every field carries metadata saying whether it is per atom or per system, so that
+:func:`select_systems` can merge two states system by system (used to freeze a failed or a
+converged system while the others carry on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Sequence, TypeVar
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from mlip.errors import InvalidStructureError
+from mlip.nn.scatter import scatter_sum
+from mlip.units import kB
+
+__all__ = ["MDState", "ForceOutput", "select_systems", "state_from_atoms", "state_to_atoms",
+           "kinetic_energy", "temperature_K", "instantaneous_pressure", "volume",
+           "maxwell_boltzmann_momenta", "atom_field", "system_field"]
+
+S = TypeVar("S", bound="MDState")
+
+
+def atom_field() -> dataclasses.Field:
+    """A dataclass field whose tensor has a leading ``n_atoms`` dimension."""
+    return field(metadata={"per": "atom"})
+
+
+def system_field() -> dataclasses.Field:
+    """A dataclass field whose tensor has a leading ``n_graphs`` dimension."""
+    return field(metadata={"per": "system"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForceOutput:
+    """What a force function returns for a batch.
+
+    Attributes:
+        energy: (n_graphs,) eV. forces: (n_atoms, 3) eV/Å.
+        stress: (n_graphs, 3, 3) eV/Å³, ASE sign; NaN where not computed or not periodic.
+        min_distance: (n_graphs,) Å, shortest interatomic distance within the cutoff (inf if none).
+    """
+
+    energy: torch.Tensor
+    forces: torch.Tensor
+    stress: torch.Tensor
+    min_distance: torch.Tensor
+
+
+@dataclass(frozen=True, kw_only=True)
+class MDState:
+    """Positions, momenta and the latest forces of a batch of systems (float64).
+
+    Attributes:
+        positions: (n_atoms, 3) Å, unwrapped.
+        momenta: (n_atoms, 3) amu·Å/t_ASE.
+        masses: (n_atoms,) amu.
+        atomic_numbers: (n_atoms,) int64.
+        batch: (n_atoms,) int64 sorted system index of each atom.
+        cell: (n_graphs, 3, 3) Å, rows are lattice vectors.
+        pbc: (n_graphs, 3) bool.
+        forces: (n_atoms, 3) eV/Å at ``positions``.
+        energy: (n_graphs,) eV, potential energy at ``positions``.
+        stress: (n_graphs, 3, 3) eV/Å³ (NaN when not computed).
+        min_distance: (n_graphs,) Å, shortest neighbour distance at ``positions``.
+        step: number of steps taken since the start of the run.
+    """
+
+    positions: torch.Tensor = atom_field()
+    momenta: torch.Tensor = atom_field()
+    masses: torch.Tensor = atom_field()
+    atomic_numbers: torch.Tensor = atom_field()
+    batch: torch.Tensor = atom_field()
+    cell: torch.Tensor = system_field()
+    pbc: torch.Tensor = system_field()
+    forces: torch.Tensor = atom_field()
+    energy: torch.Tensor = system_field()
+    stress: torch.Tensor = system_field()
+    min_distance: torch.Tensor = system_field()
+    step: int = 0
+
+    @property
+    def n_graphs(self) -> int:
+        return int(self.cell.shape[0])
+
+    @property
+    def n_atoms(self) -> torch.Tensor:
+        """(n_graphs,) int64 number of atoms per system."""
+        return torch.bincount(self.batch, minlength=self.n_graphs)
+
+    def with_forces(self: S, out: ForceOutput) -> S:
+        """A copy holding the energy, forces and stress of ``out``."""
+        return dataclasses.replace(self, forces=out.forces, energy=out.energy, stress=out.stress,
+                                   min_distance=out.min_distance)
+
+
+def select_systems(take_new: torch.Tensor, new: S, old: S) -> S:
+    """Merge two states of the same batch: system g comes from ``new`` where ``take_new[g]``.
+
+    Args:
+        take_new: (n_graphs,) bool.
+        new, old: states of the same type and batch layout.
+
+    Returns:
+        A state of the same type; non-tensor fields (``step``) come from ``new``.
+    """
+    changes = {}
+    atom_mask = take_new[new.batch]
+    for f in dataclasses.fields(new):
+        per = f.metadata.get("per")
+        if per is None:
+            continue
+        mask = atom_mask if per == "atom" else take_new
+        a, b = getattr(new, f.name), getattr(old, f.name)
+        changes[f.name] = torch.where(mask.reshape(mask.shape + (1,) * (a.dim() - 1)), a, b)
+    return dataclasses.replace(new, **changes)
+
+
+def kinetic_energy(momenta: torch.Tensor, masses: torch.Tensor, batch: torch.Tensor,
+                   n_graphs: int) -> torch.Tensor:
+    """Kinetic energy Σ p²/2m per system, (n_graphs,) eV."""
+    per_atom = 0.5 * (momenta * momenta).sum(dim=1) / masses
+    return scatter_sum(per_atom, batch, n_graphs)
+
+
+def temperature_K(state: MDState) -> torch.Tensor:
+    """Instantaneous temperature 2K/(3N k_B) per system (ASE's convention), (n_graphs,) K."""
+    kin = kinetic_energy(state.momenta, state.masses, state.batch, state.n_graphs)
+    return 2.0 * kin / (3.0 * state.n_atoms.to(kin.dtype) * kB)
+
+
+def volume(cell: torch.Tensor) -> torch.Tensor:
+    """|det(cell)| per system, (n_graphs,) Å³."""
+    return torch.linalg.det(cell).abs()
+
+
+def instantaneous_pressure(state: MDState) -> torch.Tensor:
+    """Pressure tensor P = (Σ p⊗p/m)/V − σ per system, (n_graphs, 3, 3) eV/Å³.
+
+    σ is the configurational stress in ASE's sign (positive = tensile); the kinetic term
+    is the ideal-gas part. Its trace over 3 is the scalar pressure.
+    """
+    kinetic = scatter_sum(torch.einsum("ni,nj->nij", state.momenta, state.momenta)
+                          / state.masses[:, None, None], state.batch, state.n_graphs)
+    return kinetic / volume(state.cell)[:, None, None] - state.stress
+
+
+def maxwell_boltzmann_momenta(masses: torch.Tensor, batch: torch.Tensor, n_graphs: int,
+                              temperature: float, seed: int) -> torch.Tensor:
+    """Momenta drawn at ``temperature`` K with zero total momentum per system (if > 1 atom).
+
+    The draw is rescaled so that each system's instantaneous temperature (3N convention) is
+    exactly ``temperature``, like ASE's ``MaxwellBoltzmannDistribution(force_temp=True)``.
+
+    Returns:
+        (n_atoms, 3) amu·Å/t_ASE.
+    """
+    generator = torch.Generator(device=masses.device).manual_seed(seed)
+    noise = torch.randn(masses.shape[0], 3, generator=generator, device=masses.device,
+                        dtype=masses.dtype)
+    momenta = noise * torch.sqrt(masses * kB * temperature)[:, None]
+    counts = torch.bincount(batch, minlength=n_graphs).to(masses.dtype)
+    total = scatter_sum(momenta, batch, n_graphs)
+    mass_sum = scatter_sum(masses, batch, n_graphs)
+    drift = torch.where((counts > 1)[:, None], total / mass_sum[:, None], torch.zeros_like(total))
+    momenta = momenta - masses[:, None] * drift[batch]
+    kin = kinetic_energy(momenta, masses, batch, n_graphs)
+    target = 1.5 * counts * kB * temperature
+    scale = torch.where(kin > 0, torch.sqrt(target / kin.clamp_min(1e-300)), torch.zeros_like(kin))
+    return momenta * scale[batch, None]
+
+
+def state_from_atoms(atoms: Sequence[Atoms], device: str | torch.device = "cpu") -> MDState:
+    """A float64 state of one or several structures (momenta from ``atoms``, forces NaN).
+
+    Raises:
+        InvalidStructureError: for an empty list or an empty structure (names its index).
+    """
+    atoms = list(atoms)
+    if not atoms:
+        raise InvalidStructureError("no structures given")
+    for k, a in enumerate(atoms):
+        if len(a) == 0:
+            raise InvalidStructureError(f"structure {k} has no atoms")
+    f64 = dict(dtype=torch.float64, device=device)
+    positions = torch.tensor(np.concatenate([a.positions for a in atoms]), **f64)
+    n_graphs = len(atoms)
+    nan = float("nan")
+    return MDState(
+        positions=positions,
+        momenta=torch.tensor(np.concatenate([a.get_momenta() for a in atoms]), **f64),
+        masses=torch.tensor(np.concatenate([a.get_masses() for a in atoms]), **f64),
+        atomic_numbers=torch.tensor(np.concatenate([a.numbers for a in atoms]), device=device),
+        batch=torch.repeat_interleave(torch.arange(n_graphs, device=device),
+                                      torch.tensor([len(a) for a in atoms], device=device)),
+        cell=torch.tensor(np.stack([np.asarray(a.cell) for a in atoms]), **f64),
+        pbc=torch.tensor(np.stack([a.pbc for a in atoms]), device=device),
+        forces=torch.full_like(positions, nan),
+        energy=torch.full((n_graphs,), nan, **f64),
+        stress=torch.full((n_graphs, 3, 3), nan, **f64),
+        min_distance=torch.full((n_graphs,), float("inf"), **f64),
+    )
+
+
+def state_to_atoms(state: MDState) -> list[Atoms]:
+    """One ``ase.Atoms`` per system with momenta and a calculator holding energy/forces/stress."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    counts = state.n_atoms.tolist()
+    arrays = {name: getattr(state, name).detach().cpu().numpy()
+              for name in ("positions", "momenta", "masses", "atomic_numbers", "forces")}
+    cells, pbcs = state.cell.detach().cpu().numpy(), state.pbc.cpu().numpy()
+    energies, stresses = state.energy.detach().cpu().numpy(), state.stress.detach().cpu().numpy()
+    out, start = [], 0
+    for g, n in enumerate(counts):
+        sl = slice(start, start + n)
+        start += n
+        atoms = Atoms(numbers=arrays["atomic_numbers"][sl], positions=arrays["positions"][sl],
+                      cell=cells[g], pbc=pbcs[g], masses=arrays["masses"][sl],
+                      momenta=arrays["momenta"][sl])
+        results = {}
+        if np.isfinite(energies[g]):
+            results["energy"] = float(energies[g])
+        if np.isfinite(arrays["forces"][sl]).all():
+            results["forces"] = arrays["forces"][sl]
+        s = stresses[g]
+        if np.isfinite(s).all():
+            results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        if results:
+            atoms.calc = SinglePointCalculator(atoms, **results)
+        out.append(atoms)
+    return out

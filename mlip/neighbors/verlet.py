@@ -1,0 +1,181 @@
+"""Verlet-skin reuse of a neighbour list across MD or relaxation steps.
+
+The candidate list is built with ``cutoff + skin`` and reused while it provably still contains
+every pair closer than ``cutoff``; each call filters it with fresh distances, so the returned
+pairs are always exactly those of a fresh ``neighbor_list(..., cutoff)``.
+
+Rebuild rule (Verlet 1967; LAMMPS ``neigh_modify check yes``; vesin ``verlet.cpp``, with the
+cell-change correction of LAMMPS ``Neighbor::check_distance``), per system ``g``:
+
+* ``e_i = (r_i - r_i^0) - n_i @ (C - C^0)``: displacement since the build of atom ``i`` in the
+  frame that moves with the cell (``n_i`` the cell images removed when wrapping at build time);
+* ``c_g = sum_k s_k |C_k - C^0_k|``: the largest change of a wrapped image shift ``S_w @ C``,
+  with ``s_k = ceil((cutoff + skin) / h_k)`` the widest shift along a periodic axis ``k``;
+* the list is stale when ``c_g > skin`` or some ``|e_i| > (skin - c_g) / 2``.
+
+A pair now closer than ``cutoff`` was then closer than ``cutoff + skin`` at build time, because
+``D - D^0 = e_j - e_i + S_w @ (C - C^0)``. Positions must be passed *unwrapped* (as integrated);
+wrapping an atom between rebuilds shows up as a lattice-vector jump and triggers a rebuild, so
+wrapping is safe but wasteful. Only stale systems of a batch are rebuilt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mlip.errors import ConfigError, InvalidStructureError
+from mlip.neighbors._validate import normalize_inputs
+from mlip.neighbors.grid import wrap
+from mlip.neighbors.search import neighbor_list
+
+
+@dataclass
+class _Cache:
+    """State at the last build (float64, detached)."""
+
+    positions: torch.Tensor  # (n_atoms, 3) Å
+    cell: torch.Tensor  # (n_graphs, 3, 3) Å
+    pbc: torch.Tensor  # (n_graphs, 3) bool
+    batch: torch.Tensor  # (n_atoms,) int64
+    images: torch.Tensor  # (n_atoms, 3) float64 integers
+    widest_shift: torch.Tensor  # (n_graphs, 3) float64, s_k (0 on non-periodic axes)
+    i: torch.Tensor  # (n_candidates,) int64
+    j: torch.Tensor
+    shift: torch.Tensor  # (n_candidates, 3) int64
+
+
+class VerletList:
+    """A neighbour list with a skin, rebuilt only when atoms or the cell moved too far.
+
+    Example (MD loop)::
+
+        nl = VerletList(cutoff=5.0, skin=1.0)
+        for step in range(n_steps):
+            edge_index, edge_shift = nl.update(positions, cell, pbc, batch)
+            ...  # forces from AtomicGraph(..., edge_index=edge_index, edge_shift=edge_shift)
+        print(nl.n_rebuilds, "rebuilds in", nl.n_updates, "steps")
+
+    Args:
+        cutoff: Å, > 0; the returned pairs all have |D| < cutoff.
+        skin: Å, ≥ 0; 0 rebuilds whenever anything moved. Candidate pairs grow as
+            (cutoff + skin)³, so 1 Å suits cutoffs of 4-6 Å.
+        backend: neighbour-list backend for rebuilds ("auto", "numba", "torch").
+        max_neighbors: optional ceiling on the candidates (within ``cutoff + skin``) of any
+            atom; exceeding it raises :class:`NeighborListOverflow`.
+
+    Attributes:
+        n_updates: calls to :meth:`update`. n_rebuilds: calls that rebuilt some system.
+        n_system_rebuilds: systems rebuilt in total (a batch of B counts B at the first call).
+    """
+
+    def __init__(self, cutoff: float, skin: float = 1.0, *, backend: str = "auto",
+                 max_neighbors: int | None = None):
+        if not 0.0 < cutoff < float("inf"):
+            raise InvalidStructureError(f"cutoff must be a finite number > 0, got {cutoff!r}")
+        if not 0.0 <= skin < float("inf"):
+            raise ConfigError(f"skin must be a finite number >= 0 Å, got {skin!r}")
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self.options = {"backend": backend, "max_neighbors": max_neighbors}
+        self.n_updates = 0
+        self.n_rebuilds = 0
+        self.n_system_rebuilds = 0
+        self._cache: _Cache | None = None
+
+    def reset(self) -> None:
+        """Forget the cached list; the next :meth:`update` rebuilds everything."""
+        self._cache = None
+
+    def update(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
+               batch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pairs closer than ``cutoff`` now, rebuilding stale systems first.
+
+        Args:
+            positions: (n_atoms, 3) Å, unwrapped. cell: (3, 3) or (n_graphs, 3, 3) Å.
+            pbc: (3,) or (n_graphs, 3) bool. batch: (n_atoms,) int64 sorted system index.
+
+        Returns:
+            edge_index: (2, n_edges) int64, row 0 centres i (sorted), row 1 neighbours j;
+            edge_shift: (n_edges, 3) int64 S, with D = r[j] - r[i] + S @ cell.
+        """
+        positions, cell, pbc, batch = normalize_inputs(positions, cell, pbc, self.cutoff, batch)
+        self.n_updates += 1
+        stale = self.needs_rebuild(positions, cell, pbc, batch)
+        if bool(stale.any()):
+            self._rebuild(positions, cell, pbc, batch, stale)
+        return self._filter(positions, cell, batch)
+
+    def needs_rebuild(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
+                      batch: torch.Tensor) -> torch.Tensor:
+        """Which systems the cached list no longer covers (all of them when nothing is cached).
+
+        Args:
+            positions: (n_atoms, 3) Å. cell: (n_graphs, 3, 3) Å. pbc: (n_graphs, 3) bool.
+            batch: (n_atoms,) int64.
+
+        Returns:
+            (n_graphs,) bool.
+        """
+        c = self._cache
+        n_graphs = cell.shape[0]
+        if c is None or not self._same_layout(positions, cell, pbc, batch):
+            return torch.ones(n_graphs, dtype=torch.bool, device=cell.device)
+        cell_change = cell.detach().to(torch.float64) - c.cell  # (n_graphs, 3, 3)
+        cell_term = (c.widest_shift * cell_change.norm(dim=2)).sum(dim=1)  # (n_graphs,)
+        moved = positions.detach().to(torch.float64) - c.positions
+        moved = moved - torch.einsum("nk,nkl->nl", c.images, cell_change[batch])
+        largest = torch.zeros(n_graphs, dtype=torch.float64, device=cell.device)
+        largest = largest.scatter_reduce(0, batch, moved.norm(dim=1), "amax")
+        return (cell_term > self.skin) | (largest > 0.5 * (self.skin - cell_term))
+
+    def _same_layout(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
+                     batch: torch.Tensor) -> bool:
+        """Same atoms, systems, pbc and device as the cached build."""
+        c = self._cache
+        return (c.positions.shape == positions.shape and c.cell.shape == cell.shape
+                and c.positions.device == positions.device and torch.equal(c.pbc, pbc)
+                and torch.equal(c.batch, batch))
+
+    def _rebuild(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
+                 batch: torch.Tensor, stale: torch.Tensor) -> None:
+        """Rebuild the candidate list of the stale systems and splice it into the cache."""
+        self.n_rebuilds += 1
+        self.n_system_rebuilds += int(stale.sum())
+        pos64, cell64 = positions.detach().to(torch.float64), cell.detach().to(torch.float64)
+        _, images, heights = wrap(pos64, cell64, pbc, batch)
+        widest = torch.where(pbc, torch.ceil((self.cutoff + self.skin) / heights), 0.0)
+        atoms = stale[batch]  # (n_atoms,) bool
+        if self._cache is None or bool(stale.all()):
+            i, j, S = neighbor_list(positions, cell, pbc, self.cutoff + self.skin, batch,
+                                    **self.options)
+            self._cache = _Cache(pos64.clone(), cell64.clone(), pbc.clone(), batch.clone(),
+                                 images, widest, i, j, S)
+            return
+        index = torch.nonzero(atoms).flatten()  # (n_stale_atoms,) global atom indices
+        sub_batch = (torch.cumsum(stale.to(torch.long), 0) - 1)[batch[index]]
+        i, j, S = neighbor_list(positions[index], cell[stale], pbc[stale],
+                                self.cutoff + self.skin, sub_batch, **self.options)
+        c = self._cache
+        keep = ~atoms[c.i]  # candidates of systems that stay
+        i = torch.cat([c.i[keep], index[i]])
+        order = torch.argsort(i, stable=True)
+        c.i = i[order]
+        c.j = torch.cat([c.j[keep], index[j]])[order]
+        c.shift = torch.cat([c.shift[keep], S])[order]
+        c.positions[atoms] = pos64[atoms]
+        c.cell[stale] = cell64[stale]
+        c.images[atoms] = images[atoms]
+        c.widest_shift[stale] = widest[stale]
+
+    def _filter(self, positions: torch.Tensor, cell: torch.Tensor,
+                batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cached candidates closer than ``cutoff`` at the current positions."""
+        c = self._cache
+        pos = positions.detach().to(torch.float64)
+        cell64 = cell.detach().to(torch.float64)
+        d = pos[c.j] - pos[c.i] + torch.einsum("ek,ekl->el", c.shift.to(torch.float64),
+                                               cell64[batch[c.i]])  # (n_candidates, 3) Å
+        keep = (d * d).sum(dim=1) < self.cutoff * self.cutoff
+        return torch.stack([c.i[keep], c.j[keep]]), c.shift[keep]

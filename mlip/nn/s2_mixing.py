@@ -1,0 +1,85 @@
+"""Facet's spherical-grid mixing layer: features → S² grid → pointwise MLP → back to irreps."""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from mlip.errors import ConfigError
+from mlip.nn.s2_grid import S2Grid
+
+__all__ = ["S2MixingLayer", "sh_parity_irreps"]
+
+
+def sh_parity_irreps(channels: int, lmax: int) -> o3.Irreps:
+    """``channels`` copies of every degree 0..lmax with parity (−1)^l: 0e + 1o + 2e + …"""
+    return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(lmax + 1)])
+
+
+def _to_component_major(x: torch.Tensor, channels: int, lmax: int) -> torch.Tensor:
+    """(n, irreps.dim) e3nn layout of ``sh_parity_irreps`` → (n, n_sph, channels)."""
+    blocks, start = [], 0
+    for l in range(lmax + 1):
+        width = channels * (2 * l + 1)
+        blocks.append(x[:, start:start + width].reshape(-1, channels, 2 * l + 1).transpose(1, 2))
+        start += width
+    return torch.cat(blocks, dim=1)
+
+
+def _from_component_major(x: torch.Tensor, lmax: int) -> torch.Tensor:
+    """(n, n_sph, channels) → (n, irreps.dim) e3nn layout of ``sh_parity_irreps``."""
+    n, _, channels = x.shape
+    return torch.cat([x[:, l * l:(l + 1) ** 2].transpose(1, 2).reshape(n, channels * (2 * l + 1))
+                      for l in range(lmax + 1)], dim=1)
+
+
+class S2MixingLayer(nn.Module):
+    """Grid mixing (Facet, Miklaucic et al. 2025, arXiv 2509.08418): the node update.
+
+    1. ``up``: equivariant linear map of the input to U × (0e + 1o + … + Le);
+    2. the U functions f_u(r̂) = Σ_lm up_{lm,u} Y_lm(r̂) are sampled on a SOFT grid (G points);
+    3. ``pointwise`` (e.g. :class:`mlip.nn.s2_grid.GridMLP`) acts on the U values at each point;
+    4. the result is projected back to degrees ≤ L;
+    5. concatenated with the input scalars and mapped by ``down`` to ``irreps_out``.
+
+    Rotations and inversion move f over the sphere (the grid features have parity (−1)^l), so the
+    layer is O(3)-equivariant up to grid aliasing: exact for a degree-2 polynomial ``pointwise``
+    on a grid at :func:`mlip.nn.s2_grid.exact_product_resolution`, approximate for an MLP.
+
+    Args:
+        irreps_in: input irreps (l > 0 parts must have parity (−1)^l).
+        irreps_out: output irreps.
+        lmax: L of the grid functions.
+        channels: U.
+        pointwise: module mapping (…, U) → (…, U).
+        res_beta: grid polar resolution (even). res_alpha: azimuthal resolution.
+        normalization: e3nn grid normalisation.
+    """
+
+    def __init__(self, irreps_in: o3.Irreps | str, irreps_out: o3.Irreps | str, *, lmax: int,
+                 channels: int, pointwise: nn.Module, res_beta: int, res_alpha: int,
+                 normalization: str = "component") -> None:
+        super().__init__()
+        self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
+        wrong = [str(ir) for _, ir in self.irreps_in if ir.p != (-1) ** ir.l]
+        if wrong:
+            raise ConfigError(f"the S2 grid mixer needs parity (-1)^l features; got {wrong} in "
+                              f"{self.irreps_in}")
+        self.lmax, self.channels = lmax, channels
+        irreps_grid = sh_parity_irreps(channels, lmax)
+        self.scalar_slices = [s for (_, ir), s in zip(self.irreps_in, self.irreps_in.slices())
+                              if ir == o3.Irrep("0e")]
+        n_scalars = sum(s.stop - s.start for s in self.scalar_slices)
+        self.up = o3.Linear(self.irreps_in, irreps_grid)
+        self.grid = S2Grid(lmax, res_beta, res_alpha, normalization)
+        self.pointwise = pointwise
+        self.down = o3.Linear(irreps_grid + o3.Irreps(f"{n_scalars}x0e"), self.irreps_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: (n_atoms, irreps_in.dim). Returns: (n_atoms, irreps_out.dim)."""
+        up = _to_component_major(self.up(x), self.channels, self.lmax)  # (n_atoms, n_sph, U)
+        values = self.pointwise(self.grid.to_grid(up))  # (n_atoms, G, U)
+        mixed = _from_component_major(self.grid.from_grid(values), self.lmax)
+        scalars = [x[:, s] for s in self.scalar_slices]
+        return self.down(torch.cat([mixed, *scalars], dim=1))

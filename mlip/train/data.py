@@ -1,0 +1,284 @@
+"""Training data: read frames, split them by system, and batch them (seeded, sharded by rank).
+
+Frames are held as one-structure :class:`AtomicGraph` objects (neighbour list built once, at the
+model cutoff) and collated into batches on the fly. Sources are ASE-readable files (extxyz,
+traj, ...) or mlip snapshot stores (``.h5``, read through :mod:`mlip.data`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import ase.io
+import numpy as np
+import torch
+from ase import Atoms
+
+from mlip.errors import ConfigError
+from mlip.graph import AtomicGraph
+
+__all__ = [
+    "FrameSet",
+    "read_frames",
+    "resolve_path",
+    "load_frameset",
+    "split_frameset",
+    "Batcher",
+    "MemoryBatches",
+    "BUNDLED_PREFIX",
+    "is_store",
+    "read_store",
+]
+
+#: Prefix of data paths that name files shipped with mlip (e.g. ``bundled:3bpa_train_300K.xyz``).
+BUNDLED_PREFIX = "bundled:"
+
+
+@dataclass
+class FrameSet:
+    """A list of one-structure graphs with the system each belongs to.
+
+    Attributes:
+        graphs: one :class:`AtomicGraph` per frame, each with ``targets``.
+        system_ids: one id per frame; splits never separate frames of one system.
+        source: where the frames came from (for messages).
+    """
+
+    graphs: list[AtomicGraph]
+    system_ids: list[str]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def subset(self, indices: Sequence[int], source: str | None = None) -> FrameSet:
+        """The frames at ``indices``, in that order."""
+        return FrameSet(
+            [self.graphs[i] for i in indices],
+            [self.system_ids[i] for i in indices],
+            source or self.source,
+        )
+
+    def has_label(self, name: str) -> bool:
+        """Whether any frame carries a finite ``energy``, ``forces`` or ``stress`` label."""
+        return any(bool(torch.isfinite(getattr(g.targets, name)).any()) for g in self.graphs)
+
+    def elements(self) -> list[int]:
+        """Sorted atomic numbers present."""
+        return sorted({int(z) for g in self.graphs for z in g.atomic_numbers.unique().tolist()})
+
+    def eval_graphs(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[AtomicGraph]:
+        """Frames ``rank, rank + world_size, ...`` in batches of ``batch_size`` (for evaluation)."""
+        mine = list(range(rank, len(self), world_size))
+        for k in range(0, len(mine), batch_size):
+            yield AtomicGraph.collate([self.graphs[i] for i in mine[k:k + batch_size]])
+
+
+def read_frames(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], max_frames: int | None = None
+) -> list[Atoms]:
+    """Read every frame of ASE-readable files or mlip stores (see :func:`resolve_path`).
+
+    Raises:
+        ConfigError: a path that does not exist or holds no frames.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    frames: list[Atoms] = []
+    for path in map(resolve_path, paths):
+        if not path.exists():
+            raise ConfigError(f"data file {path} does not exist")
+        read = read_store(path)["all"] if is_store(path) else ase.io.read(path, index=":")
+        if not read:
+            raise ConfigError(f"data file {path} holds no frames")
+        _name_systems(read, path)
+        frames.extend(read)
+        if max_frames is not None and len(frames) >= max_frames:
+            return frames[:max_frames]
+    return frames
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """A data path; ``bundled:NAME`` names a file shipped in :mod:`mlip.data.bundled`."""
+    text = str(path)
+    if text.startswith(BUNDLED_PREFIX):
+        return Path(str(resources.files("mlip.data.bundled").joinpath(text[len(BUNDLED_PREFIX) :])))
+    return Path(path)
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an mlip snapshot store (a directory with a ``manifest.json``)."""
+    return Path(path).is_dir() and (Path(path) / "manifest.json").is_file()
+
+
+def read_store(path: str | os.PathLike, max_frames: int | None = None) -> dict[str, list[Atoms]]:
+    """Frames of a snapshot store as ``ase.Atoms``: ``{"all": [...]}``, plus ``train``, ``val``
+    and ``test`` when the store has a split (``mlip data split``)."""
+    from mlip.data import SnapshotStore
+
+    path = resolve_path(path)
+    store = SnapshotStore(path)
+    try:
+        indices = {"all": store.split_indices(None)}
+        if store.split_codes() is not None:
+            indices.update({name: store.split_indices(name) for name in ("train", "val", "test")})
+        out = {}
+        for name, idx in indices.items():
+            idx = idx[:max_frames] if max_frames is not None else idx
+            out[name] = store.to_ase(idx) if len(idx) else []
+            _name_systems(out[name], path)
+        return out
+    finally:
+        store.close()
+
+
+def _name_systems(frames: list[Atoms], path: Path) -> None:
+    """Give every frame a ``system_id`` (its store ``system``, else ``FILE:index``)."""
+    for k, atoms in enumerate(frames):
+        atoms.info.setdefault("system_id", str(atoms.info.get("system", f"{path.name}:{k}")))
+
+
+def load_frameset(
+    frames: Sequence[Atoms],
+    cutoff: float,
+    source: str,
+    config_type_weights: Mapping[str, float] | None = None,
+) -> FrameSet:
+    """One graph per frame (float64); loss weight = ``config_type`` weight × ``info["weight"]``.
+
+    Raises:
+        ConfigError: a ``config_type_weights`` key that no frame has.
+    """
+    weights = dict(config_type_weights or {})
+    present = {str(a.info.get("config_type", "Default")) for a in frames}
+    missing = sorted(set(weights) - present)
+    if missing:
+        raise ConfigError(
+            f"data.config_type_weights names config types {missing} that no frame of "
+            f"{source} has (present: {sorted(present)})"
+        )
+    graphs = []
+    for atoms in frames:
+        graph = AtomicGraph.from_ase(atoms, cutoff)
+        weight = float(weights.get(str(atoms.info.get("config_type", "Default")), 1.0))
+        weight *= float(atoms.info.get("weight", 1.0))
+        targets = dataclasses.replace(
+            graph.targets, weight=torch.full((1,), weight, dtype=torch.float64)
+        )
+        graphs.append(dataclasses.replace(graph, targets=targets))
+    return FrameSet(graphs, [str(a.info["system_id"]) for a in frames], source)
+
+
+def split_frameset(frames: FrameSet, fractions: Sequence[float], seed: int) -> list[FrameSet]:
+    """Split by system id into parts of the given fractions (the remainder goes to the first).
+
+    Systems are shuffled with ``seed``; every frame of a system lands in the same part.
+    """
+    systems = sorted(set(frames.system_ids))
+    order = np.random.default_rng(seed).permutation(len(systems))
+    counts = [int(round(f * len(systems))) for f in fractions[1:]]
+    counts = [len(systems) - sum(counts)] + counts
+    assignment: dict[str, int] = {}
+    start = 0
+    for part, count in enumerate(counts):
+        for k in order[start : start + count]:
+            assignment[systems[k]] = part
+        start += count
+    parts = []
+    for part in range(len(fractions)):
+        indices = [i for i, s in enumerate(frames.system_ids) if assignment[s] == part]
+        parts.append(frames.subset(indices))
+    return parts
+
+
+class Batcher:
+    """Deterministic batches of frame indices, shuffled per epoch, sharded across ranks.
+
+    A global batch holds ``batch_size`` frames, or as many frames as fit in
+    ``max_atoms_per_batch`` atoms when that is set; rank ``r`` of ``world_size`` takes frames
+    ``r, r + world_size, ...`` of each global batch, so K processes see the same global batches
+    as one. Global batches smaller than ``world_size`` are dropped (only then).
+
+    Args:
+        n_atoms: (n_frames,) atoms per frame.
+        batch_size: frames per global batch.
+        max_atoms_per_batch: atom budget per global batch, or None.
+        shuffle: reshuffle every epoch (seeded by ``seed`` and the epoch number).
+        seed: shuffling seed.
+    """
+
+    def __init__(
+        self,
+        n_atoms: Sequence[int],
+        batch_size: int,
+        max_atoms_per_batch: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
+        if max_atoms_per_batch is not None and max_atoms_per_batch < max(n_atoms):
+            raise ConfigError(
+                f"data.max_atoms_per_batch = {max_atoms_per_batch} is smaller than the "
+                f"largest frame ({max(n_atoms)} atoms)"
+            )
+        self.n_atoms = list(n_atoms)
+        self.batch_size = batch_size
+        self.max_atoms = max_atoms_per_batch
+        self.shuffle = shuffle
+        self.seed = seed
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """The global batches of ``epoch`` as lists of frame indices."""
+        order = list(range(len(self.n_atoms)))
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            order = torch.randperm(len(order), generator=generator).tolist()
+        batches, current, atoms = [], [], 0
+        for index in order:
+            full = (
+                len(current) >= self.batch_size
+                if self.max_atoms is None
+                else atoms + self.n_atoms[index] > self.max_atoms
+            )
+            if current and full:
+                batches.append(current)
+                current, atoms = [], 0
+            current.append(index)
+            atoms += self.n_atoms[index]
+        if current:
+            batches.append(current)
+        return batches
+
+    def local_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
+        """This rank's share of each global batch of ``epoch``."""
+        return [b[rank::world_size] for b in self.global_batches(epoch) if len(b) >= world_size]
+
+
+class MemoryBatches:
+    """Training batches of an in-memory :class:`FrameSet` (the interface :class:`StoreSplit` shares).
+
+    Args:
+        frames: the training frames.
+        batcher: how they are grouped, shuffled and sharded.
+    """
+
+    def __init__(self, frames: FrameSet, batcher: Batcher) -> None:
+        self.frames, self.batcher = frames, batcher
+
+    def n_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> int:
+        """Batches this rank trains on in ``epoch``."""
+        return len(self.batcher.local_batches(epoch, rank, world_size))
+
+    def batches(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0
+                ) -> Iterator[tuple[int, list[str], AtomicGraph]]:
+        """Yield ``(batch number, frame names, graph)`` of this rank from batch ``start`` on."""
+        local = self.batcher.local_batches(epoch, rank, world_size)
+        for number in range(start, len(local)):
+            indices = local[number]
+            graph = AtomicGraph.collate([self.frames.graphs[i] for i in indices])
+            yield number, [self.frames.system_ids[i] for i in indices], graph

@@ -1,0 +1,365 @@
+"""The training loop: steps, evaluation, checkpoints, best-model export and the NaN/OOM guards."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from mlip.graph import AtomicGraph
+from mlip.models import Potential, build, save_model
+from mlip.train.data import Batcher, MemoryBatches
+from mlip.train.distributed import DistributedContext
+from mlip.train.ema import ExponentialMovingAverage
+from mlip.train.errors import BatchTooLargeError, TrainingDivergedError
+from mlip.train.evaluate import evaluate
+from mlip.train.loss import LossConfig, combine_terms, loss_terms
+from mlip.train.metrics import MetricAccumulator
+from mlip.train.records import MetricsLog
+from mlip.train.schedule import LRSchedule, build_optimizer
+from mlip.train.setup import Splits
+from mlip.train.state import CHECKPOINT_NAME, Progress, save_training_state, set_rng_state
+from mlip.train.statistics import DataStatistics
+
+__all__ = ["Trainer", "BEST_NAME", "FINAL_NAME", "STEPS_NAME"]
+
+log = logging.getLogger("mlip.train")
+
+BEST_NAME = "best.pt"
+FINAL_NAME = "final.pt"
+STEPS_NAME = "steps.csv"
+
+
+class Trainer:
+    """Trains ``model`` on ``splits`` as the resolved ``config`` says; only rank 0 writes files.
+
+    Args:
+        config: resolved configuration (see :mod:`mlip.train.config`).
+        run_dir: output directory.
+        splits: training/validation/test frames.
+        model: the (unwrapped) potential, on CPU.
+        stats: the training-split statistics stored with exported models.
+        ctx: the distributed context.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        run_dir: Path,
+        splits: Splits,
+        model: Potential,
+        stats: DataStatistics,
+        ctx: DistributedContext,
+    ) -> None:
+        self.config, self.run_dir, self.splits = config, run_dir, splits
+        self.stats, self.ctx = stats, ctx
+        self.dtype = getattr(torch, config["dtype"])
+        self.model = model.to(device=ctx.device, dtype=self.dtype)
+        self.loss_config = LossConfig(**config["loss"])
+        self.compute_forces = splits.train.has_label("forces") or splits.valid.has_label("forces")
+        self.compute_stress = (
+            splits.train.has_label("stress") and self.loss_config.stress_weight > 0
+        ) or splits.valid.has_label("stress")
+        train = config["train"]
+        self.train_batches = _training_batches(splits, config)
+        per_epoch = self.train_batches.n_batches(0, ctx.rank, ctx.world_size)
+        total = train["max_steps"] or int(train["max_epochs"]) * per_epoch
+        self.optimizer = build_optimizer(self.model, config["optimizer"])
+        self.schedule = LRSchedule(
+            self.optimizer, config["schedule"], config["optimizer"]["lr"], total
+        )
+        decay = config["ema"]["decay"]
+        self.ema = ExponentialMovingAverage(self.model, decay) if decay else None
+        self.net = self.model
+        if ctx.enabled:
+            self.net = DistributedDataParallel(
+                self.model,
+                device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                find_unused_parameters=bool(train["find_unused_parameters"]),
+            )
+        self.progress = Progress()
+        self.records = MetricsLog(run_dir)
+
+    # ------------------------------------------------------------------ resume
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :func:`mlip.train.state.load_training_state` payload."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.progress = state["progress"]
+        set_rng_state(state["rng"])
+        if self.ctx.is_main:
+            self.records.truncate_after(self.progress.step)
+            _truncate_steps(self.run_dir / STEPS_NAME, self.progress.step)
+
+    def save_state(self) -> None:
+        """Write ``last.ckpt`` (rank 0)."""
+        if not self.ctx.is_main:
+            return
+        from mlip.models.checkpoint import model_payload
+
+        save_training_state(
+            self.run_dir / CHECKPOINT_NAME,
+            config=dict(self.config),
+            model=model_payload(self.model),
+            optimizer=self.optimizer.state_dict(),
+            schedule=self.schedule.state_dict(),
+            ema=self.ema.state_dict() if self.ema else None,
+            progress=self.progress,
+            stats=self.stats.as_dict(),
+        )
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> Path:
+        """Train until a limit is reached; return the path of the best potential."""
+        self._clock = time.perf_counter() - self.progress.elapsed_s
+        while not self._limit_reached():
+            self._run_epoch()
+        self.save_state()
+        self._export(self.run_dir / FINAL_NAME)
+        self.ctx.barrier()
+        return self.run_dir / BEST_NAME
+
+    def _limit_reached(self) -> bool:
+        train, p = self.config["train"], self.progress
+        done = p.epoch >= int(train["max_epochs"]) or (
+            train["max_steps"] is not None and p.step >= int(train["max_steps"])
+        )
+        if train["max_time_s"] is not None:
+            late = torch.tensor(
+                [float(p.elapsed_s >= float(train["max_time_s"]))], dtype=torch.float64
+            )
+            done = done or float(self.ctx.all_reduce(late)) > 0
+        return done
+
+    def _run_epoch(self) -> None:
+        p = self.progress
+        n_batches = self.train_batches.n_batches(p.epoch, self.ctx.rank, self.ctx.world_size)
+        accumulator = MetricAccumulator(self.loss_config)
+        if p.train_sums:
+            accumulator.load_state(p.train_sums)
+        bar = tqdm(
+            total=n_batches,
+            initial=p.batch,
+            desc=f"epoch {p.epoch}",
+            leave=False,
+            unit="batch",
+            disable=not (self.ctx.is_main and self.config["train"]["progress"]),
+        )
+        for number, names, graph in self.train_batches.batches(
+            p.epoch, self.ctx.rank, self.ctx.world_size, p.batch
+        ):
+            graph = graph.to(self.ctx.device, self.dtype)
+            loss, lr = self._train_step(graph, names, number, accumulator)
+            p.batch, p.step = number + 1, p.step + 1
+            p.elapsed_s = time.perf_counter() - self._clock
+            self._log_step(loss, lr)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
+            if p.step % int(self.config["train"]["checkpoint_every_steps"]) == 0:
+                p.train_sums = accumulator.state()
+                self.save_state()
+            if self._limit_reached():
+                break
+        bar.close()
+        epoch_done = p.batch >= n_batches
+        if epoch_done:
+            p.epoch, p.batch = p.epoch + 1, 0
+        if (
+            not epoch_done
+            or p.epoch % int(self.config["train"]["eval_every_epochs"]) == 0
+            or self._limit_reached()
+        ):
+            self._evaluate(accumulator, epoch_done)
+        p.train_sums = [] if epoch_done else accumulator.state()
+
+    # ------------------------------------------------------------------ one step
+    def _train_step(
+        self, graph: AtomicGraph, names: list[str], number: int, accumulator: MetricAccumulator
+    ) -> tuple[float, float]:
+        """Forward, loss (global sums / global counts), guarded backward and update."""
+        self.net.train()
+        lr = self.schedule.set_step(self.progress.step)
+        try:
+            prediction = self.net(
+                graph, compute_forces=self.compute_forces, compute_stress=self.compute_stress
+            )
+            terms = loss_terms(prediction, graph, self.loss_config)
+            counts = self.ctx.all_reduce(torch.stack([c for _, c in terms.values()]))
+            part = combine_terms(
+                {t: s for t, (s, _) in terms.items()}, dict(zip(terms, counts)), self.loss_config
+            )
+            check = self.ctx.all_reduce(
+                torch.stack([part.detach(), (~torch.isfinite(part.detach())).to(part.dtype)])
+            )
+            if float(check[1]) > 0 or not math.isfinite(float(check[0])):
+                self._diverged(float(check[0]), names, number, graph, "loss")
+            self.optimizer.zero_grad(set_to_none=True)
+            (part * self.ctx.world_size).backward()
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not isinstance(exc, torch.OutOfMemoryError) and "out of memory" not in str(exc):
+                raise
+            raise BatchTooLargeError(_oom_message(graph, self.config)) from None
+        clip = self.config["optimizer"]["clip_grad_norm"]
+        norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), float(clip) if clip else math.inf
+        )
+        if not math.isfinite(float(norm)):
+            self._diverged(float(norm), names, number, graph, "gradient norm")
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        accumulator.update(prediction, graph)
+        return float(check[0]), lr
+
+    def _diverged(
+        self, value: float, frames: list[str], number: int, graph: AtomicGraph, what: str
+    ) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        last = self.run_dir / CHECKPOINT_NAME
+        kept = (
+            f"the last good checkpoint {last} is kept"
+            if last.is_file()
+            else "no checkpoint had been written yet"
+        )
+        raise TrainingDivergedError(
+            f"the {what} became {value} at epoch {self.progress.epoch}, "
+            f"step {self.progress.step}, batch "
+            f"{number} (frames {frames[:8]}{' ...' if len(frames) > 8 else ''}; "
+            f"{graph.positions.shape[0]} atoms, {graph.n_edges} edges); "
+            "training stopped before updating "
+            f"the weights, {kept}. Lower the learning rate (optimizer.lr is {lr:.3g}; try "
+            f"--set optimizer.lr={lr / 10:.3g}) or check these frames' labels"
+        )
+
+    # ------------------------------------------------------------------ evaluation and export
+    def _evaluate(self, train_metrics: MetricAccumulator, epoch_done: bool) -> None:
+        """Validate (EMA weights), record metrics, feed the plateau schedule, export the best."""
+        reduced = MetricAccumulator(self.loss_config)
+        reduced.load_state(train_metrics.state())
+        reduced.all_reduce(self.ctx.all_reduce)
+        with self._averaged():
+            valid = evaluate(
+                self.model,
+                self.splits.valid,
+                self.loss_config,
+                batch_size=int(self.config["data"]["batch_size"]),
+                compute_stress=self.compute_stress,
+                ctx=self.ctx,
+            )
+        p = self.progress
+        row = {
+            "epoch": p.epoch,
+            "step": p.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "time_s": round(p.elapsed_s, 3),
+            **reduced.summary("train_"),
+            **valid.summary("valid_"),
+        }
+        valid_loss = row["valid_loss"]
+        if epoch_done:
+            self.schedule.observe(valid_loss)
+        if self.ctx.is_main:
+            self.records.append(row)
+            log.info(_row_line(row))
+            if valid_loss < p.best_valid_loss:
+                self._export(self.run_dir / BEST_NAME, valid=row)
+        if valid_loss < p.best_valid_loss:
+            p.best_valid_loss, p.best_step = valid_loss, p.step
+
+    def _averaged(self):
+        import contextlib
+
+        return (
+            self.ema.applied(self.model)
+            if self.ema is not None
+            else contextlib.nullcontext(self.model)
+        )
+
+    def _export(self, path: Path, **extra: Any) -> None:
+        """Save the (EMA-averaged) weights as a ready-to-use potential file (rank 0)."""
+        if not self.ctx.is_main:
+            return
+        with self._averaged():
+            save_model(
+                self.model,
+                path,
+                statistics=self.stats.as_dict(),
+                step=self.progress.step,
+                epoch=self.progress.epoch,
+                **extra,
+            )
+
+    def _log_step(self, loss: float, lr: float) -> None:
+        if not self.ctx.is_main:
+            return
+        path = self.run_dir / STEPS_NAME
+        new = not path.is_file()
+        with open(path, "a") as handle:
+            if new:
+                handle.write("step,epoch,batch,loss,lr\n")
+            p = self.progress
+            handle.write(f"{p.step},{p.epoch},{p.batch - 1},{loss!r},{lr!r}\n")
+
+
+def _training_batches(splits: Splits, config: Mapping[str, Any]):
+    """The streamed store split itself, or in-memory frames with a seeded :class:`Batcher`."""
+    if hasattr(splits.train, "batches"):
+        return splits.train
+    data = config["data"]
+    sizes = [g.positions.shape[0] for g in splits.train.graphs]
+    batcher = Batcher(sizes, int(data["batch_size"]), data["max_atoms_per_batch"], shuffle=True,
+                      seed=int(config["seed"]))
+    return MemoryBatches(splits.train, batcher)
+
+
+def model_from_payload(payload: Mapping[str, Any]) -> Potential:
+    """Rebuild the model stored in a training checkpoint (weights included)."""
+    model = build(payload["model"], **payload["hparams"])
+    state = payload["state_dict"]
+    model = model.to(dtype=next(iter(state.values())).dtype)
+    model.load_state_dict(state)
+    return model
+
+
+def _truncate_steps(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:1] + [ln for ln in lines[1:] if int(ln.split(",")[0]) <= step]))
+
+
+def _oom_message(graph: AtomicGraph, config: Mapping[str, Any]) -> str:
+    data = config["data"]
+    return (
+        f"out of memory on a batch of {graph.n_graphs} frames, "
+        f"{graph.positions.shape[0]} atoms and "
+        f"{graph.n_edges} edges (data.batch_size = {data['batch_size']}, "
+        f"data.max_atoms_per_batch = {data['max_atoms_per_batch']}); lower data.batch_size or set "
+        f"data.max_atoms_per_batch below {graph.positions.shape[0]}"
+    )
+
+
+def _row_line(row: Mapping[str, Any]) -> str:
+    def f(key: str) -> str:
+        value = row.get(key, math.nan)
+        return (
+            "-"
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else f"{value:.2f}"
+        )
+
+    return (
+        f"epoch {row['epoch']} step {row['step']} lr {row['lr']:.2e} | "
+        f"loss train {row['train_loss']:.4g} "
+        f"valid {row['valid_loss']:.4g} | valid RMSE E {f('valid_energy_rmse')} meV/atom, "
+        f"F {f('valid_forces_rmse')} meV/Å, S {f('valid_stress_rmse')} meV/Å³ | "
+        f"{row['time_s']:.0f} s"
+    )

@@ -1,0 +1,101 @@
+"""Error metrics: streaming RMSE and MAE of energy per atom, forces and stress.
+
+Sums are accumulated in float64 per batch and all-reduced across ranks before reporting, so
+a data-parallel evaluation gives the same numbers as a single process. Reported units:
+energy meV/atom, forces meV/Å, stress meV/Å³.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping
+
+import torch
+
+from mlip.graph import AtomicGraph
+from mlip.train.loss import TERMS, LossConfig, combine_terms, energy_errors, loss_terms
+
+__all__ = ["MetricAccumulator", "UNITS", "format_table"]
+
+#: Reported unit of each quantity (values are multiplied by 1000 from eV-based units).
+UNITS = {"energy": "meV/atom", "forces": "meV/Å", "stress": "meV/Å³"}
+
+_FIELDS = ("sq", "abs", "n")
+
+
+class MetricAccumulator:
+    """Accumulates squared and absolute errors, and loss sums, over batches.
+
+    Args:
+        loss_config: used to accumulate the loss terms as global (sum, count) pairs.
+    """
+
+    def __init__(self, loss_config: LossConfig) -> None:
+        self.loss_config = loss_config
+        self.values = torch.zeros(len(TERMS), len(_FIELDS) + 2, dtype=torch.float64)
+
+    def update(self, prediction: Mapping[str, torch.Tensor], graph: AtomicGraph) -> None:
+        """Add the errors of one batch (predictions are detached here)."""
+        detached = {k: v.detach() for k, v in prediction.items()}
+        all_errors = energy_errors(detached, graph)
+        for row, term in enumerate(TERMS):
+            errors = all_errors.get(term)
+            if errors is None:
+                continue
+            e = errors[0].to(torch.float64).cpu()
+            self.values[row, 0] += e.pow(2).sum()
+            self.values[row, 1] += e.abs().sum()
+            self.values[row, 2] += e.numel()
+        for term, (total, count) in loss_terms(detached, graph, self.loss_config).items():
+            row = TERMS.index(term)
+            self.values[row, 3] += float(total)
+            self.values[row, 4] += float(count)
+
+    def all_reduce(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Sum the accumulators across ranks with ``reduce`` (e.g. a DDP all-reduce)."""
+        self.values = reduce(self.values)
+
+    def loss(self) -> float:
+        """The loss over everything accumulated (global sums over global counts)."""
+        sums = {t: self.values[k, 3] for k, t in enumerate(TERMS) if self.values[k, 4] > 0}
+        counts = {t: self.values[k, 4] for k, t in enumerate(TERMS) if self.values[k, 4] > 0}
+        return float(combine_terms(sums, counts, self.loss_config)) if sums else math.nan
+
+    def summary(self, prefix: str = "") -> dict[str, float]:
+        """``{prefix}{term}_rmse`` and ``_mae`` in meV units (NaN when there were no labels)."""
+        out = {f"{prefix}loss": self.loss()}
+        for row, term in enumerate(TERMS):
+            sq, ab, n = self.values[row, :3].tolist()
+            out[f"{prefix}{term}_rmse"] = 1000.0 * math.sqrt(sq / n) if n else math.nan
+            out[f"{prefix}{term}_mae"] = 1000.0 * ab / n if n else math.nan
+        return out
+
+    def state(self) -> list[list[float]]:
+        """Plain-Python state (for checkpoints)."""
+        return self.values.tolist()
+
+    def load_state(self, state: list[list[float]]) -> None:
+        """Restore :meth:`state`."""
+        self.values = torch.tensor(state, dtype=torch.float64)
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
+    """A MACE-style table: one row per split with RMSE/MAE of E, F and stress."""
+    header = ["split"] + [f"{t} {m} ({UNITS[t]})" for t in TERMS for m in ("RMSE", "MAE")]
+    lines = [header]
+    for name, summary in rows.items():
+        prefix = next((k[: -len("energy_rmse")] for k in summary if k.endswith("energy_rmse")), "")
+        lines.append(
+            [name]
+            + [
+                _fmt(summary.get(f"{prefix}{t}_{m}", math.nan))
+                for t in TERMS
+                for m in ("rmse", "mae")
+            ]
+        )
+    widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in lines)
+
+
+def _fmt(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"

@@ -1,0 +1,111 @@
+"""Optimiser and learning-rate schedules (warm-up, cosine decay, reduce-on-plateau)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["build_optimizer", "LRSchedule"]
+
+
+def build_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """Adam or AdamW (``optimizer`` config section) with weight decay on weights only.
+
+    Biases, normalisation parameters and other 0-/1-D parameters get no weight decay.
+    """
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": float(config["weight_decay"])},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    cls = torch.optim.AdamW if config["name"] == "adamw" else torch.optim.Adam
+    return cls(
+        groups,
+        lr=float(config["lr"]),
+        betas=tuple(config["betas"]),
+        amsgrad=bool(config["amsgrad"]),
+    )
+
+
+class LRSchedule:
+    """Learning rate as a function of the step, plus an optional plateau factor.
+
+    lr(t) = lr₀ · w(t) · c(t) · p, with w(t) = min(1, (t + 1)/warmup_steps) a linear warm-up,
+    c(t) = r + (1 − r)(1 + cos(π t / T))/2 the cosine decay to ratio r over T = ``total_steps``
+    (``name: cosine``; 1 otherwise), and p the product of plateau factors (``name: plateau``:
+    multiplied by ``plateau_factor`` after ``plateau_patience`` evaluations without a new best).
+
+    Args:
+        optimizer: its parameter groups' lr are set by :meth:`step`.
+        config: the ``schedule`` section.
+        base_lr: lr₀.
+        total_steps: T, the planned number of optimiser steps.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        config: Mapping[str, Any],
+        base_lr: float,
+        total_steps: int,
+    ) -> None:
+        self.optimizer = optimizer
+        self.name = config["name"]
+        self.warmup = int(config["warmup_steps"])
+        self.min_ratio = float(config["min_lr_ratio"])
+        self.factor = float(config["plateau_factor"])
+        self.patience = int(config["plateau_patience"])
+        self.base_lr = float(base_lr)
+        self.total_steps = max(1, int(total_steps))
+        self.plateau = 1.0
+        self.best = math.inf
+        self.bad_evals = 0
+        self.set_step(0)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate used for optimiser step ``step`` (0-based)."""
+        lr = self.base_lr * self.plateau
+        if self.warmup > 0:
+            lr *= min(1.0, (step + 1) / self.warmup)
+        if self.name == "cosine":
+            progress = min(1.0, step / self.total_steps)
+            lr *= self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (
+                1.0 + math.cos(math.pi * progress)
+            )
+        return lr
+
+    def set_step(self, step: int) -> float:
+        """Set the optimiser's lr for step ``step``; return it."""
+        lr = self.lr_at(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def observe(self, metric: float) -> None:
+        """Record a validation loss (only ``plateau`` reacts)."""
+        if self.name != "plateau" or not math.isfinite(metric):
+            return
+        if metric < self.best:
+            self.best, self.bad_evals = metric, 0
+            return
+        self.bad_evals += 1
+        if self.bad_evals > self.patience:
+            self.plateau *= self.factor
+            self.bad_evals = 0
+
+    def state_dict(self) -> dict:
+        """Checkpointable state."""
+        return {"plateau": self.plateau, "best": self.best, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        self.plateau = float(state["plateau"])
+        self.best = float(state["best"])
+        self.bad_evals = int(state["bad_evals"])

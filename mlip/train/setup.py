@@ -1,0 +1,270 @@
+"""Everything a run needs before its first step: data splits, statistics and the model.
+
+A fresh model is built from the ``model`` section (checked against its constructor), with
+``species`` and ``cutoff`` from the data and the mean neighbour count of the training split as
+``avg_num_neighbors`` (or ``avg_degree``) when the constructor takes it and the config does not
+set it. Fine-tuning (``finetune.from``) rebuilds the saved model, extended to
+new elements when the data has them, copies every weight that fits (rows of species-indexed
+tensors are remapped), keeps its scale and shift, and refits E0 on the new data.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from mlip.errors import ConfigError
+from mlip.models import Potential, build
+from mlip.models.checkpoint import read_payload
+from mlip.models.registry import check_hparams
+from mlip.train.data import (
+    FrameSet,
+    is_store,
+    load_frameset,
+    read_frames,
+    read_store,
+    resolve_path,
+    split_frameset,
+)
+from mlip.train.statistics import (
+    DataStatistics,
+    compute_statistics,
+    fit_e0,
+    isolated_atom_e0,
+    parse_e0,
+)
+
+__all__ = ["Splits", "prepare_data", "prepare_model"]
+
+log = logging.getLogger(__name__)
+
+#: Constructor arguments that take the mean neighbour count of the training split.
+NEIGHBOUR_ARGS = ("avg_num_neighbors", "avg_degree")
+
+
+@dataclass
+class Splits:
+    """Training, validation and (possibly empty) test frames."""
+
+    train: FrameSet
+    valid: FrameSet
+    test: FrameSet
+
+
+def prepare_data(data: Mapping[str, Any]) -> Splits:
+    """Read and split the data of the ``data`` config section.
+
+    Raises:
+        ConfigError: missing files, or a split that ends up empty.
+    """
+    cutoff = float(data["cutoff"])
+    weights = data["config_type_weights"]
+    stored = _store_splits(data)
+    if stored is not None:
+        return Splits(
+            *(
+                load_frameset(frames, cutoff, f"{data['train']} ({name} split)", weights)
+                for name, frames in zip(("train", "val", "test"), stored)
+            )
+        )
+    full = load_frameset(
+        read_frames(data["train"], data["max_frames"]), cutoff, str(data["train"]), weights
+    )
+    fractions = [
+        1.0,
+        0.0 if data["valid"] else float(data["valid_fraction"]),
+        0.0 if data["test"] else float(data["test_fraction"]),
+    ]
+    train, valid, test = split_frameset(full, fractions, int(data["split_seed"]))
+    if data["valid"]:
+        valid = load_frameset(read_frames(data["valid"]), cutoff, str(data["valid"]), weights)
+    if data["test"]:
+        test = load_frameset(read_frames(data["test"]), cutoff, str(data["test"]), weights)
+    for name, part in (("training", train), ("validation", valid)):
+        if len(part) == 0:
+            raise ConfigError(
+                f"the {name} split of {data['train']} is empty ({len(full)} frames, "
+                f"valid_fraction={data['valid_fraction']}); add frames or change the fractions"
+            )
+    return Splits(train, valid, test)
+
+
+def _store_splits(data: Mapping[str, Any]) -> tuple[list, list, list] | None:
+    """The train/val/test frames of a single split store given as ``data.train`` (else None).
+
+    The store's own split (by system, from ``mlip data split``) is used unless ``data.valid`` is
+    given; ``data.test`` replaces the store's test split when given.
+    """
+    train = data["train"]
+    if isinstance(train, (list, tuple)) or data["valid"] or not is_store(resolve_path(train)):
+        return None
+    parts = read_store(train, data["max_frames"])
+    if "train" not in parts:
+        return None
+    test = read_frames(data["test"]) if data["test"] else parts["test"]
+    return parts["train"], parts["val"], test
+
+
+def check_labels(splits: Splits, loss: Mapping[str, Any]) -> None:
+    """Refuse a positive energy or force weight on training data without that label.
+
+    Stress is trained where present (periodic frames with stress labels), so a stress weight on
+    molecular data is not an error.
+
+    Raises:
+        ConfigError: naming the weight and the data.
+    """
+    for term in ("energy", "forces"):
+        if float(loss[f"{term}_weight"]) > 0 and not splits.train.has_label(term):
+            raise ConfigError(
+                f"loss.{term}_weight = {loss[f'{term}_weight']} but no training frame of "
+                f"{splits.train.source} has {term}; set loss.{term}_weight: 0"
+            )
+
+
+def _reference_e0(
+    config: Mapping[str, Any], species: list[int], train: FrameSet
+) -> tuple[dict, str]:
+    """E0 of a fresh model from the ``data.e0`` / ``data.isolated_atoms`` settings."""
+    data = config["data"]
+    method = data["e0"]
+    if isinstance(method, Mapping):
+        return parse_e0(method), "given"
+    if method not in ("auto", "least_squares", "isolated"):
+        raise ConfigError(
+            f"data.e0 = {method!r} is not one of ['auto', 'least_squares', 'isolated'] "
+            "or a {symbol: eV} mapping"
+        )
+    if method == "isolated" and not data["isolated_atoms"]:
+        raise ConfigError(
+            "data.e0 = 'isolated' needs data.isolated_atoms (a file of one-atom frames)"
+        )
+    if data["isolated_atoms"] and method != "least_squares":
+        return isolated_atom_e0(
+            read_frames(data["isolated_atoms"]), str(data["isolated_atoms"])
+        ), "isolated"
+    return fit_e0(train, species), "least_squares"
+
+
+def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential, DataStatistics]:
+    """Build (or load for fine-tuning) the model and set its energy reference."""
+    species = sorted(
+        set(splits.train.elements()) | set(splits.valid.elements()) | set(splits.test.elements())
+    )
+    if config["finetune"]["from"]:
+        return _finetune_model(config, splits, species)
+    e0, method = _reference_e0(config, species, splits.train)
+    stats = compute_statistics(splits.train, species, e0, method)
+    hparams = {k: v for k, v in config["model"].items() if k != "name"}
+    if "cutoff" in hparams:
+        raise ConfigError("model.cutoff: set the cutoff once, in data.cutoff")
+    cls = check_hparams(config["model"]["name"], hparams)
+    hparams.setdefault("species", species)
+    hparams["cutoff"] = float(config["data"]["cutoff"])
+    missing = sorted(set(species) - set(hparams["species"]))
+    if missing:
+        raise ConfigError(f"model.species lacks element(s) {missing} present in the data")
+    parameters = inspect.signature(cls.__init__).parameters
+    for name in NEIGHBOUR_ARGS:
+        if name in parameters:
+            hparams.setdefault(name, stats.avg_num_neighbors)
+    model = build(config["model"]["name"], **hparams)
+    model.set_energy_reference(stats.e0, stats.scale, stats.shift)
+    return model, stats
+
+
+def _finetune_model(
+    config: Mapping[str, Any], splits: Splits, species: list[int]
+) -> tuple[Potential, DataStatistics]:
+    """The saved potential, extended to ``species``, with E0 refitted on the training split."""
+    source = config["finetune"]["from"]
+    payload = read_payload(source)
+    if abs(float(payload["cutoff"]) - float(config["data"]["cutoff"])) > 1e-9:
+        raise ConfigError(
+            f"data.cutoff = {config['data']['cutoff']} Å differs from the cutoff "
+            f"{payload['cutoff']} Å of {source}; fine-tuning keeps the model cutoff"
+        )
+    old_species = list(payload["species"])
+    hparams = dict(payload["hparams"])
+    hparams["species"] = sorted(set(old_species) | set(species))
+    model = build(payload["model"], **hparams)
+    _transfer_weights(model, payload["state_dict"], old_species, str(source))
+    scale, shift = float(model.energy_scale), float(model.energy_shift)
+    e0_old = {
+        z: float(e)
+        for z, e in zip(old_species, payload["state_dict"]["reference_energies"].tolist())
+    }
+    if config["data"]["isolated_atoms"] or isinstance(config["data"]["e0"], Mapping):
+        e0, method = _reference_e0(config, species, splits.train)
+        e0 = {**e0_old, **e0}
+    elif config["finetune"]["refit_e0"] or set(species) - set(old_species):
+        present = splits.train.elements()
+        refit = _residual_e0(model, splits.train, present, scale, shift)
+        e0, method = {**e0_old, **refit}, "refit_residual"
+    else:
+        e0, method = e0_old, "from_model"
+    model.set_energy_reference(e0, scale, shift)
+    stats = compute_statistics(splits.train, hparams["species"], e0, method)
+    stats.scale, stats.shift = scale, shift
+    return model, stats
+
+
+def _transfer_weights(
+    model: Potential, state: Mapping[str, torch.Tensor], old_species: list[int], source: str
+) -> None:
+    """Copy weights that fit; remap species-indexed rows; log what is left at its new init."""
+    new_state = model.state_dict()
+    rows = [model.species.index(z) for z in old_species]
+    fresh = []
+    for key, target in new_state.items():
+        value = state.get(key)
+        if value is None:
+            fresh.append(key)
+        elif value.shape == target.shape:
+            new_state[key] = value.to(target.dtype)
+        else:
+            axes = [
+                d
+                for d in range(value.ndim)
+                if value.ndim == target.ndim
+                and value.shape[d] == len(old_species)
+                and target.shape[d] == len(model.species)
+                and all(value.shape[e] == target.shape[e] for e in range(value.ndim) if e != d)
+            ]
+            if not axes:
+                fresh.append(key)
+                continue
+            moved = target.clone().movedim(axes[0], 0)
+            moved[rows] = value.movedim(axes[0], 0).to(target.dtype)
+            new_state[key] = moved.movedim(0, axes[0])
+    model.load_state_dict(new_state)
+    if fresh:
+        log.warning(
+            "fine-tuning from %s: %d tensors keep their fresh initialisation: %s",
+            source,
+            len(fresh),
+            ", ".join(fresh[:10]),
+        )
+
+
+@torch.no_grad()
+def _residual_e0(
+    model: Potential, train: FrameSet, species: list[int], scale: float, shift: float
+) -> dict[int, float]:
+    """E0 of ``species`` by least squares on E_ref − (model energy without E0) over ``train``."""
+    model.set_energy_reference({}, scale, shift)
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    predicted = []
+    for start in range(0, len(train), 32):
+        batch = train.graphs[start : start + 32]
+        graph = type(batch[0]).collate(batch).to(dtype=dtype)
+        predicted.append(model(graph, compute_forces=False)["energy"].double())
+    energies = np.array([float(g.targets.energy[0]) for g in train.graphs])
+    residual = energies - torch.cat(predicted).numpy()
+    return fit_e0(train, species, residual=residual)

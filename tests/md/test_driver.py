@@ -1,0 +1,116 @@
+"""run_md: outputs, blow-up handling in a batch, exact restart, error messages."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+
+from mlip.errors import CheckpointMismatchError, ConfigError
+from mlip.md import MDOutputs, make_integrator, run_md
+from mlip.md.output import TrajectoryWriter
+from mlip.md.restart import load_checkpoint
+from mlip.models import build
+
+
+@pytest.fixture(scope="module")
+def lj_hcu():
+    """LJ accepting H and Cu with the same ε, σ: hydrogen vibrates 8× faster than copper."""
+    return build("lennard_jones", species=[1, 29], cutoff=4.0, epsilon=0.4, sigma=2.3).eval()
+
+
+def _crystal(symbol: str = "Cu", seed: int = 0):
+    atoms = bulk("Cu", "fcc", a=3.56, cubic=True).repeat((2, 1, 1))
+    atoms.symbols[:] = symbol
+    atoms.rattle(0.02, seed=seed)
+    return atoms
+
+
+def test_trajectory_and_thermo_log(lj_hcu, tmp_path):
+    outputs = MDOutputs(trajectory=tmp_path / "md.xyz", log=tmp_path / "thermo.csv",
+                        trajectory_interval=5, log_interval=5)
+    integrator = make_integrator("nve", timestep_fs=2.0)
+    result = run_md(lj_hcu, [_crystal(seed=1), _crystal(seed=2)], integrator, steps=20,
+                    outputs=outputs, initial_temperature_K=300.0)
+    assert result.failures == {} and result.steps == 20
+    for g in range(2):
+        frames = ase.io.read(tmp_path / f"md.{g}.xyz", index=":")
+        assert [f.info["step"] for f in frames] == [0, 5, 10, 15, 20]
+        np.testing.assert_allclose(frames[-1].positions, result.atoms()[g].positions, atol=1e-6)
+        assert np.isfinite(frames[-1].get_forces()).all()
+    with open(tmp_path / "thermo.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 5
+    first = rows[0]
+    assert float(first["T_K"]) == pytest.approx(300.0, rel=1e-9)
+    assert float(first["V_A3"]) == pytest.approx(2 * 3.56**3, rel=1e-9)
+    etot = [float(r["Etot_eV"]) for r in rows if r["system"] == "0"]
+    assert max(etot) - min(etot) < 1e-3 * 8  # NVE: conserved to < 1 meV/atom
+
+
+def test_traj_and_jsonl_outputs(lj_hcu, tmp_path):
+    outputs = MDOutputs(trajectory=tmp_path / "md.traj", log=tmp_path / "thermo.jsonl",
+                        trajectory_interval=4, log_interval=2)
+    integrator = make_integrator("nvt_langevin", timestep_fs=2.0, temperature_K=300.0)
+    run_md(lj_hcu, [_crystal()], integrator, steps=8, outputs=outputs)
+    assert len(ase.io.read(tmp_path / "md.traj", index=":")) == 3
+    lines = (tmp_path / "thermo.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [0, 2, 4, 6, 8]
+
+
+def test_blow_up_stops_only_the_broken_system(lj_hcu, tmp_path, caplog):
+    """dt = 5 fs is 20× the 0.25 fs a hydrogen crystal of this stiffness needs; copper is fine."""
+    outputs = MDOutputs(trajectory=tmp_path / "md.xyz", log=tmp_path / "thermo.csv",
+                        trajectory_interval=1, log_interval=10)
+    integrator = make_integrator("nve", timestep_fs=5.0)
+    result = run_md(lj_hcu, [_crystal("Cu"), _crystal("H")], integrator, steps=60,
+                    outputs=outputs, initial_temperature_K=300.0)
+    assert list(result.failures) == [1]
+    assert result.failures[1].startswith("system 1 stopped at step ")
+    assert "system 1 stopped" in caplog.text
+    healthy = ase.io.read(tmp_path / "md.0.xyz", index=":")
+    assert healthy[-1].info["step"] == 60
+    broken = ase.io.read(tmp_path / "md.1.xyz", index=":")
+    assert 0 < len(broken) < 61
+    for frame in broken:
+        assert np.isfinite(frame.positions).all() and np.isfinite(frame.get_forces()).all()
+        assert np.abs(frame.get_forces()).max() < 50.0
+    final = result.atoms()[1]
+    np.testing.assert_allclose(final.positions, broken[-1].positions, atol=1e-6)
+    with open(tmp_path / "thermo.csv") as handle:
+        logged = [int(r["step"]) for r in csv.DictReader(handle) if r["system"] == "1"]
+    assert max(logged) < 60
+
+
+@pytest.mark.parametrize("ensemble", ["nvt_langevin", "nvt_nhc", "npt_crescale"])
+def test_restart_reproduces_the_uninterrupted_run(lj_hcu, tmp_path, ensemble):
+    integrator = make_integrator(ensemble, timestep_fs=2.0, temperature_K=300.0, seed=3,
+                                 compressibility_per_GPa=0.003, barostat_time_fs=100.0)
+    systems = [_crystal(seed=1), _crystal(seed=2)]
+    kwargs = dict(initial_temperature_K=300.0, skin=0.3)
+    straight = run_md(lj_hcu, systems, integrator, steps=30, **kwargs)
+    checkpoint = tmp_path / "run.ckpt"
+    first = run_md(lj_hcu, systems, integrator, steps=15, **kwargs,
+                   outputs=MDOutputs(checkpoint=checkpoint, checkpoint_interval=15))
+    assert load_checkpoint(checkpoint).state.step == 15
+    resumed = run_md(lj_hcu, steps=30, restart=checkpoint, skin=0.3)
+    assert first.nl_builds >= 1 and resumed.state.step == 30
+    assert torch.equal(resumed.state.positions, straight.state.positions)
+    assert torch.equal(resumed.state.momenta, straight.state.momenta)
+    assert torch.equal(resumed.state.cell, straight.state.cell)
+
+
+def test_bad_outputs_and_checkpoints_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"trajectory .*md\.pdb: unknown suffix '\.pdb'"):
+        TrajectoryWriter(tmp_path / "md.pdb", 1)
+    with pytest.raises(CheckpointMismatchError, match="no such MD checkpoint"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"hello": 1}, foreign)
+    with pytest.raises(CheckpointMismatchError, match="not an mlip MD checkpoint"):
+        load_checkpoint(foreign)

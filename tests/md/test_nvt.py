@@ -1,0 +1,87 @@
+"""Thermostats: the mean kinetic temperature (and its variance) match the canonical values
+within a stated number of standard errors (from the independent systems of a batch)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+
+from mlip.md.ensembles import make_integrator
+from mlip.md.force_field import ForceField
+from mlip.md.state import maxwell_boltzmann_momenta, state_from_atoms, temperature_K
+from mlip.models import build
+
+TARGET_K = 300.0
+N_SIGMA = 4.0  # the allowed deviation, in standard errors (two-sided p ≈ 6e-5)
+
+
+@pytest.fixture(scope="module")
+def short_lj():
+    """The LJ 'copper' with a 4 Å cutoff (first and second shells): half the edges."""
+    return build("lennard_jones", species=[29], cutoff=4.0, epsilon=0.4, sigma=2.3).eval()
+
+
+def _batch(lj_model, n_systems=8):
+    crystals = []
+    for k in range(n_systems):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+        atoms.rattle(0.02, seed=k)
+        crystals.append(atoms)
+    state = state_from_atoms(crystals)
+    momenta = maxwell_boltzmann_momenta(state.masses, state.batch, n_systems, TARGET_K, seed=5)
+    return dataclasses.replace(state, momenta=momenta), ForceField(lj_model, skin=0.5)
+
+
+def _run(integrator, state, force_field, steps, record=None):
+    state = integrator.init(state, force_field)
+    temps, extra = [], []
+    for _ in range(steps):
+        state = integrator.step(state, force_field)
+        temps.append(temperature_K(state))
+        if record is not None:
+            extra.append(record(state))
+    return state, torch.stack(temps).numpy(), extra
+
+
+def _mean_and_error(samples: np.ndarray) -> tuple[float, float]:
+    """Mean over time and systems, and its standard error from the per-system means.
+
+    The systems of a batch are independent, so their time averages are independent samples
+    whatever the autocorrelation time; samples is (n_steps, n_systems).
+    """
+    per_system = samples.mean(axis=0)
+    return float(per_system.mean()), float(per_system.std(ddof=1) / np.sqrt(per_system.size))
+
+
+def _check_canonical(temps: np.ndarray, n_atoms: int) -> None:
+    mean, error = _mean_and_error(temps)
+    assert error < 0.01 * TARGET_K  # the run is long enough to resolve a 2 % error
+    assert abs(mean - TARGET_K) < N_SIGMA * error, (mean, error)
+    # canonical kinetic-energy fluctuations: var(T) = 2 T² / (3N)
+    var, var_error = _mean_and_error((temps - TARGET_K) ** 2)
+    expected = 2.0 * TARGET_K**2 / (3 * n_atoms)
+    assert abs(var - expected) < N_SIGMA * var_error, (var, expected, var_error)
+
+
+def test_langevin_samples_the_canonical_temperature(short_lj):
+    state, force_field = _batch(short_lj)
+    integrator = make_integrator("nvt_langevin", timestep_fs=2.0, temperature_K=TARGET_K,
+                                 friction_per_fs=0.02, seed=11)
+    _, temps, _ = _run(integrator, state, force_field, 1000)
+    _check_canonical(temps[150:], 32)
+
+
+def test_nose_hoover_chain_samples_the_canonical_temperature(short_lj):
+    state, force_field = _batch(short_lj)
+    integrator = make_integrator("nvt_nhc", timestep_fs=2.0, temperature_K=TARGET_K,
+                                 damping_fs=40.0)
+    conserved = integrator.conserved
+    final, temps, econs = _run(integrator, state, force_field, 1500, record=conserved)
+    _check_canonical(temps[300:], 32)
+    econs = torch.stack(econs).numpy() / 32
+    assert np.abs(econs - econs[0]).max() < 2e-4  # extended energy conserved to 0.2 meV/atom
+    assert final.eta_velocity.abs().max() > 0  # the chain actually acted

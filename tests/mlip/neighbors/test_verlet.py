@@ -1,0 +1,125 @@
+"""VerletList: reuse gives exactly the pairs of a fresh build; rebuilds happen when they must."""
+
+from __future__ import annotations
+
+import ase.build
+import numpy as np
+import pytest
+import torch
+
+from mlip.errors import ConfigError, InvalidStructureError
+from mlip.neighbors import VerletList, neighbor_list
+
+
+def _batch_of_three() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Periodic triclinic Cu (32 atoms), a free cluster (12) and a slab with pbc T,F,T (16)."""
+    cu = ase.build.bulk("Cu", "fcc", a=3.6).repeat((2, 2, 2))
+    cu.rattle(0.05, seed=1)
+    rng = np.random.default_rng(2)
+    cluster = rng.uniform(0, 6, (12, 3))
+    slab_cell = np.array([[5.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 4.5]])
+    slab = rng.uniform(0, 1, (16, 3)) * [5.0, 6.0, 4.5]
+    positions = torch.tensor(np.concatenate([cu.positions, cluster, slab]))
+    cell = torch.tensor(np.stack([cu.cell.array, np.zeros((3, 3)), slab_cell]))
+    pbc = torch.tensor([[True] * 3, [False] * 3, [True, False, True]])
+    batch = torch.repeat_interleave(torch.arange(3), torch.tensor([32, 12, 16]))
+    return positions, cell, pbc, batch
+
+
+def _strain(cell: torch.Tensor, rng: np.random.Generator, size: float) -> torch.Tensor:
+    eps = torch.tensor(rng.normal(scale=size, size=(cell.shape[0], 3, 3)))
+    return cell + cell @ (0.5 * (eps + eps.transpose(1, 2)))
+
+
+def _edges(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> set[tuple]:
+    return set(zip(*edge_index.tolist(), *edge_shift.T.tolist()))
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_reuse_along_a_random_walk_with_a_changing_cell_equals_fresh_builds(backend):
+    positions, cell, pbc, batch = _batch_of_three()
+    rng = np.random.default_rng(0)
+    nl = VerletList(cutoff=3.5, skin=0.6, backend=backend)
+    for step in range(60):
+        positions = positions + torch.tensor(rng.normal(scale=0.04, size=positions.shape))
+        if step % 3 == 0:  # scale positions with the cell, as a barostat does
+            new_cell = _strain(cell, rng, 0.004)
+            frac = torch.linalg.solve(cell[batch].transpose(1, 2), positions[..., None])[..., 0]
+            new_frac = (frac[:, :, None] * new_cell[batch]).sum(dim=1)
+            periodic_atoms = pbc.all(dim=1)[batch]
+            positions = torch.where(periodic_atoms[:, None], new_frac, positions)
+            cell = new_cell
+        edge_index, edge_shift = nl.update(positions, cell, pbc, batch)
+        i, j, S = neighbor_list(positions, cell, pbc, 3.5, batch, backend=backend)
+        assert _edges(edge_index, edge_shift) == _edges(torch.stack([i, j]), S), f"step {step}"
+        assert torch.all(edge_index[0, 1:] >= edge_index[0, :-1])
+    assert nl.n_updates == 60
+    assert 2 <= nl.n_rebuilds < 40, nl.n_rebuilds
+    assert nl.n_system_rebuilds < 3 * nl.n_rebuilds, "stale systems should be rebuilt alone"
+
+
+def test_wrapping_between_steps_is_detected_and_stays_exact():
+    positions, cell, pbc, batch = _batch_of_three()
+    nl = VerletList(cutoff=3.5, skin=1.0)
+    nl.update(positions, cell, pbc, batch)
+    moved = positions.clone()
+    moved[0] += cell[0, 0]  # atom 0 wrapped by one lattice vector
+    edge_index, edge_shift = nl.update(moved, cell, pbc, batch)
+    assert nl.n_rebuilds == 2 and nl.n_system_rebuilds == 4  # 3 at first, then system 0 alone
+    i, j, S = neighbor_list(moved, cell, pbc, 3.5, batch)
+    assert _edges(edge_index, edge_shift) == _edges(torch.stack([i, j]), S)
+
+
+def test_rebuild_thresholds_follow_half_the_skin_and_the_cell_change():
+    positions, cell, pbc, batch = _batch_of_three()
+    nl = VerletList(cutoff=3.5, skin=1.0)
+    nl.update(positions, cell, pbc, batch)
+    small, large = positions.clone(), positions.clone()
+    small[40, 1] += 0.49  # cluster atom, below skin / 2
+    large[40, 1] += 0.51
+    assert nl.needs_rebuild(small, cell, pbc, batch).tolist() == [False, False, False]
+    assert nl.needs_rebuild(large, cell, pbc, batch).tolist() == [False, True, False]
+    strained = cell.clone()
+    strained[0, 0, 0] += 0.3  # Cu: widest shift 2 along x (h = 3.6 / sqrt(2) ... < 4.5)
+    stale = nl.needs_rebuild(positions, strained, pbc, batch)
+    assert stale.tolist() == [True, False, False]
+    strained[2, 1, 1] = 50.0  # a non-periodic row of the slab carries no shift
+    assert nl.needs_rebuild(positions, strained, pbc, batch)[2].item() is False
+
+
+def test_skin_zero_rebuilds_on_any_motion_and_layout_changes_rebuild_everything():
+    positions, cell, pbc, batch = _batch_of_three()
+    nl = VerletList(cutoff=3.0, skin=0.0)
+    nl.update(positions, cell, pbc, batch)
+    nl.update(positions, cell, pbc, batch)
+    assert nl.n_rebuilds == 1  # nothing moved
+    nl.update(positions + 1e-9, cell, pbc, batch)
+    assert nl.n_rebuilds == 2
+    edge_index, _ = nl.update(positions[:44], cell[:2], pbc[:2], batch[:44])
+    assert nl.n_rebuilds == 3 and int(edge_index.max()) < 44
+    nl.reset()
+    nl.update(positions[:44], cell[:2], pbc[:2], batch[:44])
+    assert nl.n_rebuilds == 4
+
+
+def test_float32_positions_give_float64_exact_pairs():
+    positions, cell, pbc, batch = _batch_of_three()
+    nl = VerletList(cutoff=3.5, skin=0.5)
+    edge_index, edge_shift = nl.update(positions.float(), cell.float(), pbc, batch)
+    i, j, S = neighbor_list(positions.float(), cell.float(), pbc, 3.5, batch)
+    assert _edges(edge_index, edge_shift) == _edges(torch.stack([i, j]), S)
+
+
+def test_bad_parameters_raise_named_errors():
+    with pytest.raises(InvalidStructureError, match=r"cutoff must be a finite number > 0, got 0"):
+        VerletList(cutoff=0, skin=1.0)
+    with pytest.raises(ConfigError, match=r"skin must be a finite number >= 0 Å, got -0.5"):
+        VerletList(cutoff=5.0, skin=-0.5)
+    nl = VerletList(cutoff=5.0, skin=1.0, backend="fortran")
+    positions, cell, pbc, batch = _batch_of_three()
+    with pytest.raises(ConfigError, match=r"unknown neighbour-list backend 'fortran'"):
+        nl.update(positions, cell, pbc, batch)
+    bad = positions.clone()
+    bad[3, 0] = float("nan")
+    with pytest.raises(InvalidStructureError, match=r"positions for atoms \[3\]"):
+        VerletList(cutoff=5.0).update(bad, cell, pbc, batch)

@@ -1,0 +1,72 @@
+import math
+
+import pytest
+import torch
+
+from mlip.train.config import DEFAULTS
+from mlip.train.data import Batcher
+from mlip.train.ema import ExponentialMovingAverage
+from mlip.train.schedule import LRSchedule, build_optimizer
+
+
+def test_ema_follows_the_warmup_formula_and_swaps_weights_back():
+    model = torch.nn.Linear(2, 1, dtype=torch.float64)
+    ema = ExponentialMovingAverage(model, decay=0.99)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)
+    d1 = min(0.99, 2 / 11)
+    expected = d1 * start + (1 - d1) * 1.0
+    torch.testing.assert_close(ema.shadow[0], expected, rtol=1e-14, atol=1e-15)
+    with ema.applied(model):
+        assert torch.equal(model.weight.detach(), ema.shadow[0])
+    assert torch.equal(model.weight.detach(), torch.ones_like(start))
+
+
+def _schedule(**overrides):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    return LRSchedule(
+        optimizer, {**DEFAULTS["schedule"], **overrides}, base_lr=0.1, total_steps=100
+    )
+
+
+def test_warmup_and_cosine():
+    schedule = _schedule(name="cosine", warmup_steps=10, min_lr_ratio=0.0)
+    assert schedule.lr_at(0) == pytest.approx(0.01 * (0.5 * (1 + math.cos(0))))
+    assert schedule.lr_at(50) == pytest.approx(0.1 * 0.5)
+    assert schedule.lr_at(100) == pytest.approx(0.0, abs=1e-15)
+    assert schedule.set_step(50) == schedule.optimizer.param_groups[0]["lr"]
+
+
+def test_plateau_reduces_after_patience_evaluations():
+    schedule = _schedule(name="plateau", plateau_patience=2, plateau_factor=0.5)
+    for metric in (1.0, 2.0, 2.0):
+        schedule.observe(metric)
+    assert schedule.lr_at(0) == pytest.approx(0.1)
+    schedule.observe(2.0)
+    assert schedule.lr_at(0) == pytest.approx(0.05)
+
+
+def test_weight_decay_only_on_matrices():
+    model = torch.nn.Linear(3, 2)
+    optimizer = build_optimizer(model, {**DEFAULTS["optimizer"], "weight_decay": 0.1})
+    decays = {
+        tuple(p.shape): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]
+    }
+    assert decays == {(2, 3): 0.1, (2,): 0.0}
+    assert optimizer.param_groups[0]["amsgrad"] is True
+
+
+def test_batcher_is_seeded_covers_every_frame_and_shards_global_batches():
+    batcher = Batcher([5, 7, 3, 9, 4, 6, 8], batch_size=3, seed=1)
+    epoch0 = batcher.global_batches(0)
+    assert sorted(i for b in epoch0 for i in b) == list(range(7))
+    assert epoch0 == Batcher([5, 7, 3, 9, 4, 6, 8], batch_size=3, seed=1).global_batches(0)
+    assert epoch0 != batcher.global_batches(1)
+    rank0, rank1 = batcher.local_batches(0, 0, 2), batcher.local_batches(0, 1, 2)
+    assert [a + b for a, b in zip(rank0, rank1)] == [
+        b[0::2] + b[1::2] for b in epoch0 if len(b) >= 2
+    ]
+    by_atoms = Batcher([5, 7, 3, 9], batch_size=100, max_atoms_per_batch=12, shuffle=False)
+    assert by_atoms.global_batches(0) == [[0, 1], [2, 3]]

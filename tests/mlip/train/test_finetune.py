@@ -1,0 +1,45 @@
+import ase.io
+import numpy as np
+import torch
+import yaml
+
+from mlip.graph import AtomicGraph
+from mlip.models import load_model
+from mlip.train import train
+from mlip.train.data import load_frameset, read_frames, split_frameset
+from mlip.train.statistics import composition_matrix
+
+
+def test_finetune_on_new_elements_keeps_weights_and_refits_e0(tiny_config, tmp_path, hfo2_frames):
+    tiny_config["train"]["max_steps"] = 3
+    base_path = train(tiny_config, tmp_path / "base")
+    base = load_model(base_path)
+    ase.io.write(tmp_path / "hfo2.xyz", hfo2_frames)
+    tiny_config["data"] = {
+        "train": str(tmp_path / "hfo2.xyz"),
+        "valid_fraction": 0.2,
+        "batch_size": 2,
+        "cutoff": 4.0,
+    }
+    tiny_config["model"] = {}
+    tiny_config["finetune"] = {"from": str(base_path)}
+    tiny_config["train"]["max_steps"] = 0
+    tuned = load_model(train(tiny_config, tmp_path / "tuned").parent / "final.pt")
+    assert tuned.species == sorted(set(base.species) | {8, 72})
+    assert torch.equal(tuned.sigma.detach(), base.sigma.detach())
+    assert torch.equal(tuned.epsilon.detach(), base.epsilon.detach())
+    for z in (1, 6, 7):  # elements absent from the new data keep their E0
+        assert float(tuned.reference_energies[tuned.species.index(z)]) == float(
+            base.reference_energies[base.species.index(z)]
+        )
+    config = yaml.safe_load((tmp_path / "tuned" / "config.yaml").read_text())
+    assert config["finetune"]["from"] == str(base_path)
+    # the refitted E0 of Hf and O satisfy the least-squares normal equations Aᵀ(E_ref − E_pred) = 0
+    frames = load_frameset(read_frames(tmp_path / "hfo2.xyz"), 4.0, "hfo2")
+    train_frames = split_frameset(frames, [1.0, 0.2, 0.0], 0)[0]
+    graph = AtomicGraph.collate(train_frames.graphs)
+    residual = (
+        (graph.targets.energy - tuned(graph, compute_forces=False)["energy"]).detach().numpy()
+    )
+    counts = composition_matrix(train_frames, [8, 72])
+    np.testing.assert_allclose(counts.T @ residual, 0.0, atol=1e-6)

@@ -89,7 +89,7 @@ def main() -> None:
     model.scale_shift.shift.fill_(float(np.mean(inter)))
     optimizer = torch.optim.Adam(model.parameters(), lr=case["lr"], amsgrad=True)
     ema = [p.detach().clone() for p in model.parameters()]
-    best, best_loss, epochs, updates = None, float("inf"), 0, 0
+    best, best_loss, updates = None, float("inf"), 0
     start = time.perf_counter()
     while time.perf_counter() - start < case["budget_s"]:
         for batch in train:
@@ -110,7 +110,6 @@ def main() -> None:
                     average.lerp_(param, 1 - decay)
             if time.perf_counter() - start >= case["budget_s"]:
                 break
-        epochs += 1
         live = [p.detach().clone() for p in model.parameters()]
         with torch.no_grad():
             for param, average in zip(model.parameters(), ema):
@@ -129,10 +128,10 @@ def main() -> None:
         json.dumps(
             {
                 "params": sum(p.numel() for p in model.parameters()),
-                "epochs": epochs,
+                "epochs": updates / len(train),
                 "steps": updates,
                 "train_s": elapsed,
-                "s_per_epoch": elapsed / max(epochs, 1),
+                "s_per_epoch": elapsed / (updates / len(train)),
                 "test_energy_rmse": 1000 * mse_e**0.5,
                 "test_forces_rmse": 1000 * mse_f**0.5,
             }

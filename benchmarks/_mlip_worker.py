@@ -41,7 +41,7 @@ def make_model(case: dict, species: list[int]) -> torch.nn.Module:
         hparams.setdefault("avg_num_neighbors", case["avg_num_neighbors"])
     model = build(name, species=species, **hparams).to(getattr(torch, case["dtype"])).eval()
     if case.get("compile"):
-        model.atomic_energies = torch.compile(model.atomic_energies, dynamic=False)
+        model.enable_compile()
     return model
 
 

@@ -74,7 +74,8 @@ def main() -> None:
             row = measure(graph, lmax, mixer, grid, args.trials)
             rows.append(row)
             mark = " <- default" if row["default"] else ""
-            print(f"{lmax:>2} {mixer:>8} {grid[0]:>3}x{grid[1]:<3} {row['energy_meV_per_atom']:>15.2e} "
+            print(f"{lmax:>2} {mixer:>8} {grid[0]:>3}x{grid[1]:<3} "
+                  f"{row['energy_meV_per_atom']:>15.2e} "
                   f"{row['energy_rel']:>9.1e} {row['forces_rel']:>9.1e} {row['ef_ms']:>7.1f}{mark}")
     out = ROOT / "benchmarks/results/facet_equivariance.json"
     out.parent.mkdir(parents=True, exist_ok=True)

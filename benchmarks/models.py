@@ -119,7 +119,8 @@ def print_row(system: str, label: str, row: dict) -> None:
         print(f"{system:<14} {label:<38} ERROR {row['error']}", flush=True)
         return
     print(f"{system:<14} {label:<38} {row['params']:>9,d} params {row['ms']:>9.1f} ms "
-          f"{row['atom_steps_per_s']:>9.0f} atom-steps/s {row['peak_mb']:>7.0f} MB peak", flush=True)
+          f"{row['atom_steps_per_s']:>9.0f} atom-steps/s {row['peak_mb']:>7.0f} MB peak",
+          flush=True)
 
 
 def report_ratios(results: dict[str, dict[str, dict]]) -> list[dict]:
@@ -134,7 +135,8 @@ def report_ratios(results: dict[str, dict[str, dict]]) -> list[dict]:
                          "memory_ratio": a["peak_mb"] / max(b["peak_mb"], 1e-9)}
                 ratios.append(ratio)
                 print(f"{system:<14} {ours} vs {peer}: {ratio['speedup']:.2f}x throughput, "
-                      f"{ratio['param_ratio']:.2f}x params, {ratio['memory_ratio']:.2f}x peak memory")
+                      f"{ratio['param_ratio']:.2f}x params, "
+                      f"{ratio['memory_ratio']:.2f}x peak memory")
     return ratios
 
 

@@ -318,8 +318,10 @@ def _print(r: dict) -> None:
         f"reads: random single frames {rd['random_frames_per_s']:.0f}/s, blocks of 256 "
         f"{rd['block256_frames_per_s']:.0f} frames/s"
     )
-    print(f"loader data path without neighbour lists (1 process): "
-          f"{r['loader_data_path_no_nl']['frames_per_s']:.0f} frames/s")
+    print(
+        f"loader data path without neighbour lists (1 process): "
+        f"{r['loader_data_path_no_nl']['frames_per_s']:.0f} frames/s"
+    )
     for lo in r["loader"]:
         print(
             f"loader ({lo['workers']} workers, r=5 Å, NL built): "

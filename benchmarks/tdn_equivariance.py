@@ -38,7 +38,8 @@ def model_for(lmax: int, tensor_product: str, rank: int | None, cutoff: float):
 
 def measure(model, graph: AtomicGraph, n_rotations: int) -> dict:
     """Max relative energy and force errors over ``n_rotations`` random proper rotations."""
-    errors = [equivariance_errors(model, graph, random_rotation(seed)) for seed in range(n_rotations)]
+    errors = [equivariance_errors(model, graph, random_rotation(seed))
+              for seed in range(n_rotations)]
     return {"energy": max(e["energy"] for e in errors), "forces": max(e["forces"] for e in errors)}
 
 
@@ -58,17 +59,20 @@ def main() -> None:
         model = model_for(args.lmax, "cg" if rank is None else "cp", rank, args.cutoff)
         tp = model.blocks[0].attention.tp_message
         row = {"product": "cg" if rank is None else "cp", "rank": rank,
-               "fit_error": getattr(tp, "fit_error", 0.0), "epsilon": getattr(tp, "operator_error", 0.0)}
+               "fit_error": getattr(tp, "fit_error", 0.0),
+               "epsilon": getattr(tp, "operator_error", 0.0)}
         row.update(measure(model, graph, args.rotations))
         rows.append(row)
-        print(f"{row['product']:>8} {str(rank or '-'):>4} {row['fit_error']:>9.2e} {row['epsilon']:>9.2e} "
-              f"{row['energy']:>11.2e} {row['forces']:>10.2e}", flush=True)
+        print(f"{row['product']:>8} {str(rank or '-'):>4} {row['fit_error']:>9.2e} "
+              f"{row['epsilon']:>9.2e} {row['energy']:>11.2e} {row['forces']:>10.2e}", flush=True)
     cp_rows = [r for r in rows if r["product"] == "cp"]
     falling = all(a["energy"] >= b["energy"] for a, b in zip(cp_rows, cp_rows[1:]))
-    print(f"energy error falls monotonically with R: {falling}; default rank 7L² = {7 * args.lmax**2}")
+    print(f"energy error falls monotonically with R: {falling}; "
+          f"default rank 7L² = {7 * args.lmax**2}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"args": vars(args), "n_atoms": len(atoms), "n_edges": graph.n_edges,
-                                   "rows": rows, "energy_error_monotone": falling}, indent=1))
+    payload = {"args": vars(args), "n_atoms": len(atoms), "n_edges": graph.n_edges, "rows": rows,
+               "energy_error_monotone": falling}
+    RESULTS.write_text(json.dumps(payload, indent=1))
     print(f"saved {RESULTS}")
 
 

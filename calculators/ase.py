@@ -13,8 +13,8 @@ from ase.data import chemical_symbols
 from mlip.errors import UnknownElementError
 from mlip.graph import AtomicGraph
 from mlip.md.force_field import resolve_model
-from mlip.md.skin import SkinNeighborList, edges_within_cutoff
 from mlip.models import Potential
+from mlip.neighbors import VerletList
 
 __all__ = ["MLIPCalculator"]
 
@@ -49,7 +49,7 @@ class MLIPCalculator(Calculator):
         self.device = torch.device(device)
         self.dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()),
                           torch.float64)
-        self.neighbors = SkinNeighborList(self.model.cutoff, skin)
+        self.neighbors = VerletList(self.model.cutoff, skin)
 
     def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None,
                   system_changes: list[str] = all_changes) -> None:
@@ -94,8 +94,6 @@ class MLIPCalculator(Calculator):
         pbc = torch.tensor(atoms.pbc, device=self.device)[None]
         batch = torch.zeros(len(atoms), dtype=torch.long, device=self.device)
         edge_index, edge_shift = self.neighbors.update(positions, cell, pbc, batch)
-        edge_index, edge_shift, _ = edges_within_cutoff(positions, cell, batch, edge_index,
-                                                        edge_shift, self.model.cutoff)
         return AtomicGraph(
             positions=positions.to(self.dtype),
             atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.long, device=self.device),

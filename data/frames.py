@@ -7,6 +7,7 @@ frames plus per-frame arrays, with the same column names as the shard datasets
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -172,6 +173,11 @@ def label_mask(
     return mask
 
 
+def _all_finite(values: np.ndarray) -> bool:
+    """True when every value is finite (one reduction in the common case)."""
+    return math.isfinite(values.sum()) or bool(np.isfinite(values).all())
+
+
 def check_frame(
     numbers: np.ndarray,
     positions: np.ndarray,
@@ -195,17 +201,16 @@ def check_frame(
     n = numbers.shape[0]
     if n == 0:
         raise InvalidStructureError(f"{where}: frame has no atoms")
-    bad_z = (numbers < 1) | (numbers > _MAX_Z)
-    if bad_z.any():
-        k = int(np.nonzero(bad_z)[0][0])
+    if numbers.min() < 1 or numbers.max() > _MAX_Z:
+        k = int(np.nonzero((numbers < 1) | (numbers > _MAX_Z))[0][0])
         raise UnknownElementError(f"{where}: atom {k} has unknown element (Z={int(numbers[k])})")
     if positions.shape != (n, 3):
         raise InvalidStructureError(
             f"{where}: positions have shape {positions.shape}, expected ({n}, 3)"
         )
-    if not np.isfinite(positions).all():
+    if not _all_finite(positions):
         raise InvalidStructureError(f"{where}: non-finite positions")
-    if cell.shape != (3, 3) or not np.isfinite(cell).all():
+    if cell.shape != (3, 3) or not _all_finite(cell):
         raise InvalidStructureError(f"{where}: cell must be a finite 3x3 matrix, got {cell.shape}")
     if np.isinf(energy):
         raise InvalidStructureError(f"{where}: non-finite energy {energy}")
@@ -214,9 +219,9 @@ def check_frame(
             raise InvalidStructureError(
                 f"{where}: forces have shape {forces.shape}, expected ({n}, 3)"
             )
-        if not np.isfinite(forces).all():
+        if not _all_finite(forces):
             raise InvalidStructureError(f"{where}: non-finite forces")
-    if stress is not None and (stress.shape != (3, 3) or not np.isfinite(stress).all()):
+    if stress is not None and (stress.shape != (3, 3) or not _all_finite(stress)):
         raise InvalidStructureError(f"{where}: stress must be a finite 3x3 matrix")
 
 

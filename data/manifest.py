@@ -88,8 +88,7 @@ def read_manifest(root: Path) -> dict:
         raise CorruptStoreError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CorruptStoreError(
-            f"{path}: format is {_get(manifest, 'format')!r}, "
-            f"expected {FORMAT!r}"
+            f"{path}: format is {_get(manifest, 'format')!r}, expected {FORMAT!r}"
         )
     if manifest.get("format_version") != FORMAT_VERSION:
         raise CorruptStoreError(

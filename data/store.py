@@ -297,12 +297,22 @@ class SnapshotStore:
         """Sorted global indices of the frames in ``split`` (all frames when None)."""
         if split is None:
             return np.arange(len(self), dtype=np.int64)
+        self._check_split(split)
+        codes = self.split_codes()
+        return np.nonzero(np.asarray(codes) == SPLIT_CODES[split])[0].astype(np.int64)
+
+    def split_size(self, split: str | None) -> int:
+        """Frames in ``split`` (all frames when None), from the manifest."""
+        if split is None:
+            return len(self)
+        self._check_split(split)
+        return int(self.manifest["split"]["counts"][split])
+
+    def _check_split(self, split: str) -> None:
         if split not in SPLIT_CODES or split == "none":
             raise ConfigError(f"unknown split {split!r}; use one of train, val, test")
-        codes = self.split_codes()
-        if codes is None:
+        if self.split_codes() is None:
             raise ConfigError(f"{self.root} has no split; run `mlip data split {self.root}` first")
-        return np.nonzero(np.asarray(codes) == SPLIT_CODES[split])[0].astype(np.int64)
 
     # ------------------------------------------------------------------------------ checks
     def verify(self) -> None:

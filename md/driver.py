@@ -117,10 +117,18 @@ class _Run:
             "volume0": volume(state.cell),
         }
         self.conserved = integrator.conserved(state)
+        self.periodic = bool(state.pbc.all(dim=1).any())
 
-    def advance(self) -> None:
-        """One step of every healthy system; a failing system keeps its previous state."""
+    def advance(self, want_stress: bool = True) -> None:
+        """One step of every healthy system; a failing system keeps its previous state.
+
+        Args:
+            want_stress: evaluate the stress at the new positions (always done for barostats;
+                otherwise only needed where the pressure is logged or a frame written).
+        """
         prev, status = self.state, self.status
+        self.force_field.compute_stress = self.integrator.needs_stress or (
+            want_stress and self.periodic)
         new = self.integrator.step(prev, self.force_field)
         new_conserved = self.integrator.conserved(new)
         code, value = check_step(prev, new, self.conserved, new_conserved, status["volume0"],
@@ -155,6 +163,12 @@ def _initial_temperature(state: MDState) -> float:
     return float(temperature_K(state).max())
 
 
+def _output_step(k: int, steps: int, outputs: MDOutputs) -> bool:
+    """Whether step k logs, writes a frame or a checkpoint (and so needs the stress)."""
+    intervals = (outputs.log_interval, outputs.trajectory_interval, outputs.checkpoint_interval)
+    return k == steps or any(k % n == 0 for n in intervals)
+
+
 def _record(run: _Run, writer: TrajectoryWriter | None, thermo: ThermoLog | None,
             write_frames: bool) -> None:
     """Log a row and (optionally) write a frame for every healthy system."""
@@ -162,8 +176,8 @@ def _record(run: _Run, writer: TrajectoryWriter | None, thermo: ThermoLog | None
     state = run.state
     if thermo is not None:
         time_ps = state.step * run.integrator.timestep_fs * 1e-3
-        thermo.write(thermo_rows(state, run.conserved, time_ps, run.force_field.neighbors.n_builds,
-                                 healthy))
+        builds = run.force_field.neighbors.n_rebuilds
+        thermo.write(thermo_rows(state, run.conserved, time_ps, builds, healthy))
     if writer is not None and write_frames and healthy:
         frames = state_to_atoms(state)
         writer.write([frames[g] for g in healthy], healthy, state.step)
@@ -192,12 +206,13 @@ def _progress(bar: tqdm, k: int, start_step: int, t0: float, n_atoms: int,
 
 
 def _save(path: str | os.PathLike, run: _Run, writer: TrajectoryWriter | None) -> None:
-    """Flush outputs, then write the checkpoint atomically."""
+    """Flush outputs, write the checkpoint atomically, then drop the neighbour list so that
+    this run and one restarted from the checkpoint rebuild it at the same positions."""
     if writer is not None:
         writer.flush()
     settings = {"ensemble": run.integrator.name, **run.integrator.settings}
-    save_checkpoint(path, Checkpoint(run.state, settings, run.force_field.neighbors.reference,
-                                     run.status))
+    save_checkpoint(path, Checkpoint(run.state, settings, run.status))
+    run.force_field.neighbors.reset()
 
 
 def _start(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrator | None,
@@ -210,10 +225,6 @@ def _start(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrat
         settings = dict(ckpt.settings)
         integrator = make_integrator(settings.pop("ensemble"), **settings)
         force_field = _force_field(model, integrator, ckpt.state, skin)
-        if ckpt.nl_reference is not None:
-            state = ckpt.state
-            force_field.neighbors.build(ckpt.nl_reference[0], ckpt.nl_reference[1], state.pbc,
-                                        state.batch)
         return ckpt.state, integrator, force_field, ckpt.status
     if atoms is None or integrator is None:
         raise TypeError("run_md needs atoms and an integrator unless restarting")
@@ -282,8 +293,8 @@ def run_md(
     t0 = time.perf_counter()
     try:
         while run.state.step < steps and len(failures) < state.n_graphs:
-            run.advance()
-            k = run.state.step
+            k = run.state.step + 1
+            run.advance(want_stress=_output_step(k, steps, outputs))
             at_log = k % outputs.log_interval == 0 or k == steps
             if at_log:
                 failures.update(_report_failures(run, writer))
@@ -306,7 +317,7 @@ def run_md(
     return MDResult(state=run.state, failures=failures, steps=run.state.step, wall_s=wall,
                     atom_steps_per_s=n_atoms * done / max(wall, 1e-12),
                     ns_per_day=done * integrator.timestep_fs * 1e-6 / max(wall, 1e-12) * 86400.0,
-                    nl_builds=force_field.neighbors.n_builds)
+                    nl_builds=force_field.neighbors.n_rebuilds)
 
 
 @dataclass

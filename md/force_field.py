@@ -7,11 +7,11 @@ import os
 import torch
 
 from mlip.graph import AtomicGraph
-from mlip.md.skin import SkinNeighborList, edges_within_cutoff
 from mlip.md.state import ForceOutput, MDState
 from mlip.models import Potential, load_model
+from mlip.neighbors import VerletList
 
-__all__ = ["ForceField", "resolve_model"]
+__all__ = ["ForceField", "resolve_model", "shortest_edges"]
 
 
 def resolve_model(model: Potential | str | os.PathLike, device: str | torch.device = "cpu",
@@ -45,7 +45,7 @@ class ForceField:
                  compute_stress: bool = False) -> None:
         self.model = model
         self.compute_stress = compute_stress
-        self.neighbors = SkinNeighborList(model.cutoff, skin)
+        self.neighbors = VerletList(model.cutoff, skin)
         self.model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                                 torch.float64)
 
@@ -53,8 +53,6 @@ class ForceField:
         """Energy, forces, stress and shortest distance per system at ``state.positions``."""
         positions, cell = state.positions, state.cell
         edge_index, edge_shift = self.neighbors.update(positions, cell, state.pbc, state.batch)
-        edge_index, edge_shift, distance = edges_within_cutoff(
-            positions, cell, state.batch, edge_index, edge_shift, self.model.cutoff)
         dtype = self.model_dtype
         graph = AtomicGraph(
             positions=positions.to(dtype), atomic_numbers=state.atomic_numbers,
@@ -63,11 +61,8 @@ class ForceField:
         with torch.enable_grad():
             out = self.model(graph, compute_forces=True, compute_stress=self.compute_stress)
         n_graphs = state.n_graphs
-        min_distance = torch.full((n_graphs,), float("inf"), dtype=torch.float64,
-                                  device=positions.device)
-        if distance.shape[0]:
-            min_distance = min_distance.scatter_reduce(
-                0, state.batch[edge_index[0]], distance.to(torch.float64), "amin")
+        min_distance = shortest_edges(positions, cell, state.batch, edge_index, edge_shift,
+                                      n_graphs)
         stress = out.get("stress")
         if stress is None:
             stress = torch.full((n_graphs, 3, 3), float("nan"), dtype=torch.float64,
@@ -75,3 +70,19 @@ class ForceField:
         return ForceOutput(energy=out["energy"].detach().to(torch.float64),
                            forces=out["forces"].detach().to(torch.float64),
                            stress=stress.detach().to(torch.float64), min_distance=min_distance)
+
+
+def shortest_edges(positions: torch.Tensor, cell: torch.Tensor, batch: torch.Tensor,
+                   edge_index: torch.Tensor, edge_shift: torch.Tensor,
+                   n_graphs: int) -> torch.Tensor:
+    """Shortest edge length of each system, (n_graphs,) Å (inf for a system without edges).
+
+    Args:
+        positions: (n_atoms, 3) Å. cell: (n_graphs, 3, 3) Å. batch: (n_atoms,) int64.
+        edge_index: (2, n_edges) int64. edge_shift: (n_edges, 3) int64.
+    """
+    i, j = edge_index
+    shift = torch.einsum("ek,ekl->el", edge_shift.to(positions.dtype), cell[batch[i]])
+    length = (positions[j] - positions[i] + shift).detach().norm(dim=1).to(torch.float64)
+    shortest = torch.full((n_graphs,), float("inf"), dtype=torch.float64, device=positions.device)
+    return shortest.scatter_reduce(0, batch[i], length, "amin")

@@ -72,7 +72,7 @@ def check_step(prev: MDState, new: MDState, prev_energy: torch.Tensor, new_energ
     finite_atoms = torch.isfinite(new.forces).all(dim=1) & torch.isfinite(new.positions).all(dim=1)
     n_bad_atoms = scatter_sum((~finite_atoms).to(torch.float64), batch, n_graphs)
     stress_ok = (torch.isfinite(new.stress).all(dim=(1, 2))
-                 | torch.isnan(prev.stress).all(dim=(1, 2)))  # NaN before: not computed
+                 | torch.isnan(new.stress).all(dim=(1, 2)))  # all NaN: not computed
     finite = (n_bad_atoms == 0) & torch.isfinite(new_energy) & stress_ok
     zero = torch.zeros(n_graphs, dtype=torch.float64, device=n_atoms.device)
     force = zero.scatter_reduce(0, batch, new.forces.norm(dim=1).nan_to_num(0.0), "amax")

@@ -1,8 +1,9 @@
-"""MD checkpoints: the full state, integrator settings, neighbour-list reference and run status.
+"""MD checkpoints: the full state, the integrator settings and the per-system run status.
 
 A run restarted from a checkpoint reproduces the uninterrupted run bit for bit on the same
-device: the noise is a pure function of (seed, step), and the neighbour list is rebuilt from the
-positions it was last built at, so the same candidate pairs appear in the same order.
+device: the noise is a pure function of (seed, step), and the driver drops its neighbour list
+whenever it writes a checkpoint, so both runs rebuild it at the same positions and get the same
+pairs in the same order.
 """
 
 from __future__ import annotations
@@ -36,13 +37,11 @@ class Checkpoint:
 
     Attributes:
         state: the MD state (any subclass). settings: ``make_integrator`` keyword arguments
-        plus ``ensemble``. nl_reference: (positions (n_atoms, 3) Å, cell (n_graphs, 3, 3) Å) of
-        the last neighbour-list build, or None. status: per-system run status tensors.
+        plus ``ensemble``. status: per-system run status tensors.
     """
 
     state: MDState
     settings: dict[str, Any]
-    nl_reference: tuple[torch.Tensor, torch.Tensor] | None
     status: dict[str, torch.Tensor]
 
 
@@ -56,8 +55,6 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
         "state": {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
                   for k, v in fields.items()},
         "settings": checkpoint.settings,
-        "nl_reference": None if checkpoint.nl_reference is None else
-        [t.detach().cpu() for t in checkpoint.nl_reference],
         "status": {k: v.detach().cpu() for k, v in checkpoint.status.items()},
     }
     atomic_torch_save(payload, path)
@@ -88,8 +85,5 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointMismatchError(f"{path}: unknown state type {payload['state_type']!r}")
     state = cls(**{k: v.to(device) if isinstance(v, torch.Tensor) else v
                    for k, v in payload["state"].items()})
-    reference = payload["nl_reference"]
-    return Checkpoint(
-        state=state, settings=payload["settings"],
-        nl_reference=None if reference is None else tuple(t.to(device) for t in reference),
-        status={k: v.to(device) for k, v in payload["status"].items()})
+    return Checkpoint(state=state, settings=payload["settings"],
+                      status={k: v.to(device) for k, v in payload["status"].items()})

@@ -1,8 +1,10 @@
-"""VASP outputs through pymatgen: every ionic step of a ``vasprun.xml`` or ``OUTCAR``.
+"""VASP outputs: every ionic step of a ``vasprun.xml`` (pymatgen) or an ``OUTCAR`` (ASE reader).
 
 Energies are VASP's ``e_0_energy`` (σ→0) when present, else the free energy; forces eV/Å;
 stress converted from VASP's kBar (positive = compressive) to eV/Å³ with the ASE sign:
-``σ_ASE = -σ_VASP · 0.1 GPa``. The file is one trajectory (system = parent folder / file name).
+``σ_ASE = -σ_VASP · 0.1 GPa``. With ``PSTRESS`` set, VASP's energies are enthalpies; the
+``PSTRESS · V`` term is removed (as ASE's reader does). The file is one trajectory
+(system = parent folder / file name).
 """
 
 from __future__ import annotations
@@ -42,9 +44,11 @@ def _vasprun_steps(path: Path) -> Iterator[dict]:
         )
     except Exception as exc:  # pymatgen raises many unrelated types on malformed XML
         raise InvalidStructureError(f"{path}: cannot parse vasprun.xml ({exc})") from None
+    pstress = float(run.parameters.get("PSTRESS", 0.0) or 0.0) * KBAR_TO_EV_PER_A3
     for step in run.ionic_steps:
         structure = step["structure"]
         energy = step.get("e_0_energy", step.get("e_fr_energy"))
+        energy = None if energy is None else energy - pstress * structure.volume
         stress = step.get("stress")
         yield {
             "numbers": np.array(structure.atomic_numbers),

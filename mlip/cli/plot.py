@@ -25,11 +25,20 @@ def run(args: argparse.Namespace) -> int:
         out = plot_learning_curves(source, args.out)
     elif not source.is_file():
         raise FileNotFoundError(f"{source}: no such run directory or CSV file")
-    else:
-        try:
-            from mlip.md.plot import plot_thermo
-        except ImportError:
-            plot_thermo = plot_csv
+    elif _is_thermo_log(source):
+        from mlip.md.plot import plot_thermo
+
         out = plot_thermo(source, args.out)
+    else:
+        out = plot_csv(source, args.out)
     print(f"wrote {out}")
     return 0
+
+
+def _is_thermo_log(path: Path) -> bool:
+    """An mlip MD thermo log: ``.jsonl``, or a CSV with ``system`` and ``time_ps`` columns."""
+    if path.suffix.lower() == ".jsonl":
+        return True
+    with open(path) as handle:
+        header = {column.strip() for column in handle.readline().split(",")}
+    return {"system", "time_ps"} <= header

@@ -66,7 +66,8 @@ class LearnableGaussianBasis(nn.Module):
         """Args: r: (n_edges,) Å. Returns: (n_edges, K) dimensionless."""
         u = self.mul * (r / self.cutoff) + self.offset
         std = self.std.abs() + 1e-5
-        return torch.exp(-0.5 * ((u[:, None] - self.mean) / std) ** 2) / (math.sqrt(2 * math.pi) * std)
+        gauss = torch.exp(-0.5 * ((u[:, None] - self.mean) / std) ** 2)  # (n_edges, K)
+        return gauss / (math.sqrt(2 * math.pi) * std)
 
 
 class TDNBlock(nn.Module):
@@ -128,8 +129,8 @@ class TDN(Potential):
                               f"lmax={lmax}, channels={channels}, num_heads={num_heads}")
         if tensor_product == "cp":
             make_tp = functools.partial(CPTensorProduct, lmax, channels, rank=rank,
-                                        schedule=rank_schedule, share_path_weights=share_path_weights,
-                                        seed=cp_seed)
+                                        schedule=rank_schedule, seed=cp_seed,
+                                        share_path_weights=share_path_weights)
         else:
             make_tp = functools.partial(CGTensorProduct, lmax, channels,
                                         share_path_weights=share_path_weights)
@@ -165,8 +166,8 @@ class TDN(Potential):
                                     normalization="component")  # (n_edges, d)
         basis = self.basis(r)  # (n_edges, K)
         scalars = self.embedding(self.species_indices(graph.atomic_numbers))  # (n_atoms, C)
-        x = torch.cat([scalars[:, None], scalars.new_zeros(n_atoms, sh.shape[1] - 1, self.channels)],
-                      dim=1)  # (n_atoms, d, C)
+        higher = scalars.new_zeros(n_atoms, sh.shape[1] - 1, self.channels)
+        x = torch.cat([scalars[:, None], higher], dim=1)  # (n_atoms, d, C)
         x = x + self.degree_embedding(graph.edge_index, sh, basis, envelope, n_atoms)
         for block in self.blocks:
             x = block(x, graph.edge_index, sh, basis, envelope)

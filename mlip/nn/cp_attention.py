@@ -115,7 +115,8 @@ class CPGraphAttention(nn.Module):
                  radial_hidden: int, tensor_product: TensorProductFactory,
                  attn_eps: float = 1e-16) -> None:
         super().__init__()
-        self.lmax, self.channels, self.num_heads, self.attn_eps = lmax, channels, num_heads, attn_eps
+        self.lmax, self.channels, self.num_heads = lmax, channels, num_heads
+        self.attn_eps = attn_eps
         self.linear_src = SO3Linear(channels, channels, lmax, bias=False)
         self.linear_dst = SO3Linear(channels, channels, lmax)
         self.tp_message = tensor_product()
@@ -143,10 +144,11 @@ class CPGraphAttention(nn.Module):
         weight = self.radial(basis, envelope)
         message = self.linear_src(x)[senders] + self.linear_dst(x)[receivers]  # (n_edges, d, C)
         message = self.tp_message(message, sh, weight)
-        alpha = self.alpha_act(self.alpha_linear(message[:, 0])).reshape(n_edges, self.num_heads, -1)
+        alpha = self.alpha_act(self.alpha_linear(message[:, 0]))
+        alpha = alpha.reshape(n_edges, self.num_heads, -1)  # (n_edges, H, C/H)
         logits = (alpha * self.alpha_dot).sum(dim=2)  # (n_edges, H)
         gates = self.gate_logits(message[:, 0]).reshape(n_edges, -1, self.channels)
         value = self.tp_value(self.gate(self.linear_value(message), gates), sh, weight)
-        attention = smooth_softmax(logits, envelope, receivers, n_nodes, self.attn_eps)  # (n_edges, H)
+        attention = smooth_softmax(logits, envelope, receivers, n_nodes, self.attn_eps)  # (E, H)
         value = value.reshape(n_edges, n_sph, self.num_heads, -1) * attention[:, None, :, None]
         return self.linear_out(scatter_sum(value.reshape(n_edges, n_sph, -1), receivers, n_nodes))

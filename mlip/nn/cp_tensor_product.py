@@ -59,13 +59,14 @@ def rank_schedule(lmax: int, schedule: str = "quadratic") -> int:
     ranks = {"quadratic": 7 * lmax**2, "linear": 7 * lmax,
              "log": 16 * int(math.log(lmax + 1) ** 2), "full": (lmax + 1) ** 4}
     if schedule not in ranks:
-        raise ConfigError(f"unknown rank schedule {schedule!r}; choose one of {list(RANK_SCHEDULES)}")
+        raise ConfigError(f"unknown rank schedule {schedule!r}; "
+                          f"choose one of {list(RANK_SCHEDULES)}")
     return max(1, ranks[schedule])
 
 
 def so3_irreps(lmax: int, channels: int = 1) -> o3.Irreps:
     """``channels x 0e + channels x 1e + ... + channels x Le`` (SO(3)-only labels)."""
-    return o3.Irreps([(channels, (l, 1)) for l in range(lmax + 1)])
+    return o3.Irreps([(channels, (ell, 1)) for ell in range(lmax + 1)])
 
 
 def tensor_product_paths(lmax: int) -> list[tuple[int, int, int]]:
@@ -76,8 +77,9 @@ def tensor_product_paths(lmax: int) -> list[tuple[int, int, int]]:
 
 def _e3nn_tensor_product(lmax: int, channels: int) -> o3.TensorProduct:
     instructions = [(l1, l2, l3, "uvu", True) for l1, l2, l3 in tensor_product_paths(lmax)]
-    return o3.TensorProduct(so3_irreps(lmax, channels), so3_irreps(lmax), so3_irreps(lmax, channels),
-                            instructions, shared_weights=False, internal_weights=False)
+    return o3.TensorProduct(so3_irreps(lmax, channels), so3_irreps(lmax),
+                            so3_irreps(lmax, channels), instructions, shared_weights=False,
+                            internal_weights=False)
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,16 +105,18 @@ def coupling_tensor(lmax: int, share_path_weights: bool = True) -> torch.Tensor:
 
 def to_e3nn_layout(x: torch.Tensor, lmax: int) -> torch.Tensor:
     """(n, d, C) component-major → (n, C·d) e3nn layout of ``C x 0e + C x 1e + ...``."""
-    blocks = [x[:, l * l:(l + 1) ** 2, :].transpose(1, 2).reshape(x.shape[0], -1) for l in range(lmax + 1)]
+    blocks = [x[:, ell * ell:(ell + 1) ** 2, :].transpose(1, 2).reshape(x.shape[0], -1)
+              for ell in range(lmax + 1)]
     return torch.cat(blocks, dim=1)
 
 
 def from_e3nn_layout(x: torch.Tensor, lmax: int, channels: int) -> torch.Tensor:
     """(n, C·d) e3nn layout → (n, d, C) component-major; inverse of :func:`to_e3nn_layout`."""
     blocks, start = [], 0
-    for l in range(lmax + 1):
-        size = channels * (2 * l + 1)
-        blocks.append(x[:, start:start + size].reshape(x.shape[0], channels, 2 * l + 1).transpose(1, 2))
+    for ell in range(lmax + 1):
+        size = channels * (2 * ell + 1)
+        block = x[:, start:start + size].reshape(x.shape[0], channels, 2 * ell + 1)
+        blocks.append(block.transpose(1, 2))
         start += size
     return torch.cat(blocks, dim=1)
 
@@ -123,7 +127,8 @@ class _TensorProductBase(nn.Module):
     def __init__(self, lmax: int, channels: int, share_path_weights: bool) -> None:
         super().__init__()
         if lmax < 0 or channels < 1:
-            raise ConfigError(f"tensor product needs lmax >= 0 and channels >= 1, got {lmax}, {channels}")
+            raise ConfigError(f"tensor product needs lmax >= 0 and channels >= 1, "
+                              f"got {lmax}, {channels}")
         self.lmax, self.channels, self.share_path_weights = lmax, channels, share_path_weights
         self.paths = tensor_product_paths(lmax)
         self.irreps_in1 = so3_irreps(lmax, channels)
@@ -136,9 +141,10 @@ class _TensorProductBase(nn.Module):
         n = x.shape[0]
         if (x.shape != (n, d, self.channels) or y.shape != (n, d)
                 or weight.shape != (n, *self.weight_shape)):
-            raise ValueError(f"{type(self).__name__}: expected x (n, {d}, {self.channels}), y (n, {d}), "
-                             f"weight (n, {', '.join(map(str, self.weight_shape))}); got "
-                             f"{tuple(x.shape)}, {tuple(y.shape)}, {tuple(weight.shape)}")
+            expected_w = ", ".join(map(str, self.weight_shape))
+            raise ValueError(f"{type(self).__name__}: expected x (n, {d}, {self.channels}), "
+                             f"y (n, {d}), weight (n, {expected_w}); got {tuple(x.shape)}, "
+                             f"{tuple(y.shape)}, {tuple(weight.shape)}")
 
 
 class CGTensorProduct(_TensorProductBase):

@@ -15,7 +15,7 @@ __all__ = ["degree_index", "Gate", "GatedFeedForward"]
 
 def degree_index(lmax: int) -> torch.Tensor:
     """(d,) int64 degree l of each component ``l² + l + m``, d = (L+1)²."""
-    return torch.cat([torch.full((2 * l + 1,), l, dtype=torch.long) for l in range(lmax + 1)])
+    return torch.cat([torch.full((2 * ell + 1,), ell, dtype=torch.long) for ell in range(lmax + 1)])
 
 
 class Gate(nn.Module):

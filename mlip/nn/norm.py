@@ -29,7 +29,8 @@ class EquivariantLayerNorm(nn.Module):
         self.irreps = self.irreps_in = self.irreps_out = o3.Irreps(irreps)
         self.eps = eps
         self.weight = nn.Parameter(torch.full((self.irreps.num_irreps,), float(scale_init)))
-        self.bias = nn.Parameter(torch.zeros(sum(mul for mul, ir in self.irreps if ir == o3.Irrep("0e"))))
+        n_scalars = sum(mul for mul, ir in self.irreps if ir == o3.Irrep("0e"))
+        self.bias = nn.Parameter(torch.zeros(n_scalars))
         # plain (start, mul, dim, l, is_0e) tuples: torch.compile cannot guard on e3nn Irrep objects
         self.blocks = [(s.start, mul, ir.dim, ir.l, ir == o3.Irrep("0e"))
                        for (mul, ir), s in zip(self.irreps, self.irreps.slices())]
@@ -37,9 +38,9 @@ class EquivariantLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (n, irreps.dim). Returns: (n, irreps.dim)."""
         blocks, w_start, b_start = [], 0, 0
-        for start, mul, dim, l, is_0e in self.blocks:
+        for start, mul, dim, degree, is_0e in self.blocks:
             f = x[:, start:start + mul * dim].reshape(-1, mul, dim)  # (n, mul, 2l+1)
-            if l == 0:
+            if degree == 0:
                 f = f - f.mean(dim=1, keepdim=True)
             f = f * torch.rsqrt(f.pow(2).mean(dim=(1, 2), keepdim=True) + self.eps)
             f = f * self.weight[w_start:w_start + mul, None]

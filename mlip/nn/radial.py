@@ -47,7 +47,9 @@ class BesselBasis(nn.Module):
 
 
 class GaussianBasis(nn.Module):
-    """g_k(r) = exp(-(r - μ_k)² / (2 Δμ²)), K centres μ_k evenly spaced on [start, r_c] (SchNet/EqV2).
+    """g_k(r) = exp(-(r - μ_k)² / (2 Δμ²)), K centres μ_k evenly spaced on [start, r_c].
+
+    The Gaussian smearing of SchNet and EquiformerV2/V3; Δμ is the centre spacing.
 
     Args:
         cutoff: r_c, Å (last centre).
@@ -94,7 +96,7 @@ class CubicBSplineBasis(nn.Module):
         self.spacing = self.cutoff / (num_basis - 3)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        """Args: r: (n_edges,) Å. Returns: (n_edges, num_basis) dimensionless, ≤ 4 non-zeros a row."""
+        """Args: r: (n_edges,) Å. Returns: (n_edges, num_basis), ≤ 4 non-zeros per row."""
         u = (r / self.spacing).clamp(0.0, self.num_basis - 3)
         interval = u.detach().floor().clamp(max=self.num_basis - 4)
         t = u - interval
@@ -119,7 +121,8 @@ class SplineRadial(nn.Module):
         envelope_p: order p of the polynomial envelope.
     """
 
-    def __init__(self, cutoff: float, num_out: int, num_basis: int = 16, envelope_p: int = 6) -> None:
+    def __init__(self, cutoff: float, num_out: int, num_basis: int = 16,
+                 envelope_p: int = 6) -> None:
         super().__init__()
         self.basis = CubicBSplineBasis(cutoff, num_basis)
         self.cutoff = float(cutoff)

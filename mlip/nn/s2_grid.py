@@ -49,15 +49,18 @@ class S2Grid(nn.Module):
         normalization: e3nn grid normalisation, ``"component"`` or ``"integral"``.
     """
 
-    def __init__(self, lmax: int, res_beta: int, res_alpha: int, normalization: str = "component") -> None:
+    def __init__(self, lmax: int, res_beta: int, res_alpha: int,
+                 normalization: str = "component") -> None:
         super().__init__()
         if res_beta % 2 or res_beta < 2 * (lmax + 1):
             raise ConfigError(f"S2 grid res_beta must be even and >= 2(lmax+1) = {2 * (lmax + 1)}, "
                               f"got {res_beta}")
         if res_alpha < 2 * lmax + 1:
-            raise ConfigError(f"S2 grid res_alpha must be >= 2 lmax + 1 = {2 * lmax + 1}, got {res_alpha}")
+            raise ConfigError(f"S2 grid res_alpha must be >= 2 lmax + 1 = {2 * lmax + 1}, "
+                              f"got {res_alpha}")
         if normalization not in ("component", "integral"):
-            raise ConfigError(f"S2 grid normalization must be 'component' or 'integral', got {normalization!r}")
+            raise ConfigError("S2 grid normalization must be 'component' or 'integral', "
+                              f"got {normalization!r}")
         self.lmax, self.res_beta, self.res_alpha = lmax, res_beta, res_alpha
         n_sph, n_grid = (lmax + 1) ** 2, res_beta * res_alpha
         with float64_construction():
@@ -68,7 +71,8 @@ class S2Grid(nn.Module):
             to_matrix = to_grid(torch.eye(n_sph)).reshape(n_sph, n_grid).T  # (G, n_sph)
             from_matrix = from_grid(torch.eye(n_grid).reshape(n_grid, res_beta, res_alpha)).T
         self.register_buffer("to_matrix", to_matrix.contiguous(), persistent=False)
-        self.register_buffer("from_matrix", from_matrix.contiguous(), persistent=False)  # (n_sph, G)
+        self.register_buffer("from_matrix", from_matrix.contiguous(),
+                             persistent=False)  # (n_sph, G)
 
     def to_grid(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (n, n_sph, n_channels). Returns: (n, G, n_channels) grid values."""

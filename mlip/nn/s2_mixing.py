@@ -14,15 +14,16 @@ __all__ = ["S2MixingLayer", "sh_parity_irreps"]
 
 def sh_parity_irreps(channels: int, lmax: int) -> o3.Irreps:
     """``channels`` copies of every degree 0..lmax with parity (−1)^l: 0e + 1o + 2e + …"""
-    return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(lmax + 1)])
+    return o3.Irreps([(channels, (deg, (-1) ** deg)) for deg in range(lmax + 1)])
 
 
 def _to_component_major(x: torch.Tensor, channels: int, lmax: int) -> torch.Tensor:
     """(n, irreps.dim) e3nn layout of ``sh_parity_irreps`` → (n, n_sph, channels)."""
     blocks, start = [], 0
-    for l in range(lmax + 1):
-        width = channels * (2 * l + 1)
-        blocks.append(x[:, start:start + width].reshape(-1, channels, 2 * l + 1).transpose(1, 2))
+    for deg in range(lmax + 1):
+        width = channels * (2 * deg + 1)
+        block = x[:, start:start + width].reshape(-1, channels, 2 * deg + 1)
+        blocks.append(block.transpose(1, 2))
         start += width
     return torch.cat(blocks, dim=1)
 
@@ -30,8 +31,8 @@ def _to_component_major(x: torch.Tensor, channels: int, lmax: int) -> torch.Tens
 def _from_component_major(x: torch.Tensor, lmax: int) -> torch.Tensor:
     """(n, n_sph, channels) → (n, irreps.dim) e3nn layout of ``sh_parity_irreps``."""
     n, _, channels = x.shape
-    return torch.cat([x[:, l * l:(l + 1) ** 2].transpose(1, 2).reshape(n, channels * (2 * l + 1))
-                      for l in range(lmax + 1)], dim=1)
+    return torch.cat([x[:, deg * deg:(deg + 1) ** 2].transpose(1, 2).reshape(n, -1)
+                      for deg in range(lmax + 1)], dim=1)
 
 
 class S2MixingLayer(nn.Module):

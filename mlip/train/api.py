@@ -80,7 +80,7 @@ def _run(
     config: dict[str, Any], run_dir: Path, state: dict | None, ctx: DistributedContext
 ) -> Path:
     _seed(int(config["seed"]))
-    splits = prepare_data(config["data"])
+    splits = prepare_data(config["data"], int(config["seed"]))
     check_labels(splits, config["loss"])
     if state is None:
         model, stats = prepare_model(config, splits)

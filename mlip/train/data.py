@@ -72,7 +72,8 @@ class FrameSet:
         """Sorted atomic numbers present."""
         return sorted({int(z) for g in self.graphs for z in g.atomic_numbers.unique().tolist()})
 
-    def eval_graphs(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[AtomicGraph]:
+    def eval_graphs(self, batch_size: int, rank: int = 0, world_size: int = 1
+                    ) -> Iterator[AtomicGraph]:
         """Frames ``rank, rank + world_size, ...`` in batches of ``batch_size`` (for evaluation)."""
         mine = list(range(rank, len(self), world_size))
         for k in range(0, len(mine), batch_size):
@@ -260,7 +261,7 @@ class Batcher:
 
 
 class MemoryBatches:
-    """Training batches of an in-memory :class:`FrameSet` (the interface :class:`StoreSplit` shares).
+    """Training batches of an in-memory :class:`FrameSet` (the interface of :class:`StoreSplit`).
 
     Args:
         frames: the training frames.

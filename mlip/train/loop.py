@@ -105,6 +105,7 @@ class Trainer:
             return
         from mlip.models.checkpoint import model_payload
 
+        self._check_finite("last.ckpt")
         save_training_state(
             self.run_dir / CHECKPOINT_NAME,
             config=dict(self.config),
@@ -288,6 +289,7 @@ class Trainer:
         if not self.ctx.is_main:
             return
         with self._averaged():
+            self._check_finite(path.name)
             save_model(
                 self.model,
                 path,
@@ -296,6 +298,15 @@ class Trainer:
                 epoch=self.progress.epoch,
                 **extra,
             )
+
+    def _check_finite(self, what: str) -> None:
+        """Refuse to write non-finite weights (the previous file is kept)."""
+        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise TrainingDivergedError(
+                f"non-finite weights ({', '.join(bad[:5])}) at step {self.progress.step}; "
+                f"{what} was not written. Lower optimizer.lr (now "
+                f"{self.optimizer.param_groups[0]['lr']:.3g})")
 
     def _log_step(self, loss: float, lr: float) -> None:
         if not self.ctx.is_main:

@@ -38,6 +38,7 @@ from mlip.train.statistics import (
     isolated_atom_e0,
     parse_e0,
 )
+from mlip.train.stream import StoreSplit, store_splits
 
 __all__ = ["Splits", "prepare_data", "prepare_model"]
 
@@ -49,14 +50,14 @@ NEIGHBOUR_ARGS = ("avg_num_neighbors", "avg_degree")
 
 @dataclass
 class Splits:
-    """Training, validation and (possibly empty) test frames."""
+    """Training, validation and (possibly empty) test frames, in memory or streamed."""
 
-    train: FrameSet
-    valid: FrameSet
-    test: FrameSet
+    train: FrameSet | StoreSplit
+    valid: FrameSet | StoreSplit
+    test: FrameSet | StoreSplit
 
 
-def prepare_data(data: Mapping[str, Any]) -> Splits:
+def prepare_data(data: Mapping[str, Any], seed: int = 0) -> Splits:
     """Read and split the data of the ``data`` config section.
 
     Raises:
@@ -64,6 +65,9 @@ def prepare_data(data: Mapping[str, Any]) -> Splits:
     """
     cutoff = float(data["cutoff"])
     weights = data["config_type_weights"]
+    if data["streaming"]:
+        train, valid, test = store_splits(data, seed)
+        return Splits(train, valid, test if test is not None else FrameSet([], [], "no test split"))
     stored = _store_splits(data)
     if stored is not None:
         return Splits(
@@ -128,7 +132,7 @@ def check_labels(splits: Splits, loss: Mapping[str, Any]) -> None:
 
 
 def _reference_e0(
-    config: Mapping[str, Any], species: list[int], train: FrameSet
+    config: Mapping[str, Any], species: list[int], train: FrameSet | StoreSplit
 ) -> tuple[dict, str]:
     """E0 of a fresh model from the ``data.e0`` / ``data.isolated_atoms`` settings."""
     data = config["data"]
@@ -148,6 +152,8 @@ def _reference_e0(
         return isolated_atom_e0(
             read_frames(data["isolated_atoms"]), str(data["isolated_atoms"])
         ), "isolated"
+    if isinstance(train, StoreSplit):
+        return dict(train.statistics(None).reference_energies), "least_squares"
     return fit_e0(train, species), "least_squares"
 
 
@@ -157,9 +163,11 @@ def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential,
         set(splits.train.elements()) | set(splits.valid.elements()) | set(splits.test.elements())
     )
     if config["finetune"]["from"]:
+        if isinstance(splits.train, StoreSplit):
+            raise ConfigError("fine-tuning (finetune.from) does not support data.streaming yet")
         return _finetune_model(config, splits, species)
     e0, method = _reference_e0(config, species, splits.train)
-    stats = compute_statistics(splits.train, species, e0, method)
+    stats = _statistics(splits.train, species, e0, method)
     hparams = {k: v for k, v in config["model"].items() if k != "name"}
     if "cutoff" in hparams:
         raise ConfigError("model.cutoff: set the cutoff once, in data.cutoff")
@@ -178,11 +186,31 @@ def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential,
     return model, stats
 
 
+def _statistics(train: FrameSet | StoreSplit, species: list[int], e0: dict[int, float],
+                method: str) -> DataStatistics:
+    """Scale, shift and neighbour count of the training split (streamed stores in one pass)."""
+    if not isinstance(train, StoreSplit):
+        return compute_statistics(train, species, e0, method)
+    missing = [z for z in train.elements() if z not in e0]
+    if missing:
+        raise ConfigError(f"no E0 for element(s) {missing} ({method}); give them in data.e0 or "
+                          "data.isolated_atoms")
+    data = train.statistics(e0)
+    scale = data.force_rms if np.isfinite(data.force_rms) and data.force_rms > 0 else 1.0
+    shift = data.mean_interaction_energy_per_atom
+    return DataStatistics(e0={z: float(e0[z]) for z in species if z in e0}, scale=float(scale),
+                          shift=float(shift) if np.isfinite(shift) else 0.0,
+                          avg_num_neighbors=float(data.avg_num_neighbors), e0_method=method)
+
+
 def _finetune_model(
     config: Mapping[str, Any], splits: Splits, species: list[int]
 ) -> tuple[Potential, DataStatistics]:
     """The saved potential, extended to ``species``, with E0 refitted on the training split."""
     source = config["finetune"]["from"]
+    extra = sorted(k for k in config["model"] if k != "name")
+    if extra:
+        raise ConfigError(f"fine-tuning takes the architecture from {source}; remove model keys {extra}")
     payload = read_payload(source)
     if abs(float(payload["cutoff"]) - float(config["data"]["cutoff"])) > 1e-9:
         raise ConfigError(

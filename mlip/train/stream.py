@@ -78,12 +78,14 @@ class StoreSplit:
                 ) -> Iterator[tuple[int, list[str], AtomicGraph]]:
         """Yield ``(batch number, frame names, graph)`` of this rank from batch ``start`` on."""
         loader = torch.utils.data.DataLoader(
-            _Indexed(self.dataset), batch_size=None, collate_fn=_first, num_workers=self.num_workers,
+            _Indexed(self.dataset), batch_size=None, collate_fn=_first,
+            num_workers=self.num_workers,
             sampler=self._sampler(epoch, rank, world_size, start, True))
         for number, (indices, graph) in enumerate(loader, start):
             yield number, [f"{self.path}#{i}" for i in indices], graph
 
-    def eval_graphs(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[AtomicGraph]:
+    def eval_graphs(self, batch_size: int, rank: int = 0, world_size: int = 1
+                    ) -> Iterator[AtomicGraph]:
         """Every frame once (store order): batch k goes to rank k mod world_size."""
         sampler = self._sampler(0, 0, 1, 0, False)
         sampler.max_graphs = batch_size
@@ -114,8 +116,9 @@ class StoreSplit:
         """:class:`mlip.data.DataStatistics` of the split at the cutoff (one streaming pass)."""
         from mlip.data import compute_statistics
 
+        given = dict(reference_energies) if reference_energies else None
         return compute_statistics(self.store, self.split, cutoff=self.cutoff,
-                                  reference_energies=dict(reference_energies) if reference_energies else None)
+                                  reference_energies=given)
 
     def elements(self) -> list[int]:
         """Atomic numbers present in the split."""
@@ -140,9 +143,10 @@ def store_splits(data: Mapping, seed: int) -> tuple[StoreSplit, StoreSplit, Stor
     if isinstance(path, (list, tuple)) or not is_store(resolve_path(path)):
         raise ConfigError(f"data.streaming needs data.train to be one snapshot store, got {path!r}")
     if data["valid"] or data["test"] or data["max_frames"]:
-        raise ConfigError("data.streaming uses the store's own split; unset data.valid, data.test and "
-                          "data.max_frames")
+        raise ConfigError("data.streaming uses the store's own split; unset data.valid, data.test "
+                          "and data.max_frames")
     options = dict(max_atoms=data["max_atoms_per_batch"] or 4096, max_graphs=data["batch_size"],
                    seed=seed, num_workers=data["num_workers"])
-    parts = [StoreSplit(resolve_path(path), name, data["cutoff"], **options) for name in ("train", "val", "test")]
+    parts = [StoreSplit(resolve_path(path), name, data["cutoff"], **options)
+             for name in ("train", "val", "test")]
     return parts[0], parts[1], parts[2] if len(parts[2]) else None

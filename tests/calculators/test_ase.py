@@ -73,7 +73,7 @@ def test_skin_reuses_the_list_and_matches_a_fresh_list(model):
         f_reused = atoms.get_forces()
         atoms.calc = fresh
         np.testing.assert_allclose(f_reused, atoms.get_forces(), atol=1e-12)
-    assert reused.neighbors.n_builds < fresh.neighbors.n_builds
+    assert reused.neighbors.n_rebuilds < fresh.neighbors.n_rebuilds
 
 
 def test_rebuilds_when_an_atom_moves_past_half_the_skin(model):
@@ -83,10 +83,10 @@ def test_rebuilds_when_an_atom_moves_past_half_the_skin(model):
     atoms.get_forces()
     atoms.positions[0] += [0.2, 0.0, 0.0]
     atoms.get_forces()
-    assert calc.neighbors.n_builds == 1
+    assert calc.neighbors.n_rebuilds == 1
     atoms.positions[0] += [0.1, 0.0, 0.0]  # 0.3 Å > skin/2 in total
     atoms.get_forces()
-    assert calc.neighbors.n_builds == 2
+    assert calc.neighbors.n_rebuilds == 2
 
 
 def test_loads_a_checkpoint_path_in_float32(model, tmp_path):

@@ -279,4 +279,22 @@ def test_concat_fills_missing_columns_as_absent():
     del b.frames["system"], b.atoms["forces"]
     both = FrameBatch.concat([a, b])
     assert both.frames["system"].tolist() == ["s0", "s0", ""]
-    assert np.isnan(both.atoms["forces"][int(a.n_atoms.sum()):]).all()
+    assert np.isnan(both.atoms["forces"][int(a.n_atoms.sum()) :]).all()
+
+
+def test_readers_keep_working_while_a_writer_appends(tmp_path):
+    path = tmp_path / "s.h5"
+    first = _synthetic(4)
+    with StoreWriter(path, shard_frames=4) as w:
+        w.append(first)
+    reader = SnapshotStore(path)
+    before = reader.read(np.arange(4)).atoms["positions"]
+    writer = StoreWriter(path, shard_frames=4)
+    writer.append(_synthetic(6, seed=3))  # commits one shard, leaves one open
+    assert len(reader) == 4 and np.array_equal(reader.read(np.arange(4)).atoms["positions"], before)
+    reader.refresh()
+    assert len(reader) == 8  # the committed shard only; the open one is invisible
+    assert len(SnapshotStore(path)) == 8
+    writer.close()
+    reader.refresh()
+    assert len(reader) == 10

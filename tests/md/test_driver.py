@@ -93,10 +93,12 @@ def test_restart_reproduces_the_uninterrupted_run(lj_hcu, tmp_path, ensemble):
                                  compressibility_per_GPa=0.003, barostat_time_fs=100.0)
     systems = [_crystal(seed=1), _crystal(seed=2)]
     kwargs = dict(initial_temperature_K=300.0, skin=0.3)
-    straight = run_md(lj_hcu, systems, integrator, steps=30, **kwargs)
+    every_15 = dict(checkpoint_interval=15)  # same checkpoint schedule in both runs
+    straight = run_md(lj_hcu, systems, integrator, steps=30, **kwargs,
+                      outputs=MDOutputs(checkpoint=tmp_path / "straight.ckpt", **every_15))
     checkpoint = tmp_path / "run.ckpt"
     first = run_md(lj_hcu, systems, integrator, steps=15, **kwargs,
-                   outputs=MDOutputs(checkpoint=checkpoint, checkpoint_interval=15))
+                   outputs=MDOutputs(checkpoint=checkpoint, **every_15))
     assert load_checkpoint(checkpoint).state.step == 15
     resumed = run_md(lj_hcu, steps=30, restart=checkpoint, skin=0.3)
     assert first.nl_builds >= 1 and resumed.state.step == 30

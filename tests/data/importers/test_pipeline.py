@@ -178,6 +178,7 @@ def test_vasprun_through_pymatgen_matches_ase(tmp_path):
         np.testing.assert_allclose(got.positions, a.positions, atol=1e-10)
         np.testing.assert_allclose(got.calc.results["forces"], a.get_forces(), atol=1e-10)
         np.testing.assert_allclose(got.get_stress(), a.get_stress(), atol=1e-10)
+        assert got.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-8)
         assert got.info["step"] == k
 
 
@@ -205,3 +206,17 @@ def test_a_rejected_frame_leaves_the_builder_consistent():
     batch = b.build()
     assert batch.frames["energy"].tolist() == [1.0, 2.0]
     assert batch.atoms["tags"].tolist() == [-1, -1, 0, 2]
+
+
+@pytest.mark.skipif(not (VASP_DATA / "OUTCAR_example_1").exists(), reason="ASE test data absent")
+def test_outcar_matches_ase(tmp_path):
+    src = VASP_DATA / "OUTCAR_example_1"
+    ref = ase.io.read(src, index=":", format="vasp-out")
+    import_files([src], tmp_path / "s.h5")
+    store = SnapshotStore(tmp_path / "s.h5")
+    assert len(store) == len(ref)
+    for k, a in enumerate(ref):
+        got = store[k]
+        assert np.array_equal(got.positions, a.positions)
+        assert np.array_equal(got.calc.results["forces"], a.calc.results["forces"])
+        assert got.get_potential_energy() == a.get_potential_energy()

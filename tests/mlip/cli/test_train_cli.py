@@ -45,6 +45,16 @@ def test_train_resume_eval_and_plot_from_the_command_line(tiny_train_config, tmp
     assert (tmp_path / "steps.png").stat().st_size > 0
 
 
+def test_plot_draws_md_thermo_logs(tmp_path, capsys):
+    thermo = tmp_path / "thermo.csv"
+    rows = ["system,time_ps,n_atoms,Etot_eV,Epot_eV,T_K,P_GPa,V_A3"]
+    rows += [f"0,{0.01 * k},27,{-1.0 + 1e-4 * k},{-1.2},{300 + k},,{1000.0}" for k in range(5)]
+    thermo.write_text("\n".join(rows) + "\n")
+    assert main(["plot", str(thermo)]) == 0
+    assert f"wrote {tmp_path / 'thermo.png'}" in capsys.readouterr().out
+    assert (tmp_path / "thermo.png").stat().st_size > 0
+
+
 def test_cli_errors_are_one_line(tiny_train_config, tmp_path, capsys):
     tiny_train_config["loss"] = {"forces_wieght": 10}
     config = tmp_path / "typo.yaml"

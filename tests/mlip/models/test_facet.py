@@ -13,7 +13,12 @@ from mlip.errors import CheckpointMismatchError, ConfigError
 from mlip.graph import AtomicGraph
 from mlip.models import build, load_model, save_model
 from mlip.models.facet import FACET_PRESETS
-from mlip.testing import assert_equivariant, assert_forces_are_gradients, equivariance_errors, random_rotation
+from mlip.testing import (
+    assert_equivariant,
+    assert_forces_are_gradients,
+    equivariance_errors,
+    random_rotation,
+)
 
 BPA_SPECIES = [1, 6, 7, 8]
 
@@ -79,7 +84,8 @@ def test_forces_are_gradients_for_a_molecule(bpa_graph):
 def test_forces_and_stress_are_gradients_in_a_skewed_periodic_cell(hfo2_frames):
     atoms = hfo2_frames[4].copy()
     atoms.rattle(0.05, seed=3)
-    atoms.set_cell(atoms.cell @ np.array([[1, 0.08, 0], [0, 1, 0.05], [0.03, 0, 1]]), scale_atoms=True)
+    shear = np.array([[1, 0.08, 0], [0, 1, 0.05], [0.03, 0, 1]])
+    atoms.set_cell(atoms.cell @ shear, scale_atoms=True)
     graph = AtomicGraph.from_ase(atoms, 4.0).to(dtype=torch.float64)
     assert_forces_are_gradients(facet([8, 72]), graph, check_stress=True, tol=1e-6)
 
@@ -119,9 +125,11 @@ def test_batched_equals_one_by_one(bpa_frames, hfo2_frames):
     batch = model(AtomicGraph.from_ase(frames, 4.0).to(dtype=torch.float64), compute_stress=True)
     offset = 0
     for k, atoms in enumerate(frames):
-        single = model(AtomicGraph.from_ase(atoms, 4.0).to(dtype=torch.float64), compute_stress=True)
+        graph = AtomicGraph.from_ase(atoms, 4.0).to(dtype=torch.float64)
+        single = model(graph, compute_stress=True)
         assert abs(float(batch["energy"][k] - single["energy"][0])) < 1e-12
-        assert torch.allclose(batch["forces"][offset:offset + len(atoms)], single["forces"], atol=1e-12)
+        forces = batch["forces"][offset:offset + len(atoms)]
+        assert torch.allclose(forces, single["forces"], atol=1e-12)
         assert torch.allclose(batch["stress"][k], single["stress"][0], atol=1e-12, equal_nan=True)
         offset += len(atoms)
 
@@ -176,3 +184,14 @@ def test_zero_residual_init_gives_a_species_only_model(bpa_graph):
 def test_bad_hyperparameters_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         build("facet", species=[1], **dict(FACET_PRESETS["facet-tiny"], **overrides))
+
+
+@pytest.mark.slow
+def test_compiled_inference_matches_eager(bpa_graph):
+    """torch.compile path (opt-in; compiling takes minutes on CPU)."""
+    model = facet(BPA_SPECIES).eval()
+    ref = model(bpa_graph)
+    out = model.enable_compile()(bpa_graph)
+    assert torch.allclose(out["energy"], ref["energy"], atol=1e-10)
+    assert torch.allclose(out["forces"], ref["forces"], atol=1e-10)
+    assert "atomic_energies" not in model.enable_compile(False).__dict__

@@ -1,4 +1,4 @@
-"""TDN model: interface, exact gradients, (approximate) invariance, smoothness, batching, checkpoints."""
+"""TDN model: interface, gradients, (approximate) invariance, smoothness, batching, checkpoints."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def test_stress_is_the_strain_derivative(hfo2_frames):
 
 
 def test_energy_invariance_within_the_regression_anchor(tdn, molecule):
-    errors = [equivariance_errors(tdn, molecule, random_rotation(seed))["energy"] for seed in range(3)]
+    errors = [equivariance_errors(tdn, molecule, random_rotation(seed))["energy"]
+              for seed in range(3)]
     assert max(errors) < ENERGY_INVARIANCE_ANCHOR
     assert max(errors) > 1e-8  # the CP product is approximate: a zero here means it is bypassed
 
@@ -76,7 +77,7 @@ def test_exact_and_full_rank_products_make_the_model_invariant(molecule):
 
 
 def test_energy_and_forces_are_smooth_across_the_cutoff(tdn):
-    """A third atom enters the cutoff sphere of atom 0: E and F change by O(δ³) (models.md T8/T9)."""
+    """A third atom enters atom 0's cutoff sphere: E and F change by O(δ³) (models.md T8/T9)."""
     def evaluate(distance):
         atoms = ase.Atoms("CHO", positions=[[0, 0, 0], [0.3, 1.2, 0.5], [-distance, 0.2, 0.1]])
         return tdn(AtomicGraph.from_ase(atoms, CUTOFF).to(dtype=torch.float64))
@@ -91,8 +92,8 @@ def test_energy_and_forces_are_smooth_across_the_cutoff(tdn):
 
 
 def test_batched_equals_one_by_one_and_fragments_add(tdn, bpa_frames, hfo2_frames):
-    graphs = [AtomicGraph.from_ase(bpa_frames[1], CUTOFF), AtomicGraph.from_ase(hfo2_frames[5], CUTOFF)]
-    graphs = [g.to(dtype=torch.float64) for g in graphs]
+    graphs = [AtomicGraph.from_ase(atoms, CUTOFF).to(dtype=torch.float64)
+              for atoms in (bpa_frames[1], hfo2_frames[5])]
     batched = tdn(AtomicGraph.collate(graphs))
     single = [tdn(g) for g in graphs]
     torch.testing.assert_close(batched["energy"], torch.cat([s["energy"] for s in single]),
@@ -106,7 +107,8 @@ def test_float32_matches_float64(tdn, molecule):
     model32 = _tdn().float()
     out = model32(molecule.to(dtype=torch.float32))
     assert out["energy"].dtype == torch.float32
-    assert abs(float(out["energy"][0]) - float(ref["energy"][0])) < 1e-5 * max(1.0, abs(float(ref["energy"][0])))
+    energy = float(ref["energy"][0])
+    assert abs(float(out["energy"][0]) - energy) < 1e-5 * max(1.0, abs(energy))
 
 
 def test_checkpoint_round_trip(tdn, molecule, tmp_path):

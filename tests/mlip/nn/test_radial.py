@@ -17,7 +17,8 @@ def test_bessel_matches_closed_form_and_is_finite_at_zero():
     basis = BesselBasis(5.0, 8).double()
     r = torch.linspace(0.1, 5.0, 50, dtype=torch.float64)
     n = np.arange(1, 9)
-    expected = math.sqrt(2 / 5.0) * np.sin(n * math.pi * r.numpy()[:, None] / 5.0) / r.numpy()[:, None]
+    rr = r.numpy()[:, None]
+    expected = math.sqrt(2 / 5.0) * np.sin(n * math.pi * rr / 5.0) / rr
     np.testing.assert_allclose(basis(r).numpy(), expected, rtol=1e-12, atol=1e-12)
     limit = basis(torch.zeros(1, dtype=torch.float64))  # sin(ωr)/r → ω
     np.testing.assert_allclose(limit.numpy()[0], math.sqrt(2 / 5.0) * n * math.pi / 5.0, rtol=1e-12)

@@ -133,3 +133,25 @@ def test_unknown_model_hyperparameter_is_named(tiny_config, tmp_path):
         r"\(did you mean 'sigma'\?\)",
     ):
         train(tiny_config, tmp_path / "run")
+
+
+def test_non_finite_weights_are_never_written(tiny_config, tmp_path, monkeypatch):
+    tiny_config["train"]["max_steps"] = 4
+    real_step = torch.optim.Adam.step
+    calls = {"n": 0}
+
+    def corrupting_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:  # finite gradients, yet the update overflows
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(math.inf)
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", corrupting_step)
+    with pytest.raises(TrainingDivergedError, match=r"non-finite weights \(.*\) at step 4; "
+                       r"last.ckpt was not written"):
+        train(tiny_config, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)
+    assert state["progress"]["step"] == 3
+    assert all(torch.isfinite(v).all() for v in state["model"]["state_dict"].values())

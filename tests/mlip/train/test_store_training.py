@@ -1,5 +1,8 @@
+import csv
+
 import ase.io
 import pytest
+import torch
 from mlip.data import import_files, make_split
 
 from mlip.errors import ConfigError
@@ -29,4 +32,38 @@ def test_force_weight_on_a_store_without_forces_is_refused(tiny_config, tmp_path
         match=r"loss.forces_weight = 100.0 but no training frame of .*store.h5 "
         r"has forces; set loss.forces_weight: 0",
     ):
+        train(tiny_config, tmp_path / "run")
+
+
+def _losses(run_dir):
+    with open(run_dir / "steps.csv") as handle:
+        return {int(r["step"]): r["loss"] for r in csv.DictReader(handle)}
+
+
+def test_streaming_a_store_trains_and_resumes_bit_for_bit(tiny_config, tmp_path, bpa_frames):
+    ase.io.write(tmp_path / "bpa.xyz", bpa_frames)
+    import_files([tmp_path / "bpa.xyz"], tmp_path / "store.h5")
+    make_split(tmp_path / "store.h5", fractions=(0.6, 0.2, 0.2), by="frame", seed=0)
+    tiny_config["data"].update(train=str(tmp_path / "store.h5"), max_frames=None, streaming=True,
+                               max_atoms_per_batch=4 * 27)
+    tiny_config["train"]["max_steps"] = 5
+    train(tiny_config, tmp_path / "straight")
+    assert [r["step"] for r in read_metrics(tmp_path / "straight")] == [3, 5]  # 12 frames / 4
+    tiny_config["train"]["max_steps"] = 2
+    train(tiny_config, tmp_path / "split")
+    train(None, tmp_path / "split", overrides=["train.max_steps=5"], resume=True)
+    assert _losses(tmp_path / "split") == _losses(tmp_path / "straight")
+    in_memory = dict(tiny_config, data=dict(tiny_config["data"], streaming=False))
+    best = train(in_memory, tmp_path / "memory")
+    a = torch.load(best, weights_only=True)["extra"]["statistics"]
+    b = torch.load(tmp_path / "straight" / "best.pt", weights_only=True)["extra"]["statistics"]
+    assert a["scale"] == pytest.approx(b["scale"], rel=1e-12)
+    assert a["shift"] == pytest.approx(b["shift"], rel=1e-12)
+    assert a["avg_num_neighbors"] == pytest.approx(b["avg_num_neighbors"], rel=1e-12)
+
+
+def test_streaming_needs_a_single_split_store(tiny_config, tmp_path):
+    tiny_config["data"]["streaming"] = True
+    message = "data.streaming needs data.train to be one snapshot store, got .*3bpa_train_300K.xyz"
+    with pytest.raises(ConfigError, match=message):
         train(tiny_config, tmp_path / "run")

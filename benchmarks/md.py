@@ -1,0 +1,143 @@
+"""MD throughput: mlip's batched torch driver vs ASE's VelocityVerlet loop, same model, same run.
+
+Cases: one 3BPA molecule (27 atoms), 64 3BPA molecules (batched in one state for mlip; ASE
+runs molecules one after the other, so its rate is measured on a few of them), and periodic
+fcc Cu with 256 and 2048 atoms. Both sides use the same potential and the same neighbour list
+with a skin (ASE through :class:`mlip.calculators.MLIPCalculator`). Reported: atom-steps/s
+(atoms × steps / wall seconds) and the ratio mlip / ASE. The CPU of the development box is
+shared, so absolute numbers are noisy; the ratios are measured in the same process.
+
+Usage::
+
+    python benchmarks/md.py                       # Lennard-Jones, default sizes
+    python benchmarks/md.py --model runs/x/best.pt  # a trained checkpoint
+    python benchmarks/md.py --model facet --hparams '{"species": [1, 6, 7, 8]}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from importlib import resources
+from pathlib import Path
+
+import ase.io
+import torch
+from ase import Atoms, units
+from ase.build import bulk
+from ase.md.verlet import VelocityVerlet
+
+from mlip.calculators import MLIPCalculator
+from mlip.md import BlowUpLimits, MDOutputs, make_integrator, run_md
+from mlip.md.force_field import resolve_model
+from mlip.md.state import maxwell_boltzmann_momenta, state_from_atoms
+from mlip.models import build
+
+RESULTS = Path(__file__).parent / "results" / "md.json"
+
+
+def load_potential(name: str, hparams: str | None, device: str):
+    """A checkpoint path, a registry name with JSON hparams, or the default Lennard-Jones."""
+    if name == "lennard_jones" and hparams is None:
+        return build("lennard_jones", species=[1, 6, 7, 8, 29], cutoff=5.0, epsilon=0.05,
+                     sigma=1.1).eval().to(device)
+    if os.path.exists(name):
+        return resolve_model(name, device=device)
+    return build(name, **json.loads(hparams or "{}")).eval().to(device)
+
+
+def cases(n_molecules: int, cu_sizes: list[int]) -> dict[str, list[Atoms]]:
+    """Benchmark systems by name."""
+    path = resources.files("mlip.data.bundled").joinpath("3bpa_train_300K.xyz")
+    molecules = ase.io.read(str(path), index=f":{n_molecules}")
+    out = {"3bpa_x1": molecules[:1], f"3bpa_x{n_molecules}": molecules}
+    for n in cu_sizes:
+        reps = round((n / 4) ** (1 / 3))
+        cell = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(reps)
+        cell.rattle(0.02, seed=0)
+        out[f"cu_{len(cell)}"] = [cell]
+    return out
+
+
+def thermalised(structures: list[Atoms], temperature: float) -> list[Atoms]:
+    """Copies with Maxwell-Boltzmann momenta (the same ones on both sides)."""
+    state = state_from_atoms(structures)
+    momenta = maxwell_boltzmann_momenta(state.masses, state.batch, state.n_graphs, temperature, 0)
+    out, start = [], 0
+    for atoms in structures:
+        copy = atoms.copy()
+        copy.calc = None
+        copy.set_momenta(momenta[start:start + len(atoms)].numpy())
+        start += len(atoms)
+        out.append(copy)
+    return out
+
+
+def ours(model, structures: list[Atoms], steps: int, timestep_fs: float, device: str) -> float:
+    """Atom-steps/s of run_md (NVE, no outputs, blow-up checks on)."""
+    integrator = make_integrator("nve", timestep_fs=timestep_fs)
+    lenient = BlowUpLimits(max_force=1e6, min_distance=0.0, max_energy_jump=1e6,
+                           max_temperature_K=1e9, max_displacement=10.0)
+    run_md(model, structures, integrator, steps=2, device=device, limits=lenient)  # warm-up
+    result = run_md(model, structures, integrator, steps=steps, device=device, limits=lenient,
+                    outputs=MDOutputs(log_interval=steps))
+    return result.atom_steps_per_s
+
+
+def ase_loop(model, structures: list[Atoms], steps: int, timestep_fs: float, device: str) -> float:
+    """Atom-steps/s of ASE VelocityVerlet with MLIPCalculator, one structure after the other."""
+    calc = MLIPCalculator(model, device=device)
+    atoms_steps, wall = 0, 0.0
+    for atoms in structures:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+        dynamics.run(2)  # warm-up (first neighbour list, first forces)
+        start = time.perf_counter()
+        dynamics.run(steps)
+        wall += time.perf_counter() - start
+        atoms_steps += len(atoms) * steps
+    return atoms_steps / wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lennard_jones")
+    parser.add_argument("--hparams", help="JSON constructor arguments for a registry name")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--molecules", type=int, default=64)
+    parser.add_argument("--ase-molecules", type=int, default=4,
+                        help="molecules ASE runs to measure its (per-molecule) rate")
+    parser.add_argument("--cu", type=int, nargs="*", default=[256, 2048])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_potential(args.model, args.hparams, args.device)
+    rows = []
+    print(f"{'case':>12} {'atoms':>6} {'mlip atom-steps/s':>18} {'ASE atom-steps/s':>17} "
+          f"{'ratio':>6}")
+    for name, structures in cases(args.molecules, args.cu).items():
+        structures = thermalised(structures, 300.0)
+        timestep = 0.5 if name.startswith("3bpa") else 2.0
+        steps = args.steps if sum(map(len, structures)) < 1000 else max(args.steps // 5, 10)
+        rate_ours = ours(model, structures, steps, timestep, args.device)
+        rate_ase = ase_loop(model, structures[: args.ase_molecules], steps, timestep, args.device)
+        n_atoms = sum(map(len, structures))
+        rows.append({"case": name, "atoms": n_atoms, "steps": steps,
+                     "mlip_atom_steps_per_s": rate_ours, "ase_atom_steps_per_s": rate_ase,
+                     "ratio": rate_ours / rate_ase})
+        print(f"{name:>12} {n_atoms:>6} {rate_ours:>18.4g} {rate_ase:>17.4g} "
+              f"{rate_ours / rate_ase:>6.2f}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"model": args.model, "device": args.device, "threads": args.threads,
+            "torch": torch.__version__, "note": "shared 2-core CPU; ratios from the same process",
+            "mace": "not measured (no mace-torch environment on this machine)"}
+    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"saved {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""``mlip md`` and ``mlip relax`` end to end on a saved Lennard-Jones potential."""
+
+from __future__ import annotations
+
+import csv
+
+import ase.io
+import pytest
+import torch
+from ase.build import bulk
+
+from mlip.cli import main
+from mlip.models import build, save_model
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def files(tmp_path):
+    model = build("lennard_jones", species=[29], cutoff=4.0, epsilon=0.4, sigma=2.3)
+    save_model(model, tmp_path / "lj.pt")
+    cells = []
+    for seed in range(2):
+        atoms = bulk("Cu", "fcc", a=3.58, cubic=True).repeat((2, 1, 1))
+        atoms.rattle(0.03, seed=seed)
+        cells.append(atoms)
+    ase.io.write(tmp_path / "in.xyz", cells)
+    return tmp_path
+
+
+def test_md_runs_a_batch_and_restarts(files, capsys):
+    common = ["md", str(files / "lj.pt"), str(files / "in.xyz"), "--ensemble", "npt",
+              "--temperature", "300", "--pressure", "1.0", "--timestep", "2",
+              "-o", str(files / "md.xyz"), "--log", str(files / "thermo.csv"),
+              "--checkpoint-interval", "10", "--log-interval", "5", "--traj-interval", "5"]
+    assert main(common + ["--steps", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "ns/day" in out and "atom-steps/s" in out and "system 1: 8 atoms" in out
+    assert main(common + ["--steps", "20", "--restart", str(files / "md.ckpt")]) == 0
+    frames = ase.io.read(files / "md.1.xyz", index=":")
+    assert [f.info["step"] for f in frames] == [0, 5, 10, 15, 20]
+    with open(files / "thermo.csv") as handle:
+        steps = [int(r["step"]) for r in csv.DictReader(handle) if r["system"] == "0"]
+    assert steps == [0, 5, 10, 15, 20]
+
+
+def test_relax_writes_converged_structures(files, capsys):
+    out = files / "relaxed.xyz"
+    code = main(["relax", str(files / "lj.pt"), str(files / "in.xyz"), "-o", str(out),
+                 "--fmax", "0.01", "--cell"])
+    assert code == 0
+    relaxed = ase.io.read(out, index=":")
+    assert [a.info["relax_converged"] for a in relaxed] == [True, True]
+    assert abs(relaxed[0].get_stress()).max() < 0.01 * 8 / relaxed[0].get_volume()
+    assert "structure 1: converged" in capsys.readouterr().out
+
+
+def test_unknown_element_is_a_clean_error(files, capsys):
+    ase.io.write(files / "gold.xyz", bulk("Au", "fcc", a=4.08))
+    code = main(["md", str(files / "lj.pt"), str(files / "gold.xyz"), "--steps", "2",
+                 "-o", str(files / "g.xyz"), "--log", str(files / "g.csv")])
+    assert code == 2
+    assert "does not know element(s) Au (Z=79)" in capsys.readouterr().err
+
+
+def test_missing_model_is_a_clean_error(files, capsys):
+    code = main(["relax", str(files / "nope.pt"), str(files / "in.xyz")])
+    assert code == 2
+    assert "nope.pt: no such checkpoint file" in capsys.readouterr().err

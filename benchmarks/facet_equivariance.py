@@ -6,6 +6,8 @@ is evaluated on 3BPA molecules under random rotations and reflections. Reported:
 in meV/atom (eV scale of random weights, energy_scale = 1) and relative to |E|, the force error
 relative to the largest force component, and the E+F time per molecule batch, next to the exact
 bilinear mixer at the resolution rule. Default grids (``DEFAULT_GRID_RES``) are chosen from this.
+A second table times our dense grid round trip (``S2Grid``) against e3nn's ToS2Grid/FromS2Grid
+modules on 256 × 32 features (float32).
 
     python benchmarks/facet_equivariance.py [--frames 4] [--threads 2]
 """
@@ -19,11 +21,12 @@ from pathlib import Path
 
 import ase.io
 import torch
+from e3nn import o3
 
 from mlip.graph import AtomicGraph
 from mlip.models import build
 from mlip.models.facet import DEFAULT_GRID_RES, FACET_PRESETS
-from mlip.nn.s2_grid import exact_product_resolution
+from mlip.nn.s2_grid import S2Grid, exact_product_resolution
 from mlip.testing import equivariance_errors, random_rotation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +59,31 @@ def measure(graph: AtomicGraph, lmax: int, mixer: str, grid: tuple[int, int], tr
             "default": mixer == "mlp" and tuple(grid) == DEFAULT_GRID_RES[lmax]}
 
 
+def transform_timings(repeats: int = 20) -> list[dict]:
+    """ms per to-grid + from-grid round trip: dense matrices (ours) vs e3nn modules."""
+    rows = []
+    for lmax, grid in DEFAULT_GRID_RES.items():
+        if lmax == 0:
+            continue
+        x = torch.randn(256, (lmax + 1) ** 2, 32)
+        dense = S2Grid(lmax, *grid).float()
+        to_grid, from_grid = o3.ToS2Grid(lmax, grid), o3.FromS2Grid(grid, lmax)
+        x_e3nn = x.transpose(1, 2).contiguous()  # e3nn wants (…, n_sph) last
+        ms = {}
+        for name, fn in [("dense", lambda: dense.from_grid(dense.to_grid(x))),
+                         ("e3nn", lambda: from_grid(to_grid(x_e3nn)))]:
+            fn()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            ms[name] = (time.perf_counter() - start) / repeats * 1e3
+        rows.append({"lmax": lmax, "grid": list(grid), "dense_ms": ms["dense"],
+                     "e3nn_ms": ms["e3nn"], "speedup": ms["e3nn"] / ms["dense"]})
+        print(f"grid round trip L={lmax} {grid[0]}x{grid[1]}: dense {ms['dense']:.2f} ms, "
+              f"e3nn {ms['e3nn']:.2f} ms ({ms['e3nn'] / ms['dense']:.1f}x)")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=4)
@@ -77,10 +105,12 @@ def main() -> None:
             print(f"{lmax:>2} {mixer:>8} {grid[0]:>3}x{grid[1]:<3} "
                   f"{row['energy_meV_per_atom']:>15.2e} "
                   f"{row['energy_rel']:>9.1e} {row['forces_rel']:>9.1e} {row['ef_ms']:>7.1f}{mark}")
+    timings = transform_timings()
     out = ROOT / "benchmarks/results/facet_equivariance.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"frames": args.frames, "threads": args.threads, "dtype": "float64",
-                               "rows": rows}, indent=1))
+                               "rows": rows, "grid_transform_timings": timings},
+                              indent=1))
     print(f"wrote {out}")
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -36,13 +38,46 @@ from mlip.md.state import maxwell_boltzmann_momenta, state_from_atoms
 from mlip.models import build
 
 RESULTS = Path(__file__).parent / "results" / "md.json"
+MACE_PYTHON = Path(__file__).resolve().parent.parent / ".venv-mace" / "bin" / "python"
+
+#: Run in .venv-mace (mace-torch 0.3.16, e3nn 0.4.4): ASE VelocityVerlet with MACECalculator on a
+#: randomly initialised MACE of a common small size (2 layers, 32x0e+32x1o, L=3, r_max 5 Å).
+_MACE_SCRIPT = """
+import json, sys, time, numpy as np, torch, ase.io
+from e3nn import o3
+from mace import modules
+from mace.calculators import MACECalculator
+from ase import units
+from ase.md.verlet import VelocityVerlet
+torch.set_num_threads(int(sys.argv[3]))
+torch.set_default_dtype(torch.float64)
+z = [1, 6, 7, 8, 29]
+block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+model = modules.MACE(r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
+    interaction_cls=block, interaction_cls_first=block, num_interactions=2,
+    num_elements=len(z), hidden_irreps=o3.Irreps("32x0e + 32x1o"),
+    MLP_irreps=o3.Irreps("16x0e"), gate=torch.nn.functional.silu,
+    atomic_energies=np.zeros(len(z)), avg_num_neighbors=20.0, atomic_numbers=z,
+    correlation=3, radial_type="bessel")
+calc = MACECalculator(models=model, device="cpu", default_dtype="float64")
+rates = {}
+for name in sys.argv[4:]:
+    atoms = ase.io.read(sys.argv[1], index=name)
+    atoms.calc = calc
+    dynamics = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    dynamics.run(1)
+    start = time.perf_counter()
+    dynamics.run(int(sys.argv[2]))
+    rates[atoms.info["case"]] = len(atoms) * int(sys.argv[2]) / (time.perf_counter() - start)
+print(json.dumps(rates))
+"""
 
 
 def load_potential(name: str, hparams: str | None, device: str):
     """A checkpoint path, a registry name with JSON hparams, or the default Lennard-Jones."""
     if name == "lennard_jones" and hparams is None:
-        return build("lennard_jones", species=[1, 6, 7, 8, 29], cutoff=5.0, epsilon=0.05,
-                     sigma=1.1).eval().to(device)
+        return build("lennard_jones", species=[1, 6, 7, 8, 29], cutoff=5.0, epsilon=0.02,
+                     sigma=1.0).eval().to(device)
     if os.path.exists(name):
         return resolve_model(name, device=device)
     return build(name, **json.loads(hparams or "{}")).eval().to(device)
@@ -102,6 +137,28 @@ def ase_loop(model, structures: list[Atoms], steps: int, timestep_fs: float, dev
     return atoms_steps / wall
 
 
+def mace_peer(structures: dict[str, Atoms], steps: int, threads: int) -> dict[str, float]:
+    """Atom-steps/s of ASE + MACECalculator per case (a different, heavier model), or {}."""
+    if not MACE_PYTHON.exists():
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cases.xyz")
+        frames = []
+        for name, atoms in structures.items():
+            atoms = atoms.copy()
+            atoms.info["case"] = name
+            frames.append(atoms)
+        ase.io.write(path, frames)
+        env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # e3nn 0.4's own tables
+        args = [str(MACE_PYTHON), "-c", _MACE_SCRIPT, path, str(steps), str(threads)]
+        args += [str(k) for k in range(len(frames))]
+        done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode != 0:
+        print(f"MACE peer failed: {done.stderr.strip().splitlines()[-1:]}")
+        return {}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lennard_jones")
@@ -113,6 +170,8 @@ def main() -> None:
                         help="molecules ASE runs to measure its (per-molecule) rate")
     parser.add_argument("--cu", type=int, nargs="*", default=[256, 2048])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--mace-steps", type=int, default=5,
+                        help="steps of the optional ASE+MACE peer (0 skips it)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_potential(args.model, args.hparams, args.device)
@@ -131,11 +190,18 @@ def main() -> None:
                      "ratio": rate_ours / rate_ase})
         print(f"{name:>12} {n_atoms:>6} {rate_ours:>18.4g} {rate_ase:>17.4g} "
               f"{rate_ours / rate_ase:>6.2f}")
+    singles = {name: structures[0] for name, structures in cases(1, args.cu[:1]).items()}
+    mace = mace_peer(singles, args.mace_steps, args.threads) if args.mace_steps else {}
+    for name, rate in mace.items():
+        print(f"ASE + MACECalculator (random small MACE), {name}: {rate:.4g} atom-steps/s")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": args.model, "device": args.device, "threads": args.threads,
             "torch": torch.__version__, "note": "shared 2-core CPU; ratios from the same process",
-            "mace": "not measured (no mace-torch environment on this machine)"}
-    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+            "mace_note": "ASE VelocityVerlet + MACECalculator, randomly initialised MACE "
+                         "(2 layers, 32x0e+32x1o, L=3, r_max 5 A, float64), mace-torch 0.3.16 "
+                         "in .venv-mace: a heavier model than the one above, for scale only"}
+    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows, "ase_mace_atom_steps_per_s": mace},
+                                  indent=2) + "\n")
     print(f"saved {RESULTS}")
 
 

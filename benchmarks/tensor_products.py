@@ -3,20 +3,23 @@
 Both compute the same "uvu" product of x (n_edges, (L+1)², C) with edge spherical harmonics
 y (n_edges, (L+1)²) and one radial weight per (edge, channel) shared by all paths: the e3nn
 ``o3.TensorProduct`` (``mlip.nn.cp_tensor_product.CGTensorProduct``) against the rank-7L² CP
-product (``CPTensorProduct``). Timed: forward + backward (gradients w.r.t. x and the weights, as
-in training with forces), float32, minimum (and median) over repeats after warm-up, in one
-process. Memory: the
-bytes autograd saves for the backward pass plus the output (a deterministic activation-memory
-measure; CPU has no peak-allocation counter). Exponents are least-squares slopes of
-log(time) vs log(L) over L ≥ 2, printed next to the asymptotic 6 (CG) and 4 (CP) and the
-exponents of the exact operation counts over the same L range. A third column times the exact
-product as one dense contraction with the coupling tensor M (``DenseCGProduct``): because the
-second input (the edge SH) has one channel, that costs O(d³ + d²C) per edge, not O(L⁶·C), and
-is the fairer algorithmic baseline for this "uvu" product.
+product (``CPTensorProduct``). A third column times the same exact product as one dense
+contraction with the coupling tensor M (``DenseCGTensorProduct``): since the second input has
+one channel, that costs O(d³ + d²C) per edge, not O(L⁶·C), and is the fairer algorithmic
+baseline for this product.
 
-The CPU is shared, so absolute times are noisy; compare ratios from the same run.
+Timed: forward + backward (gradients w.r.t. x and the weights, as in training with forces),
+float32, one thread, minimum (and median) over repeats after warm-up, in one process. Memory:
+the bytes autograd saves for the backward pass plus the output (a deterministic
+activation-memory measure; CPU has no peak-allocation counter). Exponents are least-squares
+slopes of log(time) vs log(L) over L ≥ 2, printed next to the asymptotic 6 (CG) and 4 (CP) and
+the exponents of the exact operation counts over the same L range. The CPU is shared, so
+absolute times are noisy; compare ratios from the same run.
 
-    python benchmarks/tensor_products.py [--lmax 6] [--channels 16 128] [--edges 128] [--repeats 7]
+    python benchmarks/tensor_products.py [--lmax 6] [--channels 16 128] [--edges 128] [--models]
+
+``--models`` adds TDN energy+forces timings next to MACE and Facet at matched sizes, run through
+the subprocess workers of ``benchmarks/models.py`` (MACE lives in its own venv).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from e3nn import o3
 from mlip.nn.cp_tensor_product import (
     CGTensorProduct,
     CPTensorProduct,
-    coupling_tensor,
+    DenseCGTensorProduct,
     rank_schedule,
     tensor_product_paths,
 )
@@ -62,39 +65,24 @@ def saved_bytes(fn) -> int:
 
 
 def time_forward_backward(module, x, y, w, repeats: int, warmup: int = 3,
-                          budget_s: float = 5.0) -> tuple[float, float]:
+                          budget_s: float = 2.0, max_calls: int = 200) -> tuple[float, float]:
     """(min, median) seconds of forward + backward after ``warmup`` calls.
 
     e3nn's TorchScript-compiled products run their profiling passes during the first calls,
-    which are 10-100x slower; other jobs on a shared CPU only add time, so the minimum is the
-    better estimate of the intrinsic cost. Stops early (at least 2 timed calls) after
-    ``budget_s`` of timed calls.
+    which are 10-100x slower. Other jobs on a shared CPU only add time (preemption), so the
+    minimum is the better estimate of the intrinsic cost: timed calls continue after
+    ``repeats`` until ``budget_s`` is spent (at most ``max_calls``) to catch unpreempted ones.
     """
     times: list[float] = []
-    for call in range(warmup + repeats):
+    for call in range(warmup + max_calls):
         xg, wg = x.detach().requires_grad_(), w.detach().requires_grad_()
         start = time.perf_counter()
         module(xg, y, wg).square().sum().backward()
         times.append(time.perf_counter() - start)
-        if call >= warmup + 1 and sum(times[warmup:]) > budget_s:
+        timed = times[warmup:]
+        if len(timed) >= repeats and sum(timed) > budget_s:
             break
     return min(times[warmup:]), statistics.median(times[warmup:])
-
-
-class DenseCGProduct(torch.nn.Module):
-    """The exact shared-weight product as one dense contraction with M (a second reference).
-
-    out[k,u] = w[u] Σ_i (Σ_j M[i,j,k] y[j]) x[i,u]: O(d³ + d²·C) per edge, because y has a
-    single channel.
-    """
-
-    def __init__(self, lmax: int) -> None:
-        super().__init__()
-        self.register_buffer("coupling", coupling_tensor(lmax).float())
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        kernel = torch.einsum("ijk,nj->nki", self.coupling, y)  # (n, d, d)
-        return torch.bmm(kernel, x) * weight[:, None, :]
 
 
 def run_case(lmax: int, channels: int, n_edges: int, repeats: int) -> dict:
@@ -108,15 +96,16 @@ def run_case(lmax: int, channels: int, n_edges: int, repeats: int) -> dict:
     cg = CGTensorProduct(lmax, channels)
     # timing does not depend on the factors' quality: a short ALS keeps the set-up fast at L ≥ 4
     cp = CPTensorProduct(lmax, channels, als_iterations=2000 if lmax <= 3 else 100).float()
+    dense = DenseCGTensorProduct(lmax, channels).float()
     row = {"lmax": lmax, "channels": channels, "n_edges": n_edges, "rank": cp.rank,
            "cp_fit_error": cp.fit_error, "n_paths": len(cp.paths)}
     row["cg_ops"], row["cp_ops"] = operation_counts(lmax)
     row["cg_s"], row["cg_median_s"] = time_forward_backward(cg, x, y, w, repeats)
     row["cp_s"], row["cp_median_s"] = time_forward_backward(cp, x, y, w, repeats)
-    dense = DenseCGProduct(lmax)
     row["dense_s"], row["dense_median_s"] = time_forward_backward(dense, x, y, w, repeats)
     row["cg_mb"] = saved_bytes(lambda: cg(x.requires_grad_(), y, w.requires_grad_())) / 2**20
     row["cp_mb"] = saved_bytes(lambda: cp(x.requires_grad_(), y, w.requires_grad_())) / 2**20
+    row["dense_mb"] = saved_bytes(lambda: dense(x.requires_grad_(), y, w.requires_grad_())) / 2**20
     row["speedup"] = row["cg_s"] / row["cp_s"]
     row["speedup_vs_dense"] = row["dense_s"] / row["cp_s"]
     return row
@@ -128,13 +117,52 @@ def exponent(rows: list[dict], key: str) -> float:
     return float(np.polyfit(np.log([r["lmax"] for r in sel]), np.log([r[key] for r in sel]), 1)[0])
 
 
+#: TDN cases for the E+F throughput table (matched to benchmarks/models.py's MACE/Facet cases:
+#: 128 channels up to l = 1 like "mace 128x0e+128x1o", and L = 2 like Facet's paper size).
+TDN_CASES: dict[str, tuple[str, dict]] = {
+    "tdn L1 C128 (cp)": ("tdn", dict(cutoff=5.0, lmax=1, channels=128, num_blocks=2, num_heads=4)),
+    "tdn L2 C64 (cp)": ("tdn", dict(cutoff=5.0, lmax=2, channels=64, num_blocks=2, num_heads=4)),
+    "tdn L2 C64 (dense exact)": ("tdn", dict(cutoff=5.0, lmax=2, channels=64, num_blocks=2,
+                                             num_heads=4, tensor_product="dense")),
+    "tdn L2 C64 (e3nn cg)": ("tdn", dict(cutoff=5.0, lmax=2, channels=64, num_blocks=2,
+                                         num_heads=4, tensor_product="cg")),
+}
+PEER_LABELS = ("mace 128x0e+128x1o L3", "facet 128x0e+64x1o+32x2e L2 (paper)")
+
+
+def model_throughput(threads: int) -> dict:
+    """E+F time per call of TDN vs MACE and Facet, through benchmarks/models.py's workers."""
+    import importlib.util
+    import tempfile
+    from argparse import Namespace
+
+    harness_path = Path(__file__).with_name("models.py")
+    spec = importlib.util.spec_from_file_location("models_bench", harness_path)
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    harness.MLIP_CASES.update(TDN_CASES)
+    harness.ensure_mace_venv()
+    settings = Namespace(threads=threads, repeats=3, avg_neighbors=30.0, compile=False)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for system, path in harness.write_systems(Path(folder), 8).items():
+            results[system] = {}
+            for label in [*TDN_CASES, *PEER_LABELS]:
+                results[system][label] = row = harness.run_case(label, path, settings)
+                harness.print_row(system, label, row)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lmax", type=int, default=6)
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 128])
     parser.add_argument("--edges", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="minimum timed calls")
+    parser.add_argument("--models", action="store_true",
+                        help="also time TDN model E+F next to MACE and Facet (subprocesses)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 is robust on a shared, oversubscribed CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
@@ -153,16 +181,18 @@ def main() -> None:
         sel = [r for r in rows if r["channels"] == channels]
         if len([r for r in sel if r["lmax"] >= 2]) < 2:
             continue
-        keys = ("cg_s", "cp_s", "dense_s", "cg_ops", "cp_ops", "cg_mb", "cp_mb")
+        keys = ("cg_s", "cp_s", "dense_s", "cg_ops", "cp_ops", "cg_mb", "cp_mb", "dense_mb")
         summary[channels] = {key: exponent(sel, key) for key in keys}
         s = summary[channels]
         print(f"C={channels}: time exponent in L (L>=2)  CG {s['cg_s']:.2f} (theory 6; op count "
               f"over this range {s['cg_ops']:.2f})   CP {s['cp_s']:.2f} (theory 4; op count "
               f"{s['cp_ops']:.2f});  dense-M {s['dense_s']:.2f};  memory exponent "
               f"CG {s['cg_mb']:.2f}, CP {s['cp_mb']:.2f}")
+    models = model_throughput(max(args.threads, 2)) if args.models else None
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"args": vars(args), "torch_threads": torch.get_num_threads(),
-                                   "device": "cpu", "rows": rows, "exponents": summary}, indent=1))
+                                   "device": "cpu", "rows": rows, "exponents": summary,
+                                   "model_throughput": models}, indent=1))
     print(f"saved {RESULTS}")
 
 

@@ -10,7 +10,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.data import chemical_symbols
 
-from mlip.errors import UnknownElementError
+from mlip.errors import ConfigError, UnknownElementError
 from mlip.graph import AtomicGraph
 from mlip.md.force_field import resolve_model
 from mlip.models import Potential
@@ -44,6 +44,8 @@ class MLIPCalculator(Calculator):
                  dtype: torch.dtype | str | None = None, skin: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
         if isinstance(dtype, str):
+            if dtype not in _DTYPES:
+                raise ConfigError(f"dtype {dtype!r} is not supported; use one of {sorted(_DTYPES)}")
             dtype = _DTYPES[dtype]
         self.model = resolve_model(model, device=device, dtype=dtype)
         self.device = torch.device(device)

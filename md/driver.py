@@ -1,5 +1,6 @@
-"""The MD and relaxation loops: the only place with side effects (neighbour list, logging,
-trajectories, checkpoints, blow-up handling).
+"""The MD loop: the only place with side effects (neighbour list, logging, trajectories,
+checkpoints, blow-up handling). The relaxation loop, which writes nothing, is in
+:mod:`mlip.md.optimize`.
 
 The inner loop stays on the device: blow-up checks are tensor reductions whose results freeze a
 failing system via :func:`mlip.md.state.select_systems`; the host only looks at them every
@@ -19,11 +20,11 @@ import torch
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from mlip.errors import ConfigError
 from mlip.md.ensembles import Integrator, make_integrator
 from mlip.md.force_field import ForceField, resolve_model
 from mlip.md.guard import BlowUpLimits, check_step, describe_failure
 from mlip.md.output import ThermoLog, TrajectoryWriter, thermo_rows
-from mlip.md.relax import fire_init, fire_step, max_force
 from mlip.md.restart import Checkpoint, load_checkpoint, save_checkpoint
 from mlip.md.state import (
     MDState,
@@ -35,9 +36,8 @@ from mlip.md.state import (
     volume,
 )
 from mlip.models import Potential
-from mlip.units import GPa
 
-__all__ = ["MDOutputs", "MDResult", "RelaxResult", "run_md", "run_relax"]
+__all__ = ["MDOutputs", "MDResult", "run_md"]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,9 @@ class _Run:
         status["value"] = torch.where(newly, value, status["value"])
         now = torch.full_like(status["step"], new.step)
         status["step"] = torch.where(newly, now, status["step"])
+        if take.device.type == "cpu" and bool(take.all()):  # a free check on the host
+            self.state, self.conserved = new, new_conserved
+            return
         self.state = select_systems(take, new, prev)
         self.conserved = torch.where(take, new_conserved, self.conserved)
 
@@ -165,7 +168,11 @@ def _initial_temperature(state: MDState) -> float:
 
 def _output_step(k: int, steps: int, outputs: MDOutputs) -> bool:
     """Whether step k logs, writes a frame or a checkpoint (and so needs the stress)."""
-    intervals = (outputs.log_interval, outputs.trajectory_interval, outputs.checkpoint_interval)
+    intervals = [outputs.log_interval] if outputs.log is not None else []
+    if outputs.trajectory is not None:
+        intervals.append(outputs.trajectory_interval)
+    if outputs.checkpoint is not None:
+        intervals.append(outputs.checkpoint_interval)
     return k == steps or any(k % n == 0 for n in intervals)
 
 
@@ -190,8 +197,9 @@ def _report_failures(run: _Run, writer: TrajectoryWriter | None) -> dict[int, st
         log.warning(message)
     if messages and writer is not None:
         frames = state_to_atoms(run.state)
-        systems = sorted(messages)
-        writer.write([frames[g] for g in systems], systems, run.state.step)
+        failed_at = run.status["step"].tolist()
+        for g in sorted(messages):  # the frozen state is that of the step before the failure
+            writer.write([frames[g]], [g], failed_at[g] - 1)
     return messages
 
 
@@ -227,7 +235,8 @@ def _start(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrat
         force_field = _force_field(model, integrator, ckpt.state, skin)
         return ckpt.state, integrator, force_field, ckpt.status
     if atoms is None or integrator is None:
-        raise TypeError("run_md needs atoms and an integrator unless restarting")
+        raise ConfigError("run_md needs structures and an integrator unless it restarts "
+                          "from a checkpoint")
     state = state_from_atoms(atoms, device)
     if initial_temperature_K is not None:
         momenta = maxwell_boltzmann_momenta(state.masses, state.batch, state.n_graphs,
@@ -318,75 +327,3 @@ def run_md(
                     atom_steps_per_s=n_atoms * done / max(wall, 1e-12),
                     ns_per_day=done * integrator.timestep_fs * 1e-6 / max(wall, 1e-12) * 86400.0,
                     nl_builds=force_field.neighbors.n_rebuilds)
-
-
-@dataclass
-class RelaxResult:
-    """Outcome of :func:`run_relax`, one entry per structure.
-
-    Attributes:
-        atoms: relaxed structures with energy, forces (and stress) attached; ``info`` holds
-            ``relax_converged`` and ``relax_steps``.
-        converged: whether fmax was reached. n_steps: FIRE moves made.
-        fmax: final largest generalised force, eV/Å. energy: final energy, eV.
-    """
-
-    atoms: list[Atoms]
-    converged: list[bool]
-    n_steps: list[int]
-    fmax: list[float]
-    energy: list[float]
-
-    def summary(self) -> str:
-        """One line per structure: status, steps, energy, final fmax."""
-        lines = []
-        rows = zip(self.converged, self.n_steps, self.energy, self.fmax)
-        for g, (ok, n, e, f) in enumerate(rows):
-            status = "converged" if ok else "NOT converged"
-            lines.append(f"structure {g}: {status} after {n} steps, E = {e:.6f} eV, "
-                         f"fmax = {f:.2e} eV/Å")
-        return "\n".join(lines)
-
-
-def run_relax(
-    model: Potential | str | os.PathLike,
-    atoms: Sequence[Atoms],
-    *,
-    fmax: float = 0.05,
-    relax_cell: bool = False,
-    steps: int = 1000,
-    pressure_GPa: float = 0.0,
-    skin: float = 1.0,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-) -> RelaxResult:
-    """Relax a batch of structures with FIRE (and the Fréchet cell filter when ``relax_cell``).
-
-    Each system stops moving once its generalised forces are below ``fmax``; the batch stops
-    when all have converged or after ``steps`` moves.
-
-    Args:
-        model: a potential or a checkpoint path. atoms: the structures.
-        fmax: eV/Å. relax_cell: also relax the cell (needs full pbc). steps: maximum moves.
-        pressure_GPa: external pressure for cell relaxation, GPa. skin: Å. device: torch device.
-        progress: show a progress bar.
-    """
-    model = resolve_model(model, device=device)
-    start = state_from_atoms(atoms, device)
-    start = dataclasses.replace(start, momenta=torch.zeros_like(start.momenta))
-    force_field = ForceField(model, skin=skin, compute_stress=relax_cell)
-    pressure = pressure_GPa * GPa
-    state = fire_init(start, force_field, relax_cell=relax_cell)
-    for _ in tqdm(range(steps), disable=not progress, unit="step", dynamic_ncols=True):
-        if bool((state.converged | (max_force(state, relax_cell, pressure) < fmax)).all()):
-            break
-        state = fire_step(state, force_field, fmax=fmax, relax_cell=relax_cell, pressure=pressure)
-    final_fmax = max_force(state, relax_cell, pressure)
-    converged = (state.converged | (final_fmax < fmax)).tolist()
-    n_steps = state.n_steps.tolist()
-    frames = state_to_atoms(state)
-    for frame, ok, n in zip(frames, converged, n_steps):
-        frame.set_momenta(None)
-        frame.info.update(relax_converged=bool(ok), relax_steps=int(n))
-    return RelaxResult(atoms=frames, converged=converged, n_steps=n_steps,
-                       fmax=final_fmax.tolist(), energy=state.energy.tolist())

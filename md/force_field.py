@@ -46,8 +46,16 @@ class ForceField:
         self.model = model
         self.compute_stress = compute_stress
         self.neighbors = VerletList(model.cutoff, skin)
+        self._pbc_seen: torch.Tensor | None = None
+        self._any_periodic = True
         self.model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                                 torch.float64)
+
+    def _periodic(self, pbc: torch.Tensor) -> bool:
+        """Whether any system is periodic (cached per pbc tensor: one host check per run)."""
+        if self._pbc_seen is not pbc:
+            self._pbc_seen, self._any_periodic = pbc, bool(pbc.any())
+        return self._any_periodic
 
     def __call__(self, state: MDState) -> ForceOutput:
         """Energy, forces, stress and shortest distance per system at ``state.positions``."""
@@ -62,7 +70,7 @@ class ForceField:
             out = self.model(graph, compute_forces=True, compute_stress=self.compute_stress)
         n_graphs = state.n_graphs
         min_distance = shortest_edges(positions, cell, state.batch, edge_index, edge_shift,
-                                      n_graphs)
+                                      n_graphs, periodic=self._periodic(state.pbc))
         stress = out.get("stress")
         if stress is None:
             stress = torch.full((n_graphs, 3, 3), float("nan"), dtype=torch.float64,
@@ -73,16 +81,22 @@ class ForceField:
 
 
 def shortest_edges(positions: torch.Tensor, cell: torch.Tensor, batch: torch.Tensor,
-                   edge_index: torch.Tensor, edge_shift: torch.Tensor,
-                   n_graphs: int) -> torch.Tensor:
+                   edge_index: torch.Tensor, edge_shift: torch.Tensor, n_graphs: int,
+                   periodic: bool = True) -> torch.Tensor:
     """Shortest edge length of each system, (n_graphs,) Å (inf for a system without edges).
 
     Args:
         positions: (n_atoms, 3) Å. cell: (n_graphs, 3, 3) Å. batch: (n_atoms,) int64.
         edge_index: (2, n_edges) int64. edge_shift: (n_edges, 3) int64.
+        periodic: False when no system is periodic (all shifts are then zero).
     """
     i, j = edge_index
-    shift = torch.einsum("ek,ekl->el", edge_shift.to(positions.dtype), cell[batch[i]])
-    length = (positions[j] - positions[i] + shift).detach().norm(dim=1).to(torch.float64)
+    vectors = positions[j] - positions[i]
+    images = edge_shift.to(positions.dtype)
+    if n_graphs == 1:  # one matmul instead of a gathered (n_edges, 3, 3) batch
+        vectors = vectors + images @ cell[0]
+    elif periodic:
+        vectors = vectors + torch.einsum("ek,ekl->el", images, cell[batch[i]])
+    length = vectors.detach().norm(dim=1).to(torch.float64)
     shortest = torch.full((n_graphs,), float("inf"), dtype=torch.float64, device=positions.device)
     return shortest.scatter_reduce(0, batch[i], length, "amin")

@@ -61,6 +61,9 @@ class TrajectoryWriter:
         if self.format == "h5":
             from mlip.data.writer import StoreWriter
 
+            if path.exists() and not append:
+                raise ConfigError(f"trajectory store {path} already exists; remove it first "
+                                  "(only a restart appends to a store)")
             self._store = StoreWriter(path, metadata={"provenance": "mlip md trajectory"})
         elif not append:
             for p in self.paths:

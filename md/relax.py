@@ -92,15 +92,15 @@ def generalized_forces(state: FireState, relax_cell: bool, pressure: float = 0.0
     """
     if not relax_cell:
         return state.forces, torch.zeros_like(state.cell)
-    deform = torch.linalg.matrix_exp(state.log_deform)  # (n_graphs, 3, 3)
-    atom_forces = torch.einsum("ni,nij->nj", state.forces, deform[state.batch])
     eye = torch.eye(3, dtype=state.cell.dtype, device=state.cell.device)
     virial = -volume(state.cell)[:, None, None] * (state.stress + pressure * eye)
-    unit_cell_grad = virial @ torch.linalg.inv(deform.transpose(1, 2))
     with torch.enable_grad():
         log_deform = state.log_deform.detach().requires_grad_(True)
-        pairing = (torch.linalg.matrix_exp(log_deform) * unit_cell_grad).sum()
-        (log_grad,) = torch.autograd.grad(pairing, log_deform)
+        deform_graph = torch.linalg.matrix_exp(log_deform)  # (n_graphs, 3, 3) F
+        deform = deform_graph.detach()
+        unit_cell_grad = virial @ torch.linalg.inv(deform.transpose(1, 2))  # W F^-T
+        (log_grad,) = torch.autograd.grad((deform_graph * unit_cell_grad).sum(), log_deform)
+    atom_forces = torch.einsum("ni,nij->nj", state.forces, deform[state.batch])
     cell_factor = state.n_atoms.to(state.cell.dtype)[:, None, None]
     return atom_forces, log_grad / cell_factor
 

@@ -18,6 +18,7 @@ from typing import Sequence, TypeVar
 import numpy as np
 import torch
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip.errors import InvalidStructureError
 from mlip.nn.scatter import scatter_sum
@@ -213,8 +214,6 @@ def state_from_atoms(atoms: Sequence[Atoms], device: str | torch.device = "cpu")
 
 def state_to_atoms(state: MDState) -> list[Atoms]:
     """One ``ase.Atoms`` per system with momenta and a calculator holding energy/forces/stress."""
-    from ase.calculators.singlepoint import SinglePointCalculator
-
     counts = state.n_atoms.tolist()
     arrays = {name: getattr(state, name).detach().cpu().numpy()
               for name in ("positions", "momenta", "masses", "atomic_numbers", "forces")}

@@ -105,7 +105,7 @@ def assert_forces_are_gradients(model: torch.nn.Module, graph: AtomicGraph, *, h
 
     def energy_at(positions: torch.Tensor, cell: torch.Tensor | None = None) -> float:
         moved = dataclasses.replace(graph, positions=positions, cell=graph.cell if cell is None else cell)
-        return float(model(moved, compute_forces=False)["energy"].sum())
+        return float(model(moved, compute_forces=False)["energy"].detach().sum())
 
     scale = float(forces.detach().abs().max().clamp_min(1e-12))
     atoms = torch.linspace(0, graph.positions.shape[0] - 1, min(n_atoms_checked, graph.positions.shape[0])).long()

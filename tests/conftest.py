@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Threaded BLAS makes scipy's small dense kernels (expm_frechet in FrechetCellFilter) far slower
+# on a busy 2-core CI machine; set before numpy is imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from importlib import resources
 
 import ase.io

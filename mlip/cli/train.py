@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(values are YAML, e.g. --set optimizer.lr=1e-3 --set data.train=[a.xyz,b.xyz]). "
         "Under torchrun (torchrun --nproc_per_node=K -m mlip train ...) it runs data-parallel.",
     )
-    parser.add_argument("config", nargs="?", help="YAML config file (not needed with --resume)")
+    parser.add_argument("config", nargs="?", help="YAML config file, or the name of a shipped "
+                        "example (facet, tdn, equiformer_v3); not needed with --resume")
     parser.add_argument("-o", "--run-dir", help="output directory (default: runs/<config name>)")
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.ckpt"
@@ -34,14 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train (or resume) and print the path of the best potential."""
     from mlip.errors import ConfigError
-    from mlip.train import train
+    from mlip.train import shipped_config, train
 
     if args.resume:
         best = train(None, args.resume, overrides=args.overrides, resume=True)
     else:
         if not args.config:
             raise ConfigError("give a config file (mlip train CONFIG.yaml) or --resume RUN_DIR")
-        run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
-        best = train(args.config, run_dir, overrides=args.overrides)
+        config = Path(args.config)
+        if not config.exists() and shipped_config(args.config).is_file():
+            config = shipped_config(args.config)
+        run_dir = args.run_dir or str(Path("runs") / config.stem)
+        best = train(config, run_dir, overrides=args.overrides)
     print(f"best potential: {best}")
     return 0

@@ -33,7 +33,7 @@ from mlip.graph import AtomicGraph
 from mlip.models.base import Potential
 from mlip.models.registry import register_model
 from mlip.nn.cp_attention import CPGraphAttention, EdgeDegreeEmbedding
-from mlip.nn.cp_tensor_product import CGTensorProduct, CPTensorProduct
+from mlip.nn.cp_tensor_product import CGTensorProduct, CPTensorProduct, DenseCGTensorProduct
 from mlip.nn.cutoff import polynomial_envelope
 from mlip.nn.degree_norm import DegreeLayerNorm
 from mlip.nn.embedding import SpeciesEmbedding
@@ -41,7 +41,7 @@ from mlip.nn.gate import GatedFeedForward
 
 __all__ = ["TDN", "LearnableGaussianBasis"]
 
-TENSOR_PRODUCTS = ("cp", "cg")
+TENSOR_PRODUCTS = ("cp", "cg", "dense")
 
 
 class LearnableGaussianBasis(nn.Module):
@@ -104,7 +104,9 @@ class TDN(Potential):
         num_basis: learnable Gaussians K.
         radial_hidden: width of the radial MLPs.
         ffn_hidden: hidden width of the gated FFN (default 2C).
-        tensor_product: ``"cp"`` (TDN) or ``"cg"`` (exact e3nn product, for comparison).
+        tensor_product: ``"cp"`` (TDN), ``"cg"`` (the exact e3nn product, for comparison) or
+            ``"dense"`` (the same exact product as one dense contraction: exactly equivariant
+            and, for C ≥ (L+1)², faster than CP; see ``DenseCGTensorProduct``).
         rank: CP rank R; ``None`` follows ``rank_schedule``.
         rank_schedule: ``"quadratic"`` (7L², default), ``"linear"``, ``"log"`` or ``"full"``.
         share_path_weights: one radial weight per channel for all CG paths (TDN).
@@ -132,7 +134,8 @@ class TDN(Potential):
                                         schedule=rank_schedule, seed=cp_seed,
                                         share_path_weights=share_path_weights)
         else:
-            make_tp = functools.partial(CGTensorProduct, lmax, channels,
+            exact = CGTensorProduct if tensor_product == "cg" else DenseCGTensorProduct
+            make_tp = functools.partial(exact, lmax, channels,
                                         share_path_weights=share_path_weights)
         self.lmax, self.channels, self.envelope_p = lmax, channels, envelope_p
         self.sh_irreps = o3.Irreps.spherical_harmonics(lmax)

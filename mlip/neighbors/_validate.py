@@ -29,17 +29,19 @@ def normalize_inputs(
     if not (cutoff > 0.0) or cutoff != cutoff or cutoff == float("inf"):
         raise InvalidStructureError(f"cutoff must be a finite number > 0, got {cutoff!r}")
     if positions.ndim != 2 or positions.shape[1] != 3:
-        raise InvalidStructureError(f"positions must have shape (n_atoms, 3), got {tuple(positions.shape)}")
+        raise InvalidStructureError(
+            f"positions must have shape (n_atoms, 3), got {tuple(positions.shape)}")
     if not positions.is_floating_point():
-        raise InvalidStructureError(f"positions must be a floating-point tensor, got {positions.dtype}")
+        raise InvalidStructureError(
+            f"positions must be a floating-point tensor, got {positions.dtype}")
+    if cell.ndim not in (2, 3) or cell.shape[-2:] != (3, 3):
+        raise InvalidStructureError(
+            f"cell must have shape (3, 3) or (n_graphs, 3, 3), got {tuple(cell.shape)}")
+    if pbc.shape[-1:] != (3,) or pbc.ndim != cell.ndim - 1 or pbc.shape[:-1] != cell.shape[:-2]:
+        raise InvalidStructureError(
+            f"pbc shape {tuple(pbc.shape)} does not match cell shape {tuple(cell.shape)}")
     if cell.ndim == 2:
-        cell = cell.unsqueeze(0)
-    if pbc.ndim == 1:
-        pbc = pbc.unsqueeze(0)
-    if cell.ndim != 3 or cell.shape[1:] != (3, 3):
-        raise InvalidStructureError(f"cell must have shape (3, 3) or (n_graphs, 3, 3), got {tuple(cell.shape)}")
-    if pbc.shape != (cell.shape[0], 3):
-        raise InvalidStructureError(f"pbc shape {tuple(pbc.shape)} does not match cell shape {tuple(cell.shape)}")
+        cell, pbc = cell.unsqueeze(0), pbc.unsqueeze(0)
     n_atoms = positions.shape[0]
     if batch is None:
         if cell.shape[0] != 1:
@@ -76,12 +78,14 @@ def check_cells(cell: torch.Tensor, pbc: torch.Tensor) -> None:
     if not bool(torch.isfinite(cell).all()):
         raise InvalidStructureError("cell contains non-finite values")
     c64 = cell.detach().to(torch.float64)
-    lengths = c64.norm(dim=2)  # (n_graphs, 3)
-    for g in torch.nonzero(pbc.any(dim=1)).flatten().tolist():
-        rows = c64[g][pbc[g]]  # (n_periodic, 3)
-        gram = torch.linalg.det(rows @ rows.T)
-        scale = torch.prod(lengths[g][pbc[g]] ** 2)
-        if not bool(scale > 0) or not bool(gram > 1e-12 * scale):
-            raise InvalidStructureError(
-                f"system {g}: cell is singular along its periodic directions "
-                f"(pbc={pbc[g].tolist()}, cell={c64[g].tolist()})")
+    both = pbc[:, :, None] & pbc[:, None, :]  # (n_graphs, 3, 3)
+    eye = torch.eye(3, dtype=torch.float64, device=cell.device)
+    # Gram matrix of the periodic rows, padded with the identity on non-periodic axes
+    gram = torch.where(both, c64 @ c64.transpose(1, 2), eye)
+    scale = torch.where(pbc, (c64 * c64).sum(dim=2), 1.0).prod(dim=1)  # (n_graphs,)
+    singular = pbc.any(dim=1) & ~(torch.linalg.det(gram) > 1e-12 * scale)
+    if bool(singular.any()):
+        g = int(torch.nonzero(singular)[0])
+        raise InvalidStructureError(
+            f"system {g}: cell is singular along its periodic directions "
+            f"(pbc={pbc[g].tolist()}, cell={c64[g].tolist()})")

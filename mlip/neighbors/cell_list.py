@@ -1,8 +1,10 @@
 """Batched cell-list pair search in pure torch (any device; the default backend on GPUs).
 
-Candidates are expanded exactly (no padding) from per-(atom, bin offset) counts with
-``repeat_interleave``, in chunks of at most ``max_candidates`` so that memory stays O(N) however
-large the batch. Pairs come out in the order of :mod:`mlip.neighbors.cell_list_numba`.
+Work is ragged, never padded to the largest system: every atom gets exactly the bin offsets of
+its own system's search range (``(2 m + 1)`` per axis), and candidates are expanded exactly from
+per-(atom, offset) bin counts with ``repeat_interleave``. Atoms are processed in chunks of at most
+about ``max_candidates`` entries, so memory stays O(N) however large the batch. Pairs come out in
+the order of :mod:`mlip.neighbors.cell_list_numba`.
 """
 
 from __future__ import annotations
@@ -11,74 +13,71 @@ import itertools
 
 import torch
 
-from mlip.neighbors.grid import Grid
+from mlip.neighbors.grid import Grid, row_times_matrix
 
-# Candidate pairs held in memory at once (about 100 bytes each).
+# (atom, offset) entries and candidate pairs held in memory at once (about 100 bytes each).
 DEFAULT_MAX_CANDIDATES = 1 << 22
 
 
-def _offsets(grid: Grid) -> torch.Tensor:
-    """(n_offsets, 3) int64 bin offsets up to the largest reach, lexicographic order."""
-    reach = grid.reach.max(dim=0).values.tolist() if grid.reach.numel() else [0, 0, 0]
-    ranges = [range(-r, r + 1) for r in reach]
-    return torch.tensor(list(itertools.product(*ranges)), dtype=torch.long,
-                        device=grid.bins.device).reshape(-1, 3)
-
-
-def _neighbor_bins(grid: Grid, batch: torch.Tensor, offsets: torch.Tensor,
-                   atoms: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bins next to a slice of atoms.
-
-    Returns:
-        target: (n, n_offsets) int64 global bin index (0 where invalid);
-        shift: (n, n_offsets, 3) int64 image shift of that bin; valid: (n, n_offsets) bool.
-    """
-    g = batch[atoms]
-    n_bins = grid.n_bins[g][:, None, :]  # (n, 1, 3)
-    pbc = grid.pbc[g][:, None, :]
-    t = grid.bins[atoms][:, None, :] + offsets[None]  # (n, n_offsets, 3)
-    shift = torch.div(t, n_bins, rounding_mode="floor")
-    t = t - shift * n_bins
-    valid = (offsets[None].abs() <= grid.reach[g][:, None, :]).all(dim=2)
-    valid &= (pbc | (shift == 0)).all(dim=2)
-    shift = torch.where(pbc, shift, torch.zeros_like(shift))
-    target = (t[..., 0] * n_bins[..., 1] + t[..., 1]) * n_bins[..., 2] + t[..., 2]
-    target = torch.where(valid, target + grid.bin_offset[g][:, None], torch.zeros_like(target))
-    return target, shift, valid
-
-
-def _chunks(per_atom: torch.Tensor, limit: int, max_atoms: int) -> list[tuple[int, int]]:
-    """Consecutive atom ranges of at most ``max_atoms`` atoms whose candidates start within one
-    window of ``limit`` (so a range holds < limit + the largest per-atom count candidates)."""
+def _chunks(per_atom: torch.Tensor, limit: int) -> list[tuple[int, int]]:
+    """Consecutive atom ranges whose work starts within one window of ``limit`` (so a range
+    holds less than ``limit`` plus the largest per-atom amount)."""
     begin = torch.cumsum(per_atom, 0) - per_atom
-    index = torch.arange(per_atom.numel(), device=per_atom.device)
-    key = torch.div(begin, limit, rounding_mode="floor") * (per_atom.numel() // max_atoms + 1)
-    key = key + torch.div(index, max_atoms, rounding_mode="floor")
+    key = torch.div(begin, limit, rounding_mode="floor")
     sizes = torch.unique_consecutive(key, return_counts=True)[1].tolist()
     ends = list(itertools.accumulate(sizes))
     return list(zip([0] + ends[:-1], ends))
 
 
-def _pairs_of_chunk(grid: Grid, batch: torch.Tensor, offsets: torch.Tensor, start: torch.Tensor,
-                    order: torch.Tensor, sorted_pos: torch.Tensor, atoms: slice, cutoff: float):
-    """Exact pairs with centres in one slice of atoms, in the documented order."""
-    target, shift, valid = _neighbor_bins(grid, batch, offsets, atoms)
-    n, n_offsets = target.shape
-    counts = torch.where(valid, start[target + 1] - start[target], 0).flatten()  # (n * n_offsets,)
+def _entries(grid: Grid, batch: torch.Tensor, n_offsets: torch.Tensor,
+             atoms: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (atom, bin offset) entries of a range of atoms, offsets in lexicographic order.
+
+    Returns:
+        atom: (n_entries,) int64 global atom index; target: (n_entries,) int64 global bin
+        (0 where invalid); shift: (n_entries, 3) int64 image shift of that bin;
+        valid: (n_entries,) bool.
+    """
+    a, b = atoms
+    device = batch.device
+    counts = n_offsets[a:b]
+    atom = torch.repeat_interleave(torch.arange(a, b, device=device), counts)
+    first = torch.cumsum(counts, 0) - counts
+    local = torch.arange(atom.numel(), device=device) - first[atom - a]
+    g = batch[atom]
+    reach = grid.reach[g]  # (n_entries, 3)
+    width = 2 * reach + 1
+    offset = torch.stack([torch.div(local, width[:, 1] * width[:, 2], rounding_mode="floor"),
+                          torch.div(local, width[:, 2], rounding_mode="floor") % width[:, 1],
+                          local % width[:, 2]], dim=1) - reach
+    n_bins, pbc = grid.n_bins[g], grid.pbc[g]
+    t = grid.bins[atom] + offset
+    shift = torch.div(t, n_bins, rounding_mode="floor")
+    t = t - shift * n_bins
+    valid = (pbc | (shift == 0)).all(dim=1)
+    shift = torch.where(pbc, shift, torch.zeros_like(shift))
+    target = (t[:, 0] * n_bins[:, 1] + t[:, 1]) * n_bins[:, 2] + t[:, 2] + grid.bin_offset[g]
+    return atom, torch.where(valid, target, torch.zeros_like(target)), shift, valid
+
+
+def _pairs_of_chunk(grid: Grid, batch: torch.Tensor, n_offsets: torch.Tensor, start: torch.Tensor,
+                    order: torch.Tensor, sorted_pos: torch.Tensor, atoms: tuple[int, int],
+                    cutoff: float):
+    """Exact pairs with centres in one range of atoms, in the documented order."""
+    atom, target, shift, valid = _entries(grid, batch, n_offsets, atoms)
+    counts = torch.where(valid, start[target + 1] - start[target], 0)  # (n_entries,)
     total = int(counts.sum())
     entry = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts,
-                                    output_size=total)  # (n_candidates,) index into (n, n_offsets)
-    base = start[target.flatten()] - (torch.cumsum(counts, 0) - counts)
+                                    output_size=total)  # (n_candidates,)
+    base = start[target] - (torch.cumsum(counts, 0) - counts)
     slot = torch.arange(total, device=counts.device) + base[entry]  # into the bin-sorted atoms
-    # centre minus the image shift, once per (atom, offset): D = r_j - (r_i - S @ cell)
-    cell = grid.cell[batch[atoms]]  # (n, 3, 3)
-    centre = grid.wrapped[atoms][:, None, :] - (shift.to(torch.float64)[..., None] * cell[:, None]).sum(2)
-    d = sorted_pos.index_select(0, slot) - centre.reshape(-1, 3).index_select(0, entry)
+    # centre minus the image shift, once per entry: D = r_j - (r_i - S @ cell)
+    shift_vectors = row_times_matrix(shift.to(torch.float64), grid.cell[batch[atom]])
+    centre = grid.wrapped[atom] - shift_vectors  # (n_entries, 3) Å
+    d = sorted_pos.index_select(0, slot) - centre.index_select(0, entry)
     keep = (d * d).sum(dim=1) < cutoff * cutoff
     entry, slot = entry[keep], slot[keep]
-    i = atoms.start + torch.div(entry, n_offsets, rounding_mode="floor")
-    j = order[slot]
-    s = shift.reshape(-1, 3)[entry]
+    i, j, s = atom[entry], order[slot], shift[entry]
     not_self = (i != j) | (s != 0).any(dim=1)
     i, j, s = i[not_self], j[not_self], s[not_self]
     return i, j, s + grid.images[i] - grid.images[j]
@@ -91,7 +90,7 @@ def search_pairs_torch(grid: Grid, batch: torch.Tensor, cutoff: float,
 
     Args:
         grid: the bin layout. batch: (n_atoms,) int64. cutoff: Å.
-        max_candidates: candidate pairs processed at once (bounds memory; ≥ 1).
+        max_candidates: entries and candidate pairs processed at once (bounds memory; ≥ 1).
 
     Returns:
         i, j: (n_edges,) int64; S: (n_edges, 3) int64, sorted by i.
@@ -99,14 +98,14 @@ def search_pairs_torch(grid: Grid, batch: torch.Tensor, cutoff: float,
     order = torch.argsort(grid.atom_bin, stable=True)
     start = torch.zeros(grid.n_bins_total + 1, dtype=torch.long, device=order.device)
     start[1:] = torch.cumsum(torch.bincount(grid.atom_bin, minlength=grid.n_bins_total), 0)
-    offsets = _offsets(grid)
-    n_atoms = grid.bins.shape[0]
-    rows = max(1, max_candidates // max(1, offsets.shape[0]))
-    per_atom = []
-    for a in range(0, n_atoms, rows):
-        target, _, valid = _neighbor_bins(grid, batch, offsets, slice(a, min(a + rows, n_atoms)))
-        per_atom.append(torch.where(valid, start[target + 1] - start[target], 0).sum(dim=1))
+    n_offsets = (2 * grid.reach + 1).prod(dim=1)[batch]  # (n_atoms,)
+    work = []
+    for a, b in _chunks(n_offsets, max_candidates):
+        atom, target, _, valid = _entries(grid, batch, n_offsets, (a, b))
+        counts = torch.where(valid, start[target + 1] - start[target], 0)
+        work.append(torch.zeros(b - a, dtype=torch.long, device=order.device)
+                    .index_add_(0, atom - a, counts) + n_offsets[a:b])
     sorted_pos = grid.wrapped[order]
-    parts = [_pairs_of_chunk(grid, batch, offsets, start, order, sorted_pos, slice(a, b), cutoff)
-             for a, b in _chunks(torch.cat(per_atom), max(1, max_candidates), rows)]
+    parts = [_pairs_of_chunk(grid, batch, n_offsets, start, order, sorted_pos, chunk, cutoff)
+             for chunk in _chunks(torch.cat(work), max_candidates)]
     return tuple(torch.cat(p) for p in zip(*parts))

@@ -2,8 +2,9 @@
 
 It visits pairs in exactly the order of :mod:`mlip.neighbors.cell_list` (centre atom, then bin
 offset in lexicographic order, then neighbours by index within a bin), so both backends return
-identical ``(i, j, S)`` arrays. Output buffers start from an estimate and grow on demand, so
-nothing is ever truncated.
+identical ``(i, j, S)`` arrays. Output buffers are sized from an estimate; the kernel counts the
+true number of pairs even past the end of its buffers, and a second search with exactly that
+room follows when the estimate was short, so nothing is ever truncated.
 """
 
 from __future__ import annotations
@@ -32,15 +33,6 @@ def _bin_sort(atom_bin: np.ndarray, n_bins_total: int) -> tuple[np.ndarray, np.n
 
 
 @numba.njit(cache=True, nogil=True)
-def _grow(buffer: np.ndarray, used: int) -> np.ndarray:
-    """A buffer 1.5x larger holding the first ``used`` rows of ``buffer``."""
-    shape = (buffer.shape[0] + buffer.shape[0] // 2 + 16,) + buffer.shape[1:]
-    bigger = np.empty(shape, dtype=buffer.dtype)
-    bigger[:used] = buffer[:used]
-    return bigger
-
-
-@numba.njit(cache=True, nogil=True)
 def _wrap_axis(t: int, n: int, periodic: bool) -> tuple[int, int, bool]:
     """(bin, image shift, valid) of bin coordinate ``t`` along an axis with ``n`` bins."""
     if periodic:
@@ -51,15 +43,16 @@ def _wrap_axis(t: int, n: int, periodic: bool) -> tuple[int, int, bool]:
 
 @numba.njit(cache=True, nogil=True)
 def _search(wrapped, images, bins, batch, cell, pbc, n_bins, reach, bin_offset,
-            n_bins_total, cutoff, capacity):
-    """All pairs with |D| < cutoff; arrays as in :class:`Grid` (numpy), see module docstring."""
+            n_bins_total, cutoff, out_i, out_j, out_s):
+    """Write the pairs with |D| < cutoff into ``out_*`` while they fit; return how many exist.
+
+    Arrays as in :class:`Grid` (numpy), ``bins[:, 3]`` the global bin; see module docstring.
+    """
     start, order = _bin_sort(bins[:, 3], n_bins_total)
     sorted_pos = np.empty((order.shape[0], 3))
     for k in range(order.shape[0]):
         sorted_pos[k] = wrapped[order[k]]
-    out_i = np.empty(capacity, dtype=np.int64)
-    out_j = np.empty(capacity, dtype=np.int64)
-    out_s = np.empty((capacity, 3), dtype=np.int64)
+    capacity = out_i.shape[0]
     used = 0
     rc2 = cutoff * cutoff
     for i in range(wrapped.shape[0]):
@@ -93,15 +86,14 @@ def _search(wrapped, images, bins, batch, cell, pbc, n_bins, reach, bin_offset,
                         j = order[k]
                         if self_image and j == i:
                             continue
-                        if used == out_i.shape[0]:
-                            out_i, out_j, out_s = _grow(out_i, used), _grow(out_j, used), _grow(out_s, used)
-                        out_i[used] = i
-                        out_j[used] = j
-                        out_s[used, 0] = sx + images[i, 0] - images[j, 0]
-                        out_s[used, 1] = sy + images[i, 1] - images[j, 1]
-                        out_s[used, 2] = sz + images[i, 2] - images[j, 2]
+                        if used < capacity:  # past capacity only count the true demand
+                            out_i[used] = i
+                            out_j[used] = j
+                            out_s[used, 0] = sx + images[i, 0] - images[j, 0]
+                            out_s[used, 1] = sy + images[i, 1] - images[j, 1]
+                            out_s[used, 2] = sz + images[i, 2] - images[j, 2]
                         used += 1
-    return out_i[:used], out_j[:used], out_s[:used]
+    return used
 
 
 def estimate_pairs(grid: Grid, counts: torch.Tensor, cutoff: float) -> int:
@@ -112,8 +104,8 @@ def estimate_pairs(grid: Grid, counts: torch.Tensor, cutoff: float) -> int:
     """
     box = grid.extent.clamp_min(cutoff).prod(dim=1)  # (n_graphs,) Å³
     n = counts.to(torch.float64)
-    per_atom = n * (4.0 / 3.0 * torch.pi * cutoff**3) / box
-    return int((n * per_atom).sum() * 1.2) + 16
+    per_atom = 1.5 * n * (4.0 / 3.0 * torch.pi * cutoff**3) / box + n.clamp_max(64)
+    return int((n * per_atom).sum()) + 16
 
 
 def search_pairs_numba(grid: Grid, batch: torch.Tensor, cutoff: float,
@@ -122,13 +114,20 @@ def search_pairs_numba(grid: Grid, batch: torch.Tensor, cutoff: float,
 
     Args:
         grid: the bin layout (CPU tensors). batch: (n_atoms,) int64. cutoff: Å.
-        capacity: initial output length (pairs); grown as needed.
+        capacity: initial output length (pairs); a too-small value costs a second search.
 
     Returns:
         i, j: (n_edges,) int64; S: (n_edges, 3) int64, sorted by i.
     """
     bins = torch.cat([grid.bins, grid.atom_bin[:, None]], dim=1).numpy()
-    i, j, S = _search(grid.wrapped.numpy(), grid.images.numpy(), bins, batch.numpy(),
-                      grid.cell.numpy(), grid.pbc.numpy(), grid.n_bins.numpy(), grid.reach.numpy(),
-                      grid.bin_offset.numpy(), grid.n_bins_total, float(cutoff), max(int(capacity), 1))
-    return torch.from_numpy(i), torch.from_numpy(j), torch.from_numpy(S)
+    args = (grid.wrapped.numpy(), grid.images.numpy(), bins, batch.numpy(), grid.cell.numpy(),
+            grid.pbc.numpy(), grid.n_bins.numpy(), grid.reach.numpy(), grid.bin_offset.numpy(),
+            grid.n_bins_total, float(cutoff))
+    capacity = max(int(capacity), 1)
+    while True:
+        i, j = np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64)
+        S = np.empty((capacity, 3), dtype=np.int64)
+        total = _search(*args, i, j, S)
+        if total <= capacity:
+            return tuple(torch.from_numpy(x[:total]) for x in (i, j, S))
+        capacity = total  # the buffers were too small: search again with room for every pair

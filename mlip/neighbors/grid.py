@@ -69,7 +69,7 @@ def row_times_matrix(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     Returns:
         (n, 3).
     """
-    return (v[:, :, None] * m).sum(dim=1)
+    return v[:, 0:1] * m[:, 0] + v[:, 1:2] * m[:, 1] + v[:, 2:3] * m[:, 2]
 
 
 def binning_frame(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
@@ -81,6 +81,10 @@ def binning_frame(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
     Returns:
         (n_graphs, 3, 3) float64, non-singular for cells that passed validation.
     """
+    if bool(pbc.all()):
+        return cell
+    if not bool(pbc.any()):
+        return torch.eye(3, dtype=cell.dtype, device=cell.device).expand_as(cell)
     n_periodic = pbc.sum(dim=1)  # (n_graphs,)
     rolled = [torch.linalg.cross(cell[:, (k + 1) % 3], cell[:, (k + 2) % 3]) for k in range(3)]
     # one periodic axis p with row a: two unit vectors orthogonal to a and to each other
@@ -162,7 +166,7 @@ def build_grid(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
     index = batch[:, None].expand(-1, 3)
     low = big.scatter_reduce(0, index, frac, "amin")
     high = (-big).scatter_reduce(0, index, frac, "amax")
-    span = torch.where(pbc | (counts[:, None] == 0), torch.ones_like(low), high - low)  # (n_graphs, 3)
+    span = torch.where(pbc | (counts[:, None] == 0), 1.0, high - low)  # (n_graphs, 3)
     length = span * heights  # Å, the extent that is binned along each axis
     cap = (MAX_BINS_PER_ATOM * counts + 1)[:, None].to(torch.float64)
     n_bins = torch.floor(torch.minimum(length * BINS_PER_CUTOFF / cutoff, cap)).to(torch.long)

@@ -27,7 +27,7 @@ import torch
 
 from mlip.errors import ConfigError, InvalidStructureError
 from mlip.neighbors._validate import normalize_inputs
-from mlip.neighbors.grid import wrap
+from mlip.neighbors.grid import row_times_matrix, wrap
 from mlip.neighbors.search import neighbor_list
 
 
@@ -125,7 +125,7 @@ class VerletList:
         cell_change = cell.detach().to(torch.float64) - c.cell  # (n_graphs, 3, 3)
         cell_term = (c.widest_shift * cell_change.norm(dim=2)).sum(dim=1)  # (n_graphs,)
         moved = positions.detach().to(torch.float64) - c.positions
-        moved = moved - torch.einsum("nk,nkl->nl", c.images, cell_change[batch])
+        moved = moved - row_times_matrix(c.images, cell_change[batch])
         largest = torch.zeros(n_graphs, dtype=torch.float64, device=cell.device)
         largest = largest.scatter_reduce(0, batch, moved.norm(dim=1), "amax")
         return (cell_term > self.skin) | (largest > 0.5 * (self.skin - cell_term))
@@ -175,7 +175,7 @@ class VerletList:
         c = self._cache
         pos = positions.detach().to(torch.float64)
         cell64 = cell.detach().to(torch.float64)
-        d = pos[c.j] - pos[c.i] + torch.einsum("ek,ekl->el", c.shift.to(torch.float64),
-                                               cell64[batch[c.i]])  # (n_candidates, 3) Å
+        shift = row_times_matrix(c.shift.to(torch.float64), cell64[batch[c.i]])
+        d = pos[c.j] - pos[c.i] + shift  # (n_candidates, 3) Å
         keep = (d * d).sum(dim=1) < self.cutoff * self.cutoff
         return torch.stack([c.i[keep], c.j[keep]]), c.shift[keep]

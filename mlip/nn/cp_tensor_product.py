@@ -43,7 +43,8 @@ from mlip.nn.cp_decomposition import cp_reconstruct, fit_cp_als
 from mlip.nn.precision import float64_construction
 
 __all__ = ["RANK_SCHEDULES", "rank_schedule", "tensor_product_paths", "coupling_tensor",
-           "CPTensorProduct", "CGTensorProduct", "to_e3nn_layout", "from_e3nn_layout"]
+           "CPTensorProduct", "CGTensorProduct", "DenseCGTensorProduct", "to_e3nn_layout",
+           "from_e3nn_layout"]
 
 RANK_SCHEDULES = ("quadratic", "linear", "log", "full")
 
@@ -177,6 +178,44 @@ class CGTensorProduct(_TensorProductBase):
         return from_e3nn_layout(out, self.lmax, self.channels)
 
 
+class DenseCGTensorProduct(_TensorProductBase):
+    """The exact product as one dense contraction with the coupling tensor (fast exact path).
+
+    Because ``y`` has a single channel, contracting it with M first gives one d×d matrix per
+    edge, applied to all C channels: out[k, u] = w[u] Σ_i (Σ_j M[i, j, k] y[j]) x[i, u]. That is
+    O(d³ + d²·C) per edge, against O(R·d·C) for the CP product and O(Σ_paths (2l+1)³ · C) for
+    e3nn's per-path code; at C ≥ d it is the cheapest of the three (benchmarks/tensor_products.py).
+    Same call and irreps as :class:`CGTensorProduct`, equal to it to round-off.
+
+    Args:
+        lmax: L of both inputs and the output.
+        channels: C, the multiplicity of ``x`` and of the output.
+        share_path_weights: one weight per channel for all paths (TDN) or one per path.
+    """
+
+    def __init__(self, lmax: int, channels: int, *, share_path_weights: bool = True) -> None:
+        super().__init__(lmax, channels, share_path_weights)
+        self.register_buffer("coupling", coupling_tensor(lmax, share_path_weights).clone())
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Exact product.
+
+        Args:
+            x: (n, d, C) features. y: (n, d) single-channel features (edge SH).
+            weight: (n, C) if path weights are shared, else (n, n_paths, C).
+
+        Returns:
+            (n, d, C) the product, component-major.
+        """
+        self._check(x, y, weight)
+        coupling = self.coupling.to(x.dtype)
+        if self.share_path_weights:
+            kernel = torch.einsum("ijk,nj->nki", coupling, y)  # (n, d, d)
+            return torch.bmm(kernel, x) * weight[:, None, :]
+        kernel = torch.einsum("pijk,nj->npki", coupling, y)  # (n, n_paths, d, d)
+        return torch.einsum("npki,niu,npu->nku", kernel, x, weight)
+
+
 class CPTensorProduct(_TensorProductBase):
     """TDN's rank-R CP tensor product, a drop-in for :class:`CGTensorProduct` (same irreps).
 
@@ -213,7 +252,7 @@ class CPTensorProduct(_TensorProductBase):
         residual = target - cp_reconstruct(fit.factors)  # (…, d, d, d)
         unfolded = residual.movedim(-1, 0).reshape(residual.shape[-1], -1)
         self.operator_error = float(torch.linalg.matrix_norm(unfolded, ord=2))
-        *path_factor, a, b, c = fit.factors
+        *path_factor, a, b, c = (f.clone() for f in fit.factors)  # the fit is cached: never alias
         self.register_buffer("factor_in1", a)  # (d, R)
         self.register_buffer("factor_in2", b)  # (d, R)
         self.register_buffer("factor_out", c)  # (d, R)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from mlip.graph import AtomicGraph
 from mlip.models import Potential, build, save_model
+from mlip.models.checkpoint import model_payload
 from mlip.train.data import Batcher, MemoryBatches
 from mlip.train.distributed import DistributedContext
 from mlip.train.ema import ExponentialMovingAverage
@@ -103,8 +105,6 @@ class Trainer:
         """Write ``last.ckpt`` (rank 0)."""
         if not self.ctx.is_main:
             return
-        from mlip.models.checkpoint import model_payload
-
         self._check_finite("last.ckpt")
         save_training_state(
             self.run_dir / CHECKPOINT_NAME,
@@ -125,6 +125,9 @@ class Trainer:
             self._run_epoch()
         self.save_state()
         self._export(self.run_dir / FINAL_NAME)
+        if self.ctx.is_main and not (self.run_dir / BEST_NAME).is_file():
+            log.warning("no finite validation loss was seen; %s holds the final weights", BEST_NAME)
+            self._export(self.run_dir / BEST_NAME)
         self.ctx.barrier()
         return self.run_dir / BEST_NAME
 
@@ -275,9 +278,7 @@ class Trainer:
         if valid_loss < p.best_valid_loss:
             p.best_valid_loss, p.best_step = valid_loss, p.step
 
-    def _averaged(self):
-        import contextlib
-
+    def _averaged(self) -> contextlib.AbstractContextManager:
         return (
             self.ema.applied(self.model)
             if self.ema is not None

@@ -210,7 +210,8 @@ def _finetune_model(
     source = config["finetune"]["from"]
     extra = sorted(k for k in config["model"] if k != "name")
     if extra:
-        raise ConfigError(f"fine-tuning takes the architecture from {source}; remove model keys {extra}")
+        raise ConfigError(f"fine-tuning takes the architecture from {source}; "
+                          f"remove model keys {extra}")
     payload = read_payload(source)
     if abs(float(payload["cutoff"]) - float(config["data"]["cutoff"])) > 1e-9:
         raise ConfigError(

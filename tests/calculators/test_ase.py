@@ -13,7 +13,7 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
 
 from mlip.calculators import MLIPCalculator
-from mlip.errors import UnknownElementError
+from mlip.errors import ConfigError, UnknownElementError
 from mlip.models import build, save_model
 
 
@@ -54,6 +54,11 @@ def test_molecule_has_no_stress(model):
     atoms.get_forces()
     with pytest.raises(PropertyNotImplementedError, match="periodic"):
         atoms.get_stress()
+
+
+def test_bad_dtype_is_named(model):
+    with pytest.raises(ConfigError, match="dtype 'float16' is not supported"):
+        MLIPCalculator(model, dtype="float16")
 
 
 def test_unknown_element_is_named(model):

@@ -63,8 +63,27 @@ def test_traj_and_jsonl_outputs(lj_hcu, tmp_path):
     assert [json.loads(line)["step"] for line in lines] == [0, 2, 4, 6, 8]
 
 
+def test_hdf5_store_trajectory(lj_hcu, tmp_path):
+    from mlip.data.store import SnapshotStore
+
+    path = tmp_path / "md.h5"
+    outputs = MDOutputs(trajectory=path, trajectory_interval=5, log_interval=5)
+    result = run_md(lj_hcu, [_crystal(seed=1), _crystal(seed=2)],
+                    make_integrator("nve", timestep_fs=2.0), steps=10, outputs=outputs,
+                    initial_temperature_K=300.0)
+    store = SnapshotStore(path)
+    assert len(store) == 6
+    frames = store.read(list(range(6))).frames
+    assert frames["step"].tolist() == [0, 0, 5, 5, 10, 10]
+    last = store[5]
+    np.testing.assert_allclose(last.positions, result.atoms()[1].positions, atol=1e-12)
+    assert last.get_potential_energy() == pytest.approx(result.state.energy[1].item(), abs=1e-9)
+    with pytest.raises(ConfigError, match=r"md\.h5 already exists"):
+        TrajectoryWriter(path, 2)
+
+
 def test_blow_up_stops_only_the_broken_system(lj_hcu, tmp_path, caplog):
-    """dt = 5 fs is 20× the 0.25 fs a hydrogen crystal of this stiffness needs; copper is fine."""
+    """A 5 fs step (20 × 0.25 fs) makes the hydrogen crystal explode; copper runs normally."""
     outputs = MDOutputs(trajectory=tmp_path / "md.xyz", log=tmp_path / "thermo.csv",
                         trajectory_interval=1, log_interval=10)
     integrator = make_integrator("nve", timestep_fs=5.0)
@@ -82,6 +101,8 @@ def test_blow_up_stops_only_the_broken_system(lj_hcu, tmp_path, caplog):
         assert np.abs(frame.get_forces()).max() < 50.0
     final = result.atoms()[1]
     np.testing.assert_allclose(final.positions, broken[-1].positions, atol=1e-6)
+    failed_at = int(result.failures[1].split("step ")[1].split(":")[0])
+    assert broken[-1].info["step"] == failed_at - 1
     with open(tmp_path / "thermo.csv") as handle:
         logged = [int(r["step"]) for r in csv.DictReader(handle) if r["system"] == "1"]
     assert max(logged) < 60
@@ -107,7 +128,9 @@ def test_restart_reproduces_the_uninterrupted_run(lj_hcu, tmp_path, ensemble):
     assert torch.equal(resumed.state.cell, straight.state.cell)
 
 
-def test_bad_outputs_and_checkpoints_are_named(tmp_path):
+def test_bad_outputs_and_checkpoints_are_named(lj_hcu, tmp_path):
+    with pytest.raises(ConfigError, match="needs structures and an integrator"):
+        run_md(lj_hcu, steps=5)
     with pytest.raises(ConfigError, match=r"trajectory .*md\.pdb: unknown suffix '\.pdb'"):
         TrajectoryWriter(tmp_path / "md.pdb", 1)
     with pytest.raises(CheckpointMismatchError, match="no such MD checkpoint"):

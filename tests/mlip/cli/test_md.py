@@ -1,4 +1,4 @@
-"""``mlip md`` and ``mlip relax`` end to end on a saved Lennard-Jones potential."""
+"""``mlip md`` end to end on a saved Lennard-Jones potential."""
 
 from __future__ import annotations
 
@@ -50,26 +50,9 @@ def test_md_runs_a_batch_and_restarts(files, capsys):
     assert steps == [0, 5, 10, 15, 20]
 
 
-def test_relax_writes_converged_structures(files, capsys):
-    out = files / "relaxed.xyz"
-    code = main(["relax", str(files / "lj.pt"), str(files / "in.xyz"), "-o", str(out),
-                 "--fmax", "0.01", "--cell"])
-    assert code == 0
-    relaxed = ase.io.read(out, index=":")
-    assert [a.info["relax_converged"] for a in relaxed] == [True, True]
-    assert abs(relaxed[0].get_stress()).max() < 0.01 * 8 / relaxed[0].get_volume()
-    assert "structure 1: converged" in capsys.readouterr().out
-
-
 def test_unknown_element_is_a_clean_error(files, capsys):
     ase.io.write(files / "gold.xyz", bulk("Au", "fcc", a=4.08))
     code = main(["md", str(files / "lj.pt"), str(files / "gold.xyz"), "--steps", "2",
                  "-o", str(files / "g.xyz"), "--log", str(files / "g.csv")])
     assert code == 2
     assert "does not know element(s) Au (Z=79)" in capsys.readouterr().err
-
-
-def test_missing_model_is_a_clean_error(files, capsys):
-    code = main(["relax", str(files / "nope.pt"), str(files / "in.xyz")])
-    assert code == 2
-    assert "nope.pt: no such checkpoint file" in capsys.readouterr().err

@@ -72,3 +72,15 @@ def test_cli_errors_are_one_line(tiny_train_config, tmp_path, capsys):
     assert "no such run directory or CSV file" in capsys.readouterr().err
     assert main(["plot", str(tmp_path)]) == 2
     assert "has no metrics.jsonl rows to plot" in capsys.readouterr().err
+
+
+def test_train_accepts_the_name_of_a_shipped_config(tmp_path, capsys):
+    run = tmp_path / "run"
+    overrides = ["model={name: lennard_jones, sigma: 1.0}", "data.max_frames=6",
+                 "data.batch_size=3", "data.valid_fraction=0.34", "train.max_steps=1",
+                 "train.progress=false", "device=cpu"]
+    args = ["train", "facet", "-o", str(run)] + [a for o in overrides for a in ("--set", o)]
+    assert main(args) == 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["data"]["train"] == "bundled:3bpa_train_300K.xyz"  # from mlip/configs/facet.yaml
+    assert config["model"] == {"name": "lennard_jones", "sigma": 1.0}

@@ -47,8 +47,8 @@ def test_shapes_hparams_and_config_errors(tdn, molecule):
     tps = [m for m in tdn.modules() if type(m).__name__ == "CPTensorProduct"]
     assert len(tps) == 5 and all(tp.rank == 28 for tp in tps)
     assert str(tps[0].irreps_in1) == "8x0e+8x1e+8x2e" and str(tps[0].irreps_in2) == "1x0e+1x1e+1x2e"
-    with pytest.raises(ConfigError, match="unknown tensor_product 'dense'"):
-        build("tdn", species=[1], tensor_product="dense")
+    with pytest.raises(ConfigError, match="unknown tensor_product 'sparse'"):
+        build("tdn", species=[1], tensor_product="sparse")
     with pytest.raises(ConfigError, match="channels divisible by num_heads.*channels=9"):
         build("tdn", species=[1], channels=9, num_heads=2)
 
@@ -71,7 +71,8 @@ def test_energy_invariance_within_the_regression_anchor(tdn, molecule):
 
 
 def test_exact_and_full_rank_products_make_the_model_invariant(molecule):
-    for model in (_tdn(tensor_product="cg"), _tdn(rank_schedule="full")):
+    for model in (_tdn(tensor_product="cg"), _tdn(tensor_product="dense"),
+                  _tdn(rank_schedule="full")):
         errors = equivariance_errors(model, molecule, random_rotation(3))
         assert errors["energy"] < 1e-9 and errors["forces"] < 1e-7, errors
 

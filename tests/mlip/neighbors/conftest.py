@@ -86,7 +86,7 @@ def ase_reference(cases) -> list[set[tuple]]:
 
 
 @pytest.fixture(scope="session")
-def batched_cases(cases) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+def batched_cases(cases) -> tuple:
     """All random cases with cutoff 4.5 Å as one batch: positions, cell, pbc, batch, offsets."""
     positions = torch.tensor(np.concatenate([c.positions for c in cases]))
     cell = torch.tensor(np.stack([c.cell for c in cases]))

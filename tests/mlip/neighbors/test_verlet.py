@@ -12,9 +12,10 @@ from mlip.neighbors import VerletList, neighbor_list
 
 
 def _batch_of_three() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Periodic triclinic Cu (32 atoms), a free cluster (12) and a slab with pbc T,F,T (16)."""
-    cu = ase.build.bulk("Cu", "fcc", a=3.6).repeat((2, 2, 2))
+    """Periodic triclinic Cu (27 atoms), a free cluster (12) and a slab with pbc T,F,T (16)."""
+    cu = ase.build.bulk("Cu", "fcc", a=3.6).repeat((3, 3, 3))
     cu.rattle(0.05, seed=1)
+    cu.wrap(eps=0.0)
     rng = np.random.default_rng(2)
     cluster = rng.uniform(0, 6, (12, 3))
     slab_cell = np.array([[5.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 4.5]])
@@ -22,7 +23,7 @@ def _batch_of_three() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.T
     positions = torch.tensor(np.concatenate([cu.positions, cluster, slab]))
     cell = torch.tensor(np.stack([cu.cell.array, np.zeros((3, 3)), slab_cell]))
     pbc = torch.tensor([[True] * 3, [False] * 3, [True, False, True]])
-    batch = torch.repeat_interleave(torch.arange(3), torch.tensor([32, 12, 16]))
+    batch = torch.repeat_interleave(torch.arange(3), torch.tensor([27, 12, 16]))
     return positions, cell, pbc, batch
 
 
@@ -44,7 +45,7 @@ def test_reuse_along_a_random_walk_with_a_changing_cell_equals_fresh_builds(back
         positions = positions + torch.tensor(rng.normal(scale=0.04, size=positions.shape))
         if step % 3 == 0:  # strain every cell; scale the Cu positions with it, as a barostat does
             new_cell = _strain(cell, rng, 0.004)
-            positions[:32] = positions[:32] @ torch.linalg.solve(cell[0], new_cell[0])
+            positions[:27] = positions[:27] @ torch.linalg.solve(cell[0], new_cell[0])
             cell = new_cell
         edge_index, edge_shift = nl.update(positions, cell, pbc, batch)
         i, j, S = neighbor_list(positions, cell, pbc, 3.5, batch, backend=backend)
@@ -72,12 +73,14 @@ def test_rebuild_thresholds_follow_half_the_skin_and_the_cell_change():
     nl = VerletList(cutoff=3.5, skin=1.0)
     nl.update(positions, cell, pbc, batch)
     small, large = positions.clone(), positions.clone()
-    small[40, 1] += 0.49  # cluster atom, below skin / 2
-    large[40, 1] += 0.51
+    small[30, 1] += 0.49  # cluster atom, below skin / 2
+    large[30, 1] += 0.51
     assert nl.needs_rebuild(small, cell, pbc, batch).tolist() == [False, False, False]
     assert nl.needs_rebuild(large, cell, pbc, batch).tolist() == [False, True, False]
     strained = cell.clone()
-    strained[0, 0, 0] += 0.6  # Cu: widest shift 2 (height 4.16 Å < 4.5 Å), so 1.2 Å > skin
+    strained[0, 0, 0] += 0.6  # Cu: widest shift 1 (heights 6.2 Å > 4.5 Å): 0.6 Å < skin ...
+    assert nl.needs_rebuild(positions, strained, pbc, batch).tolist() == [False, False, False]
+    strained[0, 1, 1] += 0.6  # ... but 1.2 Å > skin
     stale = nl.needs_rebuild(positions, strained, pbc, batch)
     assert stale.tolist() == [True, False, False]
     strained[2, 1, 1] = 50.0  # a non-periodic row of the slab carries no shift
@@ -92,10 +95,10 @@ def test_skin_zero_rebuilds_on_any_motion_and_layout_changes_rebuild_everything(
     assert nl.n_rebuilds == 1  # nothing moved
     nl.update(positions + 1e-9, cell, pbc, batch)
     assert nl.n_rebuilds == 2
-    edge_index, _ = nl.update(positions[:44], cell[:2], pbc[:2], batch[:44])
-    assert nl.n_rebuilds == 3 and int(edge_index.max()) < 44
+    edge_index, _ = nl.update(positions[:39], cell[:2], pbc[:2], batch[:39])
+    assert nl.n_rebuilds == 3 and int(edge_index.max()) < 39
     nl.reset()
-    nl.update(positions[:44], cell[:2], pbc[:2], batch[:44])
+    nl.update(positions[:39], cell[:2], pbc[:2], batch[:39])
     assert nl.n_rebuilds == 4
 
 

@@ -11,6 +11,7 @@ from mlip.nn.cp_decomposition import cp_reconstruct, fit_cp_als
 from mlip.nn.cp_tensor_product import (
     CGTensorProduct,
     CPTensorProduct,
+    DenseCGTensorProduct,
     coupling_tensor,
     from_e3nn_layout,
     rank_schedule,
@@ -54,7 +55,7 @@ def test_layout_round_trip_and_e3nn_blocks():
 
 @pytest.mark.parametrize("share", [True, False])
 def test_cg_module_matches_e3nn_tensor_product(share):
-    """The exact module is e3nn's uvu product with one weight per channel (or per path, channel)."""
+    """The exact modules are e3nn's uvu product with one weight per channel (or path, channel)."""
     with float64_construction():
         cg = CGTensorProduct(2, 3, share_path_weights=share)
     x, y, w = _inputs(2, 3, cg.weight_shape)
@@ -67,6 +68,9 @@ def test_cg_module_matches_e3nn_tensor_product(share):
     ref = torch.einsum("pijk,niu,nj,npu->nku", tensors, x, y, weights)
     torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
     assert torch.allclose(tensors.sum(0), coupling_tensor(2), atol=1e-14)
+    dense = DenseCGTensorProduct(2, 3, share_path_weights=share)
+    assert dense.irreps_out == cg.irreps_out and dense.weight_shape == cg.weight_shape
+    torch.testing.assert_close(dense(x, y, w), ref, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("lmax", [1, 2])
@@ -138,5 +142,7 @@ def test_factors_are_buffers_that_follow_dtype_and_inputs_are_checked():
     assert out32.dtype == torch.float32 and cp.factor_in1.dtype == torch.float32
     ref = cp.double()(x, y, w)
     assert (out32.double() - ref).abs().max() < 1e-4 * ref.abs().max()  # float32 round-off
+    CPTensorProduct(1, 2).factor_in1.zero_()  # as load_state_dict does: in place
+    assert CPTensorProduct(1, 2).factor_in1.abs().max() > 0.1  # the cached fit is not aliased
     with pytest.raises(ValueError, match=r"expected x \(n, 4, 2\), y \(n, 4\), weight \(n, 2\)"):
         cp(x[:, :3], y, w)

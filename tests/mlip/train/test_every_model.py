@@ -48,12 +48,7 @@ TINY_HPARAMS = {
 }
 
 
-#: Families whose one-step run exceeds ~10 s on a loaded 2-core CPU (model construction dominates).
-SLOW = {"tdn", "equiformer_v3"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
-                                  for n in sorted(MODELS)])
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_registered_model_takes_a_training_step(name, tiny_config, tmp_path):
     if name not in TINY_HPARAMS:
         pytest.fail(f"add tiny hyper-parameters for the new model {name!r} to TINY_HPARAMS")

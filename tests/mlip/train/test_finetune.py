@@ -1,10 +1,12 @@
 import ase.io
 import numpy as np
+import pytest
 import torch
 import yaml
 
+from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
-from mlip.models import load_model
+from mlip.models import build, load_model, save_model
 from mlip.train import train
 from mlip.train.data import load_frameset, read_frames, split_frameset
 from mlip.train.statistics import composition_matrix
@@ -43,3 +45,15 @@ def test_finetune_on_new_elements_keeps_weights_and_refits_e0(tiny_config, tmp_p
     )
     counts = composition_matrix(train_frames, [8, 72])
     np.testing.assert_allclose(counts.T @ residual, 0.0, atol=1e-6)
+
+
+def test_finetune_rejects_architecture_keys_and_another_cutoff(tiny_config, tmp_path):
+    save_model(build("lennard_jones", species=[1, 6, 7, 8], cutoff=4.0), tmp_path / "base.pt")
+    tiny_config["finetune"] = {"from": str(tmp_path / "base.pt")}
+    with pytest.raises(ConfigError, match=r"fine-tuning takes the architecture from .*base.pt; "
+                       r"remove model keys \['epsilon', 'sigma'\]"):
+        train(tiny_config, tmp_path / "a")
+    tiny_config["model"] = {}
+    tiny_config["data"]["cutoff"] = 5.0
+    with pytest.raises(ConfigError, match=r"data.cutoff = 5.0 Å differs from the cutoff 4.0 Å of"):
+        train(tiny_config, tmp_path / "b")

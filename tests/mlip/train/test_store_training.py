@@ -3,8 +3,8 @@ import csv
 import ase.io
 import pytest
 import torch
-from mlip.data import import_files, make_split
 
+from mlip.data import import_files, make_split
 from mlip.errors import ConfigError
 from mlip.train import train
 from mlip.train.records import read_metrics

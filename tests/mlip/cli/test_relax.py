@@ -1,0 +1,49 @@
+"""``mlip relax`` end to end on a saved Lennard-Jones potential."""
+
+from __future__ import annotations
+
+import ase.io
+import pytest
+import torch
+from ase.build import bulk
+
+from mlip.cli import main
+from mlip.models import build, save_model
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def files(tmp_path):
+    model = build("lennard_jones", species=[29], cutoff=4.0, epsilon=0.4, sigma=2.3)
+    save_model(model, tmp_path / "lj.pt")
+    cells = []
+    for seed in range(2):
+        atoms = bulk("Cu", "fcc", a=3.58, cubic=True).repeat((2, 1, 1))
+        atoms.rattle(0.03, seed=seed)
+        cells.append(atoms)
+    ase.io.write(tmp_path / "in.xyz", cells)
+    return tmp_path
+
+
+def test_relax_writes_converged_structures(files, capsys):
+    out = files / "relaxed.xyz"
+    code = main(["relax", str(files / "lj.pt"), str(files / "in.xyz"), "-o", str(out),
+                 "--fmax", "0.01", "--cell"])
+    assert code == 0
+    relaxed = ase.io.read(out, index=":")
+    assert [a.info["relax_converged"] for a in relaxed] == [True, True]
+    assert abs(relaxed[0].get_stress()).max() < 0.01 * 8 / relaxed[0].get_volume()
+    assert "structure 1: converged" in capsys.readouterr().out
+
+
+def test_missing_model_is_a_clean_error(files, capsys):
+    code = main(["relax", str(files / "nope.pt"), str(files / "in.xyz")])
+    assert code == 2
+    assert "nope.pt: no such checkpoint file" in capsys.readouterr().err

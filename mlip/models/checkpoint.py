@@ -51,10 +51,15 @@ def model_payload(model: Potential, **extra: Any) -> dict[str, Any]:
         "species": list(model.species),
         "cutoff": model.cutoff,
         "units": UNITS,
-        "dtype": str(next(iter(model.state_dict().values())).dtype).replace("torch.", ""),
+        "dtype": str(_model_dtype(model)).replace("torch.", ""),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra,
     }
+
+
+def _model_dtype(model: Potential) -> torch.dtype:
+    """The floating dtype of the model's parameters (float64 for a model without parameters)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float64)
 
 
 def save_model(model: Potential, path: str | os.PathLike, **extra: Any) -> None:
@@ -102,13 +107,10 @@ def load_model(
     """
     payload = read_payload(path)
     model = build(payload["model"], **payload["hparams"])
-    state = payload["state_dict"]
-    model = model.to(dtype=state[next(iter(state))].dtype if dtype is None else dtype)
-    try:
-        model.load_state_dict(state)
+    saved_dtype = getattr(torch, str(payload.get("dtype", "float64")), torch.float64)
+    try:  # load into the float64-built model (load_state_dict casts), so constants stay exact
+        model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise CheckpointMismatchError(f"{path}: weights do not fit model {payload['model']!r}: "
                                       f"{str(exc).splitlines()[0]}") from None
-    if dtype is not None:
-        model = model.to(dtype=dtype)
-    return model.to(device).eval()
+    return model.to(device=device, dtype=saved_dtype if dtype is None else dtype).eval()

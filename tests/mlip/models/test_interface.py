@@ -96,3 +96,10 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
         load_model(foreign)
     with pytest.raises(CheckpointMismatchError, match="no such checkpoint"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_checkpoint_keeps_the_saved_dtype_unless_asked(lj, tmp_path):
+    path = tmp_path / "lj32.pt"
+    save_model(lj.float(), path)
+    assert load_model(path).epsilon.dtype == torch.float32
+    assert load_model(path, dtype=torch.float64).epsilon.dtype == torch.float64

@@ -7,11 +7,14 @@ with a skin (ASE through :class:`mlip.calculators.MLIPCalculator`). Reported: at
 (atoms × steps / wall seconds) and the ratio mlip / ASE. The CPU of the development box is
 shared, so absolute numbers are noisy; the ratios are measured in the same process.
 
+Two models by default: the analytic Lennard-Jones (per-step overhead dominates) and a randomly
+initialised facet-s (``FACET_PRESETS["facet-s"]``, float64; the model dominates).
+
 Usage::
 
-    python benchmarks/md.py                       # Lennard-Jones, default sizes
-    python benchmarks/md.py --model runs/x/best.pt  # a trained checkpoint
-    python benchmarks/md.py --model facet --hparams '{"species": [1, 6, 7, 8]}'
+    python benchmarks/md.py                       # Lennard-Jones and facet-s, default sizes
+    python benchmarks/md.py --model runs/x/best.pt  # a trained checkpoint instead
+    python benchmarks/md.py --model facet --hparams '{"species": [1, 6, 7, 8, 29]}'
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from mlip.md import BlowUpLimits, MDOutputs, make_integrator, run_md
 from mlip.md.force_field import resolve_model
 from mlip.md.state import maxwell_boltzmann_momenta, state_from_atoms
 from mlip.models import build
+from mlip.models.facet import FACET_PRESETS
 
 RESULTS = Path(__file__).parent / "results" / "md.json"
 MACE_PYTHON = Path(__file__).resolve().parent.parent / ".venv-mace" / "bin" / "python"
@@ -74,10 +78,14 @@ print(json.dumps(rates))
 
 
 def load_potential(name: str, hparams: str | None, device: str):
-    """A checkpoint path, a registry name with JSON hparams, or the default Lennard-Jones."""
+    """A checkpoint path, a registry name with JSON hparams, the default Lennard-Jones, or
+    ``facet-s`` (random weights, float64)."""
     if name == "lennard_jones" and hparams is None:
         return build("lennard_jones", species=[1, 6, 7, 8, 29], cutoff=5.0, epsilon=0.02,
                      sigma=1.0).eval().to(device)
+    if name == "facet-s" and hparams is None:
+        return build("facet", species=[1, 6, 7, 8, 29], avg_num_neighbors=20.0,
+                     **FACET_PRESETS["facet-s"]).eval().to(device=device, dtype=torch.float64)
     if os.path.exists(name):
         return resolve_model(name, device=device)
     return build(name, **json.loads(hparams or "{}")).eval().to(device)
@@ -159,12 +167,34 @@ def mace_peer(structures: dict[str, Atoms], steps: int, threads: int) -> dict[st
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def run_model(model, args: argparse.Namespace, steps: int) -> list[dict]:
+    """Both sides on every case for one model; prints and returns the rows."""
+    rows = []
+    for name, structures in cases(args.molecules, args.cu).items():
+        structures = thermalised(structures, 300.0)
+        timestep = 0.5 if name.startswith("3bpa") else 2.0
+        n_steps = steps if sum(map(len, structures)) < 1000 else max(steps // 5, 5)
+        rate_ours = ours(model, structures, n_steps, timestep, args.device)
+        rate_ase = ase_loop(model, structures[: args.ase_molecules], n_steps, timestep,
+                            args.device)
+        n_atoms = sum(map(len, structures))
+        rows.append({"case": name, "atoms": n_atoms, "steps": n_steps,
+                     "mlip_atom_steps_per_s": rate_ours, "ase_atom_steps_per_s": rate_ase,
+                     "ratio": rate_ours / rate_ase})
+        print(f"{name:>12} {n_atoms:>6} {rate_ours:>18.4g} {rate_ase:>17.4g} "
+              f"{rate_ours / rate_ase:>6.2f}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="lennard_jones")
+    parser.add_argument("--model", nargs="*", default=["lennard_jones", "facet-s"],
+                        help="registry names, 'facet-s' or checkpoint paths")
     parser.add_argument("--hparams", help="JSON constructor arguments for a registry name")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--model-steps", type=int, default=10,
+                        help="steps for models other than Lennard-Jones (slower per step)")
     parser.add_argument("--molecules", type=int, default=64)
     parser.add_argument("--ase-molecules", type=int, default=4,
                         help="molecules ASE runs to measure its (per-molecule) rate")
@@ -174,34 +204,26 @@ def main() -> None:
                         help="steps of the optional ASE+MACE peer (0 skips it)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_potential(args.model, args.hparams, args.device)
-    rows = []
-    print(f"{'case':>12} {'atoms':>6} {'mlip atom-steps/s':>18} {'ASE atom-steps/s':>17} "
-          f"{'ratio':>6}")
-    for name, structures in cases(args.molecules, args.cu).items():
-        structures = thermalised(structures, 300.0)
-        timestep = 0.5 if name.startswith("3bpa") else 2.0
-        steps = args.steps if sum(map(len, structures)) < 1000 else max(args.steps // 5, 10)
-        rate_ours = ours(model, structures, steps, timestep, args.device)
-        rate_ase = ase_loop(model, structures[: args.ase_molecules], steps, timestep, args.device)
-        n_atoms = sum(map(len, structures))
-        rows.append({"case": name, "atoms": n_atoms, "steps": steps,
-                     "mlip_atom_steps_per_s": rate_ours, "ase_atom_steps_per_s": rate_ase,
-                     "ratio": rate_ours / rate_ase})
-        print(f"{name:>12} {n_atoms:>6} {rate_ours:>18.4g} {rate_ase:>17.4g} "
-              f"{rate_ours / rate_ase:>6.2f}")
+    results = {}
+    for name in args.model:
+        model = load_potential(name, args.hparams, args.device)
+        steps = args.steps if name == "lennard_jones" else args.model_steps
+        print(f"model {name}\n{'case':>12} {'atoms':>6} {'mlip atom-steps/s':>18} "
+              f"{'ASE atom-steps/s':>17} {'ratio':>6}")
+        results[name] = run_model(model, args, steps)
     singles = {name: structures[0] for name, structures in cases(1, args.cu[:1]).items()}
     mace = mace_peer(singles, args.mace_steps, args.threads) if args.mace_steps else {}
     for name, rate in mace.items():
         print(f"ASE + MACECalculator (random small MACE), {name}: {rate:.4g} atom-steps/s")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model": args.model, "device": args.device, "threads": args.threads,
+    meta = {"models": args.model, "device": args.device, "threads": args.threads,
             "torch": torch.__version__, "note": "shared 2-core CPU; ratios from the same process",
+            "facet_note": "facet-s preset, random weights, float64, avg_num_neighbors 20",
             "mace_note": "ASE VelocityVerlet + MACECalculator, randomly initialised MACE "
                          "(2 layers, 32x0e+32x1o, L=3, r_max 5 A, float64), mace-torch 0.3.16 "
                          "in .venv-mace: a heavier model than the one above, for scale only"}
-    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows, "ase_mace_atom_steps_per_s": mace},
-                                  indent=2) + "\n")
+    RESULTS.write_text(json.dumps({"meta": meta, "rows": results,
+                                   "ase_mace_atom_steps_per_s": mace}, indent=2) + "\n")
     print(f"saved {RESULTS}")
 
 

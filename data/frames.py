@@ -23,6 +23,7 @@ __all__ = ["FrameBatch", "FrameBuilder", "check_frame", "label_mask"]
 
 _MAX_Z = len(chemical_symbols) - 1
 _STRING_COLUMNS = set(TABLES)
+_FRAME_KEYS = frozenset(FRAME_COLUMNS)
 
 
 @dataclass
@@ -161,7 +162,7 @@ def label_mask(
 ) -> int:
     """The ``label_mask`` bits of one frame (a label counts as present when given)."""
     mask = 0
-    if np.isfinite(energy):
+    if math.isfinite(energy):
         mask |= LABEL_BITS["energy"]
     if forces is not None:
         mask |= LABEL_BITS["forces"]
@@ -212,7 +213,7 @@ def check_frame(
         raise InvalidStructureError(f"{where}: non-finite positions")
     if cell.shape != (3, 3) or not _all_finite(cell):
         raise InvalidStructureError(f"{where}: cell must be a finite 3x3 matrix, got {cell.shape}")
-    if np.isinf(energy):
+    if math.isinf(energy):
         raise InvalidStructureError(f"{where}: non-finite energy {energy}")
     if forces is not None:
         if forces.shape != (n, 3):
@@ -270,7 +271,7 @@ class FrameBuilder:
         atom_extras = atom_extras or {}
         per_atom = {"numbers": numbers, "positions": positions, "forces": forces, **atom_extras}
         per_atom = _checked_atom_columns(per_atom, len(numbers), where)
-        unknown = set(frame_values) - set(FRAME_COLUMNS)
+        unknown = frame_values.keys() - _FRAME_KEYS
         if unknown:
             raise InvalidStructureError(f"{where}: unknown per-frame columns {sorted(unknown)}")
         row = {
@@ -286,6 +287,13 @@ class FrameBuilder:
     def _append(self, per_atom: dict[str, np.ndarray], row: dict) -> None:
         """Append one validated frame, padding columns that other frames have as absent."""
         n, k = len(per_atom["numbers"]), len(self._n_atoms)
+        if per_atom.keys() == self._atoms.keys() and row.keys() == self._frames.keys():
+            for key, value in per_atom.items():  # the common case: same columns as before
+                self._atoms[key].append(value)
+            for key, value in row.items():
+                self._frames[key].append(value)
+            self._n_atoms.append(n)
+            return
         for key, value in per_atom.items():
             if key not in self._atoms:
                 self._atoms[key] = [empty_column(ATOM_COLUMNS[key], m) for m in self._n_atoms]
@@ -334,4 +342,4 @@ def _frame_column(key: str, values: Iterable) -> np.ndarray:
         return np.array(["" if v is None else str(v) for v in values], dtype=object)
     spec = FRAME_COLUMNS[key]
     fill = empty_column(spec, 1)[0]
-    return np.stack([fill if v is None else np.asarray(v, dtype=spec.dtype) for v in values])
+    return np.array([fill if v is None else v for v in values], dtype=spec.dtype)

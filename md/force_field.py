@@ -46,57 +46,53 @@ class ForceField:
         self.model = model
         self.compute_stress = compute_stress
         self.neighbors = VerletList(model.cutoff, skin)
-        self._pbc_seen: torch.Tensor | None = None
-        self._any_periodic = True
         self.model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                                 torch.float64)
+        self._no_stress: torch.Tensor | None = None
 
-    def _periodic(self, pbc: torch.Tensor) -> bool:
-        """Whether any system is periodic (cached per pbc tensor: one host check per run)."""
-        if self._pbc_seen is not pbc:
-            self._pbc_seen, self._any_periodic = pbc, bool(pbc.any())
-        return self._any_periodic
+    def _nan_stress(self, n_graphs: int, device: torch.device) -> torch.Tensor:
+        """(n_graphs, 3, 3) NaN stress for steps that skip it (one tensor reused; never
+        modified in place)."""
+        if (self._no_stress is None or self._no_stress.shape[0] != n_graphs
+                or self._no_stress.device != device):
+            self._no_stress = torch.full((n_graphs, 3, 3), float("nan"), dtype=torch.float64,
+                                         device=device)
+        return self._no_stress
 
     def __call__(self, state: MDState) -> ForceOutput:
         """Energy, forces, stress and shortest distance per system at ``state.positions``."""
-        positions, cell = state.positions, state.cell
-        edge_index, edge_shift = self.neighbors.update(positions, cell, state.pbc, state.batch)
+        positions, cell, batch = state.positions, state.cell, state.batch
+        edge_index, edge_shift = self.neighbors.update(positions, cell, state.pbc, batch)
         dtype = self.model_dtype
         graph = AtomicGraph(
             positions=positions.to(dtype), atomic_numbers=state.atomic_numbers,
-            cell=cell.to(dtype), pbc=state.pbc, batch=state.batch, n_atoms=state.n_atoms,
+            cell=cell.to(dtype), pbc=state.pbc, batch=batch, n_atoms=state.n_atoms,
             edge_index=edge_index, edge_shift=edge_shift, cutoff=self.model.cutoff)
         with torch.enable_grad():
             out = self.model(graph, compute_forces=True, compute_stress=self.compute_stress)
         n_graphs = state.n_graphs
-        min_distance = shortest_edges(positions, cell, state.batch, edge_index, edge_shift,
-                                      n_graphs, periodic=self._periodic(state.pbc))
+        min_distance = shortest_edges(self.neighbors.edge_distance_sq, batch[edge_index[0]],
+                                      n_graphs)
         stress = out.get("stress")
-        if stress is None:
-            stress = torch.full((n_graphs, 3, 3), float("nan"), dtype=torch.float64,
-                                device=positions.device)
+        stress = (self._nan_stress(n_graphs, positions.device) if stress is None
+                  else stress.detach().to(torch.float64))
         return ForceOutput(energy=out["energy"].detach().to(torch.float64),
                            forces=out["forces"].detach().to(torch.float64),
-                           stress=stress.detach().to(torch.float64), min_distance=min_distance)
+                           stress=stress, min_distance=min_distance)
 
 
-def shortest_edges(positions: torch.Tensor, cell: torch.Tensor, batch: torch.Tensor,
-                   edge_index: torch.Tensor, edge_shift: torch.Tensor, n_graphs: int,
-                   periodic: bool = True) -> torch.Tensor:
+def shortest_edges(distance_sq: torch.Tensor, edge_system: torch.Tensor,
+                   n_graphs: int) -> torch.Tensor:
     """Shortest edge length of each system, (n_graphs,) Å (inf for a system without edges).
 
     Args:
-        positions: (n_atoms, 3) Å. cell: (n_graphs, 3, 3) Å. batch: (n_atoms,) int64.
-        edge_index: (2, n_edges) int64. edge_shift: (n_edges, 3) int64.
-        periodic: False when no system is periodic (all shifts are then zero).
+        distance_sq: (n_edges,) Å², squared edge lengths (as the neighbour list left them).
+        edge_system: (n_edges,) int64 system of each edge.
     """
-    i, j = edge_index
-    vectors = positions[j] - positions[i]
-    images = edge_shift.to(positions.dtype)
-    if n_graphs == 1:  # one matmul instead of a gathered (n_edges, 3, 3) batch
-        vectors = vectors + images @ cell[0]
-    elif periodic:
-        vectors = vectors + torch.einsum("ek,ekl->el", images, cell[batch[i]])
-    length = vectors.detach().norm(dim=1).to(torch.float64)
-    shortest = torch.full((n_graphs,), float("inf"), dtype=torch.float64, device=positions.device)
-    return shortest.scatter_reduce(0, batch[i], length, "amin")
+    if n_graphs == 1:
+        if distance_sq.shape[0] == 0:
+            return torch.full((1,), float("inf"), dtype=torch.float64, device=distance_sq.device)
+        return distance_sq.min().sqrt().reshape(1)
+    shortest = torch.full((n_graphs,), float("inf"), dtype=torch.float64,
+                          device=distance_sq.device)
+    return shortest.scatter_reduce(0, edge_system, distance_sq, "amin").sqrt()

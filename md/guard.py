@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import torch
 
 from mlip.md.state import MDState, temperature_K, volume
-from mlip.nn.scatter import scatter_sum
 
 __all__ = ["BlowUpLimits", "REASONS", "check_step", "describe_failure"]
 
@@ -57,6 +56,9 @@ def check_step(prev: MDState, new: MDState, prev_energy: torch.Tensor, new_energ
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Failure code and offending value of each system after one step.
 
+    A cell or stress tensor that ``new`` shares with ``prev`` (an unchanged cell, a stress the
+    force field did not recompute) passed at the previous step and is not looked at again.
+
     Args:
         prev, new: states before and after the step.
         prev_energy, new_energy: (n_graphs,) eV reference (conserved) energies.
@@ -67,37 +69,46 @@ def check_step(prev: MDState, new: MDState, prev_energy: torch.Tensor, new_energ
         code: (n_graphs,) int64, 0 when healthy (the first failing check of :data:`REASONS`);
         value: (n_graphs,) float64, the offending quantity.
     """
-    batch, n_graphs = new.batch, new.n_graphs
-    n_atoms = new.n_atoms.to(torch.float64)
-    finite_atoms = torch.isfinite(new.forces).all(dim=1) & torch.isfinite(new.positions).all(dim=1)
-    n_bad_atoms = scatter_sum((~finite_atoms).to(torch.float64), batch, n_graphs)
-    stress_ok = (torch.isfinite(new.stress).all(dim=(1, 2))
-                 | torch.isnan(new.stress).all(dim=(1, 2)))  # all NaN: not computed
-    finite = (n_bad_atoms == 0) & torch.isfinite(new_energy) & stress_ok
-    zero = torch.zeros(n_graphs, dtype=torch.float64, device=n_atoms.device)
-    force = zero.scatter_reduce(0, batch, new.forces.norm(dim=1).nan_to_num(0.0), "amax")
-    moved = zero.scatter_reduce(0, batch, (new.positions - prev.positions).norm(dim=1)
-                                .nan_to_num(0.0), "amax")
+    peak = _largest_per_system(new, prev)  # (n_graphs, 2) max |F|², max |Δr|² (NaN kept)
+    if new.stress is prev.stress:  # not recomputed (the force field's NaN placeholder)
+        stress_ok = torch.ones_like(new_energy, dtype=torch.bool)
+    else:
+        stress_ok = (torch.isfinite(new.stress).all(dim=(1, 2))
+                     | torch.isnan(new.stress).all(dim=(1, 2)))  # all NaN: not computed
+    finite = torch.isfinite(peak).all(dim=1) & torch.isfinite(new_energy) & stress_ok
+    force, moved = peak.nan_to_num(0.0).sqrt().unbind(1)
     temperature = temperature_K(new)
-    jump = (new_energy - prev_energy).abs() / n_atoms
-    periodic = new.pbc.all(dim=1)
-    vol_change = torch.where(periodic, (volume(new.cell) / volume0 - 1.0).abs(), zero)
-    checks = [
-        (~finite, zero),
-        (force > limits.max_force, force),
-        (new.min_distance < limits.min_distance, new.min_distance),
-        (temperature > temperature_limit, temperature),
-        (jump > limits.max_energy_jump, jump),
-        (moved > limits.max_displacement, moved),
-        (~(vol_change <= limits.max_volume_change), vol_change),
-    ]
-    code = torch.zeros(n_graphs, dtype=torch.long, device=n_atoms.device)
-    value = zero
-    for k in range(len(checks), 0, -1):  # lowest code wins
-        failed, measured = checks[k - 1]
-        code = torch.where(failed, torch.full_like(code, k), code)
-        value = torch.where(failed, measured.to(torch.float64), value)
+    jump = (new_energy - prev_energy).abs() / new.n_atoms.to(torch.float64)
+    zero = torch.zeros_like(jump)
+    if new.cell is prev.cell:  # same cell as the step before, which passed (or is frozen)
+        vol_change = zero
+    else:
+        vol_change = torch.where(new.pbc.all(dim=1), (volume(new.cell) / volume0 - 1.0).abs(),
+                                 zero)
+    failed = torch.stack([  # (n_graphs, n_checks) in the order of REASONS
+        ~finite, force > limits.max_force, new.min_distance < limits.min_distance,
+        temperature > temperature_limit, jump > limits.max_energy_jump,
+        moved > limits.max_displacement, ~(vol_change <= limits.max_volume_change)], dim=1)
+    measured = torch.stack([zero, force, new.min_distance.to(torch.float64), temperature, jump,
+                            moved, vol_change], dim=1)
+    first = failed.to(torch.uint8).argmax(dim=1, keepdim=True)  # lowest failing code - 1
+    any_failed = failed.any(dim=1)
+    code = torch.where(any_failed, first[:, 0] + 1, 0)
+    value = torch.where(any_failed, measured.gather(1, first)[:, 0], zero)
     return code, value
+
+
+def _largest_per_system(new: MDState, prev: MDState) -> torch.Tensor:
+    """Per system, the largest squared force and squared one-step displacement,
+    (n_graphs, 2) eV²/Å², Å²; a non-finite atom makes its system's entry non-finite."""
+    moved = new.positions - prev.positions
+    per_atom = torch.stack([(new.forces * new.forces).sum(dim=1), (moved * moved).sum(dim=1)],
+                           dim=1)  # (n_atoms, 2)
+    if new.n_graphs == 1:
+        return per_atom.max(dim=0).values[None]
+    index = new.batch[:, None].expand(-1, 2)
+    return torch.zeros(new.n_graphs, 2, dtype=per_atom.dtype,
+                       device=per_atom.device).scatter_reduce(0, index, per_atom, "amax")
 
 
 def describe_failure(system: int, step: int, code: int, value: float, limits: BlowUpLimits,

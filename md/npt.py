@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import torch
 
 from mlip.errors import ConfigError
+from mlip.md.noise import system_normals
 from mlip.md.nve import ForceFn, total_energy
-from mlip.md.nvt import LangevinState, langevin_init, ornstein_uhlenbeck, step_generator
+from mlip.md.nvt import LangevinState, langevin_init, ornstein_uhlenbeck
 from mlip.md.state import MDState, instantaneous_pressure, volume
 from mlip.units import kB
 
@@ -54,22 +55,24 @@ def crescale_init(state: MDState, force_fn: ForceFn, *, seed: int = 0) -> CResca
 
 
 def _log_strain(state: CRescaleState, dt: float, kT: float, pressure: float, compressibility: float,
-                tau: float, anisotropic: bool, generator: torch.Generator) -> torch.Tensor:
-    """Per-axis log-scale increments dε_a, (n_graphs, 3)."""
+                tau: float, anisotropic: bool) -> torch.Tensor:
+    """Per-axis log-scale increments dε_a, (n_graphs, 3); the noise is drawn per system from
+    stream 1 of (seed, step) (stream 0 is the thermostat's)."""
     vol = volume(state.cell)
     p_tensor = instantaneous_pressure(state)
     n_graphs = state.n_graphs
+    systems = torch.arange(n_graphs, device=vol.device)
+    noise = system_normals(state.system_seeds(), state.step, 1, systems,
+                           torch.zeros_like(systems), 3, vol.dtype)  # (n_graphs, 3)
     if anisotropic:
         p_axis = torch.diagonal(p_tensor, dim1=1, dim2=2)  # (n_graphs, 3)
         rate = compressibility / (3.0 * tau)
-        noise = torch.randn(n_graphs, 3, generator=generator, device=vol.device, dtype=vol.dtype)
         drift = -rate * (pressure - p_axis - (kT / vol)[:, None]) * dt
         return drift + torch.sqrt(2.0 * kT * rate * dt / vol)[:, None] * noise
     p_scalar = torch.diagonal(p_tensor, dim1=1, dim2=2).mean(dim=1)
     rate = compressibility / tau
-    noise = torch.randn(n_graphs, generator=generator, device=vol.device, dtype=vol.dtype)
     d_eps = (-rate * (pressure - p_scalar - kT / vol) * dt
-             + torch.sqrt(2.0 * kT * rate * dt / vol) * noise)
+             + torch.sqrt(2.0 * kT * rate * dt / vol) * noise[:, 0])
     return (d_eps / 3.0)[:, None].expand(n_graphs, 3)
 
 
@@ -86,12 +89,11 @@ def crescale_step(state: CRescaleState, force_fn: ForceFn, *, dt: float, tempera
     inv_m = 1.0 / state.masses[:, None]
     momenta = state.momenta + 0.5 * dt * state.forces
     positions = state.positions + 0.5 * dt * momenta * inv_m
-    generator = step_generator(state.rng_seed, state.step, state.positions.device)
-    momenta = ornstein_uhlenbeck(momenta, state.masses, math.exp(-friction * dt), kT, generator)
+    momenta = ornstein_uhlenbeck(state, momenta, math.exp(-friction * dt), kT)
     positions = positions + 0.5 * dt * momenta * inv_m
     half = dataclasses.replace(state, positions=positions, momenta=momenta)
-    scale = torch.exp(_log_strain(half, dt, kT, pressure, compressibility, tau, anisotropic,
-                                  generator))  # (n_graphs, 3)
+    scale = torch.exp(_log_strain(half, dt, kT, pressure, compressibility, tau,
+                                  anisotropic))  # (n_graphs, 3)
     moved = dataclasses.replace(
         half, positions=positions * scale[state.batch], momenta=momenta / scale[state.batch],
         cell=state.cell * scale[:, None, :])

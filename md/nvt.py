@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from mlip.md.noise import atom_normals
 from mlip.md.nve import ForceFn, velocity_verlet
 from mlip.md.state import MDState, kinetic_energy, system_field
 from mlip.units import kB
 
 __all__ = ["LangevinState", "NoseHooverState", "langevin_init", "langevin_step", "nhc_init",
-           "nhc_step", "nhc_conserved_energy", "step_generator", "ornstein_uhlenbeck"]
+           "nhc_step", "nhc_conserved_energy", "ornstein_uhlenbeck"]
 
 #: Suzuki–Yoshida fourth-order weights (Yoshida 1990) used to split the thermostat propagator.
 _SUZUKI_YOSHIDA = (1.0 / (2.0 - 2.0 ** (1.0 / 3.0)),
@@ -27,14 +28,21 @@ _SUZUKI_YOSHIDA = (1.0 / (2.0 - 2.0 ** (1.0 / 3.0)),
 
 @dataclass(frozen=True, kw_only=True)
 class LangevinState(MDState):
-    """MD state with a noise seed; step k draws its noise from a generator seeded by (seed, k).
+    """MD state with a noise seed.
 
     Attributes:
-        rng_seed: base seed. Noise is a pure function of (seed, step), so a restarted run
-            reproduces the uninterrupted one bit for bit.
+        rng_seed: base seed; system ``g`` of the batch draws its noise from its own stream
+            with seed ``rng_seed + g`` (:mod:`mlip.md.noise`), as a pure function of the step.
+            So a system's trajectory does not depend on the other systems of the batch (run
+            alone with seed ``rng_seed + g`` it is the same), and a restarted run reproduces
+            the uninterrupted one bit for bit.
     """
 
     rng_seed: int = 0
+
+    def system_seeds(self) -> torch.Tensor:
+        """(n_graphs,) int64 per-system noise seeds."""
+        return self.rng_seed + torch.arange(self.n_graphs, device=self.positions.device)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,17 +60,13 @@ class NoseHooverState(MDState):
     eta_mass: torch.Tensor = system_field()
 
 
-def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
-    """The random generator of one step: a pure function of (seed, step)."""
-    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
-
-
-def ornstein_uhlenbeck(momenta: torch.Tensor, masses: torch.Tensor, c1: float, kT: float,
-                       generator: torch.Generator) -> torch.Tensor:
-    """Exact O step: p ← c1·p + √((1 − c1²)·m·kT)·ξ with ξ ~ N(0, 1), (n_atoms, 3)."""
-    noise = torch.randn(momenta.shape, generator=generator, device=momenta.device,
-                        dtype=momenta.dtype)
-    return c1 * momenta + torch.sqrt((1.0 - c1 * c1) * masses * kT)[:, None] * noise
+def ornstein_uhlenbeck(state: LangevinState, momenta: torch.Tensor, c1: float,
+                       kT: float) -> torch.Tensor:
+    """Exact O step: p ← c1·p + √((1 − c1²)·m·kT)·ξ with ξ ~ N(0, 1) drawn per system from
+    the stream of (seed, step), (n_atoms, 3) amu·Å/t."""
+    noise = atom_normals(state.system_seeds(), state.step, 0, state.batch, state.first_atom,
+                         momenta.dtype)
+    return c1 * momenta + torch.sqrt((1.0 - c1 * c1) * state.masses * kT)[:, None] * noise
 
 
 def langevin_init(state: MDState, force_fn: ForceFn, *, seed: int = 0) -> LangevinState:
@@ -84,9 +88,7 @@ def langevin_step(state: LangevinState, force_fn: ForceFn, *, dt: float, tempera
     inv_m = 1.0 / state.masses[:, None]
     momenta = state.momenta + 0.5 * dt * state.forces
     positions = state.positions + 0.5 * dt * momenta * inv_m
-    generator = step_generator(state.rng_seed, state.step, state.positions.device)
-    momenta = ornstein_uhlenbeck(momenta, state.masses, math.exp(-friction * dt),
-                                 kB * temperature_K, generator)
+    momenta = ornstein_uhlenbeck(state, momenta, math.exp(-friction * dt), kB * temperature_K)
     positions = positions + 0.5 * dt * momenta * inv_m
     moved = dataclasses.replace(state, positions=positions, momenta=momenta)
     out = force_fn(moved)

@@ -12,6 +12,7 @@ converged system while the others carry on).
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from dataclasses import dataclass, field
 from typing import Sequence, TypeVar
 
@@ -95,13 +96,40 @@ class MDState:
 
     @property
     def n_atoms(self) -> torch.Tensor:
-        """(n_graphs,) int64 number of atoms per system."""
-        return torch.bincount(self.batch, minlength=self.n_graphs)
+        """(n_graphs,) int64 number of atoms per system (computed once per ``batch`` tensor)."""
+        return _layout(self.batch, self.n_graphs)[0]
+
+    @property
+    def first_atom(self) -> torch.Tensor:
+        """(n_graphs,) int64 index of each system's first atom."""
+        return _layout(self.batch, self.n_graphs)[1]
 
     def with_forces(self: S, out: ForceOutput) -> S:
         """A copy holding the energy, forces and stress of ``out``."""
         return dataclasses.replace(self, forces=out.forces, energy=out.energy, stress=out.stress,
                                    min_distance=out.min_distance)
+
+
+_LAYOUTS: dict[int, tuple[weakref.ref, int, torch.Tensor, torch.Tensor]] = {}
+
+
+def _layout(batch: torch.Tensor, n_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Atoms per system and first atom of each system, (n_graphs,) int64 each.
+
+    Every state of a run shares one ``batch`` tensor (``dataclasses.replace`` copies the
+    reference), so the counts are memoised on its identity and version instead of being
+    recounted several times per step.
+    """
+    entry = _LAYOUTS.get(id(batch))
+    if (entry is not None and entry[0]() is batch and entry[1] == batch._version
+            and entry[2].shape[0] == n_graphs):
+        return entry[2], entry[3]
+    counts = torch.bincount(batch, minlength=n_graphs)
+    first = torch.cumsum(counts, 0) - counts
+    key = id(batch)
+    _LAYOUTS[key] = (weakref.ref(batch, lambda _, k=key: _LAYOUTS.pop(k, None)),
+                     batch._version, counts, first)
+    return counts, first
 
 
 def select_systems(take_new: torch.Tensor, new: S, old: S) -> S:

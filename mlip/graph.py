@@ -129,7 +129,13 @@ class AtomicGraph:
         positions = self.positions if positions is None else positions
         cell = self.cell if cell is None else cell
         i, j = self.edge_index
-        shift = torch.einsum("ek,ekl->el", self.edge_shift.to(positions.dtype), cell[self.batch[i]])
+        images = self.edge_shift.to(positions.dtype)  # (n_edges, 3)
+        if cell.shape[0] == 1:  # one matmul instead of a gathered batch of 3x3 products
+            shift = images @ cell[0]
+        else:
+            edge_cell = cell[self.batch[i]]  # (n_edges, 3, 3)
+            shift = (images[:, 0:1] * edge_cell[:, 0] + images[:, 1:2] * edge_cell[:, 1]
+                     + images[:, 2:3] * edge_cell[:, 2])
         return positions[j] - positions[i] + shift
 
     # ----------------------------------------------------------------------------- building

@@ -1,4 +1,6 @@
-"""Streaming readers for formats ASE parses: extxyz, ASE trajectories (OC20 ``.traj``), ASE db.
+"""Streaming readers for ASE trajectories (OC20 ``.traj``) and ASE databases.
+
+(extxyz has its own reader, :mod:`mlip.data.importers.extxyz`.)
 
 Each reader yields ``(frame_index, item)`` from frame ``start`` on, where ``item`` is an
 ``ase.Atoms`` together with the ids the pipeline should attach (``system``, ``step``). Frames are
@@ -11,22 +13,11 @@ from pathlib import Path
 from typing import Iterator
 
 import ase.db
-import ase.io
 from ase import Atoms
 from ase.io.trajectory import Trajectory
 from mlip.data.importers.atoms import SYSTEM_KEYS
 
-__all__ = ["read_extxyz", "read_traj", "read_ase_db"]
-
-
-def read_extxyz(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]:
-    """Frames of an extended XYZ file (plain or ``.gz``/``.bz2``/``.xz``).
-
-    A frame without a system id in ``atoms.info`` (see ``SYSTEM_KEYS``) becomes its own system
-    ``"<file name>:<frame>"``, so splits never separate what the file does not group.
-    """
-    for k, atoms in enumerate(ase.io.iread(path, index=slice(start, None), format="extxyz"), start):
-        yield k, atoms, _default_ids(atoms, path, k)
+__all__ = ["read_traj", "read_ase_db"]
 
 
 def read_traj(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]:

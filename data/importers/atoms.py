@@ -1,8 +1,9 @@
-"""Turn ``ase.Atoms`` (from any ASE reader) into store records, finding labels by key name.
+"""Turn ``ase.Atoms`` (from any ASE reader) or :class:`FrameFields` (the extxyz reader) into store
+records, finding labels by key name.
 
 A *record* is the keyword arguments of :meth:`mlip.data.frames.FrameBuilder.add`. Labels are
-looked up in ``atoms.calc.results`` first (raw values: constraint-zeroed forces are never used),
-then ``atoms.info`` (per-frame) or ``atoms.arrays`` (per-atom).
+looked up in the calculator ``results`` first (raw values: constraint-zeroed forces are never used),
+then ``info`` (per-frame) or ``arrays`` (per-atom).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from mlip.errors import InvalidStructureError
 
-__all__ = ["LabelKeys", "atoms_to_record", "SYSTEM_KEYS"]
+__all__ = ["LabelKeys", "FrameFields", "atoms_to_record", "fields_to_record", "SYSTEM_KEYS"]
 
 ENERGY_KEYS = ("energy", "REF_energy", "dft_energy", "DFT_energy", "total_energy")
 FORCES_KEYS = ("forces", "REF_forces", "dft_forces", "DFT_forces")
@@ -47,9 +48,44 @@ class LabelKeys:
     system: str | None = None
 
 
-def _lookup(atoms: Atoms, keys: tuple[str, ...], per_atom: bool):
-    results = atoms.calc.results if atoms.calc is not None else {}
-    extra = atoms.arrays if per_atom else atoms.info
+@dataclass
+class FrameFields:
+    """One parsed frame in the shape ASE gives it, without building ``ase.Atoms``.
+
+    Attributes:
+        numbers: (n_atoms,) int. positions: (n_atoms, 3) Å. cell: (3, 3) Å rows. pbc: (3,) bool.
+        results: calculator results (labels). info: per-frame key/values.
+        arrays: other per-atom arrays. fixed: indices of atoms held by ``FixAtoms`` constraints.
+    """
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    results: dict
+    info: dict
+    arrays: dict
+    fixed: np.ndarray | None = None
+
+    @classmethod
+    def from_atoms(cls, atoms: Atoms) -> FrameFields:
+        """The fields of an ``ase.Atoms`` (labels from its calculator, when it has one)."""
+        fixed = [c.index for c in atoms.constraints if isinstance(c, FixAtoms)]
+        return cls(
+            numbers=atoms.numbers,
+            positions=atoms.positions,
+            cell=atoms.cell.array,
+            pbc=atoms.pbc,
+            results=atoms.calc.results if atoms.calc is not None else {},
+            info=atoms.info,
+            arrays=atoms.arrays,
+            fixed=np.concatenate(fixed) if fixed else None,
+        )
+
+
+def _lookup(frame: FrameFields, keys: tuple[str, ...], per_atom: bool):
+    results = frame.results
+    extra = frame.arrays if per_atom else frame.info
     for key in keys:
         if key in results and results[key] is not None:
             return results[key]
@@ -58,14 +94,14 @@ def _lookup(atoms: Atoms, keys: tuple[str, ...], per_atom: bool):
     return None
 
 
-def _stress(atoms: Atoms, keys: LabelKeys, where: str) -> np.ndarray | None:
-    stress = _lookup(atoms, (keys.stress,) if keys.stress else STRESS_KEYS, False)
+def _stress(frame: FrameFields, keys: LabelKeys, where: str) -> np.ndarray | None:
+    stress = _lookup(frame, (keys.stress,) if keys.stress else STRESS_KEYS, False)
     if stress is not None:
         return _as_3x3(stress, "stress", where)
-    virial = _lookup(atoms, (keys.virial,) if keys.virial else VIRIAL_KEYS, False)
+    virial = _lookup(frame, (keys.virial,) if keys.virial else VIRIAL_KEYS, False)
     if virial is None:
         return None
-    volume = abs(np.linalg.det(atoms.cell.array))
+    volume = abs(np.linalg.det(frame.cell))
     if volume == 0.0:
         raise InvalidStructureError(f"{where}: virial given but the cell has zero volume")
     return -_as_3x3(virial, "virial", where) / volume
@@ -83,29 +119,34 @@ def _as_3x3(value, name: str, where: str) -> np.ndarray:
 
 
 def atoms_to_record(atoms: Atoms, keys: LabelKeys, where: str, **ids) -> dict:
-    """A ``FrameBuilder.add`` record for one ``Atoms``.
+    """A ``FrameBuilder.add`` record for one ``Atoms`` (see :func:`fields_to_record`)."""
+    return fields_to_record(FrameFields.from_atoms(atoms), keys, where, **ids)
+
+
+def fields_to_record(frame: FrameFields, keys: LabelKeys, where: str, **ids) -> dict:
+    """A ``FrameBuilder.add`` record for one frame.
 
     Args:
-        atoms: the frame; labels from its calculator, ``info`` or ``arrays``.
+        frame: the frame; labels from its ``results``, ``info`` or ``arrays``.
         keys: label key names (None fields are auto-detected).
         where: "file frame k" for error messages.
         **ids: per-frame values overriding the detected ones (``system``, ``step``, ``source``,
             ``source_frame``, ``lot``, ``reference_energy``, ...).
     """
-    energy = _lookup(atoms, (keys.energy,) if keys.energy else ENERGY_KEYS, False)
-    forces = _lookup(atoms, (keys.forces,) if keys.forces else FORCES_KEYS, True)
+    energy = _lookup(frame, (keys.energy,) if keys.energy else ENERGY_KEYS, False)
+    forces = _lookup(frame, (keys.forces,) if keys.forces else FORCES_KEYS, True)
     record = {
-        "numbers": atoms.numbers,
-        "positions": atoms.positions,
-        "cell": atoms.cell.array,
-        "pbc": atoms.pbc,
+        "numbers": frame.numbers,
+        "positions": frame.positions,
+        "cell": frame.cell,
+        "pbc": frame.pbc,
         "energy": float("nan") if energy is None else _scalar(energy, where),
         "forces": None if forces is None else np.asarray(forces, dtype=np.float64),
-        "stress": _stress(atoms, keys, where),
+        "stress": _stress(frame, keys, where),
         "where": where,
-        "atom_extras": _atom_extras(atoms),
+        "atom_extras": _atom_extras(frame),
     }
-    record.update(_frame_extras(atoms, keys))
+    record.update(_frame_extras(frame, keys))
     record.update(ids)
     return record
 
@@ -117,25 +158,23 @@ def _scalar(value, where: str) -> float:
     return float(value.reshape(()))
 
 
-def _atom_extras(atoms: Atoms) -> dict:
+def _atom_extras(frame: FrameFields) -> dict:
     extras = {}
-    results = atoms.calc.results if atoms.calc is not None else {}
     for key in ("charges", "magmoms"):
-        if results.get(key) is not None:
-            extras[key] = np.asarray(results[key], dtype=np.float64)
-    if "tags" in atoms.arrays:
-        extras["tags"] = atoms.arrays["tags"]
-    fixed = [c.index for c in atoms.constraints if isinstance(c, FixAtoms)]
-    if fixed:
-        flags = np.zeros(len(atoms), dtype=np.int8)
-        flags[np.concatenate(fixed)] = 1
+        if frame.results.get(key) is not None:
+            extras[key] = np.asarray(frame.results[key], dtype=np.float64)
+    if "tags" in frame.arrays:
+        extras["tags"] = frame.arrays["tags"]
+    if frame.fixed is not None:
+        flags = np.zeros(len(frame.numbers), dtype=np.int8)
+        flags[frame.fixed] = 1
         extras["fixed"] = flags
     return extras
 
 
-def _frame_extras(atoms: Atoms, keys: LabelKeys) -> dict:
+def _frame_extras(frame: FrameFields, keys: LabelKeys) -> dict:
     out = {}
-    info = atoms.info
+    info = frame.info
     system = next(
         (info[k] for k in ((keys.system,) if keys.system else SYSTEM_KEYS) if k in info), None
     )
@@ -148,9 +187,8 @@ def _frame_extras(atoms: Atoms, keys: LabelKeys) -> dict:
         value = next((info[k] for k in names if k in info), None)
         if isinstance(value, (int, float, np.number)):
             out[column] = float(value)
-    results = atoms.calc.results if atoms.calc is not None else {}
-    if results.get("dipole") is not None:
-        out["dipole"] = np.asarray(results["dipole"], dtype=np.float64)
+    if frame.results.get("dipole") is not None:
+        out["dipole"] = np.asarray(frame.results["dipole"], dtype=np.float64)
     if isinstance(info.get("weight"), (int, float, np.number)):
         out["weight"] = float(info["weight"])
     return out

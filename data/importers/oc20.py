@@ -13,8 +13,8 @@ import lzma
 from pathlib import Path
 from typing import Iterator
 
-import ase.io
-from ase import Atoms
+from mlip.data.importers.atoms import FrameFields
+from mlip.data.importers.extxyz import iter_extxyz
 
 from mlip.errors import InvalidStructureError
 
@@ -55,7 +55,7 @@ def _parse_line(line: str, path: Path, k: int) -> dict:
         ) from None
 
 
-def read_oc20(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]:
+def read_oc20(path: Path, start: int = 0) -> Iterator[tuple[int, FrameFields, dict]]:
     """Frames of an S2EF chunk with the ids and reference energies of its metadata file.
 
     Raises:
@@ -70,9 +70,8 @@ def read_oc20(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]:
     with _open_text(meta) as lines:
         for _ in range(start):
             lines.readline()
-        frames = ase.io.iread(path, index=slice(start, None), format="extxyz")
-        for k, atoms in enumerate(frames, start):
+        for k, frame in iter_extxyz(path, start):
             line = lines.readline()
             if not line.strip():
                 raise InvalidStructureError(f"{meta} has no line for frame {k} of {path}")
-            yield k, atoms, _parse_line(line, meta, k)
+            yield k, frame, _parse_line(line, meta, k)

@@ -17,8 +17,9 @@ from typing import Callable, Iterator, Sequence
 
 from ase import Atoms
 from mlip.data.frames import FrameBuilder
-from mlip.data.importers.ase_formats import read_ase_db, read_extxyz, read_traj
-from mlip.data.importers.atoms import LabelKeys, atoms_to_record
+from mlip.data.importers.ase_formats import read_ase_db, read_traj
+from mlip.data.importers.atoms import FrameFields, LabelKeys, atoms_to_record, fields_to_record
+from mlip.data.importers.extxyz import read_extxyz
 from mlip.data.importers.oc20 import oc20_metadata_path, read_oc20
 from mlip.data.importers.vasp import read_vasp
 from mlip.data.writer import StoreWriter
@@ -36,7 +37,7 @@ def _pubchemqcr(path: Path, start: int = 0):
     return read_pubchemqcr(path, start)
 
 
-#: format name → reader(path, start) yielding (frame_index, Atoms | record dict, ids dict).
+#: format name → reader(path, start) yielding (frame_index, Atoms | FrameFields | record, ids).
 FORMATS: dict[str, Callable[[Path, int], Iterator[tuple]]] = {
     "extxyz": read_extxyz,
     "traj": read_traj,
@@ -190,10 +191,12 @@ def _flush(writer: StoreWriter, builder: FrameBuilder, progress: dict) -> int:
 
 
 def _record(item, keys: LabelKeys, where: str, ids: dict, source: str, k: int) -> dict:
-    """A FrameBuilder record from a reader item (an ``Atoms`` or a ready record)."""
+    """A FrameBuilder record from a reader item (``Atoms``, ``FrameFields`` or a ready record)."""
     extra = {"source": source, "source_frame": k, **ids}
     if isinstance(item, Atoms):
         return atoms_to_record(item, keys, where, **extra)
+    if isinstance(item, FrameFields):
+        return fields_to_record(item, keys, where, **extra)
     return {**item, "where": where, **extra}
 
 

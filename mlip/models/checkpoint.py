@@ -106,9 +106,9 @@ def load_model(
         dtype: floating dtype (default: the dtype it was saved in).
     """
     payload = read_payload(path)
-    model = build(payload["model"], **payload["hparams"])
+    model = build(payload["model"], **payload["hparams"]).double()
     saved_dtype = getattr(torch, str(payload.get("dtype", "float64")), torch.float64)
-    try:  # load into the float64-built model (load_state_dict casts), so constants stay exact
+    try:  # load into a float64 model (load_state_dict casts exactly), then cast once
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise CheckpointMismatchError(f"{path}: weights do not fit model {payload['model']!r}: "

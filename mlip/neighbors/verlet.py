@@ -44,6 +44,11 @@ class _Cache:
     i: torch.Tensor  # (n_candidates,) int64
     j: torch.Tensor
     shift: torch.Tensor  # (n_candidates, 3) int64
+    # derived from the above by _derive (read by every _filter call)
+    pairs: torch.Tensor | None = None  # (2, n_candidates) int64, rows i and j
+    shift64: torch.Tensor | None = None  # (n_candidates, 3) float64
+    system: torch.Tensor | None = None  # (n_candidates,) int64, system of each candidate
+    periodic: bool = True  # some system is periodic along some axis
 
 
 class VerletList:
@@ -82,11 +87,14 @@ class VerletList:
         self.n_updates = 0
         self.n_rebuilds = 0
         self.n_system_rebuilds = 0
+        self.edge_distance_sq: torch.Tensor | None = None
         self._cache: _Cache | None = None
+        self._checked: tuple | None = None
 
     def reset(self) -> None:
         """Forget the cached list; the next :meth:`update` rebuilds everything."""
         self._cache = None
+        self._checked = None
 
     def update(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
                batch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,13 +107,35 @@ class VerletList:
         Returns:
             edge_index: (2, n_edges) int64, row 0 centres i (sorted), row 1 neighbours j;
             edge_shift: (n_edges, 3) int64 S, with D = r[j] - r[i] + S @ cell.
+            The squared lengths |D|² (n_edges,) Å² are left in ``edge_distance_sq``.
         """
-        positions, cell, pbc, batch = normalize_inputs(positions, cell, pbc, self.cutoff, batch)
         self.n_updates += 1
-        stale = self.needs_rebuild(positions, cell, pbc, batch)
+        checked = self._same_inputs(positions, cell, pbc, batch)
+        if checked is None:  # new cell, pbc or batch objects: validate everything
+            checked = normalize_inputs(positions, cell, pbc, self.cutoff, batch)[1:]
+        stale = self.needs_rebuild(positions, *checked)  # NaN positions count as stale
         if bool(stale.any()):
-            self._rebuild(positions, cell, pbc, batch, stale)
-        return self._filter(positions, cell, batch)
+            positions, cell_n, pbc_n, batch_n = normalize_inputs(positions, cell, pbc,
+                                                                 self.cutoff, batch)
+            self._rebuild(positions, cell_n, pbc_n, batch_n, stale)
+            self._checked = ((cell, cell._version), (pbc, pbc._version), batch,
+                             None if batch is None else batch._version, (cell_n, pbc_n, batch_n))
+        return self._filter(positions, checked[0])
+
+    def _same_inputs(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
+                     batch: torch.Tensor | None) -> tuple | None:
+        """The validated (cell, pbc, batch) of the last build if the same, unmodified tensors
+        are passed again with positions of the cached shape (the MD fast path), else None."""
+        seen, c = self._checked, self._cache
+        if seen is None or c is None:
+            return None
+        (cell0, cell_version), (pbc0, pbc_version), batch0, batch_version, normalized = seen
+        same = (cell is cell0 and cell._version == cell_version and pbc is pbc0
+                and pbc._version == pbc_version and batch is batch0
+                and (batch is None or batch._version == batch_version)
+                and positions.shape == c.positions.shape and positions.device == c.positions.device
+                and positions.is_floating_point())
+        return normalized if same else None
 
     def needs_rebuild(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
                       batch: torch.Tensor) -> torch.Tensor:
@@ -122,21 +152,30 @@ class VerletList:
         n_graphs = cell.shape[0]
         if c is None or not self._same_layout(positions, cell, pbc, batch):
             return torch.ones(n_graphs, dtype=torch.bool, device=cell.device)
-        cell_change = cell.detach().to(torch.float64) - c.cell  # (n_graphs, 3, 3)
-        cell_term = (c.widest_shift * cell_change.norm(dim=2)).sum(dim=1)  # (n_graphs,)
         moved = positions.detach().to(torch.float64) - c.positions
-        moved = moved - row_times_matrix(c.images, cell_change[batch])
-        largest = torch.zeros(n_graphs, dtype=torch.float64, device=cell.device)
-        largest = largest.scatter_reduce(0, batch, moved.norm(dim=1), "amax")
-        return (cell_term > self.skin) | (largest > 0.5 * (self.skin - cell_term))
+        if c.periodic:
+            cell_change = cell.detach().to(torch.float64) - c.cell  # (n_graphs, 3, 3)
+            cell_term = (c.widest_shift * cell_change.norm(dim=2)).sum(dim=1)  # (n_graphs,)
+            moved = moved - row_times_matrix(c.images, cell_change[batch])
+        else:  # no periodic axis: the cell plays no role
+            cell_term = torch.zeros(n_graphs, dtype=torch.float64, device=cell.device)
+        if n_graphs == 1:
+            largest = (moved * moved).sum(dim=1).max().sqrt().reshape(1)
+        else:
+            largest = torch.zeros(n_graphs, dtype=torch.float64, device=cell.device)
+            largest = largest.scatter_reduce(0, batch, moved.norm(dim=1), "amax")
+        # written so that NaN positions count as stale (the rebuild then names them)
+        return (cell_term > self.skin) | ~(largest <= 0.5 * (self.skin - cell_term))
 
     def _same_layout(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
                      batch: torch.Tensor) -> bool:
         """Same atoms, systems, pbc and device as the cached build."""
         c = self._cache
-        return (c.positions.shape == positions.shape and c.cell.shape == cell.shape
-                and c.positions.device == positions.device and torch.equal(c.pbc, pbc)
-                and torch.equal(c.batch, batch))
+        if c.positions.shape != positions.shape or c.cell.shape != cell.shape:
+            return False
+        if c.positions.device != positions.device:
+            return False
+        return torch.equal(c.pbc, pbc) and torch.equal(c.batch, batch)
 
     def _rebuild(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
                  batch: torch.Tensor, stale: torch.Tensor) -> None:
@@ -150,8 +189,8 @@ class VerletList:
         if self._cache is None or bool(stale.all()):
             i, j, S = neighbor_list(positions, cell, pbc, self.cutoff + self.skin, batch,
                                     **self.options)
-            self._cache = _Cache(pos64.clone(), cell64.clone(), pbc.clone(), batch.clone(),
-                                 images, widest, i, j, S)
+            self._cache = _derive(_Cache(pos64.clone(), cell64.clone(), pbc.clone(),
+                                         batch.clone(), images, widest, i, j, S))
             return
         index = torch.nonzero(atoms).flatten()  # (n_stale_atoms,) global atom indices
         sub_batch = (torch.cumsum(stale.to(torch.long), 0) - 1)[batch[index]]
@@ -168,14 +207,30 @@ class VerletList:
         c.cell[stale] = cell64[stale]
         c.images[atoms] = images[atoms]
         c.widest_shift[stale] = widest[stale]
+        _derive(c)
 
-    def _filter(self, positions: torch.Tensor, cell: torch.Tensor,
-                batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _filter(self, positions: torch.Tensor,
+                cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The cached candidates closer than ``cutoff`` at the current positions."""
         c = self._cache
         pos = positions.detach().to(torch.float64)
-        cell64 = cell.detach().to(torch.float64)
-        shift = row_times_matrix(c.shift.to(torch.float64), cell64[batch[c.i]])
-        d = pos[c.j] - pos[c.i] + shift  # (n_candidates, 3) Å
-        keep = (d * d).sum(dim=1) < self.cutoff * self.cutoff
-        return torch.stack([c.i[keep], c.j[keep]]), c.shift[keep]
+        d = pos[c.j] - pos[c.i]  # (n_candidates, 3) Å
+        if c.periodic:
+            cell64 = cell.detach().to(torch.float64)
+            if cell64.shape[0] == 1:
+                d = d + c.shift64 @ cell64[0]
+            else:
+                d = d + row_times_matrix(c.shift64, cell64[c.system])
+        distance_sq = (d * d).sum(dim=1)
+        keep = distance_sq < self.cutoff * self.cutoff
+        self.edge_distance_sq = distance_sq[keep]
+        return c.pairs[:, keep], c.shift[keep]
+
+
+def _derive(c: _Cache) -> _Cache:
+    """Fill the fields of ``c`` that :meth:`VerletList._filter` reads (once per build)."""
+    c.pairs = torch.stack([c.i, c.j])
+    c.shift64 = c.shift.to(torch.float64)
+    c.system = c.batch[c.i]
+    c.periodic = bool(c.pbc.any())
+    return c

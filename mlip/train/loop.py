@@ -155,7 +155,8 @@ class Trainer:
             desc=f"epoch {p.epoch}",
             leave=False,
             unit="batch",
-            disable=not (self.ctx.is_main and self.config["train"]["progress"]),
+            # None: shown on a terminal only (not in redirected logs)
+            disable=None if self.ctx.is_main and self.config["train"]["progress"] else True,
         )
         for number, names, graph in self.train_batches.batches(
             p.epoch, self.ctx.rank, self.ctx.world_size, p.batch

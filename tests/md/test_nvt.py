@@ -98,3 +98,31 @@ def test_nose_hoover_chain_samples_the_canonical_temperature(short_lj, steps, re
     assert np.abs(drift).max() < 0.05, drift  # the extended energy is conserved
     assert np.abs(econs - econs[0]).max() < 1e-3  # and fluctuates by < 1 meV/atom
     assert final.eta_velocity.abs().max() > 0  # the chain actually acted
+
+
+@pytest.mark.parametrize("ensemble", ["nvt_langevin", "npt_crescale"])
+def test_thermostat_noise_does_not_depend_on_the_rest_of_the_batch(short_lj, ensemble):
+    """System g of a batch seeded s follows the same trajectory as that system run alone
+    with seed s + g (its own noise stream), and a different seed gives a different one."""
+    state, force_field = _batch(short_lj, n_systems=3)
+    per_atom = [f.name for f in dataclasses.fields(state)
+                if f.metadata.get("per") == "atom" and f.name != "batch"]
+    alone = dataclasses.replace(
+        state, **{name: getattr(state, name)[state.batch == 2] for name in per_atom},
+        batch=torch.zeros(16, dtype=torch.long), cell=state.cell[2:], pbc=state.pbc[2:],
+        energy=state.energy[2:], stress=state.stress[2:], min_distance=state.min_distance[2:])
+
+    def positions(start, seed):
+        integrator = make_integrator(ensemble, timestep_fs=2.0, temperature_K=TARGET_K,
+                                     friction_per_fs=0.05, compressibility_per_GPa=0.01,
+                                     barostat_time_fs=50.0, seed=seed)
+        force_field = ForceField(short_lj, skin=0.5, compute_stress=integrator.needs_stress)
+        final, _, _ = _run(integrator, start, force_field, 30)
+        return final.positions[-16:], final.cell[-1]
+
+    batched, cell_batched = positions(state, 7)
+    single, cell_single = positions(alone, 9)
+    torch.testing.assert_close(single, batched, rtol=0, atol=1e-10)
+    torch.testing.assert_close(cell_single, cell_batched, rtol=0, atol=1e-12)
+    other, _ = positions(alone, 8)
+    assert (other - single).abs().max() > 1e-4

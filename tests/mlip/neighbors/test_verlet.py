@@ -123,3 +123,31 @@ def test_bad_parameters_raise_named_errors():
     bad[3, 0] = float("nan")
     with pytest.raises(InvalidStructureError, match=r"positions for atoms \[3\]"):
         VerletList(cutoff=5.0).update(bad, cell, pbc, batch)
+
+
+@pytest.mark.parametrize("system", [0, 1, None])
+def test_reused_input_tensors_take_the_fast_path_and_stay_exact(system):
+    """The same cell/pbc/batch objects on every call (as in MD): pairs stay exact, an in-place
+    change of the cell is noticed, distances are reported and NaN positions still raise."""
+    positions, cell, pbc, batch = _batch_of_three()
+    if system is not None:  # one system alone: periodic Cu or the free cluster
+        mask = batch == system
+        positions, cell, pbc = positions[mask], cell[system:system + 1], pbc[system:system + 1]
+        batch = torch.zeros(positions.shape[0], dtype=torch.long)
+    rng = np.random.default_rng(4)
+    nl = VerletList(cutoff=3.5, skin=0.6)
+    for step in range(30):
+        positions = positions + torch.tensor(rng.normal(scale=0.04, size=positions.shape))
+        if step == 15:
+            cell.mul_(1.01)  # in place: same object, new version
+        edge_index, edge_shift = nl.update(positions, cell, pbc, batch)
+        i, j, S = neighbor_list(positions, cell, pbc, 3.5, batch)
+        assert _edges(edge_index, edge_shift) == _edges(torch.stack([i, j]), S), f"step {step}"
+        d = positions[edge_index[1]] - positions[edge_index[0]] + torch.einsum(
+            "ek,ekl->el", edge_shift.double(), cell[batch[edge_index[0]]])
+        torch.testing.assert_close(nl.edge_distance_sq, (d * d).sum(dim=1))
+    assert nl.n_rebuilds < 25
+    positions[3] = float("nan")
+    with pytest.raises(InvalidStructureError, match=r"non-finite \(NaN/inf\) positions for "
+                                                    r"atoms \[3\]"):
+        nl.update(positions, cell, pbc, batch)

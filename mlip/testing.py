@@ -134,5 +134,5 @@ def assert_forces_are_gradients(model: torch.nn.Module, graph: AtomicGraph, *, h
                 energies.append(model(dataclasses.replace(graph, positions=pos, cell=graph.cell @ deform),
                                       compute_forces=False)["energy"])
             fd = (energies[0] - energies[1]) / (2 * h) / volume
-            err = float((fd - stress[:, a, b]).abs().max()) / sscale
+            err = float((fd - stress[:, a, b].detach()).abs().max()) / sscale
             assert err < tol, f"stress[{a},{b}]: autograd {stress[:, a, b].tolist()} vs FD {fd.tolist()} (rel {err:.2e})"

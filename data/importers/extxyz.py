@@ -3,11 +3,12 @@
 ``ase.io.read`` scans the whole file before parsing and builds an ``Atoms`` plus a
 ``SinglePointCalculator`` (which copies the atoms) per frame; an import needs neither. This
 reader streams the file once, parses each comment line with ASE's own ``key_val_str_to_dict``
-and ``parse_properties``, converts the atom lines column by column with numpy, and sorts the
-columns and keys into ``results``/``info``/``arrays`` the way ASE's extxyz reader does. A frame
-outside that common path (``VEC`` cell lines, per-axis ``move_mask``, initial charges, ragged
-or unparsable lines) is handed to ``ase.io.read`` as is, so every frame comes out as ASE reads it
-and ASE's errors are raised unchanged.
+and ``parse_properties``, converts the atom lines column by column (Python's ``float``/``int``
+on each value, as ASE does), and sorts the columns and keys into ``results``/``info``/``arrays``
+the way ASE's extxyz reader does. A frame outside that common path (``VEC`` cell lines,
+per-axis ``move_mask``, initial charges, ragged or unparsable lines) is handed to
+``ase.io.read`` as is, so every frame comes out as ASE reads it and ASE's errors are raised
+unchanged.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _fast_frame(comment: str, block: list[str]) -> FrameFields | None:
     width = sum(cols for _, _, cols, _ in columns)
     if np.shape(cell) != (3, 3) or any(len(r) != width for r in rows):
         return None
-    arrays = _convert(np.array(rows, dtype=str).reshape(len(rows), width), columns)
+    arrays = _convert(np.array(rows, dtype=object).reshape(len(rows), width), columns)
     if arrays is None:
         return None
     move_mask = arrays.pop("move_mask", None)  # ASE: one column -> FixAtoms of the unmoved
@@ -139,7 +140,7 @@ def _fast_frame(comment: str, block: list[str]) -> FrameFields | None:
 def _convert(
     table: np.ndarray, columns: tuple[tuple[str, str, int, np.dtype], ...]
 ) -> dict[str, np.ndarray] | None:
-    """Typed per-atom arrays (ASE names) from the (n_atoms, width) string table."""
+    """Typed per-atom arrays (ASE names) from the (n_atoms, width) object table of strings."""
     arrays, col = {}, 0
     for ase_name, _, cols, dtype in columns:
         if ase_name in _NEEDS_ASE:
@@ -148,9 +149,9 @@ def _convert(
         col += cols
         if dtype.kind == "b":
             value = np.isin(part, ("T", "True"))
-        elif dtype.kind == "O":  # symbols stay a numpy string array: only mapped to numbers
-            value = part if ase_name == "symbols" else part.astype(object)
-        else:
+        elif dtype.kind == "O":
+            value = part
+        else:  # Python's float()/int() on each string, as ASE's converters
             value = part.astype(dtype)
         arrays[ase_name] = value[:, 0] if cols == 1 else value
     if "positions" not in arrays or ("numbers" not in arrays and "symbols" not in arrays):

@@ -18,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="frames per forward pass")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    parser.add_argument("--split", choices=("train", "val", "test"), default=None,
+                        help="evaluate only this split of a snapshot store")
     parser.set_defaults(func=run)
 
 
@@ -32,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         max_frames=args.max_frames,
+        split=args.split,
     )
     print(table)
     for path in plots:

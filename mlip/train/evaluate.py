@@ -126,19 +126,26 @@ def evaluate_potential(
     batch_size: int = 16,
     device: str = "auto",
     max_frames: int | None = None,
+    split: str | None = None,
 ) -> tuple[str, list[Path]]:
     """Load a potential, evaluate it on data files, write parity plots.
 
+    Args:
+        split: ``train``, ``val`` or ``test``: only that split of each (split) store.
+
     Returns:
         the metrics table (text) and the paths of the plots written.
+
+    Raises:
+        ConfigError: ``split`` given for a file that is not a split store.
     """
     from mlip.models import load_model
-    from mlip.train.data import load_frameset, read_frames
+    from mlip.train.data import load_frameset
     from mlip.train.distributed import resolve_device
     from mlip.train.metrics import format_table
 
     model = load_model(model_path, device=resolve_device(device))
-    frames = load_frameset(read_frames(data, max_frames), model.cutoff, str(data))
+    frames = load_frameset(_read(data, split, max_frames), model.cutoff, str(data))
     metrics = evaluate(
         model,
         frames,
@@ -152,3 +159,20 @@ def evaluate_potential(
         predict(model, frames, batch_size), out_dir, title=Path(str(model_path)).stem
     )
     return f"{len(frames)} frames\n{table}", plots
+
+
+def _read(data: str | os.PathLike | list, split: str | None, max_frames: int | None) -> list:
+    """Frames of ``data`` (only ``split`` of each store when given)."""
+    from mlip.errors import ConfigError
+    from mlip.train.data import is_store, read_frames, read_store, resolve_path
+
+    if split is None:
+        return read_frames(data, max_frames)
+    frames = []
+    for path in [data] if isinstance(data, (str, os.PathLike)) else data:
+        parts = read_store(path, max_frames) if is_store(resolve_path(path)) else {}
+        if split not in parts:
+            raise ConfigError(f"--split {split}: {path} is not a snapshot store with a split")
+        frames.extend(parts[split])
+    return frames[:max_frames] if max_frames is not None else frames
+

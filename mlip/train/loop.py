@@ -37,6 +37,9 @@ BEST_NAME = "best.pt"
 FINAL_NAME = "final.pt"
 STEPS_NAME = "steps.csv"
 
+#: torch.OutOfMemoryError (torch >= 2.5) or its CUDA-only predecessor.
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
 
 class Trainer:
     """Trains ``model`` on ``splits`` as the resolved ``config`` says; only rank 0 writes files.
@@ -208,8 +211,8 @@ class Trainer:
                 self._diverged(float(check[0]), names, number, graph, "loss")
             self.optimizer.zero_grad(set_to_none=True)
             (part * self.ctx.world_size).backward()
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not isinstance(exc, torch.OutOfMemoryError) and "out of memory" not in str(exc):
+        except (_OUT_OF_MEMORY, RuntimeError) as exc:
+            if not isinstance(exc, _OUT_OF_MEMORY) and "out of memory" not in str(exc):
                 raise
             raise BatchTooLargeError(_oom_message(graph, self.config)) from None
         clip = self.config["optimizer"]["clip_grad_norm"]

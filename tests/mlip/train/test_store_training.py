@@ -67,3 +67,19 @@ def test_streaming_needs_a_single_split_store(tiny_config, tmp_path):
     message = "data.streaming needs data.train to be one snapshot store, got .*3bpa_train_300K.xyz"
     with pytest.raises(ConfigError, match=message):
         train(tiny_config, tmp_path / "run")
+
+
+def test_eval_of_one_store_split(tiny_config, tmp_path, bpa_frames):
+    from mlip.train.evaluate import evaluate_potential
+
+    ase.io.write(tmp_path / "bpa.xyz", bpa_frames)
+    import_files([tmp_path / "bpa.xyz"], tmp_path / "store.h5")
+    make_split(tmp_path / "store.h5", fractions=(0.6, 0.2, 0.2), by="frame", seed=0)
+    tiny_config["train"]["max_steps"] = 1
+    best = train(tiny_config, tmp_path / "run")
+    table, plots = evaluate_potential(best, tmp_path / "store.h5", tmp_path / "eval", split="test")
+    assert table.startswith("4 frames")  # 20 frames, 20 % test
+    assert len(plots) == 2
+    message = r"--split test: .*bpa.xyz is not a snapshot store with a split"
+    with pytest.raises(ConfigError, match=message):
+        evaluate_potential(best, tmp_path / "bpa.xyz", tmp_path / "eval", split="test")

@@ -9,6 +9,7 @@ from mlip.data.dataset import StoreDataset, frames_to_graph, make_loader
 from mlip.data.edges import edge_counts
 from mlip.data.frames import FrameBatch, FrameBuilder
 from mlip.data.importers import LabelKeys, import_files
+from mlip.data.packing import GraphLoader, pack_graph, unpack_graph
 from mlip.data.sampler import BlockBatchSampler
 from mlip.data.splits import check_split_leakage, make_split
 from mlip.data.stats import (
@@ -40,6 +41,9 @@ __all__ = [
     "make_loader",
     "edge_counts",
     "frames_to_graph",
+    "GraphLoader",
+    "pack_graph",
+    "unpack_graph",
     "BlockBatchSampler",
     "store_info",
     "format_info",

@@ -4,7 +4,8 @@
 Each process (main or DataLoader worker) opens its own HDF5 handles on first use; neighbour lists
 are built where the batch is assembled, i.e. in the workers. Whole blocks of consecutive frames
 are read and kept in a small LRU cache, so the block-local batches of the sampler cost one slice
-read per column per block.
+read per column per block. Workers hand batches to the main process packed into one buffer
+(:mod:`mlip.data.packing`).
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class ForceField:
         with torch.enable_grad():
             out = self.model(graph, compute_forces=True, compute_stress=self.compute_stress)
         n_graphs = state.n_graphs
-        min_distance = shortest_edges(self.neighbors.edge_distance_sq, batch[edge_index[0]],
+        min_distance = shortest_edges(self.neighbors.edge_distance_sq, edge_index[0], batch,
                                       n_graphs)
         stress = out.get("stress")
         stress = (self._nan_stress(n_graphs, positions.device) if stress is None
@@ -81,13 +81,13 @@ class ForceField:
                            stress=stress, min_distance=min_distance)
 
 
-def shortest_edges(distance_sq: torch.Tensor, edge_system: torch.Tensor,
+def shortest_edges(distance_sq: torch.Tensor, centres: torch.Tensor, batch: torch.Tensor,
                    n_graphs: int) -> torch.Tensor:
     """Shortest edge length of each system, (n_graphs,) Å (inf for a system without edges).
 
     Args:
         distance_sq: (n_edges,) Å², squared edge lengths (as the neighbour list left them).
-        edge_system: (n_edges,) int64 system of each edge.
+        centres: (n_edges,) int64 centre atom of each edge. batch: (n_atoms,) int64.
     """
     if n_graphs == 1:
         if distance_sq.shape[0] == 0:
@@ -95,4 +95,4 @@ def shortest_edges(distance_sq: torch.Tensor, edge_system: torch.Tensor,
         return distance_sq.min().sqrt().reshape(1)
     shortest = torch.full((n_graphs,), float("inf"), dtype=torch.float64,
                           device=distance_sq.device)
-    return shortest.scatter_reduce(0, edge_system, distance_sq, "amin").sqrt()
+    return shortest.scatter_reduce(0, batch[centres], distance_sq, "amin").sqrt()

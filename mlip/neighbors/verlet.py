@@ -183,30 +183,46 @@ class VerletList:
         self.n_rebuilds += 1
         self.n_system_rebuilds += int(stale.sum())
         pos64, cell64 = positions.detach().to(torch.float64), cell.detach().to(torch.float64)
-        _, images, heights = wrap(pos64, cell64, pbc, batch)
-        widest = torch.where(pbc, torch.ceil((self.cutoff + self.skin) / heights), 0.0)
-        atoms = stale[batch]  # (n_atoms,) bool
         if self._cache is None or bool(stale.all()):
+            _, images, heights = wrap(pos64, cell64, pbc, batch)
+            widest = torch.where(pbc, torch.ceil((self.cutoff + self.skin) / heights), 0.0)
             i, j, S = neighbor_list(positions, cell, pbc, self.cutoff + self.skin, batch,
                                     **self.options)
             self._cache = _derive(_Cache(pos64.clone(), cell64.clone(), pbc.clone(),
                                          batch.clone(), images, widest, i, j, S))
             return
-        index = torch.nonzero(atoms).flatten()  # (n_stale_atoms,) global atom indices
+        self._splice(pos64, cell64, pbc, batch, stale)
+
+    def _splice(self, pos64: torch.Tensor, cell64: torch.Tensor, pbc: torch.Tensor,
+                batch: torch.Tensor, stale: torch.Tensor) -> None:
+        """Replace the candidates of the stale systems by a fresh search of those systems.
+
+        Candidates stay sorted by centre atom: the atoms of one system are contiguous, so the
+        kept and the new candidates (disjoint centres, each list sorted) are merged by rank.
+        """
+        index = torch.nonzero(stale[batch]).flatten()  # (n_stale_atoms,) global atom indices
         sub_batch = (torch.cumsum(stale.to(torch.long), 0) - 1)[batch[index]]
-        i, j, S = neighbor_list(positions[index], cell[stale], pbc[stale],
-                                self.cutoff + self.skin, sub_batch, **self.options)
+        sub_pos, sub_cell, sub_pbc = pos64.index_select(0, index), cell64[stale], pbc[stale]
+        _, images, heights = wrap(sub_pos, sub_cell, sub_pbc, sub_batch)
+        widest = torch.where(sub_pbc, torch.ceil((self.cutoff + self.skin) / heights), 0.0)
+        i, j, S = neighbor_list(sub_pos, sub_cell, sub_pbc, self.cutoff + self.skin, sub_batch,
+                                **self.options)
+        i, j = index.index_select(0, i), index.index_select(0, j)
         c = self._cache
-        keep = ~atoms[c.i]  # candidates of systems that stay
-        i = torch.cat([c.i[keep], index[i]])
-        order = torch.argsort(i, stable=True)
-        c.i = i[order]
-        c.j = torch.cat([c.j[keep], index[j]])[order]
-        c.shift = torch.cat([c.shift[keep], S])[order]
-        c.positions[atoms] = pos64[atoms]
-        c.cell[stale] = cell64[stale]
-        c.images[atoms] = images[atoms]
-        c.widest_shift[stale] = widest[stale]
+        kept = torch.nonzero(~stale[c.system]).flatten()  # candidates of systems that stay
+        kept_i = c.i.index_select(0, kept)
+        order = torch.empty(kept.shape[0] + i.shape[0], dtype=torch.long, device=i.device)
+        order[torch.arange(kept.shape[0], device=i.device)
+              + torch.searchsorted(i, kept_i)] = torch.arange(kept.shape[0], device=i.device)
+        order[torch.arange(i.shape[0], device=i.device) + torch.searchsorted(kept_i, i)] = (
+            kept.shape[0] + torch.arange(i.shape[0], device=i.device))
+        c.i = torch.cat([kept_i, i]).index_select(0, order)
+        c.j = torch.cat([c.j.index_select(0, kept), j]).index_select(0, order)
+        c.shift = torch.cat([c.shift.index_select(0, kept), S]).index_select(0, order)
+        c.positions.index_copy_(0, index, sub_pos)
+        c.images.index_copy_(0, index, images)
+        c.cell[stale] = sub_cell
+        c.widest_shift[stale] = widest
         _derive(c)
 
     def _filter(self, positions: torch.Tensor,

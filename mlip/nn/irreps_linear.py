@@ -87,7 +87,7 @@ class IrrepsLinear(nn.Module):
     def matrix(self) -> torch.Tensor:
         """The dense map W, (n_in, n_out) in the actual column orders."""
         padded = torch.cat([self.weight, self.weight.new_zeros(1)])
-        return padded[self.index] * self.coef.to(self.weight.dtype)
+        return padded[self.index] * self.coef
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (n, n_in). Returns: (n, n_out)."""

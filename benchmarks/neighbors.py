@@ -2,9 +2,11 @@
 
 Rattled fcc Cu supercells (a = 3.615 Å, periodic), cutoff 5 Å, N = 256, 2048, 10976 (and
 ~100k with ``--large``), plus a batch of 100 free 30-atom clusters (one batched mlip call vs a
-loop of vesin calls). Every code must return the same number of pairs (and, up to 2048 atoms,
-the same (i, j, S) set) before it is timed. Times are the best and the median of ``--repeats``
-runs after one warm-up; all codes run single-threaded. On a shared CPU the absolute numbers are
+loop of vesin calls), plus the per-call overhead table: one 27-atom molecule, one 32-atom Cu
+cell, the batch of clusters and N = 2048 / 10976 Cu, with 1 and 2 torch threads. Every code
+must return the same number of pairs (and, up to 2048 atoms, the same (i, j, S) set) before it
+is timed. Times are the best and the median of ``--repeats`` runs after one warm-up; all codes
+run single-threaded except in the overhead table. On a shared CPU the absolute numbers are
 noisy; the ratios measured in the same process are what to compare.
 
 Usage: ``python benchmarks/neighbors.py [--large] [--cuda] [--repeats 7]``
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 import ase.build
+import ase.io
 import numpy as np
 import torch
 import vesin
@@ -30,6 +33,7 @@ from mlip.neighbors import neighbor_list
 
 CUTOFF = 5.0
 RESULTS = Path(__file__).parent / "results" / "neighbors.json"
+BUNDLED = Path(__file__).resolve().parents[1] / "data" / "bundled"
 
 
 def timed(fn, repeats: int) -> dict[str, float]:
@@ -122,6 +126,45 @@ def bench_batched(repeats: int) -> dict:
     return row
 
 
+def _single_cases() -> dict[str, ase.Atoms]:
+    """The small single systems of the per-call overhead table."""
+    molecule = ase.io.read(BUNDLED / "3bpa_train_300K.xyz", index=0)
+    return {"3BPA molecule (27 atoms, free)": molecule, "Cu cell (32 atoms, periodic)": copper(2)}
+
+
+def bench_small(threads: int, repeats: int) -> dict:
+    """Per-call time on small inputs with ``threads`` torch threads, next to vesin."""
+    torch.set_num_threads(threads)
+    rows = {}
+    for name, atoms in _single_cases().items():
+        pos, cell, pbc = atoms.positions, atoms.cell.array, atoms.pbc
+        tensors = (torch.tensor(pos), torch.tensor(cell), torch.tensor(pbc))
+        nl = vesin.NeighborList(cutoff=CUTOFF, full_list=True)
+        rows[name] = {"mlip": timed(lambda: neighbor_list(*tensors, CUTOFF), repeats),
+                      "vesin": timed(lambda: nl.compute(pos, cell, bool(pbc.all()), "ijS"),
+                                     repeats)}
+    systems = clusters(100, 30)
+    positions = torch.tensor(np.concatenate(systems))
+    cell = torch.zeros(len(systems), 3, 3, dtype=torch.float64)
+    pbc = torch.zeros(len(systems), 3, dtype=torch.bool)
+    batch = torch.repeat_interleave(torch.arange(len(systems)), 30)
+    nl = vesin.NeighborList(cutoff=CUTOFF, full_list=True)
+    zero = np.zeros((3, 3))
+    rows["100 clusters x 30 atoms (one batched call)"] = {
+        "mlip": timed(lambda: neighbor_list(positions, cell, pbc, CUTOFF, batch), repeats),
+        "vesin": timed(lambda: [nl.compute(p, zero, False, "ijS") for p in systems], repeats)}
+    for repeat in (8, 14):
+        atoms = copper(repeat)
+        pos, cell_np = atoms.positions, atoms.cell.array
+        tensors = (torch.tensor(pos), torch.tensor(cell_np), torch.tensor(atoms.pbc))
+        nl = vesin.NeighborList(cutoff=CUTOFF, full_list=True)
+        rows[f"Cu {len(atoms)} atoms"] = {
+            "mlip": timed(lambda: neighbor_list(*tensors, CUTOFF), max(3, repeats // 20)),
+            "vesin": timed(lambda: nl.compute(pos, cell_np, True, "ijS"), max(3, repeats // 20))}
+    torch.set_num_threads(1)
+    return {"threads": threads, "rows": rows}
+
+
 def bench_cuda(repeats: int) -> dict | None:
     """mlip's torch backend on a GPU for 32 000 Cu atoms, if a GPU is present."""
     if not torch.cuda.is_available():
@@ -138,6 +181,18 @@ def bench_cuda(repeats: int) -> dict | None:
     row = {"n_atoms": len(atoms), "n_pairs": len(run()[0]), "device": torch.cuda.get_device_name()}
     row["mlip (cuda)"] = timed(run, repeats)
     return row
+
+
+def print_small(small: list[dict]) -> None:
+    """The per-call overhead table (best and median ms, ratio = mlip / vesin)."""
+    print("\nper-call time on small inputs (best / median ms; ratio = mlip best / vesin best)")
+    for block in small:
+        print(f"  torch threads = {block['threads']}")
+        for name, row in block["rows"].items():
+            ours, ref = row["mlip"], row["vesin"]
+            print(f"    {name:<44} mlip {ours['best_ms']:8.3f} / {ours['median_ms']:8.3f}   "
+                  f"vesin {ref['best_ms']:8.3f} / {ref['median_ms']:8.3f}   "
+                  f"({ours['best_ms'] / ref['best_ms']:5.2f}x)")
 
 
 def print_table(rows: list[dict], batched: dict) -> None:
@@ -173,8 +228,10 @@ def main() -> None:
     repeats = [4, 8, 14] + ([29] if args.large else [])
     rows = [bench_copper(r, args.repeats if r < 29 else 3, with_ase=r <= 14) for r in repeats]
     batched = bench_batched(args.repeats)
+    small = [bench_small(threads, 30 * args.repeats) for threads in (1, 2)]
     cuda = bench_cuda(args.repeats) if args.cuda else None
     print_table(rows, batched)
+    print_small(small)
     if cuda:
         print(f"\nCUDA ({cuda['device']}), {cuda['n_atoms']} atoms: "
               f"{cuda['mlip (cuda)']['best_ms']:.2f} ms")
@@ -183,7 +240,7 @@ def main() -> None:
         "benchmark": "neighbors", "cutoff_A": CUTOFF, "threads": 1,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "torch": torch.__version__, "vesin": vesin.__version__},
-        "copper": rows, "batched_clusters": batched, "cuda": cuda,
+        "copper": rows, "batched_clusters": batched, "small_systems": small, "cuda": cuda,
         "note": "best/median of repeated runs in one process on a shared CPU; compare ratios",
     }, indent=2))
     print(f"\nwrote {args.output}")

@@ -3,8 +3,10 @@ checkpoints, blow-up handling). The relaxation loop, which writes nothing, is in
 :mod:`mlip.md.optimize`.
 
 The inner loop stays on the device: blow-up checks are tensor reductions whose results freeze a
-failing system via :func:`mlip.md.state.select_systems`; the host only looks at them every
-``log_interval`` steps. (The neighbour-list skin test is one boolean per step.)
+failing system via :func:`mlip.md.state.select_systems`; on a GPU the host only looks at them
+every ``log_interval`` steps. (The neighbour-list skin test is one boolean per step.) On a CPU,
+where reading a flag costs nothing, one host check per step skips the per-system merge while
+every system is healthy.
 """
 
 from __future__ import annotations
@@ -227,14 +229,14 @@ def _save(path: str | os.PathLike, run: _Run, writer: TrajectoryWriter | None) -
 
 def _start(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrator | None,
            restart: str | os.PathLike | None, device: str | torch.device, skin: float,
-           initial_temperature_K: float | None, seed: int
+           initial_temperature_K: float | None, seed: int, max_atoms_per_call: int | None
            ) -> tuple[MDState, Integrator, ForceField, dict | None]:
     """The initial state, integrator and force field, fresh or from a checkpoint."""
     if restart is not None:
         ckpt = load_checkpoint(restart, device)
         settings = dict(ckpt.settings)
         integrator = make_integrator(settings.pop("ensemble"), **settings)
-        force_field = _force_field(model, integrator, ckpt.state, skin)
+        force_field = _force_field(model, integrator, ckpt.state, skin, max_atoms_per_call)
         return ckpt.state, integrator, force_field, ckpt.status
     if atoms is None or integrator is None:
         raise ConfigError("run_md needs structures and an integrator unless it restarts "
@@ -244,14 +246,15 @@ def _start(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrat
         momenta = maxwell_boltzmann_momenta(state.masses, state.batch, state.n_graphs,
                                             initial_temperature_K, seed)
         state = dataclasses.replace(state, momenta=momenta)
-    force_field = _force_field(model, integrator, state, skin)
+    force_field = _force_field(model, integrator, state, skin, max_atoms_per_call)
     return integrator.init(state, force_field), integrator, force_field, None
 
 
-def _force_field(model: Potential, integrator: Integrator, state: MDState,
-                 skin: float) -> ForceField:
+def _force_field(model: Potential, integrator: Integrator, state: MDState, skin: float,
+                 max_atoms_per_call: int | None) -> ForceField:
     periodic = bool(state.pbc.all(dim=1).any())
-    return ForceField(model, skin=skin, compute_stress=integrator.needs_stress or periodic)
+    return ForceField(model, skin=skin, compute_stress=integrator.needs_stress or periodic,
+                      max_atoms_per_call=max_atoms_per_call)
 
 
 def run_md(
@@ -268,6 +271,7 @@ def run_md(
     device: str | torch.device = "cpu",
     limits: BlowUpLimits = BlowUpLimits(),
     progress: bool = False,
+    max_atoms_per_call: int | None = None,
 ) -> MDResult:
     """Run MD on a batch of structures (or continue a checkpoint) up to step ``steps``.
 
@@ -282,13 +286,16 @@ def run_md(
             momenta stored in ``atoms`` are used).
         seed: seed of the initial momenta. skin: neighbour-list skin, Å. device: torch device.
         limits: blow-up thresholds. progress: show a progress bar with ns/day and atom-steps/s.
+        max_atoms_per_call: evaluate the model on groups of whole systems of at most this many
+            atoms (see :class:`mlip.md.ForceField`; helps heavy models on a CPU).
 
     Returns:
         :class:`MDResult`; stopped systems are listed in ``failures`` (also logged as warnings).
     """
     model = resolve_model(model, device=device)
     state, integrator, force_field, status = _start(model, atoms, integrator, restart, device,
-                                                    skin, initial_temperature_K, seed)
+                                                    skin, initial_temperature_K, seed,
+                                                    max_atoms_per_call)
     run = _Run(state, integrator, force_field, limits, status)
     append = restart is not None
     writer = None if outputs.trajectory is None else TrajectoryWriter(outputs.trajectory,

@@ -39,12 +39,19 @@ class ForceField:
         model: the potential (eval mode).
         skin: Verlet skin, Å.
         compute_stress: also return the stress (needed by barostats and cell relaxation).
+        max_atoms_per_call: evaluate the model on groups of whole systems of at most this many
+            atoms (one system larger than it goes alone); None: the whole batch at once. Each
+            system's results are the same either way. On a CPU, a heavy model on a large batch
+            of small systems runs faster in groups that stay in cache (facet-s on 3BPA: about
+            2x with groups of ~200 atoms); on a GPU leave it None.
     """
 
-    def __init__(self, model: Potential, *, skin: float = 1.0,
-                 compute_stress: bool = False) -> None:
+    def __init__(self, model: Potential, *, skin: float = 1.0, compute_stress: bool = False,
+                 max_atoms_per_call: int | None = None) -> None:
         self.model = model
         self.compute_stress = compute_stress
+        self.max_atoms_per_call = max_atoms_per_call
+        self._groups: tuple[torch.Tensor, list[tuple[int, int, int, int]]] | None = None
         self.neighbors = VerletList(model.cutoff, skin)
         self.model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                                 torch.float64)
@@ -59,17 +66,62 @@ class ForceField:
                                          device=device)
         return self._no_stress
 
+    def _graph(self, state: MDState, edge_index: torch.Tensor, edge_shift: torch.Tensor,
+               group: tuple[int, int, int, int] | None = None) -> AtomicGraph:
+        """The model's batch: every system, or systems g0:g1 (atoms a0:a1) of ``group``."""
+        dtype = self.model_dtype
+        if group is None:
+            return AtomicGraph(
+                positions=state.positions.to(dtype), atomic_numbers=state.atomic_numbers,
+                cell=state.cell.to(dtype), pbc=state.pbc, batch=state.batch,
+                n_atoms=state.n_atoms, edge_index=edge_index, edge_shift=edge_shift,
+                cutoff=self.model.cutoff)
+        g0, g1, a0, a1 = group
+        return AtomicGraph(
+            positions=state.positions[a0:a1].to(dtype),
+            atomic_numbers=state.atomic_numbers[a0:a1], cell=state.cell[g0:g1].to(dtype),
+            pbc=state.pbc[g0:g1], batch=state.batch[a0:a1] - g0, n_atoms=state.n_atoms[g0:g1],
+            edge_index=edge_index - a0, edge_shift=edge_shift, cutoff=self.model.cutoff)
+
+    def _evaluate(self, state: MDState, edge_index: torch.Tensor,
+                  edge_shift: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model outputs for the whole batch, in one call or group by group."""
+        groups = self._group_bounds(state)
+        with torch.enable_grad():
+            if len(groups) == 1:
+                return self.model(self._graph(state, edge_index, edge_shift),
+                                  compute_forces=True, compute_stress=self.compute_stress)
+            atom_bounds = torch.tensor([a for g in groups for a in g[2:]],
+                                       device=edge_index.device)
+            edge_bounds = torch.searchsorted(edge_index[0], atom_bounds).tolist()
+            outs = []
+            for k, group in enumerate(groups):  # edges are sorted by centre atom
+                e0, e1 = edge_bounds[2 * k], edge_bounds[2 * k + 1]
+                graph = self._graph(state, edge_index[:, e0:e1], edge_shift[e0:e1], group)
+                outs.append(self.model(graph, compute_forces=True,
+                                       compute_stress=self.compute_stress))
+        return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
+
+    def _group_bounds(self, state: MDState) -> list[tuple[int, int, int, int]]:
+        """(g0, g1, a0, a1) of each group of whole systems (computed once per batch)."""
+        if self._groups is not None and self._groups[0] is state.batch:
+            return self._groups[1]  # one batch tensor per run (never modified in place)
+        limit, counts = self.max_atoms_per_call, state.n_atoms.tolist()
+        groups, g0, a0, size = [], 0, 0, 0
+        for g, n in enumerate(counts):
+            if limit is not None and size and size + n > limit:
+                groups.append((g0, g, a0, a0 + size))
+                g0, a0, size = g, a0 + size, 0
+            size += n
+        groups.append((g0, len(counts), a0, a0 + size))
+        self._groups = (state.batch, groups)
+        return groups
+
     def __call__(self, state: MDState) -> ForceOutput:
         """Energy, forces, stress and shortest distance per system at ``state.positions``."""
-        positions, cell, batch = state.positions, state.cell, state.batch
-        edge_index, edge_shift = self.neighbors.update(positions, cell, state.pbc, batch)
-        dtype = self.model_dtype
-        graph = AtomicGraph(
-            positions=positions.to(dtype), atomic_numbers=state.atomic_numbers,
-            cell=cell.to(dtype), pbc=state.pbc, batch=batch, n_atoms=state.n_atoms,
-            edge_index=edge_index, edge_shift=edge_shift, cutoff=self.model.cutoff)
-        with torch.enable_grad():
-            out = self.model(graph, compute_forces=True, compute_stress=self.compute_stress)
+        positions, batch = state.positions, state.batch
+        edge_index, edge_shift = self.neighbors.update(positions, state.cell, state.pbc, batch)
+        out = self._evaluate(state, edge_index, edge_shift)
         n_graphs = state.n_graphs
         min_distance = shortest_edges(self.neighbors.edge_distance_sq, edge_index[0], batch,
                                       n_graphs)

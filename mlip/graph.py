@@ -133,10 +133,11 @@ class AtomicGraph:
         if cell.shape[0] == 1:  # one matmul instead of a gathered batch of 3x3 products
             shift = images @ cell[0]
         else:
-            edge_cell = cell[self.batch[i]]  # (n_edges, 3, 3)
+            edge_cell = cell.index_select(0, self.batch.index_select(0, i))  # (n_edges, 3, 3)
             shift = (images[:, 0:1] * edge_cell[:, 0] + images[:, 1:2] * edge_cell[:, 1]
                      + images[:, 2:3] * edge_cell[:, 2])
-        return positions[j] - positions[i] + shift
+        # index_select: the same values as positions[j], a faster gather and backward
+        return positions.index_select(0, j) - positions.index_select(0, i) + shift
 
     # ----------------------------------------------------------------------------- building
     @classmethod

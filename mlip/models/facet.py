@@ -27,6 +27,7 @@ from mlip.graph import AtomicGraph
 from mlip.models.base import Potential
 from mlip.models.registry import register_model
 from mlip.nn.embedding import SpeciesEmbedding
+from mlip.nn.irreps_linear import IrrepsLinear
 from mlip.nn.norm import EquivariantLayerNorm
 from mlip.nn.precision import float64_construction
 from mlip.nn.radial import SplineRadial
@@ -34,6 +35,7 @@ from mlip.nn.readout import ScalarMLP, SpeciesWiseRescale
 from mlip.nn.s2_grid import GridBilinear, GridMLP, exact_product_resolution
 from mlip.nn.s2_mixing import S2MixingLayer
 from mlip.nn.scatter import scatter_sum
+from mlip.nn.uvu_product import UVUTensorProduct
 
 __all__ = ["Facet", "FACET_PRESETS", "FacetLayer", "DEFAULT_GRID_RES"]
 
@@ -71,23 +73,13 @@ class FacetLayer(nn.Module):
         super().__init__()
         self.irreps_in, self.irreps_out = irreps_in, irreps_hidden
         self.neighbor_norm = neighbor_norm
-        self.linear_in = o3.Linear(irreps_in, irreps_in)
-        irreps_mid, instructions = [], []
-        for i, (mul, ir_in) in enumerate(irreps_in):
-            for j, (_, ir_sh) in enumerate(irreps_sh):
-                for ir_out in ir_in * ir_sh:
-                    if ir_out in irreps_hidden:
-                        instructions.append((i, j, len(irreps_mid), "uvu", True))
-                        irreps_mid.append((mul, ir_out))
-        irreps_mid = o3.Irreps(irreps_mid)
-        irreps_sorted, permutation, _ = irreps_mid.sort()
-        instructions = [(i, j, permutation[k], mode, w) for i, j, k, mode, w in instructions]
-        self.conv = o3.TensorProduct(irreps_in, irreps_sh, irreps_sorted, instructions,
-                                     shared_weights=False, internal_weights=False)
+        self.linear_in = IrrepsLinear(irreps_in, irreps_in)
+        self.conv = UVUTensorProduct(irreps_in, irreps_sh, irreps_hidden)
         self.radial = SplineRadial(cutoff, self.conv.weight_numel, num_spline_basis, envelope_p)
-        self.linear_out = o3.Linear(irreps_sorted, irreps_hidden)
+        self.linear_out = IrrepsLinear(self.conv.irreps_out, irreps_hidden,
+                                       in_columns=self.conv.columns)
         self.mixer = mixer
-        self.residual = o3.Linear(irreps_in, irreps_hidden)
+        self.residual = IrrepsLinear(irreps_in, irreps_hidden)
         self.norm = EquivariantLayerNorm(irreps_hidden, scale_init=residual_init)
 
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor,
@@ -101,7 +93,7 @@ class FacetLayer(nn.Module):
         Returns:
             (n_atoms, irreps_hidden.dim) updated features.
         """
-        weights = self.radial(edge_length)  # (n_edges, weight_numel)
+        weights = self.radial(edge_length, self.conv.weight_index)  # (n_edges, n_messages)
         messages = self.conv(self.linear_in(h)[edge_index[1]], edge_sh, weights)
         m = scatter_sum(messages, edge_index[0], h.shape[0]) / self.neighbor_norm
         v = self.mixer(self.linear_out(m))

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from mlip.neighbors.grid import Grid
+from mlip.neighbors.grid_numba import bin_systems
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _bin_sort(atom_bin: np.ndarray, n_bins_total: int) -> tuple[np.ndarray, np.ndarray]:
     """Stable counting sort: (bin_start (n_bins + 1,), order (n_atoms,)) by global bin."""
     start = np.zeros(n_bins_total + 1, dtype=np.int64)
@@ -32,7 +33,7 @@ def _bin_sort(atom_bin: np.ndarray, n_bins_total: int) -> tuple[np.ndarray, np.n
     return start, order
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _wrap_axis(t: int, n: int, periodic: bool) -> tuple[int, int, bool]:
     """(bin, image shift, valid) of bin coordinate ``t`` along an axis with ``n`` bins."""
     if periodic:
@@ -41,7 +42,7 @@ def _wrap_axis(t: int, n: int, periodic: bool) -> tuple[int, int, bool]:
     return t, 0, 0 <= t < n
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _search(wrapped, images, bins, batch, cell, pbc, n_bins, reach, bin_offset,
             n_bins_total, cutoff, out_i, out_j, out_s):
     """Write the pairs with |D| < cutoff into ``out_*`` while they fit; return how many exist.
@@ -96,21 +97,60 @@ def _search(wrapped, images, bins, batch, cell, pbc, n_bins, reach, bin_offset,
     return used
 
 
-def estimate_pairs(grid: Grid, counts: torch.Tensor, cutoff: float) -> int:
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _estimate_pairs(extent: np.ndarray, counts: np.ndarray, cutoff: float) -> int:
     """A generous guess of the number of pairs, used to size the output buffers.
 
     Args:
-        grid: the bin layout. counts: (n_graphs,) int64 atoms per system. cutoff: Å.
+        extent: (n_graphs, 3) Å binned lengths. counts: (n_graphs,) int64 atoms per system.
     """
-    box = grid.extent.clamp_min(cutoff).prod(dim=1)  # (n_graphs,) Å³
-    n = counts.to(torch.float64)
-    per_atom = 1.5 * n * (4.0 / 3.0 * torch.pi * cutoff**3) / box + n.clamp_max(64)
-    return int((n * per_atom).sum()) + 16
+    total = 0.0
+    ball = 4.0 / 3.0 * np.pi * cutoff**3
+    for g in range(counts.shape[0]):
+        box = max(extent[g, 0], cutoff) * max(extent[g, 1], cutoff) * max(extent[g, 2], cutoff)
+        n = float(counts[g])
+        total += n * (1.5 * n * ball / box + min(n, 64.0))
+    return int(total) + 16
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _search_all(wrapped, images, bins, batch, cell, pbc, n_bins, reach, bin_offset,
+                n_bins_total, cutoff, capacity):
+    """Every pair, in buffers of ``capacity`` grown once to the exact size when too small."""
+    capacity = max(capacity, 1)
+    while True:
+        i, j = np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64)
+        S = np.empty((capacity, 3), dtype=np.int64)
+        total = _search(wrapped, images, bins, batch, cell, pbc, n_bins, reach, bin_offset,
+                        n_bins_total, cutoff, i, j, S)
+        if total <= capacity:
+            return i[:total], j[:total], S[:total]
+        capacity = total  # the buffers were too small: search again with room for every pair
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def pairs_of_batch(pos, cell, pbc, batch, cutoff):
+    """Bin and search a validated CPU batch in one compiled call.
+
+    Args:
+        pos: (n_atoms, 3) Å float64. cell: (n_graphs, 3, 3) Å float64. pbc: (n_graphs, 3) bool.
+        batch: (n_atoms,) int64 sorted system index. cutoff: Å.
+
+    Returns:
+        i, j: (n_edges,) int64; S: (n_edges, 3) int64, sorted by i (numpy arrays).
+    """
+    counts = np.zeros(cell.shape[0], dtype=np.int64)
+    for a in range(batch.shape[0]):
+        counts[batch[a]] += 1
+    wrapped, images, bins, n_bins, reach, bin_offset, n_bins_total, extent = bin_systems(
+        pos, cell, pbc, batch, counts, cutoff)
+    return _search_all(wrapped, images, bins, batch, cell, pbc, n_bins, reach, bin_offset,
+                       n_bins_total, cutoff, _estimate_pairs(extent, counts, cutoff))
 
 
 def search_pairs_numba(grid: Grid, batch: torch.Tensor, cutoff: float,
                        capacity: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pairs of a binned CPU batch.
+    """Pairs of a batch binned by :func:`mlip.neighbors.grid.build_grid` (CPU tensors).
 
     Args:
         grid: the bin layout (CPU tensors). batch: (n_atoms,) int64. cutoff: Å.
@@ -120,14 +160,8 @@ def search_pairs_numba(grid: Grid, batch: torch.Tensor, cutoff: float,
         i, j: (n_edges,) int64; S: (n_edges, 3) int64, sorted by i.
     """
     bins = torch.cat([grid.bins, grid.atom_bin[:, None]], dim=1).numpy()
-    args = (grid.wrapped.numpy(), grid.images.numpy(), bins, batch.numpy(), grid.cell.numpy(),
-            grid.pbc.numpy(), grid.n_bins.numpy(), grid.reach.numpy(), grid.bin_offset.numpy(),
-            grid.n_bins_total, float(cutoff))
-    capacity = max(int(capacity), 1)
-    while True:
-        i, j = np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64)
-        S = np.empty((capacity, 3), dtype=np.int64)
-        total = _search(*args, i, j, S)
-        if total <= capacity:
-            return tuple(torch.from_numpy(x[:total]) for x in (i, j, S))
-        capacity = total  # the buffers were too small: search again with room for every pair
+    pairs = _search_all(grid.wrapped.numpy(), grid.images.numpy(), bins, batch.numpy(),
+                        grid.cell.numpy(), grid.pbc.numpy(), grid.n_bins.numpy(),
+                        grid.reach.numpy(), grid.bin_offset.numpy(), grid.n_bins_total,
+                        float(cutoff), int(capacity))
+    return tuple(torch.from_numpy(x) for x in pairs)

@@ -1,7 +1,7 @@
 """Bin layout shared by the cell-list backends: wrapping, bin sizes and search ranges.
 
 Every system gets a *binning frame* ``F`` (3, 3): its rows are the cell rows along periodic
-axes and unit vectors orthogonal to them along non-periodic axes (the cell rows there play no
+axes and vectors orthogonal to them along non-periodic axes (the cell rows there play no
 role in the ``ijS`` convention). Fractional coordinates ``u = r @ inv(F)`` are wrapped into
 ``[0, 1)`` along periodic axes (``n = floor(u)`` image counts are remembered so that shifts are
 reported relative to the positions as given) and binned over the bounding box of the atoms along
@@ -55,9 +55,21 @@ class Grid:
     extent: torch.Tensor
 
 
-def _normalize(v: torch.Tensor) -> torch.Tensor:
-    """Unit vectors along the last axis; zero vectors stay zero. v: (..., 3)."""
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a × b`` along the last axis, a, b: (..., 3).
+
+    Written as separate products and differences (``torch.linalg.cross`` may fuse them into
+    multiply-adds) so that :mod:`mlip.neighbors.grid_numba` reproduces it bit for bit.
+    """
+    a0, a1, a2 = a.unbind(-1)
+    b0, b1, b2 = b.unbind(-1)
+    return torch.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], dim=-1)
+
+
+def _length(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean length along the last axis, ``sqrt((x² + y²) + z²)``. v: (..., 3) -> (...)."""
+    x, y, z = v.unbind(-1)
+    return torch.sqrt(x * x + y * y + z * z)
 
 
 def row_times_matrix(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -73,7 +85,11 @@ def row_times_matrix(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 def binning_frame(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
-    """Cell rows on periodic axes, an orthonormal completion on the others.
+    """Cell rows on periodic axes, an orthogonal completion on the others.
+
+    The completion rows are cross products, not unit vectors: no square root enters the
+    fractional coordinates, so :mod:`mlip.neighbors.grid_numba` reproduces them bit for bit
+    (torch's vectorised float64 ``sqrt`` is not always correctly rounded).
 
     Args:
         cell: (n_graphs, 3, 3) Å float64, rows lattice vectors. pbc: (n_graphs, 3) bool.
@@ -86,19 +102,19 @@ def binning_frame(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
     if not bool(pbc.any()):
         return torch.eye(3, dtype=cell.dtype, device=cell.device).expand_as(cell)
     n_periodic = pbc.sum(dim=1)  # (n_graphs,)
-    rolled = [torch.linalg.cross(cell[:, (k + 1) % 3], cell[:, (k + 2) % 3]) for k in range(3)]
+    rolled = [_cross(cell[:, (k + 1) % 3], cell[:, (k + 2) % 3]) for k in range(3)]
     # one periodic axis p with row a: two unit vectors orthogonal to a and to each other
     a = (cell * pbc[:, :, None]).sum(dim=1)  # (n_graphs, 3)
     e = torch.nn.functional.one_hot(a.abs().argmin(dim=1), 3).to(cell.dtype)
-    u = _normalize(torch.linalg.cross(a, e))
-    v = _normalize(torch.linalg.cross(a, u))
+    u = _cross(a, e)
+    v = _cross(a, u)
     p = pbc.to(torch.long).argmax(dim=1)  # (n_graphs,)
     eye = torch.eye(3, dtype=cell.dtype, device=cell.device)
     rows = []
     for k in range(3):
         one_axis = torch.where(((p + 1) % 3 == k)[:, None], u, v)
         row = torch.where((n_periodic == 1)[:, None], one_axis, eye[k].expand_as(u))
-        row = torch.where((n_periodic == 2)[:, None], _normalize(rolled[k]), row)
+        row = torch.where((n_periodic == 2)[:, None], rolled[k], row)
         rows.append(torch.where(pbc[:, k, None], cell[:, k], row))
     return torch.stack(rows, dim=1)
 
@@ -112,11 +128,12 @@ def frame_geometry(frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         inverse: (n_graphs, 3, 3), ``frame @ inverse = 1``; heights: (n_graphs, 3) Å.
     """
-    crosses = torch.stack([torch.linalg.cross(frame[:, (k + 1) % 3], frame[:, (k + 2) % 3])
-                           for k in range(3)], dim=2)  # (n_graphs, 3, 3), column k
-    det = (frame[:, 0] * crosses[:, :, 0]).sum(dim=1)  # (n_graphs,)
-    inverse = crosses / det[:, None, None]
-    heights = det.abs()[:, None] / crosses.norm(dim=1)
+    rows = torch.stack([_cross(frame[:, (k + 1) % 3], frame[:, (k + 2) % 3])
+                        for k in range(3)], dim=1)  # (n_graphs, 3, 3), row k
+    f, c = frame[:, 0], rows[:, 0]
+    det = f[:, 0] * c[:, 0] + f[:, 1] * c[:, 1] + f[:, 2] * c[:, 2]  # (n_graphs,)
+    inverse = rows.transpose(1, 2) / det[:, None, None]
+    heights = det.abs()[:, None] / _length(rows)
     return inverse, heights
 
 

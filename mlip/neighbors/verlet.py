@@ -197,8 +197,9 @@ class VerletList:
                 batch: torch.Tensor, stale: torch.Tensor) -> None:
         """Replace the candidates of the stale systems by a fresh search of those systems.
 
-        Candidates stay sorted by centre atom: the atoms of one system are contiguous, so the
-        kept and the new candidates (disjoint centres, each list sorted) are merged by rank.
+        Candidates are sorted by centre atom and the atoms of a system are contiguous, so each
+        system owns one contiguous block of the list (old and new); the blocks of the stale
+        systems are swapped with one concatenation per cached array.
         """
         index = torch.nonzero(stale[batch]).flatten()  # (n_stale_atoms,) global atom indices
         sub_batch = (torch.cumsum(stale.to(torch.long), 0) - 1)[batch[index]]
@@ -207,23 +208,27 @@ class VerletList:
         widest = torch.where(sub_pbc, torch.ceil((self.cutoff + self.skin) / heights), 0.0)
         i, j, S = neighbor_list(sub_pos, sub_cell, sub_pbc, self.cutoff + self.skin, sub_batch,
                                 **self.options)
-        i, j = index.index_select(0, i), index.index_select(0, j)
+        new = _derive(_Cache(sub_pos, sub_cell, sub_pbc, batch, images, widest,
+                             index.index_select(0, i), index.index_select(0, j), S))
         c = self._cache
-        kept = torch.nonzero(~stale[c.system]).flatten()  # candidates of systems that stay
-        kept_i = c.i.index_select(0, kept)
-        order = torch.empty(kept.shape[0] + i.shape[0], dtype=torch.long, device=i.device)
-        order[torch.arange(kept.shape[0], device=i.device)
-              + torch.searchsorted(i, kept_i)] = torch.arange(kept.shape[0], device=i.device)
-        order[torch.arange(i.shape[0], device=i.device) + torch.searchsorted(kept_i, i)] = (
-            kept.shape[0] + torch.arange(i.shape[0], device=i.device))
-        c.i = torch.cat([kept_i, i]).index_select(0, order)
-        c.j = torch.cat([c.j.index_select(0, kept), j]).index_select(0, order)
-        c.shift = torch.cat([c.shift.index_select(0, kept), S]).index_select(0, order)
+        counts = torch.bincount(batch, minlength=stale.shape[0])
+        first = (torch.cumsum(counts, 0) - counts)[stale]  # (n_stale,) first atom of each
+        edges = torch.stack([first, first + counts[stale]]).flatten()  # atom block bounds
+        old_bounds = torch.searchsorted(c.i, edges).view(2, -1).T.tolist()
+        new_bounds = torch.searchsorted(new.i, edges).view(2, -1).T.tolist()
+        for name, dim in (("pairs", 1), ("shift", 0), ("shift64", 0), ("system", 0)):
+            old_array, new_array, pieces, done = getattr(c, name), getattr(new, name), [], 0
+            for (old_lo, old_hi), (new_lo, new_hi) in zip(old_bounds, new_bounds):
+                pieces += [old_array.narrow(dim, done, old_lo - done),
+                           new_array.narrow(dim, new_lo, new_hi - new_lo)]
+                done = old_hi
+            pieces.append(old_array.narrow(dim, done, old_array.shape[dim] - done))
+            setattr(c, name, torch.cat(pieces, dim))
+        c.i, c.j = c.pairs[0], c.pairs[1]
         c.positions.index_copy_(0, index, sub_pos)
         c.images.index_copy_(0, index, images)
         c.cell[stale] = sub_cell
         c.widest_shift[stale] = widest
-        _derive(c)
 
     def _filter(self, positions: torch.Tensor,
                 cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,6 +252,7 @@ class VerletList:
 def _derive(c: _Cache) -> _Cache:
     """Fill the fields of ``c`` that :meth:`VerletList._filter` reads (once per build)."""
     c.pairs = torch.stack([c.i, c.j])
+    c.i, c.j = c.pairs[0], c.pairs[1]  # views: one array to splice
     c.shift64 = c.shift.to(torch.float64)
     c.system = c.batch[c.i]
     c.periodic = bool(c.pbc.any())

@@ -129,7 +129,16 @@ class SplineRadial(nn.Module):
         self.envelope_p = envelope_p
         self.control = nn.Parameter(torch.randn(num_basis, num_out))
 
-    def forward(self, r: torch.Tensor) -> torch.Tensor:
-        """Args: r: (n_edges,) Å. Returns: (n_edges, num_out) dimensionless."""
+    def forward(self, r: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """Args:
+            r: (n_edges,) Å.
+            columns: optional (n_cols,) int64 output functions to return (repeats allowed),
+                e.g. :attr:`mlip.nn.uvu_product.UVUTensorProduct.weight_index`; selecting
+                control columns is cheaper than expanding the (n_edges, num_out) output.
+
+        Returns:
+            (n_edges, num_out) or (n_edges, n_cols), dimensionless.
+        """
         envelope = polynomial_envelope(r, self.cutoff, self.envelope_p)  # (n_edges,)
-        return (self.basis(r) * envelope[:, None]) @ self.control
+        control = self.control if columns is None else self.control[:, columns]
+        return (self.basis(r) * envelope[:, None]) @ control

@@ -7,9 +7,10 @@ from e3nn import o3
 from torch import nn
 
 from mlip.errors import ConfigError
+from mlip.nn.irreps_linear import IrrepsLinear
 from mlip.nn.s2_grid import S2Grid
 
-__all__ = ["S2MixingLayer", "sh_parity_irreps"]
+__all__ = ["S2MixingLayer", "sh_parity_irreps", "component_major_columns"]
 
 
 def sh_parity_irreps(channels: int, lmax: int) -> o3.Irreps:
@@ -17,22 +18,11 @@ def sh_parity_irreps(channels: int, lmax: int) -> o3.Irreps:
     return o3.Irreps([(channels, (deg, (-1) ** deg)) for deg in range(lmax + 1)])
 
 
-def _to_component_major(x: torch.Tensor, channels: int, lmax: int) -> torch.Tensor:
-    """(n, irreps.dim) e3nn layout of ``sh_parity_irreps`` → (n, n_sph, channels)."""
-    blocks, start = [], 0
-    for deg in range(lmax + 1):
-        width = channels * (2 * deg + 1)
-        block = x[:, start:start + width].reshape(-1, channels, 2 * deg + 1)
-        blocks.append(block.transpose(1, 2))
-        start += width
-    return torch.cat(blocks, dim=1)
-
-
-def _from_component_major(x: torch.Tensor, lmax: int) -> torch.Tensor:
-    """(n, n_sph, channels) → (n, irreps.dim) e3nn layout of ``sh_parity_irreps``."""
-    n, _, channels = x.shape
-    return torch.cat([x[:, deg * deg:(deg + 1) ** 2].transpose(1, 2).reshape(n, -1)
-                      for deg in range(lmax + 1)], dim=1)
+def component_major_columns(channels: int, lmax: int) -> list[int]:
+    """The e3nn column of ``sh_parity_irreps(channels, lmax)`` behind each entry of its
+    component-major layout (n_sph, channels), flattened: index (l² + l + m) · channels + u."""
+    return [deg * deg * channels + u * (2 * deg + 1) + m
+            for deg in range(lmax + 1) for m in range(2 * deg + 1) for u in range(channels)]
 
 
 class S2MixingLayer(nn.Module):
@@ -69,18 +59,23 @@ class S2MixingLayer(nn.Module):
                               f"{self.irreps_in}")
         self.lmax, self.channels = lmax, channels
         irreps_grid = sh_parity_irreps(channels, lmax)
-        self.scalar_slices = [s for (_, ir), s in zip(self.irreps_in, self.irreps_in.slices())
-                              if ir == o3.Irrep("0e")]
-        n_scalars = sum(s.stop - s.start for s in self.scalar_slices)
-        self.up = o3.Linear(self.irreps_in, irreps_grid)
+        scalar_columns = [c for (_, ir), sl in zip(self.irreps_in, self.irreps_in.slices())
+                          if ir == o3.Irrep("0e") for c in range(sl.start, sl.stop)]
+        grid_columns = component_major_columns(channels, lmax)
+        # ``up`` writes, and ``down`` reads, the grid functions in component-major order; ``down``
+        # also reads x itself, of which it uses only the 0e columns (the others map to -1)
+        x_columns = [irreps_grid.dim + scalar_columns.index(c) if c in scalar_columns else -1
+                     for c in range(self.irreps_in.dim)]
+        self.up = IrrepsLinear(self.irreps_in, irreps_grid, out_columns=grid_columns)
         self.grid = S2Grid(lmax, res_beta, res_alpha, normalization)
         self.pointwise = pointwise
-        self.down = o3.Linear(irreps_grid + o3.Irreps(f"{n_scalars}x0e"), self.irreps_out)
+        self.down = IrrepsLinear(irreps_grid + o3.Irreps(f"{len(scalar_columns)}x0e"),
+                                 self.irreps_out, in_columns=grid_columns + x_columns)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (n_atoms, irreps_in.dim). Returns: (n_atoms, irreps_out.dim)."""
-        up = _to_component_major(self.up(x), self.channels, self.lmax)  # (n_atoms, n_sph, U)
+        n_sph = (self.lmax + 1) ** 2
+        up = self.up(x).reshape(-1, n_sph, self.channels)  # (n_atoms, n_sph, U)
         values = self.pointwise(self.grid.to_grid(up))  # (n_atoms, G, U)
-        mixed = _from_component_major(self.grid.from_grid(values), self.lmax)
-        scalars = [x[:, s] for s in self.scalar_slices]
-        return self.down(torch.cat([mixed, *scalars], dim=1))
+        mixed = self.grid.from_grid(values).reshape(-1, n_sph * self.channels)
+        return self.down(torch.cat([mixed, x], dim=1))

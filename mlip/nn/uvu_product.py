@@ -4,10 +4,12 @@ The convolution of NequIP-style models couples each channel u of a neighbour's f
 the edge spherical harmonics, m_{u,k} = w_{p,u} Σ_{i,j} C^p_{ijk} x_{u,i} Y_j, one path p per
 allowed (l_in, l_sh → l_out), with per-edge weights w. ``o3.TensorProduct`` evaluates one einsum
 per path; :class:`UVUTensorProduct` evaluates all paths that share an input block with one
-outer product and one matmul against a stacked CG matrix, so the op count (which sets the CPU
-cost of a force-trained step, every op being differentiated twice) no longer grows with the
-number of paths. Values equal e3nn's ``TensorProduct(..., "uvu", shared_weights=False)`` with
-its default component/element normalisation.
+batched matmul against stacked CG matrices, so the op count (which sets the CPU cost of a
+force-trained step, every op being differentiated twice) no longer grows with the number of
+paths. The harmonics are contracted with the CG tables first, (C·Y)_{e,ik}, so
+the per-edge work is one batched (U × d_in)·(d_in × K) product per block. Values equal
+e3nn's ``TensorProduct(..., "uvu", shared_weights=False)`` with its default
+component/element normalisation.
 """
 
 from __future__ import annotations
@@ -52,19 +54,18 @@ class UVUTensorProduct(nn.Module):
         irreps_mid = o3.Irreps([(self.irreps_in[i].mul, ir) for i, _, ir in self.instructions])
         self.irreps_out, sort_permutation, _ = irreps_mid.sort()
         self.weight_numel = irreps_mid.num_irreps
-        self.blocks: list[tuple[int, int, int]] = []  # (start, mul, dim) of each input block
+        self.blocks: list[tuple[int, int, int, int]] = []  # (start, mul, dim_in, K_b) per block
         sorted_slices = self.irreps_out.slices()
         offsets = [0]
         for i, _, _ in self.instructions:
             offsets.append(offsets[-1] + self.irreps_in[i].mul)  # e3nn flat weights per path
-        columns, weight_index = [], []
+        columns, weight_index, cgs = [], [], []
         for b, ((mul, ir_in), section) in enumerate(zip(self.irreps_in, self.irreps_in.slices())):
             paths = [k for k, (i, _, _) in enumerate(self.instructions) if i == b]
             if not paths:
                 continue
-            self.register_buffer(f"cg{len(self.blocks)}", self._stacked_cg(paths),
-                                 persistent=False)
-            self.blocks.append((section.start, mul, ir_in.dim))
+            cgs.append(self._stacked_cg(paths))  # (n_sph, dim_in · K_b)
+            self.blocks.append((section.start, mul, ir_in.dim, cgs[-1].shape[1] // ir_in.dim))
             for u in range(mul):
                 for k in paths:
                     dim = self.instructions[k][2].dim
@@ -72,24 +73,24 @@ class UVUTensorProduct(nn.Module):
                     columns.extend(range(start, start + dim))
                     weight_index.extend([offsets[k] + u] * dim)
         self.columns = columns
+        self.register_buffer("cg", torch.cat(cgs, dim=1), persistent=False)
         self.register_buffer("weight_index", torch.tensor(weight_index, dtype=torch.long),
                              persistent=False)
 
     def _stacked_cg(self, paths: list[int]) -> torch.Tensor:
-        """((2 l_in + 1) · n_sph, K_b): the CG matrices of ``paths`` side by side, each scaled
-        by e3nn's path weight sqrt(2 l_out + 1) (one path per output, multiplicity-1 Y)."""
+        """(n_sph, (2 l_in + 1) · K_b): C[j, (i, k)] of ``paths`` side by side along k, each
+        scaled by e3nn's path weight sqrt(2 l_out + 1) (one path per output, multiplicity-1 Y)."""
         i = self.instructions[paths[0]][0]
         dim_in, n_sph = self.irreps_in[i].ir.dim, self.irreps_sh.dim
         blocks = []
         for k in paths:
             _, j, ir_out = self.instructions[k]
-            l_sh = self.irreps_sh[j].ir.l
-            w3j = o3.wigner_3j(self.irreps_in[i].ir.l, l_sh, ir_out.l, dtype=torch.float64)
-            full = torch.zeros(dim_in, n_sph, ir_out.dim, dtype=torch.float64)
-            sh_slice = self.irreps_sh.slices()[j]
-            full[:, sh_slice] = math.sqrt(ir_out.dim) * w3j
-            blocks.append(full.reshape(dim_in * n_sph, ir_out.dim))
-        return torch.cat(blocks, dim=1).to(torch.get_default_dtype())
+            w3j = o3.wigner_3j(self.irreps_in[i].ir.l, self.irreps_sh[j].ir.l, ir_out.l,
+                               dtype=torch.float64)  # (dim_in, dim_sh, dim_out)
+            full = torch.zeros(n_sph, dim_in, ir_out.dim, dtype=torch.float64)
+            full[self.irreps_sh.slices()[j]] = math.sqrt(ir_out.dim) * w3j.transpose(0, 1)
+            blocks.append(full)
+        return torch.cat(blocks, dim=2).reshape(n_sph, -1).to(torch.get_default_dtype())
 
     def forward(self, x: torch.Tensor, sh: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Args:
@@ -101,10 +102,14 @@ class UVUTensorProduct(nn.Module):
         Returns:
             (n_edges, len(columns)) messages in the block layout.
         """
-        n_edges, n_sph = sh.shape
-        out = []
-        for b, (start, mul, dim) in enumerate(self.blocks):
-            xb = x[:, start:start + mul * dim].reshape(n_edges, mul, dim, 1)
-            outer = (xb * sh[:, None, None, :]).reshape(n_edges, mul, dim * n_sph)
-            out.append((outer @ getattr(self, f"cg{b}")).reshape(n_edges, -1))
+        n_edges = sh.shape[0]
+        coupling = sh @ self.cg  # (n_edges, Σ_b dim_in · K_b): Y contracted with every CG
+        out, offset = [], 0
+        for start, mul, dim, k_b in self.blocks:
+            xb = x[:, start:start + mul * dim].reshape(n_edges, mul, dim)
+            cb = coupling[:, offset:offset + dim * k_b].reshape(n_edges, dim, k_b)
+            # Σ_i x_ui (C·Y)_ik; for scalar inputs a broadcast product beats a bmm of rank 1
+            product = xb * cb if dim == 1 else torch.bmm(xb, cb)
+            out.append(product.reshape(n_edges, mul * k_b))
+            offset += dim * k_b
         return torch.cat(out, dim=1) * weights

@@ -76,3 +76,27 @@ def test_batch_equals_single_systems(lj_model, cu32):
         singles = [nve_step(s, ForceField(lj_model), dt=2.0 * units.fs) for s in singles]
     expected = torch.cat([s.positions for s in singles])
     torch.testing.assert_close(batched.positions, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("max_atoms", [None, 40, 1])
+def test_model_evaluated_in_groups_of_systems_gives_the_same_run(lj_model, cu32, max_atoms):
+    """max_atoms_per_call splits the model call by whole systems (40: {32, 5}, {32}; 1: one
+    system per call) without changing any system's energy, forces, stress or trajectory."""
+    small = cu32[:5]
+    small.pbc = False
+    other = cu32.copy()
+    other.rattle(0.05, seed=7)
+    systems = [_thermalised(cu32.copy(), 500.0, 1), small, _thermalised(other, 300.0, 2)]
+    reference = ForceField(lj_model, compute_stress=True)
+    grouped = ForceField(lj_model, compute_stress=True, max_atoms_per_call=max_atoms)
+    state = state_from_atoms(systems)
+    expected, got = reference(state), grouped(state)
+    for name in ("energy", "forces", "stress", "min_distance"):
+        torch.testing.assert_close(getattr(got, name), getattr(expected, name), rtol=0,
+                                   atol=1e-12, equal_nan=True)
+    groups = grouped._group_bounds(state)
+    assert len(groups) == {None: 1, 40: 2, 1: 3}[max_atoms]
+    a, b = nve_init(state, reference), nve_init(state, grouped)
+    for _ in range(5):
+        a, b = nve_step(a, reference, dt=2.0 * units.fs), nve_step(b, grouped, dt=2.0 * units.fs)
+    torch.testing.assert_close(b.positions, a.positions, rtol=0, atol=1e-12)

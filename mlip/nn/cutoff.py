@@ -17,8 +17,8 @@ def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int = 6) -> torch.Ten
         (...) envelope values in [0, 1].
     """
     u = r / cutoff
-    f = (1.0 - 0.5 * (p + 1) * (p + 2) * u.pow(p) + p * (p + 2) * u.pow(p + 1)
-         - 0.5 * p * (p + 1) * u.pow(p + 2))
+    # Horner form: one power and three multiply-adds instead of three powers
+    f = 1.0 + u.pow(p) * (-0.5 * (p + 1) * (p + 2) + u * (p * (p + 2) - 0.5 * p * (p + 1) * u))
     return torch.where(u < 1.0, f, torch.zeros_like(f))
 
 

@@ -42,7 +42,7 @@ def normalize_inputs(
     """
     cell, pbc, batch = _check_layout(positions, cell, pbc, cutoff, batch)
     if positions.device.type == "cpu":
-        pos, cell64, pbc, batch = cpu_arrays(positions, cell, pbc, batch)
+        pos, cell64, pbc, batch = _cpu_arrays(positions, cell, pbc, batch)
         _raise_for(_scan_values(pos, cell64, pbc, batch), pos, cell64, pbc)
         return positions, cell, torch.from_numpy(pbc), torch.from_numpy(batch)
     _check_values_torch(positions, cell, pbc, batch)
@@ -59,19 +59,23 @@ def normalize_arrays(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Ten
         bool; batch (n_atoms,) int64 (views of the inputs where no conversion was needed).
     """
     cell, pbc, batch = _check_layout(positions, cell, pbc, cutoff, batch)
-    arrays = cpu_arrays(positions, cell, pbc, batch)
+    arrays = _cpu_arrays(positions, cell, pbc, batch)
     _raise_for(_scan_values(*arrays), *arrays[:3])
     return arrays
 
 
-def cpu_arrays(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
+def _cpu_arrays(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
                batch: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Float64/bool/int64 numpy views (or converted copies) of batched CPU inputs."""
-    pos = positions.detach().to(torch.float64).numpy()
+    """Contiguous float64/bool/int64 numpy views (or converted copies) of batched CPU inputs.
+
+    Contiguity keeps the compiled functions at one specialisation each (no recompiling for
+    sliced or expanded inputs).
+    """
+    pos = np.ascontiguousarray(positions.detach().to(torch.float64).numpy())
     batch = (np.zeros(pos.shape[0], dtype=np.int64) if batch is None
-             else batch.detach().to(torch.long).numpy())
-    return (pos, cell.detach().to(torch.float64).numpy(), pbc.detach().to(torch.bool).numpy(),
-            batch)
+             else np.ascontiguousarray(batch.detach().to(torch.long).numpy()))
+    return (pos, np.ascontiguousarray(cell.detach().to(torch.float64).numpy()),
+            np.ascontiguousarray(pbc.detach().to(torch.bool).numpy()), batch)
 
 
 def _check_layout(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float,
@@ -174,11 +178,13 @@ def _raise_for(problem: int, pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray)
 
 
 def _raise_non_finite(idx: list[int]) -> None:
+    """Raise for the atoms ``idx`` with NaN/inf positions (the first 20 are named)."""
     raise InvalidStructureError(f"non-finite (NaN/inf) positions for atoms {idx[:20]}"
                                 + (" ..." if len(idx) > 20 else ""))
 
 
 def _raise_singular(g: int, pbc: list, cell: list) -> None:
+    """Raise for system ``g`` whose periodic cell rows are degenerate."""
     raise InvalidStructureError(
         f"system {g}: cell is singular along its periodic directions (pbc={pbc}, cell={cell})")
 
@@ -193,7 +199,7 @@ def _check_values_torch(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.
     bad = ~torch.isfinite(positions).all(dim=1)
     if bool(bad.any()):
         _raise_non_finite(torch.nonzero(bad).flatten().tolist())
-    check_cells(cell, pbc.to(torch.bool))
+    _check_cells_torch(cell, pbc.to(torch.bool))
 
 
 def check_cells(cell: torch.Tensor, pbc: torch.Tensor) -> None:
@@ -202,12 +208,17 @@ def check_cells(cell: torch.Tensor, pbc: torch.Tensor) -> None:
     Args:
         cell: (n_graphs, 3, 3) Å. pbc: (n_graphs, 3) bool.
     """
-    if cell.device.type == "cpu":
-        c64, flags = cell.detach().to(torch.float64).numpy(), pbc.detach().to(torch.bool).numpy()
-        empty = np.zeros((0, 3))
-        _raise_for(_scan_values(empty, c64, flags, np.zeros(0, dtype=np.int64)), empty, c64,
-                   flags)
+    if cell.device.type != "cpu":
+        _check_cells_torch(cell, pbc)
         return
+    c64 = np.ascontiguousarray(cell.detach().to(torch.float64).numpy())
+    flags = np.ascontiguousarray(pbc.detach().to(torch.bool).numpy())
+    empty = np.zeros((0, 3))
+    _raise_for(_scan_values(empty, c64, flags, np.zeros(0, dtype=np.int64)), empty, c64, flags)
+
+
+def _check_cells_torch(cell: torch.Tensor, pbc: torch.Tensor) -> None:
+    """:func:`check_cells` with torch operations (non-CPU devices)."""
     if not bool(torch.isfinite(cell).all()):
         raise InvalidStructureError("cell contains non-finite values")
     c64 = cell.detach().to(torch.float64)

@@ -21,7 +21,7 @@ BINS_PER_CUTOFF = 1
 # At most this many bins per atom (plus one) in a system; sparse systems get wider bins.
 MAX_BINS_PER_ATOM = 2
 # Relative safety margin on the search range against rounding in the fractional coordinates.
-_MARGIN = 1e-10
+SEARCH_MARGIN = 1e-10
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def build_grid(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
     cap = (MAX_BINS_PER_ATOM * counts + 1)[:, None].to(torch.float64)
     n_bins = torch.floor(torch.minimum(length * BINS_PER_CUTOFF / cutoff, cap)).to(torch.long)
     n_bins = _cap_bins(n_bins.clamp_min(1), counts)
-    reach = torch.ceil(cutoff * n_bins / length * (1 + _MARGIN))
+    reach = torch.ceil(cutoff * n_bins / length * (1 + SEARCH_MARGIN))
     reach = torch.where(pbc, reach, torch.minimum(reach, (n_bins - 1).to(reach.dtype)))
     reach = reach.to(torch.long)  # a zero-width non-periodic span has one bin and reach 0
     origin = torch.where(pbc, torch.zeros_like(low), low)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from mlip.neighbors.grid import _MARGIN, BINS_PER_CUTOFF, MAX_BINS_PER_ATOM
+from mlip.neighbors.grid import BINS_PER_CUTOFF, MAX_BINS_PER_ATOM, SEARCH_MARGIN
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -101,7 +101,7 @@ def _bins_per_axis(length, pbc, counts, cutoff):
         for k in range(3):
             # torch promotes ``cutoff * n_bins`` (float * int64) to float32
             product = np.float64(np.float32(cutoff) * np.float32(n_bins[g, k]))
-            r = np.ceil(product / length[g, k] * (1 + _MARGIN))
+            r = np.ceil(product / length[g, k] * (1 + SEARCH_MARGIN))
             if not pbc[g, k]:
                 r = min(r, float(n_bins[g, k] - 1))
             reach[g, k] = int(r)

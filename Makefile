@@ -21,6 +21,7 @@ demo: install
 	$(VENV)/bin/mlip demo
 
 test: install
+	$(VENV)/bin/ruff check mlip calculators data md tests benchmarks examples
 	$(PY) -m pytest -q
 
 test-all: install

@@ -33,6 +33,11 @@ MLIP_CASES: dict[str, tuple[str, dict]] = {
                                              sh_lmax=3, num_layers=2)),
     "facet 128x0e+64x1o+32x2e L2 (paper)": ("facet", dict(cutoff=CUTOFF)),
     "facet-s": ("facet", dict(cutoff=CUTOFF, preset="facet-s")),
+    "tdn L2 C64 (cp)": ("tdn", dict(cutoff=CUTOFF, lmax=2, channels=64, num_blocks=2, num_heads=4)),
+    "equiformer_v3 L2 C64 mmax2": ("equiformer_v3", dict(
+        cutoff=CUTOFF, num_layers=2, channels=64, lmax=2, mmax=2, num_heads=4, attn_hidden=32,
+        attn_alpha_channels=16, attn_value_channels=16, ffn_hidden=128, num_rbf=16,
+        edge_channels=32)),
 }
 MACE_CASES: dict[str, dict] = {
     "mace 128x0e L3": dict(hidden_irreps="128x0e", max_ell=3, correlation=3, num_interactions=2),
@@ -42,7 +47,9 @@ MACE_CASES: dict[str, dict] = {
 #: (ours, peer) rows whose throughput ratio is reported.
 PAIRS = [("facet 128x0e+128x1o L3", "mace 128x0e+128x1o L3"),
          ("facet 128x0e+64x1o+32x2e L2 (paper)", "mace 128x0e L3"),
-         ("facet-s", "mace 128x0e L3")]
+         ("facet-s", "mace 128x0e L3"),
+         ("tdn L2 C64 (cp)", "mace 128x0e+128x1o L3"),
+         ("equiformer_v3 L2 C64 mmax2", "mace 128x0e+128x1o L3")]
 
 
 def write_systems(folder: Path, n_molecules: int) -> dict[str, Path]:
@@ -107,8 +114,13 @@ def main() -> None:
             for label in labels:
                 results[system][label] = run_case(label, path, args)
                 print_row(system, label, results[system][label])
-    ratios = report_ratios(results)
     out = ROOT / "benchmarks/results/models.json"
+    if args.only and out.is_file():  # a partial run updates its rows of the saved table
+        saved = json.loads(out.read_text())["results"]
+        for system, rows in results.items():
+            saved.setdefault(system, {}).update(rows)
+        results = saved
+    ratios = report_ratios(results)
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "settings": vars(args),
                                "results": results, "ratios": ratios}, indent=1))
     print(f"wrote {out}")

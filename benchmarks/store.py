@@ -31,6 +31,7 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
+
 from mlip.data import (
     BlockBatchSampler,
     FrameBatch,

@@ -20,12 +20,12 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 import torch.utils.data
+
 from mlip.data.edges import edge_counts
 from mlip.data.frames import FrameBatch
 from mlip.data.packing import GraphLoader, pack_graph
 from mlip.data.sampler import BlockBatchSampler
 from mlip.data.store import SnapshotStore
-
 from mlip.graph import AtomicGraph, Targets
 from mlip.neighbors import neighbor_list
 

@@ -12,9 +12,9 @@ import io
 
 import numpy as np
 import torch
+
 from mlip.data.manifest import atomic_write_bytes
 from mlip.data.store import SnapshotStore
-
 from mlip.neighbors import neighbor_list
 
 __all__ = ["edge_counts"]

@@ -15,8 +15,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
-from mlip.data.schema import ATOM_COLUMNS, FRAME_COLUMNS, LABEL_BITS, TABLES, empty_column
 
+from mlip.data.schema import ATOM_COLUMNS, FRAME_COLUMNS, LABEL_BITS, TABLES, empty_column
 from mlip.errors import InvalidStructureError, UnknownElementError
 
 __all__ = ["FrameBatch", "FrameBuilder", "check_frame", "label_mask"]

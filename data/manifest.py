@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 from mlip.data.schema import FORMAT, FORMAT_VERSION, STRESS_CONVENTION, UNITS
-
 from mlip.errors import CorruptStoreError
 
 __all__ = [

@@ -19,9 +19,9 @@ from typing import Iterator
 
 import numpy as np
 import torch.utils.data
+
 from mlip.data.schema import SPLIT_CODES
 from mlip.data.store import SnapshotStore
-
 from mlip.errors import ConfigError
 
 __all__ = ["BlockBatchSampler"]

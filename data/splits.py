@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
 from mlip.data.manifest import WriterLock, atomic_write_bytes, read_manifest, write_manifest
 from mlip.data.schema import SPLIT_CODES
 from mlip.data.store import SnapshotStore
-
 from mlip.errors import ConfigError, CorruptStoreError
 
 __all__ = ["make_split", "check_split_leakage", "SPLIT_NAMES"]

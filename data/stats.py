@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from ase.data import chemical_symbols
+
 from mlip.data.schema import LABEL_BITS
 from mlip.data.store import SnapshotStore
-
 from mlip.neighbors import neighbor_list
 
 __all__ = [

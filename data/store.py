@@ -17,11 +17,11 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the Blosc filters used by default)
 import numpy as np
 from ase import Atoms
+
 from mlip.data.frames import FrameBatch
 from mlip.data.manifest import read_manifest
 from mlip.data.schema import SPLIT_CODES, TABLES
 from mlip.data.writer import offsets_name
-
 from mlip.errors import ConfigError, CorruptStoreError
 
 __all__ = ["SnapshotStore"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import ase.io
 from ase.data import chemical_symbols
-from mlip.data.store import SnapshotStore
 
+from mlip.data.store import SnapshotStore
 from mlip.errors import ConfigError
 
 __all__ = ["store_info", "format_info", "export_frames"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
 from mlip.data.frames import FrameBatch
 from mlip.data.manifest import (
     WriterLock,
@@ -38,7 +39,6 @@ from mlip.data.schema import (
     TABLES,
     compression_options,
 )
-
 from mlip.errors import ConfigError
 
 __all__ = ["StoreWriter", "shard_name", "offsets_name"]

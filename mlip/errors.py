@@ -18,6 +18,8 @@ __all__ = [
     "CheckpointMismatchError",
     "ConfigError",
     "SimulationBlowUpError",
+    "TrainingDivergedError",
+    "BatchTooLargeError",
 ]
 
 
@@ -64,3 +66,11 @@ class SimulationBlowUpError(MLIPError, RuntimeError):
         super().__init__(message)
         self.step = step
         self.system = system
+
+
+class TrainingDivergedError(MLIPError, RuntimeError):
+    """The loss or the gradients became NaN/inf; no weights were updated with them."""
+
+
+class BatchTooLargeError(MLIPError, RuntimeError):
+    """A batch did not fit in device memory; the message names its size in atoms and edges."""

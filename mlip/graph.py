@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.stress import voigt_6_to_full_3x3_stress
 from ase.data import chemical_symbols
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from mlip.errors import InvalidStructureError
 from mlip.neighbors import neighbor_list
@@ -48,16 +48,26 @@ class Targets:
     stress: torch.Tensor
     weight: torch.Tensor
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Targets:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Targets:
         """Move to ``device`` and cast floating tensors to ``dtype``."""
-        return Targets(*(t.to(device=device, dtype=dtype) for t in
-                         (self.energy, self.forces, self.stress, self.weight)))
+        return Targets(
+            *(
+                t.to(device=device, dtype=dtype)
+                for t in (self.energy, self.forces, self.stress, self.weight)
+            )
+        )
 
     @staticmethod
     def collate(items: Sequence[Targets]) -> Targets:
         """Concatenate the labels of several batches in order."""
-        return Targets(*(torch.cat([getattr(t, f) for t in items]) for f in
-                         ("energy", "forces", "stress", "weight")))
+        return Targets(
+            *(
+                torch.cat([getattr(t, f) for t in items])
+                for f in ("energy", "forces", "stress", "weight")
+            )
+        )
 
     @staticmethod
     def missing(n_atoms: int, n_graphs: int = 1, dtype: torch.dtype = torch.float64) -> Targets:
@@ -134,8 +144,11 @@ class AtomicGraph:
             shift = images @ cell[0]
         else:
             edge_cell = cell.index_select(0, self.batch.index_select(0, i))  # (n_edges, 3, 3)
-            shift = (images[:, 0:1] * edge_cell[:, 0] + images[:, 1:2] * edge_cell[:, 1]
-                     + images[:, 2:3] * edge_cell[:, 2])
+            shift = (
+                images[:, 0:1] * edge_cell[:, 0]
+                + images[:, 1:2] * edge_cell[:, 1]
+                + images[:, 2:3] * edge_cell[:, 2]
+            )
         # index_select: the same values as positions[j], a faster gather and backward
         return positions.index_select(0, j) - positions.index_select(0, i) + shift
 
@@ -159,13 +172,22 @@ class AtomicGraph:
             cutoff: Å. targets: optional labels.
         """
         n_atoms = n_atoms.to(torch.long)
-        batch = torch.repeat_interleave(torch.arange(len(n_atoms), device=positions.device),
-                                        n_atoms.to(positions.device))
+        batch = torch.repeat_interleave(
+            torch.arange(len(n_atoms), device=positions.device), n_atoms.to(positions.device)
+        )
         i, j, S = neighbor_list(positions, cell, pbc, cutoff, batch)
-        return cls(positions=positions, atomic_numbers=atomic_numbers.to(torch.long), cell=cell,
-                   pbc=pbc.to(torch.bool), batch=batch, n_atoms=n_atoms,
-                   edge_index=torch.stack([i, j]), edge_shift=S, cutoff=float(cutoff),
-                   targets=targets)
+        return cls(
+            positions=positions,
+            atomic_numbers=atomic_numbers.to(torch.long),
+            cell=cell,
+            pbc=pbc.to(torch.bool),
+            batch=batch,
+            n_atoms=n_atoms,
+            edge_index=torch.stack([i, j]),
+            edge_shift=S,
+            cutoff=float(cutoff),
+            targets=targets,
+        )
 
     @classmethod
     def from_ase(
@@ -191,7 +213,11 @@ class AtomicGraph:
         cell = torch.tensor(np.stack([np.asarray(a.cell) for a in frames]), dtype=dtype)
         pbc = torch.tensor(np.stack([a.pbc for a in frames]), dtype=torch.bool)
         n_atoms = torch.tensor([len(a) for a in frames], dtype=torch.long)
-        targets = Targets.collate([_targets_from_atoms(a, dtype) for a in frames]) if with_targets else None
+        targets = (
+            Targets.collate([_targets_from_atoms(a, dtype) for a in frames])
+            if with_targets
+            else None
+        )
         graph = cls.build(positions, numbers, cell, pbc, n_atoms, cutoff, targets)
         graph.validate()
         return graph
@@ -203,7 +229,9 @@ class AtomicGraph:
             raise InvalidStructureError("collate needs at least one graph")
         cutoffs = {g.cutoff for g in graphs}
         if len(cutoffs) != 1:
-            raise InvalidStructureError(f"cannot collate graphs built with different cutoffs {sorted(cutoffs)}")
+            raise InvalidStructureError(
+                f"cannot collate graphs built with different cutoffs {sorted(cutoffs)}"
+            )
         atom_shift = 0
         graph_shift = 0
         edges, batches = [], []
@@ -240,23 +268,40 @@ class AtomicGraph:
         start, stop = offsets[g], offsets[g + 1]
         edge_mask = self.batch[self.edge_index[0]] == g
         t = self.targets
-        targets = None if t is None else Targets(t.energy[g:g + 1], t.forces[start:stop],
-                                                   t.stress[g:g + 1], t.weight[g:g + 1])
+        targets = (
+            None
+            if t is None
+            else Targets(
+                t.energy[g : g + 1], t.forces[start:stop], t.stress[g : g + 1], t.weight[g : g + 1]
+            )
+        )
         return AtomicGraph(
-            positions=self.positions[start:stop], atomic_numbers=self.atomic_numbers[start:stop],
-            cell=self.cell[g:g + 1], pbc=self.pbc[g:g + 1],
+            positions=self.positions[start:stop],
+            atomic_numbers=self.atomic_numbers[start:stop],
+            cell=self.cell[g : g + 1],
+            pbc=self.pbc[g : g + 1],
             batch=torch.zeros(stop - start, dtype=torch.long, device=self.batch.device),
-            n_atoms=self.n_atoms[g:g + 1], edge_index=self.edge_index[:, edge_mask] - start,
-            edge_shift=self.edge_shift[edge_mask], cutoff=self.cutoff, targets=targets)
+            n_atoms=self.n_atoms[g : g + 1],
+            edge_index=self.edge_index[:, edge_mask] - start,
+            edge_shift=self.edge_shift[edge_mask],
+            cutoff=self.cutoff,
+            targets=targets,
+        )
 
     # ----------------------------------------------------------------------------- conversion
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> AtomicGraph:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> AtomicGraph:
         """Move every tensor to ``device``; cast positions, cell and labels to ``dtype``."""
+
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
 
-        changes = {f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)
-                   if isinstance(getattr(self, f.name), torch.Tensor)}
+        changes = {
+            f.name: move(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
         if self.targets is not None:
             changes["targets"] = self.targets.to(device, dtype)
         return dataclasses.replace(self, **changes)
@@ -265,9 +310,12 @@ class AtomicGraph:
         """Convert back to ``ase.Atoms``; labels become a ``SinglePointCalculator``."""
         out = []
         for g in self.split():
-            atoms = Atoms(numbers=g.atomic_numbers.cpu().numpy(),
-                          positions=g.positions.detach().cpu().numpy(),
-                          cell=g.cell[0].detach().cpu().numpy(), pbc=g.pbc[0].cpu().numpy())
+            atoms = Atoms(
+                numbers=g.atomic_numbers.cpu().numpy(),
+                positions=g.positions.detach().cpu().numpy(),
+                cell=g.cell[0].detach().cpu().numpy(),
+                pbc=g.pbc[0].cpu().numpy(),
+            )
             if g.targets is not None:
                 results = _results_from_targets(g.targets)
                 if results:
@@ -281,13 +329,19 @@ class AtomicGraph:
         n = self.positions.shape[0]
         if self.atomic_numbers.shape != (n,) or self.batch.shape != (n,):
             raise InvalidStructureError(
-                f"atomic_numbers {tuple(self.atomic_numbers.shape)} and batch {tuple(self.batch.shape)} "
-                f"must both have shape ({n},)")
+                f"atomic_numbers {tuple(self.atomic_numbers.shape)} and "
+                f"batch {tuple(self.batch.shape)} "
+                f"must both have shape ({n},)"
+            )
         if int(self.n_atoms.sum()) != n:
-            raise InvalidStructureError(f"n_atoms sums to {int(self.n_atoms.sum())} but there are {n} atoms")
+            raise InvalidStructureError(
+                f"n_atoms sums to {int(self.n_atoms.sum())} but there are {n} atoms"
+            )
         bad = ~torch.isfinite(self.positions).all(dim=1)
         if bool(bad.any()):
-            raise InvalidStructureError(f"non-finite positions for atoms {torch.nonzero(bad).flatten().tolist()[:20]}")
+            raise InvalidStructureError(
+                f"non-finite positions for atoms {torch.nonzero(bad).flatten().tolist()[:20]}"
+            )
         z = self.atomic_numbers
         wrong = (z < 1) | (z > _MAX_Z)
         if bool(wrong.any()):

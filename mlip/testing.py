@@ -12,11 +12,18 @@ import torch
 
 from mlip.graph import AtomicGraph
 
-__all__ = ["random_rotation", "transform_graph", "assert_equivariant",
-           "assert_forces_are_gradients", "equivariance_errors"]
+__all__ = [
+    "random_rotation",
+    "transform_graph",
+    "assert_equivariant",
+    "assert_forces_are_gradients",
+    "equivariance_errors",
+]
 
 
-def random_rotation(seed: int, reflect: bool = False, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def random_rotation(
+    seed: int, reflect: bool = False, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """A random proper rotation (det +1), or an improper one (det −1) if ``reflect``; (3, 3)."""
     rng = np.random.default_rng(seed)
     q, r = np.linalg.qr(rng.normal(size=(3, 3)))
@@ -28,8 +35,12 @@ def random_rotation(seed: int, reflect: bool = False, dtype: torch.dtype = torch
     return torch.tensor(q, dtype=dtype)
 
 
-def transform_graph(graph: AtomicGraph, rotation: torch.Tensor, translation: torch.Tensor | None = None,
-                    permutation: torch.Tensor | None = None) -> AtomicGraph:
+def transform_graph(
+    graph: AtomicGraph,
+    rotation: torch.Tensor,
+    translation: torch.Tensor | None = None,
+    permutation: torch.Tensor | None = None,
+) -> AtomicGraph:
     """Apply r → r Rᵀ + t (and cell → cell Rᵀ) and optionally permute atoms within each graph.
 
     Edges are carried over (rotations and translations keep the neighbour set); a permutation
@@ -45,56 +56,98 @@ def transform_graph(graph: AtomicGraph, rotation: torch.Tensor, translation: tor
     if permutation is not None:
         inverse = torch.empty_like(permutation)
         inverse[permutation] = torch.arange(len(permutation))
-        changes.update(positions=positions[permutation], atomic_numbers=graph.atomic_numbers[permutation],
-                       edge_index=inverse[graph.edge_index])
+        changes.update(
+            positions=positions[permutation],
+            atomic_numbers=graph.atomic_numbers[permutation],
+            edge_index=inverse[graph.edge_index],
+        )
     return dataclasses.replace(graph, **changes)
 
 
-def equivariance_errors(model: torch.nn.Module, graph: AtomicGraph, rotation: torch.Tensor,
-                        compute_stress: bool = False) -> dict[str, float]:
+def equivariance_errors(
+    model: torch.nn.Module, graph: AtomicGraph, rotation: torch.Tensor, compute_stress: bool = False
+) -> dict[str, float]:
     """Relative errors of E (invariant), F (covariant) and σ (R σ Rᵀ) under ``rotation``."""
     ref = model(graph, compute_forces=True, compute_stress=compute_stress)
-    out = model(transform_graph(graph, rotation), compute_forces=True, compute_stress=compute_stress)
+    out = model(
+        transform_graph(graph, rotation), compute_forces=True, compute_stress=compute_stress
+    )
     rot = rotation.to(ref["forces"])
 
     def rel(a: torch.Tensor, b: torch.Tensor) -> float:
         return float((a - b).detach().abs().max() / b.detach().abs().max().clamp_min(1e-300))
 
-    errors = {"energy": rel(out["energy"], ref["energy"]),
-              "forces": rel(out["forces"], ref["forces"] @ rot.T)}
+    errors = {
+        "energy": rel(out["energy"], ref["energy"]),
+        "forces": rel(out["forces"], ref["forces"] @ rot.T),
+    }
     if compute_stress:
         errors["stress"] = rel(out["stress"], rot @ ref["stress"] @ rot.T)
     return errors
 
 
-def assert_equivariant(model: torch.nn.Module, graph: AtomicGraph, *, tol: float = 1e-10,
-                       reflections: bool = True, compute_stress: bool = False, n_trials: int = 3,
-                       seed: int = 0) -> None:
+def assert_equivariant(
+    model: torch.nn.Module,
+    graph: AtomicGraph,
+    *,
+    tol: float = 1e-10,
+    reflections: bool = True,
+    compute_stress: bool = False,
+    n_trials: int = 3,
+    seed: int = 0,
+) -> None:
     """E invariant, F and σ covariant under random rotations (and reflections), translations and
     permutations, to relative ``tol`` (float64)."""
     graph = graph.to(dtype=torch.float64)
     ref = model(graph, compute_forces=True)
     for trial in range(n_trials):
-        for reflect in ((False, True) if reflections else (False,)):
+        for reflect in (False, True) if reflections else (False,):
             rot = random_rotation(seed + trial, reflect)
             errors = equivariance_errors(model, graph, rot, compute_stress)
             for key, err in errors.items():
-                assert err < tol, f"{key} not equivariant (reflect={reflect}): relative error {err:.3e}"
+                assert err < tol, (
+                    f"{key} not equivariant (reflect={reflect}): relative error {err:.3e}"
+                )
     g = torch.Generator().manual_seed(seed)
-    shifted = transform_graph(graph, torch.eye(3, dtype=torch.float64), torch.randn(3, generator=g) * 3)
+    shifted = transform_graph(
+        graph, torch.eye(3, dtype=torch.float64), torch.randn(3, generator=g) * 3
+    )
     out = model(shifted, compute_forces=True)
-    err = float((out["energy"] - ref["energy"]).abs().max() / ref["energy"].abs().max().clamp_min(1e-300))
+    err = float(
+        (out["energy"] - ref["energy"]).abs().max() / ref["energy"].abs().max().clamp_min(1e-300)
+    )
     assert err < tol, f"energy not translation invariant: relative error {err:.3e}"
-    perm = torch.cat([start + torch.randperm(int(n), generator=g)
-                      for start, n in zip(graph.atom_offsets[:-1].tolist(), graph.n_atoms.tolist())])
-    out = model(transform_graph(graph, torch.eye(3, dtype=torch.float64), permutation=perm), compute_forces=True)
-    err_e = float((out["energy"] - ref["energy"]).abs().max() / ref["energy"].abs().max().clamp_min(1e-300))
-    err_f = float((out["forces"] - ref["forces"][perm]).abs().max() / ref["forces"].abs().max().clamp_min(1e-300))
-    assert err_e < tol and err_f < tol, f"not permutation equivariant: energy {err_e:.3e}, forces {err_f:.3e}"
+    perm = torch.cat(
+        [
+            start + torch.randperm(int(n), generator=g)
+            for start, n in zip(graph.atom_offsets[:-1].tolist(), graph.n_atoms.tolist())
+        ]
+    )
+    out = model(
+        transform_graph(graph, torch.eye(3, dtype=torch.float64), permutation=perm),
+        compute_forces=True,
+    )
+    err_e = float(
+        (out["energy"] - ref["energy"]).abs().max() / ref["energy"].abs().max().clamp_min(1e-300)
+    )
+    err_f = float(
+        (out["forces"] - ref["forces"][perm]).abs().max()
+        / ref["forces"].abs().max().clamp_min(1e-300)
+    )
+    assert err_e < tol and err_f < tol, (
+        f"not permutation equivariant: energy {err_e:.3e}, forces {err_f:.3e}"
+    )
 
 
-def assert_forces_are_gradients(model: torch.nn.Module, graph: AtomicGraph, *, h: float = 1e-5,
-                                tol: float = 1e-6, check_stress: bool = False, n_atoms_checked: int = 4) -> None:
+def assert_forces_are_gradients(
+    model: torch.nn.Module,
+    graph: AtomicGraph,
+    *,
+    h: float = 1e-5,
+    tol: float = 1e-6,
+    check_stress: bool = False,
+    n_atoms_checked: int = 4,
+) -> None:
     """Autograd forces (and stress) match central finite differences of the energy (float64).
 
     The error is relative to the largest force (stress) component.
@@ -104,11 +157,15 @@ def assert_forces_are_gradients(model: torch.nn.Module, graph: AtomicGraph, *, h
     forces = out["forces"]
 
     def energy_at(positions: torch.Tensor, cell: torch.Tensor | None = None) -> float:
-        moved = dataclasses.replace(graph, positions=positions, cell=graph.cell if cell is None else cell)
+        moved = dataclasses.replace(
+            graph, positions=positions, cell=graph.cell if cell is None else cell
+        )
         return float(model(moved, compute_forces=False)["energy"].detach().sum())
 
     scale = float(forces.detach().abs().max().clamp_min(1e-12))
-    atoms = torch.linspace(0, graph.positions.shape[0] - 1, min(n_atoms_checked, graph.positions.shape[0])).long()
+    atoms = torch.linspace(
+        0, graph.positions.shape[0] - 1, min(n_atoms_checked, graph.positions.shape[0])
+    ).long()
     for a in atoms.tolist():
         for k in range(3):
             plus, minus = graph.positions.clone(), graph.positions.clone()
@@ -116,7 +173,10 @@ def assert_forces_are_gradients(model: torch.nn.Module, graph: AtomicGraph, *, h
             minus[a, k] -= h
             fd = -(energy_at(plus) - energy_at(minus)) / (2 * h)
             err = abs(fd - float(forces[a, k])) / scale
-            assert err < tol, f"force on atom {a}, axis {k}: autograd {float(forces[a, k]):.10g} vs FD {fd:.10g} (rel {err:.2e})"
+            assert err < tol, (
+                f"force on atom {a}, axis {k}: autograd {float(forces[a, k]):.10g} "
+                f"vs FD {fd:.10g} (rel {err:.2e})"
+            )
     if not check_stress:
         return
     stress = out["stress"]
@@ -130,9 +190,18 @@ def assert_forces_are_gradients(model: torch.nn.Module, graph: AtomicGraph, *, h
             energies = []
             for sign in (1.0, -1.0):
                 deform = torch.eye(3, dtype=torch.float64) + sign * eps
-                pos = torch.cat([graph.positions[graph.batch == g] @ deform for g in range(graph.n_graphs)])
-                energies.append(model(dataclasses.replace(graph, positions=pos, cell=graph.cell @ deform),
-                                      compute_forces=False)["energy"])
+                pos = torch.cat(
+                    [graph.positions[graph.batch == g] @ deform for g in range(graph.n_graphs)]
+                )
+                energies.append(
+                    model(
+                        dataclasses.replace(graph, positions=pos, cell=graph.cell @ deform),
+                        compute_forces=False,
+                    )["energy"]
+                )
             fd = (energies[0] - energies[1]) / (2 * h) / volume
             err = float((fd - stress[:, a, b].detach()).abs().max()) / sscale
-            assert err < tol, f"stress[{a},{b}]: autograd {stress[:, a, b].tolist()} vs FD {fd.tolist()} (rel {err:.2e})"
+            assert err < tol, (
+                f"stress[{a},{b}]: autograd {stress[:, a, b].tolist()} "
+                f"vs FD {fd.tolist()} (rel {err:.2e})"
+            )

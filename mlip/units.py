@@ -6,7 +6,7 @@ the only place unit factors are defined.
 
 from __future__ import annotations
 
-from ase.units import GPa, Hartree, Bohr, bar, fs, kB  # noqa: F401
+from ase.units import Bohr, GPa, Hartree, bar, fs, kB  # noqa: F401
 
 #: 1 ps in ASE time units.
 ps = 1000.0 * fs

@@ -14,7 +14,8 @@ import ase.io
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# Tests run many tiny kernels: one intra-op thread avoids oversubscribing a 2-core CI machine.
+torch.set_num_threads(1)
 
 
 def bundled(name: str) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPING = {"mlip": "mlip", "calculators": "mlip.calculators", "data": "mlip.data", "md": "mlip.md"}
@@ -24,7 +24,9 @@ def _source_packages() -> list[str]:
 
 
 def test_every_source_folder_is_listed_in_pyproject():
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     missing = [name for name in _source_packages() if name not in listed]
     assert not missing, f"add these packages to [tool.setuptools] packages: {missing}"
 
@@ -36,6 +38,7 @@ def test_package_imports_under_the_mlip_namespace(name):
 
 
 def test_console_script_reports_version():
-    out = subprocess.run([sys.executable, "-m", "mlip", "--version"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "mlip", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip().startswith("mlip ")

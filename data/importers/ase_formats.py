@@ -15,6 +15,7 @@ from typing import Iterator
 import ase.db
 from ase import Atoms
 from ase.io.trajectory import Trajectory
+
 from mlip.data.importers.atoms import SYSTEM_KEYS
 
 __all__ = ["read_traj", "read_ase_db"]

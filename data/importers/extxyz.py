@@ -24,6 +24,7 @@ from ase.calculators.calculator import all_properties
 from ase.io.extxyz import XYZError, key_val_str_to_dict, parse_properties, per_config_properties
 from ase.io.formats import open_with_compression
 from ase.symbols import symbols2numbers
+
 from mlip.data.importers.atoms import SYSTEM_KEYS, FrameFields
 
 __all__ = ["iter_extxyz", "read_extxyz"]

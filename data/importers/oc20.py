@@ -15,7 +15,6 @@ from typing import Iterator
 
 from mlip.data.importers.atoms import FrameFields
 from mlip.data.importers.extxyz import iter_extxyz
-
 from mlip.errors import InvalidStructureError
 
 __all__ = ["read_oc20", "oc20_metadata_path"]

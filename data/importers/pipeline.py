@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from ase import Atoms
+
 from mlip.data.frames import FrameBuilder
 from mlip.data.importers.ase_formats import read_ase_db, read_traj
 from mlip.data.importers.atoms import FrameFields, LabelKeys, atoms_to_record, fields_to_record
@@ -23,7 +24,6 @@ from mlip.data.importers.extxyz import read_extxyz
 from mlip.data.importers.oc20 import oc20_metadata_path, read_oc20
 from mlip.data.importers.vasp import read_vasp
 from mlip.data.writer import StoreWriter
-
 from mlip.errors import ConfigError, MLIPError
 
 __all__ = ["FORMATS", "ImportReport", "detect_format", "import_files"]

@@ -39,11 +39,20 @@ def bundled_path(name: str) -> str:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` verb."""
     parser = subparsers.add_parser(
-        "demo", help="import → train → relax → MD on the bundled 3BPA data",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-o", "--out", default="mlip-demo", help="output folder (default mlip-demo)")
-    parser.add_argument("--train-seconds", type=float, default=150.0,
-                        help="wall-clock budget of the training loop, s (default 150)")
+        "demo",
+        help="import → train → relax → MD on the bundled 3BPA data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-o", "--out", default="mlip-demo", help="output folder (default mlip-demo)"
+    )
+    parser.add_argument(
+        "--train-seconds",
+        type=float,
+        default=150.0,
+        help="wall-clock budget of the training loop, s (default 150)",
+    )
     parser.add_argument("--md-steps", type=int, default=2000, help="NVT steps (0.5 fs each)")
     parser.add_argument("--replicas", type=int, default=4, help="molecules simulated as one batch")
     parser.add_argument("--retrain", action="store_true", help="train again even if a model exists")
@@ -59,8 +68,13 @@ def run(args: argparse.Namespace) -> int:
     model_path = _train(store, out / "train", args.train_seconds, args.retrain)
     relaxed = _relax(model_path, out / "relaxed.xyz")
     md_files = _md(model_path, relaxed, out, args.md_steps, args.replicas)
-    drift = nve_conservation(load_model(model_path, dtype=torch.float64), relaxed, timestep_fs=0.5,
-                             duration_fs=500.0, temperature_K=300.0)
+    drift = nve_conservation(
+        load_model(model_path, dtype=torch.float64),
+        relaxed,
+        timestep_fs=0.5,
+        duration_fs=500.0,
+        temperature_K=300.0,
+    )
     print("\nmlip demo finished in %.0f s" % (time.perf_counter() - started))
     print(f"  snapshot store        {store}   (`mlip data info {store}`)")
     print(f"  trained potential     {model_path}")
@@ -68,16 +82,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"  relaxed structure     {out / 'relaxed.xyz'}")
     for label, path in md_files.items():
         print(f"  {label:<21} {path}")
-    print(f"  NVE check (0.5 fs, 0.5 ps): drift {drift.drift_meV_per_atom_ps:.4f} meV/atom/ps, "
-          f"fluctuation {drift.fluctuation_meV_per_atom:.4f} meV/atom")
+    print(
+        f"  NVE check (0.5 fs, 0.5 ps): drift {drift.drift_meV_per_atom_ps:.4f} meV/atom/ps, "
+        f"fluctuation {drift.fluctuation_meV_per_atom:.4f} meV/atom"
+    )
     return 0
 
 
 def _import(store: Path) -> Path:
     """Import the bundled frames into ``store`` (resumes/skips if already there)."""
     if not (store / "manifest.json").is_file():
-        import_files([bundled_path(DATASET)], store, progress=True,
-                     metadata={"source": {"name": "3BPA 300 K (BOTNet-datasets)", "license": "MIT"}})
+        import_files(
+            [bundled_path(DATASET)],
+            store,
+            progress=True,
+            metadata={"source": {"name": "3BPA 300 K (BOTNet-datasets)", "license": "MIT"}},
+        )
     frames = SnapshotStore(store)
     print(f"store {store}: {len(frames)} frames")
     frames.close()
@@ -92,8 +112,11 @@ def _train(store: Path, run_dir: Path, seconds: float, retrain: bool) -> Path:
         return best
     if retrain and run_dir.exists():
         run_dir = run_dir.with_name(run_dir.name + time.strftime("-%Y%m%d-%H%M%S"))
-    overrides = {"data.train": str(store), "data.isolated_atoms": bundled_path(ISOLATED_ATOMS),
-                 "train.max_time_s": seconds}
+    overrides = {
+        "data.train": str(store),
+        "data.isolated_atoms": bundled_path(ISOLATED_ATOMS),
+        "train.max_time_s": seconds,
+    }
     print(f"training the example Facet potential for {seconds:.0f} s into {run_dir} ...")
     return train(shipped_config("facet"), run_dir, overrides=overrides)
 
@@ -105,8 +128,10 @@ def _relax(model_path: Path, out: Path):
     relaxed = result.atoms[0]
     ase.io.write(out, relaxed)
     status = "converged" if result.converged[0] else "NOT converged"
-    print(f"relaxation {status} in {result.n_steps[0]} steps: E = {result.energy[0]:.4f} eV, "
-          f"fmax = {result.fmax[0]:.3f} eV/Å")
+    print(
+        f"relaxation {status} in {result.n_steps[0]} steps: E = {result.energy[0]:.4f} eV, "
+        f"fmax = {result.fmax[0]:.3f} eV/Å"
+    )
     return relaxed
 
 
@@ -118,16 +143,32 @@ def _md(model_path: Path, relaxed, out: Path, steps: int, replicas: int) -> dict
         copy = relaxed.copy()
         copy.positions += rng.normal(scale=0.01, size=copy.positions.shape)
         batch.append(copy)
-    files = {"MD trajectory": out / "md.extxyz", "thermo log": out / "thermo.csv",
-             "MD checkpoint": out / "md.ckpt"}
-    integrator = make_integrator("nvt_langevin", timestep_fs=0.5, temperature_K=300.0,
-                                 friction_per_fs=0.01, seed=0)
-    outputs = MDOutputs(trajectory=files["MD trajectory"], log=files["thermo log"],
-                        checkpoint=files["MD checkpoint"], trajectory_interval=50, log_interval=10)
+    files = {
+        "MD trajectory": out / "md.extxyz",
+        "thermo log": out / "thermo.csv",
+        "MD checkpoint": out / "md.ckpt",
+    }
+    integrator = make_integrator(
+        "nvt_langevin", timestep_fs=0.5, temperature_K=300.0, friction_per_fs=0.01, seed=0
+    )
+    outputs = MDOutputs(
+        trajectory=files["MD trajectory"],
+        log=files["thermo log"],
+        checkpoint=files["MD checkpoint"],
+        trajectory_interval=50,
+        log_interval=10,
+    )
     for path in files.values():
         path.unlink(missing_ok=True)
-    result = run_md(model_path, batch, integrator, steps=steps, outputs=outputs,
-                    initial_temperature_K=300.0, progress=True)
+    result = run_md(
+        model_path,
+        batch,
+        integrator,
+        steps=steps,
+        outputs=outputs,
+        initial_temperature_K=300.0,
+        progress=True,
+    )
     if result.failures:
         for system, reason in result.failures.items():
             print(f"MD system {system} stopped: {reason}")

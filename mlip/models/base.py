@@ -100,7 +100,9 @@ class Potential(nn.Module):
             unknown = sorted({int(z) for z in atomic_numbers[idx < 0].tolist()})
             names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
             known = ", ".join(chemical_symbols[z] for z in self.species)
-            raise UnknownElementError(f"the model does not know element(s) {names}; it knows {known}")
+            raise UnknownElementError(
+                f"the model does not know element(s) {names}; it knows {known}"
+            )
         return idx
 
     def node_energy(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
@@ -108,8 +110,11 @@ class Potential(nn.Module):
         species = self.species_indices(graph.atomic_numbers)
         learned = self.atomic_energies(graph, edge_vectors)
         dtype = learned.dtype
-        return (learned * self.energy_scale.to(dtype) + self.energy_shift.to(dtype)
-                + self.reference_energies.to(dtype)[species])
+        return (
+            learned * self.energy_scale.to(dtype)
+            + self.energy_shift.to(dtype)
+            + self.reference_energies.to(dtype)[species]
+        )
 
     def set_energy_reference(
         self, reference_energies: Mapping[int, float], scale: float = 1.0, shift: float = 0.0
@@ -118,8 +123,10 @@ class Potential(nn.Module):
         e0 = torch.zeros(len(self.species), dtype=torch.float64)
         for z, value in reference_energies.items():
             if int(z) not in self.species:
-                raise UnknownElementError(f"reference energy for {chemical_symbols[int(z)]} (Z={z}), "
-                                          "which is not among the model's species")
+                raise UnknownElementError(
+                    f"reference energy for {chemical_symbols[int(z)]} (Z={z}), "
+                    "which is not among the model's species"
+                )
             e0[self.species.index(int(z))] = float(value)
         self.reference_energies.copy_(e0.to(self.reference_energies.dtype))
         self.energy_scale.fill_(float(scale))
@@ -138,8 +145,13 @@ class Potential(nn.Module):
         """
         from mlip.models.forces import energy_forces_stress
 
-        return energy_forces_stress(self, graph, compute_forces=compute_forces,
-                                    compute_stress=compute_stress, create_graph=self.training)
+        return energy_forces_stress(
+            self,
+            graph,
+            compute_forces=compute_forces,
+            compute_stress=compute_stress,
+            create_graph=self.training,
+        )
 
 
 def _plain(value: Any) -> Any:

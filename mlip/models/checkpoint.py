@@ -84,17 +84,22 @@ def read_payload(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for garbage input
-        raise CheckpointMismatchError(f"{path}: not a readable mlip checkpoint ({type(exc).__name__}: "
-                                      f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise CheckpointMismatchError(
+            f"{path}: not a readable mlip checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointMismatchError(f"{path}: not an mlip potential file (no '{FORMAT}' header)")
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointMismatchError(
             f"{path}: checkpoint format version {payload.get('format_version')} is not supported "
-            f"by mlip {__version__} (expects {FORMAT_VERSION})")
+            f"by mlip {__version__} (expects {FORMAT_VERSION})"
+        )
     if payload.get("model") not in MODELS:
-        raise CheckpointMismatchError(f"{path}: model {payload.get('model')!r} is not registered "
-                                      f"in this mlip (known: {sorted(MODELS)})")
+        raise CheckpointMismatchError(
+            f"{path}: model {payload.get('model')!r} is not registered "
+            f"in this mlip (known: {sorted(MODELS)})"
+        )
     return payload
 
 
@@ -114,6 +119,7 @@ def load_model(
     try:  # load into a float64 model (load_state_dict casts exactly), then cast once
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointMismatchError(f"{path}: weights do not fit model {payload['model']!r}: "
-                                      f"{str(exc).splitlines()[0]}") from None
+        raise CheckpointMismatchError(
+            f"{path}: weights do not fit model {payload['model']!r}: {str(exc).splitlines()[0]}"
+        ) from None
     return model.to(device=device, dtype=saved_dtype if dtype is None else dtype).eval()

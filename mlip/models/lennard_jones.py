@@ -29,8 +29,15 @@ class LennardJones(Potential):
         envelope_p: order of the polynomial envelope.
     """
 
-    def __init__(self, *, species: Sequence[int], cutoff: float = 5.0, epsilon: float = 0.01,
-                 sigma: float = 2.5, envelope_p: int = 6) -> None:
+    def __init__(
+        self,
+        *,
+        species: Sequence[int],
+        cutoff: float = 5.0,
+        epsilon: float = 0.01,
+        sigma: float = 2.5,
+        envelope_p: int = 6,
+    ) -> None:
         super().__init__(species=species, cutoff=cutoff)
         self.epsilon = nn.Parameter(torch.tensor(float(epsilon), dtype=torch.float64))
         self.sigma = nn.Parameter(torch.tensor(float(sigma), dtype=torch.float64))
@@ -40,5 +47,10 @@ class LennardJones(Potential):
         r = edge_vectors.norm(dim=1)
         x2 = (self.sigma / r) ** 2
         x6 = x2 * x2 * x2
-        pair = 4.0 * self.epsilon * (x6 * x6 - x6) * polynomial_envelope(r, self.cutoff, self.envelope_p)
+        pair = (
+            4.0
+            * self.epsilon
+            * (x6 * x6 - x6)
+            * polynomial_envelope(r, self.cutoff, self.envelope_p)
+        )
         return 0.5 * scatter_sum(pair, graph.edge_index[0], graph.positions.shape[0])

@@ -1,8 +1,8 @@
 """Training potentials: ``train(config, run_dir)`` and its building blocks."""
 
+from mlip.errors import BatchTooLargeError, TrainingDivergedError
 from mlip.train.api import train
 from mlip.train.config import DEFAULTS, shipped_config
-from mlip.train.errors import BatchTooLargeError, TrainingDivergedError
 from mlip.train.evaluate import evaluate
 
 __all__ = [

@@ -13,13 +13,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from mlip.errors import BatchTooLargeError, TrainingDivergedError
 from mlip.graph import AtomicGraph
 from mlip.models import Potential, build, save_model
 from mlip.models.checkpoint import model_payload
 from mlip.train.data import Batcher, MemoryBatches
 from mlip.train.distributed import DistributedContext
 from mlip.train.ema import ExponentialMovingAverage
-from mlip.train.errors import BatchTooLargeError, TrainingDivergedError
 from mlip.train.evaluate import evaluate
 from mlip.train.loss import LossConfig, combine_terms, loss_terms
 from mlip.train.metrics import MetricAccumulator

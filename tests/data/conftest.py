@@ -6,6 +6,7 @@ from importlib import resources
 
 import ase.io
 import pytest
+
 from mlip.data import import_files
 
 BUNDLED = ("3bpa_train_300K.xyz", "random1000156.traj", "hfo2_scan_vasp.xyz", "3bpa_iso_atoms.xyz")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mlip.data import BlockBatchSampler, SnapshotStore, StoreDataset, make_loader, make_split
 
+from mlip.data import BlockBatchSampler, SnapshotStore, StoreDataset, make_loader, make_split
 from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
 

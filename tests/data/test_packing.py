@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+
 from mlip.data import StoreDataset, make_loader, make_split
 from mlip.data.packing import GraphLoader, pack_graph, unpack_graph
-
 from mlip.graph import AtomicGraph
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from mlip.data import (
     FrameBuilder,
     SnapshotStore,
@@ -14,7 +15,6 @@ from mlip.data import (
     compute_statistics,
     make_split,
 )
-
 from mlip.errors import ConfigError, CorruptStoreError
 from mlip.neighbors import neighbor_list
 

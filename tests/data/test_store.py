@@ -13,8 +13,8 @@ import ase.io
 import h5py
 import numpy as np
 import pytest
-from mlip.data import FrameBuilder, SnapshotStore, StoreWriter, export_frames, import_files
 
+from mlip.data import FrameBuilder, SnapshotStore, StoreWriter, export_frames, import_files
 from mlip.errors import ConfigError, CorruptStoreError
 
 

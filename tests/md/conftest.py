@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from ase.build import bulk
 
 from mlip.models import build
@@ -22,11 +21,3 @@ def cu32():
     atoms.rattle(0.02, seed=1)
     return atoms
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """MD steps are many tiny kernels: one intra-op thread avoids oversubscribing a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -22,7 +22,6 @@ def bundled(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.set_num_threads(1)
     model = load_model(bundled("facet_3bpa.pt"), dtype=torch.float64)
     start = ase.io.read(bundled("3bpa_train_300K.xyz"), index=0)
     relaxed = run_relax(model, [start], fmax=0.05, steps=300).atoms[0]

@@ -23,7 +23,9 @@ def test_from_ase_matches_ase_neighbor_list_and_reads_labels(oc20_frames):
     i, j, S = ase_neighbor_list("ijS", atoms, 4.0)
     assert _edge_set(graph) == {(a, b, *s) for a, b, s in zip(i.tolist(), j.tolist(), S.tolist())}
     np.testing.assert_allclose(graph.targets.energy.numpy(), [atoms.get_potential_energy()])
-    np.testing.assert_allclose(graph.targets.forces.numpy(), atoms.get_forces(apply_constraint=False))
+    np.testing.assert_allclose(
+        graph.targets.forces.numpy(), atoms.get_forces(apply_constraint=False)
+    )
     assert torch.isnan(graph.targets.stress).all()  # OC20 frames have no stress
 
 

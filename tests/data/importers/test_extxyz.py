@@ -11,6 +11,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms, FixCartesian
 from ase.io.extxyz import XYZError
+
 from mlip.data import LabelKeys
 from mlip.data.importers.atoms import atoms_to_record, fields_to_record
 from mlip.data.importers.extxyz import iter_extxyz, read_extxyz

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+
 from mlip.data import LabelKeys, SnapshotStore, import_files
 from mlip.data.importers import detect_format
-
 from mlip.errors import ConfigError, InvalidStructureError, UnknownElementError
 
 

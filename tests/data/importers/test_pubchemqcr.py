@@ -7,8 +7,8 @@ import pickle
 
 import numpy as np
 import pytest
-from mlip.data import SnapshotStore, import_files
 
+from mlip.data import SnapshotStore, import_files
 from mlip.errors import UnknownElementError
 from mlip.units import Bohr, Hartree
 

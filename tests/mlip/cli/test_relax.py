@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import ase.io
 import pytest
-import torch
 from ase.build import bulk
 
 from mlip.cli import main
 from mlip.models import build, save_model
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

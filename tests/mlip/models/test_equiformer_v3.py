@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 from ase.md.verlet import VelocityVerlet
-from mlip.calculators import MLIPCalculator
 
+from mlip.calculators import MLIPCalculator
 from mlip.graph import AtomicGraph
 from mlip.models import build, load_model, save_model
 from mlip.models.equiformer_v3 import PRESETS, EquiformerV3

@@ -23,14 +23,6 @@ from mlip.testing import (
 BPA_SPECIES = [1, 6, 7, 8]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids OpenMP contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def facet(species, mixer="mlp", **overrides):
     """facet-tiny with live residual branches (residual_init=1) so every layer contributes."""

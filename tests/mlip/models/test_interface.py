@@ -1,4 +1,4 @@
-"""The Potential interface, its autograd path, registry and checkpoints (on the analytic LJ model)."""
+"""The Potential interface, autograd path, registry and checkpoints (on the analytic LJ model)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from mlip.testing import assert_equivariant, assert_forces_are_gradients
 
 @pytest.fixture
 def lj():
-    return build("lennard_jones", species=[29], cutoff=5.0, epsilon=0.4, sigma=2.3, envelope_p=6).double()
+    return build(
+        "lennard_jones", species=[29], cutoff=5.0, epsilon=0.4, sigma=2.3, envelope_p=6
+    ).double()
 
 
 @pytest.fixture
@@ -28,7 +30,9 @@ def skewed_cu():
 
 
 def test_forces_and_stress_are_exact_gradients(lj, skewed_cu):
-    assert_forces_are_gradients(lj, AtomicGraph.from_ase(skewed_cu, 5.0), check_stress=True, tol=1e-7)
+    assert_forces_are_gradients(
+        lj, AtomicGraph.from_ase(skewed_cu, 5.0), check_stress=True, tol=1e-7
+    )
 
 
 def test_symmetries(lj, skewed_cu):
@@ -45,7 +49,9 @@ def test_energy_and_forces_match_an_independent_numpy_pair_sum(lj, skewed_cu):
     lj_pair = 4 * 0.4 * (x6 * x6 - x6)
     dlj = 4 * 0.4 * (-12 * x6 * x6 + 6 * x6) / d
     energy = 0.5 * np.sum(lj_pair * env)
-    dE_dd = dlj * env + lj_pair * denv  # derivative of each (i, j) pair term; full list counts twice
+    dE_dd = (
+        dlj * env + lj_pair * denv
+    )  # derivative of each (i, j) pair term; full list counts twice
     forces = np.zeros((len(skewed_cu), 3))
     np.add.at(forces, i, dE_dd[:, None] * D / d[:, None])  # -dE/dr_i with D = r_j - r_i
     out = lj.eval()(AtomicGraph.from_ase(skewed_cu, 5.0))

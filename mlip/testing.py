@@ -197,7 +197,7 @@ def assert_forces_are_gradients(
                     model(
                         dataclasses.replace(graph, positions=pos, cell=graph.cell @ deform),
                         compute_forces=False,
-                    )["energy"]
+                    )["energy"].detach()
                 )
             fd = (energies[0] - energies[1]) / (2 * h) / volume
             err = float((fd - stress[:, a, b].detach()).abs().max()) / sscale

@@ -44,7 +44,7 @@ def plot_thermo(path: str | os.PathLike, out_png: str | os.PathLike | None = Non
     """Draw energy per atom, temperature, pressure and volume per atom versus time.
 
     One line per system; the potential energy is dashed. Panels whose column is all NaN
-    (e.g. pressure of a molecule) are left empty with a note.
+    (e.g. pressure and volume of molecules) are left out.
 
     Args:
         path: thermo log (``.csv`` or ``.jsonl``).
@@ -60,22 +60,22 @@ def plot_thermo(path: str | os.PathLike, out_png: str | os.PathLike | None = Non
 
     systems = read_thermo(path)
     out = Path(out_png) if out_png is not None else Path(path).with_suffix(".png")
-    fig, axes = plt.subplots(len(_PANELS), 1, figsize=(7, 9), sharex=True)
-    for ax, (key, dashed, label) in zip(axes, _PANELS):
+    panels = [panel for panel in _PANELS
+              if any(not math.isnan(v) for table in systems.values() for v in table[panel[0]])]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.25 * len(panels)), sharex=True,
+                             squeeze=False)
+    axes = axes[:, 0]
+    for ax, (key, dashed, label) in zip(axes, panels):
         per_atom = key in ("Etot_eV", "V_A3")
-        drawn = False
         for g, table in systems.items():
             scale = [1.0 / n for n in table["n_atoms"]] if per_atom else [1.0] * len(table[key])
             values = [v * s for v, s in zip(table[key], scale)]
             if all(math.isnan(v) for v in values):
                 continue
             line, = ax.plot(table["time_ps"], values, label=f"system {g}")
-            drawn = True
             if dashed is not None:
                 ax.plot(table["time_ps"], [v * s for v, s in zip(table[dashed], scale)],
                         ls="--", color=line.get_color())
-        if not drawn:
-            ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes)
         ax.set_ylabel(label)
     axes[-1].set_xlabel("time (ps)")
     if 1 < len(systems) <= 10:

@@ -30,7 +30,8 @@ def energy_forces_stress(
         graph: the batch.
         compute_forces: return ``forces`` (n_atoms, 3) eV/Å.
         compute_stress: return ``stress`` (n_graphs, 3, 3) eV/Å³; NaN where no axis is periodic.
-        create_graph: keep the graph of the derivatives (for force/stress losses).
+        create_graph: keep the autograd graph (for losses on energies, forces and stress);
+            without it every output is detached.
 
     Returns:
         dict with ``energy`` (n_graphs,) eV, ``node_energy`` (n_atoms,) eV, and the derivatives.
@@ -54,7 +55,7 @@ def energy_forces_stress(
     energy = scatter_sum(node_energy, graph.batch, graph.n_graphs)
     out = {"energy": energy, "node_energy": node_energy}
     if not wrt:
-        return out
+        return out if create_graph else {key: value.detach() for key, value in out.items()}
     grads = torch.autograd.grad(energy.sum(), wrt, create_graph=create_graph,
                                 allow_unused=True, materialize_grads=True)
     if compute_forces:

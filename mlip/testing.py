@@ -21,6 +21,11 @@ __all__ = [
 ]
 
 
+def _outputs(model: torch.nn.Module, graph: AtomicGraph, **kwargs) -> dict[str, torch.Tensor]:
+    """The model's outputs, detached (a model in training mode keeps its autograd graph)."""
+    return {key: value.detach() for key, value in model(graph, **kwargs).items()}
+
+
 def random_rotation(
     seed: int, reflect: bool = False, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
@@ -68,9 +73,9 @@ def equivariance_errors(
     model: torch.nn.Module, graph: AtomicGraph, rotation: torch.Tensor, compute_stress: bool = False
 ) -> dict[str, float]:
     """Relative errors of E (invariant), F (covariant) and σ (R σ Rᵀ) under ``rotation``."""
-    ref = model(graph, compute_forces=True, compute_stress=compute_stress)
-    out = model(
-        transform_graph(graph, rotation), compute_forces=True, compute_stress=compute_stress
+    ref = _outputs(model, graph, compute_forces=True, compute_stress=compute_stress)
+    out = _outputs(
+        model, transform_graph(graph, rotation), compute_forces=True, compute_stress=compute_stress
     )
     rot = rotation.to(ref["forces"])
 
@@ -99,7 +104,7 @@ def assert_equivariant(
     """E invariant, F and σ covariant under random rotations (and reflections), translations and
     permutations, to relative ``tol`` (float64)."""
     graph = graph.to(dtype=torch.float64)
-    ref = model(graph, compute_forces=True)
+    ref = _outputs(model, graph, compute_forces=True)
     for trial in range(n_trials):
         for reflect in (False, True) if reflections else (False,):
             rot = random_rotation(seed + trial, reflect)
@@ -112,7 +117,7 @@ def assert_equivariant(
     shifted = transform_graph(
         graph, torch.eye(3, dtype=torch.float64), torch.randn(3, generator=g) * 3
     )
-    out = model(shifted, compute_forces=True)
+    out = _outputs(model, shifted, compute_forces=True)
     err = float(
         (out["energy"] - ref["energy"]).abs().max() / ref["energy"].abs().max().clamp_min(1e-300)
     )
@@ -123,7 +128,8 @@ def assert_equivariant(
             for start, n in zip(graph.atom_offsets[:-1].tolist(), graph.n_atoms.tolist())
         ]
     )
-    out = model(
+    out = _outputs(
+        model,
         transform_graph(graph, torch.eye(3, dtype=torch.float64), permutation=perm),
         compute_forces=True,
     )
@@ -153,7 +159,7 @@ def assert_forces_are_gradients(
     The error is relative to the largest force (stress) component.
     """
     graph = graph.to(dtype=torch.float64)
-    out = model(graph, compute_forces=True, compute_stress=check_stress)
+    out = _outputs(model, graph, compute_forces=True, compute_stress=check_stress)
     forces = out["forces"]
 
     def energy_at(positions: torch.Tensor, cell: torch.Tensor | None = None) -> float:

@@ -51,8 +51,14 @@ def test_override_without_equals_and_bad_yaml(tmp_path):
         load_config(tmp_path / "nothere.yaml")
 
 
-def test_shipped_configs_resolve():
+@pytest.mark.parametrize("name", ["facet", "tdn", "equiformer_v3"])
+def test_shipped_configs_resolve_with_valid_model_hparams(name):
     import yaml
 
-    path = shipped_config("facet")
-    resolve_config(yaml.safe_load(path.read_text()))
+    from mlip.models.registry import check_hparams
+
+    raw = yaml.safe_load(shipped_config(name).read_text())
+    resolved = resolve_config(raw)
+    assert resolved["model"]["name"] == name
+    hparams = {k: v for k, v in resolved["model"].items() if k != "name"}
+    assert check_hparams(name, hparams).registry_name == name

@@ -1,11 +1,15 @@
-"""The tiny training config of tests/mlip/train, for CLI tests."""
+"""CLI test fixtures: the tiny training config, and a saved LJ model with two Cu cells."""
 
 from __future__ import annotations
 
 import copy
 from importlib import resources
 
+import ase.io
 import pytest
+from ase.build import bulk
+
+from mlip.models import build, save_model
 
 
 def bundled(name: str) -> str:
@@ -31,3 +35,17 @@ def tiny_train_config():
             "train": {"max_epochs": 1, "max_steps": 2, "progress": False},
         }
     )
+
+
+@pytest.fixture()
+def files(tmp_path):
+    """tmp_path holding lj.pt (a saved LJ potential for Cu) and in.xyz (two rattled Cu cells)."""
+    model = build("lennard_jones", species=[29], cutoff=4.0, epsilon=0.4, sigma=2.3)
+    save_model(model, tmp_path / "lj.pt")
+    cells = []
+    for seed in range(2):
+        atoms = bulk("Cu", "fcc", a=3.58, cubic=True).repeat((2, 1, 1))
+        atoms.rattle(0.03, seed=seed)
+        cells.append(atoms)
+    ase.io.write(tmp_path / "in.xyz", cells)
+    return tmp_path

@@ -5,24 +5,9 @@ from __future__ import annotations
 import csv
 
 import ase.io
-import pytest
 from ase.build import bulk
 
 from mlip.cli import main
-from mlip.models import build, save_model
-
-
-@pytest.fixture()
-def files(tmp_path):
-    model = build("lennard_jones", species=[29], cutoff=4.0, epsilon=0.4, sigma=2.3)
-    save_model(model, tmp_path / "lj.pt")
-    cells = []
-    for seed in range(2):
-        atoms = bulk("Cu", "fcc", a=3.58, cubic=True).repeat((2, 1, 1))
-        atoms.rattle(0.03, seed=seed)
-        cells.append(atoms)
-    ase.io.write(tmp_path / "in.xyz", cells)
-    return tmp_path
 
 
 def test_md_runs_a_batch_and_restarts(files, capsys):

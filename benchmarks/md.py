@@ -79,15 +79,15 @@ print(json.dumps(rates))
 """
 
 
-def load_potential(name: str, hparams: str | None, device: str):
+def load_potential(name: str, hparams: str | None, device: str, dtype: torch.dtype):
     """A checkpoint path, a registry name with JSON hparams, the default Lennard-Jones, or
-    ``facet-s`` (random weights, float64)."""
+    ``facet-s`` (random weights, in ``dtype``)."""
     if name == "lennard_jones" and hparams is None:
         return build("lennard_jones", species=[1, 6, 7, 8, 29], cutoff=5.0, epsilon=0.02,
                      sigma=1.0).eval().to(device)
     if name == "facet-s" and hparams is None:
         return build("facet", species=[1, 6, 7, 8, 29], avg_num_neighbors=20.0,
-                     **FACET_PRESETS["facet-s"]).eval().to(device=device, dtype=torch.float64)
+                     **FACET_PRESETS["facet-s"]).eval().to(device=device, dtype=dtype)
     if os.path.exists(name):
         return resolve_model(name, device=device)
     return build(name, **json.loads(hparams or "{}")).eval().to(device)
@@ -205,6 +205,9 @@ def main() -> None:
                         help="registry names, 'facet-s' or checkpoint paths")
     parser.add_argument("--hparams", help="JSON constructor arguments for a registry name")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"],
+                        help="dtype of facet-s (the driver integrates in float64 either way)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--model-steps", type=int, default=10,
                         help="steps for models other than Lennard-Jones (slower per step)")
@@ -224,7 +227,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results = {}
     for name in args.model:
-        model = load_potential(name, args.hparams, args.device)
+        model = load_potential(name, args.hparams, args.device, getattr(torch, args.dtype))
         cheap = name == "lennard_jones"
         steps, repeats = (args.steps, args.repeats) if cheap else (args.model_steps, 1)
         print(f"model {name}\n{'case':>15} {'atoms':>6} {'mlip atom-steps/s':>18} "
@@ -234,18 +237,20 @@ def main() -> None:
     mace = mace_peer(singles, args.mace_steps, args.threads) if args.mace_steps else {}
     for name, rate in mace.items():
         print(f"ASE + MACECalculator (random small MACE), {name}: {rate:.4g} atom-steps/s")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     meta = {"models": args.model, "device": args.device, "threads": args.threads,
-            "torch": torch.__version__, "repeats_lennard_jones": args.repeats,
+            "torch": torch.__version__, "dtype": args.dtype,
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+            "repeats_lennard_jones": args.repeats,
             "note": "shared 2-core CPU, noisy; ratios from the same process, best of "
                     "alternating runs per side",
-            "facet_note": "facet-s preset, random weights, float64, avg_num_neighbors 20",
+            "facet_note": f"facet-s preset, random weights, {args.dtype}, avg_num_neighbors 20",
             "mace_note": "ASE VelocityVerlet + MACECalculator, randomly initialised MACE "
                          "(2 layers, 32x0e+32x1o, L=3, r_max 5 A, float64), mace-torch 0.3.16 "
                          "in .venv-mace: a heavier model than the one above, for scale only"}
-    RESULTS.write_text(json.dumps({"meta": meta, "rows": results,
+    args.output.write_text(json.dumps({"meta": meta, "rows": results,
                                    "ase_mace_atom_steps_per_s": mace}, indent=2) + "\n")
-    print(f"saved {RESULTS}")
+    print(f"saved {args.output}")
 
 
 if __name__ == "__main__":

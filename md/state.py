@@ -150,6 +150,8 @@ def select_systems(take_new: torch.Tensor, new: S, old: S) -> S:
             continue
         mask = atom_mask if per == "atom" else take_new
         a, b = getattr(new, f.name), getattr(old, f.name)
+        if a is b:  # shared (cell in NVE, masses, batch, ...): keep the object, which the
+            continue  # neighbour list and the models recognise by identity without a sync
         changes[f.name] = torch.where(mask.reshape(mask.shape + (1,) * (a.dim() - 1)), a, b)
     return dataclasses.replace(new, **changes)
 
@@ -188,14 +190,15 @@ def maxwell_boltzmann_momenta(masses: torch.Tensor, batch: torch.Tensor, n_graph
     """Momenta drawn at ``temperature`` K with zero total momentum per system (if > 1 atom).
 
     The draw is rescaled so that each system's instantaneous temperature (3N convention) is
-    exactly ``temperature``, like ASE's ``MaxwellBoltzmannDistribution(force_temp=True)``.
+    exactly ``temperature``, like ASE's ``MaxwellBoltzmannDistribution(force_temp=True)``. The
+    random numbers come from a CPU generator, so a seed gives the same momenta on any device.
 
     Returns:
         (n_atoms, 3) amu·Å/t_ASE.
     """
-    generator = torch.Generator(device=masses.device).manual_seed(seed)
-    noise = torch.randn(masses.shape[0], 3, generator=generator, device=masses.device,
-                        dtype=masses.dtype)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: same draw on any device
+    noise = torch.randn(masses.shape[0], 3, generator=generator, dtype=masses.dtype)
+    noise = noise.to(masses.device)
     momenta = noise * torch.sqrt(masses * kB * temperature)[:, None]
     counts = torch.bincount(batch, minlength=n_graphs).to(masses.dtype)
     total = scatter_sum(momenta, batch, n_graphs)

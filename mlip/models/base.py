@@ -74,6 +74,7 @@ class Potential(nn.Module):
         self.register_buffer("reference_energies", torch.zeros(len(species), dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros((), dtype=torch.float64))
+        self._last_species: tuple = ()  # (atomic_numbers, its version, indices) of the last call
 
     # ------------------------------------------------------------------ to implement
     def atomic_energies(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
@@ -95,6 +96,9 @@ class Potential(nn.Module):
         Raises:
             UnknownElementError: naming the elements the model was not trained on.
         """
+        last = self._last_species
+        if last and last[0] is atomic_numbers and last[1] == atomic_numbers._version:
+            return last[2]  # MD calls: same tensor every step; the check below syncs a GPU
         idx = self.species_index[atomic_numbers]
         if bool((idx < 0).any()):
             unknown = sorted({int(z) for z in atomic_numbers[idx < 0].tolist()})
@@ -103,6 +107,7 @@ class Potential(nn.Module):
             raise UnknownElementError(
                 f"the model does not know element(s) {names}; it knows {known}"
             )
+        self._last_species = (atomic_numbers, atomic_numbers._version, idx)
         return idx
 
     def node_energy(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:

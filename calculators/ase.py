@@ -101,4 +101,4 @@ class MLIPCalculator(Calculator):
             atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.long, device=self.device),
             cell=cell.to(self.dtype), pbc=pbc, batch=batch,
             n_atoms=torch.tensor([len(atoms)], device=self.device), edge_index=edge_index,
-            edge_shift=edge_shift, cutoff=self.model.cutoff)
+            edge_shift=edge_shift, cutoff=self.model.cutoff, periodic=bool(atoms.pbc.any()))

@@ -13,11 +13,29 @@ import io
 import numpy as np
 import torch
 
+from mlip.data.frames import FrameBatch
 from mlip.data.manifest import atomic_write_bytes
 from mlip.data.store import SnapshotStore
 from mlip.neighbors import neighbor_list
 
-__all__ = ["edge_counts"]
+__all__ = ["edge_counts", "frame_edge_counts"]
+
+
+def frame_edge_counts(batch: FrameBatch, cutoff: float) -> np.ndarray:
+    """(len(batch),) int64 number of directed edges of each frame of ``batch`` within ``cutoff``.
+
+    ``batch`` needs the ``positions``, ``cell`` and ``pbc`` columns.
+    """
+    n_atoms = torch.from_numpy(batch.n_atoms)
+    graph_of_atom = torch.repeat_interleave(torch.arange(len(batch)), n_atoms)
+    i, _, _ = neighbor_list(
+        torch.from_numpy(batch.atoms["positions"]),
+        torch.from_numpy(batch.frames["cell"]),
+        torch.from_numpy(batch.frames["pbc"]),
+        cutoff,
+        graph_of_atom,
+    )
+    return np.bincount(graph_of_atom[i].numpy(), minlength=len(batch))
 
 
 def edge_counts(store: SnapshotStore, cutoff: float, batch_frames: int = 256) -> np.ndarray:
@@ -30,15 +48,7 @@ def edge_counts(store: SnapshotStore, cutoff: float, batch_frames: int = 256) ->
     counts = np.zeros(len(store), dtype=np.int64)
     start = 0
     for b in store.iter_batches(batch_frames, columns=("numbers", "positions", "cell", "pbc")):
-        graph_of_atom = torch.repeat_interleave(torch.arange(len(b)), torch.from_numpy(b.n_atoms))
-        i, _, _ = neighbor_list(
-            torch.from_numpy(b.atoms["positions"]),
-            torch.from_numpy(b.frames["cell"]),
-            torch.from_numpy(b.frames["pbc"]),
-            cutoff,
-            graph_of_atom,
-        )
-        counts[start : start + len(b)] = np.bincount(graph_of_atom[i].numpy(), minlength=len(b))
+        counts[start : start + len(b)] = frame_edge_counts(b, cutoff)
         start += len(b)
     buf = io.BytesIO()
     np.save(buf, counts)

@@ -23,7 +23,9 @@ __all__ = ["PackedGraph", "pack_graph", "unpack_graph", "GraphLoader"]
 
 _ALIGN = 8  # bytes; every field starts at a multiple of the largest element size
 _GRAPH_FIELDS = tuple(
-    f.name for f in dataclasses.fields(AtomicGraph) if f.name not in ("cutoff", "targets")
+    f.name
+    for f in dataclasses.fields(AtomicGraph)
+    if f.name not in ("cutoff", "targets", "periodic")
 )
 _TARGET_FIELDS = tuple(f.name for f in dataclasses.fields(Targets))
 
@@ -36,12 +38,13 @@ class PackedGraph:
         buffer: (n_bytes,) uint8, every tensor's bytes at an 8-byte-aligned offset.
         layout: ``(name, dtype, shape, offset)`` per tensor; target fields are named
             ``targets.<field>``.
-        cutoff: Å, the graph's cutoff.
+        cutoff: Å, the graph's cutoff. periodic: whether any structure has a periodic axis.
     """
 
     buffer: torch.Tensor
     layout: tuple[tuple[str, torch.dtype, tuple[int, ...], int], ...]
     cutoff: float
+    periodic: bool
 
 
 def _tensors(graph: AtomicGraph) -> list[tuple[str, torch.Tensor]]:
@@ -62,7 +65,8 @@ def pack_graph(graph: AtomicGraph) -> PackedGraph:
     for (_, t), (_, dtype, _, start) in zip(named, layout):
         n_bytes = t.numel() * t.element_size()
         buffer[start : start + n_bytes].view(dtype).copy_(t.reshape(-1))
-    return PackedGraph(buffer=buffer, layout=tuple(layout), cutoff=graph.cutoff)
+    return PackedGraph(buffer=buffer, layout=tuple(layout), cutoff=graph.cutoff,
+                       periodic=graph.is_periodic())
 
 
 def unpack_graph(packed: PackedGraph) -> AtomicGraph:
@@ -74,7 +78,8 @@ def unpack_graph(packed: PackedGraph) -> AtomicGraph:
     target_values = {k[8:]: v for k, v in fields.items() if k.startswith("targets.")}
     targets = Targets(**target_values) if target_values else None
     graph_values = {k: fields[k] for k in _GRAPH_FIELDS}
-    return AtomicGraph(**graph_values, cutoff=packed.cutoff, targets=targets)
+    return AtomicGraph(**graph_values, cutoff=packed.cutoff, targets=targets,
+                       periodic=packed.periodic)
 
 
 class GraphLoader(torch.utils.data.DataLoader):

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from ase.data import chemical_symbols
 
+from mlip.data.edges import frame_edge_counts
 from mlip.data.schema import LABEL_BITS
 from mlip.data.store import SnapshotStore
-from mlip.neighbors import neighbor_list
 
 __all__ = [
     "DataStatistics",
@@ -206,14 +205,6 @@ def average_neighbors(
     idx = _indices(store, split, indices)
     edges = atoms = 0
     for b in store.iter_batches(batch_frames, idx, ("numbers", "positions", "cell", "pbc")):
-        batch = torch.repeat_interleave(torch.arange(len(b)), torch.from_numpy(b.n_atoms))
-        i, _, _ = neighbor_list(
-            torch.from_numpy(b.atoms["positions"]),
-            torch.from_numpy(b.frames["cell"]),
-            torch.from_numpy(b.frames["pbc"]),
-            cutoff,
-            batch,
-        )
-        edges += int(i.shape[0])
+        edges += int(frame_edge_counts(b, cutoff).sum())
         atoms += int(b.n_atoms.sum())
     return edges / atoms if atoms else float("nan")

@@ -75,13 +75,14 @@ class ForceField:
                 positions=state.positions.to(dtype), atomic_numbers=state.atomic_numbers,
                 cell=state.cell.to(dtype), pbc=state.pbc, batch=state.batch,
                 n_atoms=state.n_atoms, edge_index=edge_index, edge_shift=edge_shift,
-                cutoff=self.model.cutoff)
+                cutoff=self.model.cutoff, periodic=self.neighbors.periodic)
         g0, g1, a0, a1 = group
         return AtomicGraph(
             positions=state.positions[a0:a1].to(dtype),
             atomic_numbers=state.atomic_numbers[a0:a1], cell=state.cell[g0:g1].to(dtype),
             pbc=state.pbc[g0:g1], batch=state.batch[a0:a1] - g0, n_atoms=state.n_atoms[g0:g1],
-            edge_index=edge_index - a0, edge_shift=edge_shift, cutoff=self.model.cutoff)
+            edge_index=edge_index - a0, edge_shift=edge_shift, cutoff=self.model.cutoff,
+            periodic=self.neighbors.periodic)
 
     def _evaluate(self, state: MDState, edge_index: torch.Tensor,
                   edge_shift: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -98,6 +98,9 @@ class AtomicGraph:
         edge_shift: (n_edges, 3) int64 integer cell images S.
         cutoff: Å, radius the edges were built with.
         targets: reference labels or None.
+        periodic: False when no graph has a periodic axis (all shifts are zero, so the image
+            term S·cell of the edge vectors is skipped); None: read from ``pbc`` where that is
+            free (CPU), else assumed periodic. :meth:`to` records it before leaving the CPU.
     """
 
     positions: torch.Tensor
@@ -110,6 +113,7 @@ class AtomicGraph:
     edge_shift: torch.Tensor
     cutoff: float
     targets: Targets | None = None
+    periodic: bool | None = None
 
     # ----------------------------------------------------------------------------- sizes
     @property
@@ -139,6 +143,10 @@ class AtomicGraph:
         positions = self.positions if positions is None else positions
         cell = self.cell if cell is None else cell
         i, j = self.edge_index
+        # index_select: the same values as positions[j], a faster gather and backward
+        difference = positions.index_select(0, j) - positions.index_select(0, i)
+        if not self.is_periodic():
+            return difference
         images = self.edge_shift.to(positions.dtype)  # (n_edges, 3)
         if cell.shape[0] == 1:  # one matmul instead of a gathered batch of 3x3 products
             shift = images @ cell[0]
@@ -149,8 +157,13 @@ class AtomicGraph:
                 + images[:, 1:2] * edge_cell[:, 1]
                 + images[:, 2:3] * edge_cell[:, 2]
             )
-        # index_select: the same values as positions[j], a faster gather and backward
-        return positions.index_select(0, j) - positions.index_select(0, i) + shift
+        return difference + shift
+
+    def is_periodic(self) -> bool:
+        """Whether any graph has a periodic axis (True when unknown without a device sync)."""
+        if self.periodic is not None:
+            return self.periodic
+        return self.pbc.device.type != "cpu" or bool(self.pbc.any())
 
     # ----------------------------------------------------------------------------- building
     @classmethod
@@ -304,7 +317,7 @@ class AtomicGraph:
         }
         if self.targets is not None:
             changes["targets"] = self.targets.to(device, dtype)
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes, periodic=self.is_periodic())
 
     def to_ase(self) -> list[Atoms]:
         """Convert back to ``ase.Atoms``; labels become a ``SinglePointCalculator``."""

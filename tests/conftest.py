@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 # Threaded BLAS makes scipy's small dense kernels (expm_frechet in FrechetCellFilter) far slower
@@ -39,3 +40,25 @@ def oc20_frames():
 def hfo2_frames():
     """The bundled HfO2 cells (periodic, energy + forces + stress)."""
     return ase.io.read(bundled("hfo2_scan_vasp.xyz"), index=":")
+
+
+_TINY_LJ = {
+    "seed": 3,
+    "device": "cpu",
+    "data": {
+        "train": bundled("3bpa_train_300K.xyz"),
+        "max_frames": 24,
+        "batch_size": 4,
+        "valid_fraction": 0.25,
+        "cutoff": 4.0,
+        "isolated_atoms": bundled("3bpa_iso_atoms.xyz"),
+    },
+    "model": {"name": "lennard_jones", "sigma": 1.0, "epsilon": 0.05},
+}
+
+
+@pytest.fixture
+def tiny_lj_config():
+    """A fresh training config without ``train`` options: Lennard-Jones on 24 bundled 3BPA
+    frames (18 training, 6 validation)."""
+    return copy.deepcopy(_TINY_LJ)

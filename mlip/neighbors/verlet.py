@@ -92,6 +92,11 @@ class VerletList:
         self._checked: tuple | None = None
         self._built_with: tuple = ()  # the (pbc, batch) tensors of the last build, by identity
 
+    @property
+    def periodic(self) -> bool | None:
+        """Whether the cached systems have any periodic axis (None before the first build)."""
+        return None if self._cache is None else self._cache.periodic
+
     def reset(self) -> None:
         """Forget the cached list; the next :meth:`update` rebuilds everything."""
         self._cache = None

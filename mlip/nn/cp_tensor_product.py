@@ -185,12 +185,7 @@ class DenseCGTensorProduct(_TensorProductBase):
     edge, applied to all C channels: out[k, u] = w[u] Σ_i (Σ_j M[i, j, k] y[j]) x[i, u]. That is
     O(d³ + d²·C) per edge, against O(R·d·C) for the CP product and O(Σ_paths (2l+1)³ · C) for
     e3nn's per-path code; at C ≥ d it is the cheapest of the three (benchmarks/tensor_products.py).
-    Same call and irreps as :class:`CGTensorProduct`, equal to it to round-off.
-
-    Args:
-        lmax: L of both inputs and the output.
-        channels: C, the multiplicity of ``x`` and of the output.
-        share_path_weights: one weight per channel for all paths (TDN) or one per path.
+    Same arguments, call and irreps as :class:`CGTensorProduct`, equal to it to round-off.
     """
 
     def __init__(self, lmax: int, channels: int, *, share_path_weights: bool = True) -> None:
@@ -198,15 +193,7 @@ class DenseCGTensorProduct(_TensorProductBase):
         self.register_buffer("coupling", coupling_tensor(lmax, share_path_weights).clone())
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Exact product.
-
-        Args:
-            x: (n, d, C) features. y: (n, d) single-channel features (edge SH).
-            weight: (n, C) if path weights are shared, else (n, n_paths, C).
-
-        Returns:
-            (n, d, C) the product, component-major.
-        """
+        """Exact product; arguments and shapes as in :meth:`CGTensorProduct.forward`."""
         self._check(x, y, weight)
         coupling = self.coupling.to(x.dtype)
         if self.share_path_weights:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mlip.nn.gate import degree_index
+
 __all__ = ["EquivariantMergeLayerNorm"]
 
 
@@ -30,8 +32,7 @@ class EquivariantMergeLayerNorm(nn.Module):
         self.lmax, self.eps, self.centre = lmax, eps, centre
         self.weight = nn.Parameter(torch.ones(lmax + 1, channels))
         self.bias = nn.Parameter(torch.zeros(channels))
-        degree = torch.cat([torch.full((2 * ell + 1,), ell) for ell in range(lmax + 1)])
-        self.register_buffer("degree", degree, persistent=False)
+        self.register_buffer("degree", degree_index(lmax), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise (n, (L+1)², C) features; returns the same shape."""

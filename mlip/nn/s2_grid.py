@@ -20,7 +20,9 @@ from mlip.errors import ConfigError
 from mlip.nn.precision import float64_construction
 from mlip.nn.readout import ScalarMLP
 
-__all__ = ["S2Grid", "exact_product_resolution", "GridMLP", "GridBilinear"]
+__all__ = [
+    "S2Grid", "exact_product_resolution", "grid_matrices", "GridMLP", "GridBilinear",
+]
 
 
 def exact_product_resolution(lmax: int, lmax_out: int | None = None) -> tuple[int, int]:
@@ -34,6 +36,37 @@ def exact_product_resolution(lmax: int, lmax_out: int | None = None) -> tuple[in
     lmax_out = lmax if lmax_out is None else lmax_out
     res = 2 * lmax + lmax_out + 1
     return res + res % 2, res
+
+
+def _check_res_beta(lmax: int, res_beta: int) -> None:
+    if res_beta % 2 or res_beta < 2 * (lmax + 1):
+        raise ConfigError(f"S2 grid res_beta must be even and >= 2(lmax+1) = {2 * (lmax + 1)}, "
+                          f"got {res_beta}")
+
+
+def grid_matrices(lmax: int, res_beta: int, res_alpha: int,
+                  normalization: str = "component") -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense e3nn ``ToS2Grid`` / ``FromS2Grid`` matrices for degree ≤ ``lmax``, float64.
+
+    Any res_alpha is accepted (:class:`S2Grid` asks for a lossless one, ≥ 2L + 1).
+
+    Raises:
+        ConfigError: res_beta odd or < 2(L+1) (e3nn's SOFT quadrature cannot use it).
+
+    Returns:
+        ``to_grid`` (G, n_sph) and ``from_grid`` (n_sph, G), contiguous;
+        G = res_beta·res_alpha, n_sph = (L+1)².
+    """
+    _check_res_beta(lmax, res_beta)
+    n_sph, n_grid = (lmax + 1) ** 2, res_beta * res_alpha
+    with float64_construction():  # e3nn builds its quadrature in the default dtype
+        to_grid = o3.ToS2Grid(lmax, (res_beta, res_alpha), normalization=normalization,
+                              dtype=torch.float64)
+        from_grid = o3.FromS2Grid((res_beta, res_alpha), lmax, normalization=normalization,
+                                  dtype=torch.float64)
+        to_matrix = to_grid(torch.eye(n_sph)).reshape(n_sph, n_grid).T
+        from_matrix = from_grid(torch.eye(n_grid).reshape(n_grid, res_beta, res_alpha)).T
+    return to_matrix.contiguous(), from_matrix.contiguous()
 
 
 class S2Grid(nn.Module):
@@ -52,9 +85,7 @@ class S2Grid(nn.Module):
     def __init__(self, lmax: int, res_beta: int, res_alpha: int,
                  normalization: str = "component") -> None:
         super().__init__()
-        if res_beta % 2 or res_beta < 2 * (lmax + 1):
-            raise ConfigError(f"S2 grid res_beta must be even and >= 2(lmax+1) = {2 * (lmax + 1)}, "
-                              f"got {res_beta}")
+        _check_res_beta(lmax, res_beta)
         if res_alpha < 2 * lmax + 1:
             raise ConfigError(f"S2 grid res_alpha must be >= 2 lmax + 1 = {2 * lmax + 1}, "
                               f"got {res_alpha}")
@@ -62,17 +93,9 @@ class S2Grid(nn.Module):
             raise ConfigError("S2 grid normalization must be 'component' or 'integral', "
                               f"got {normalization!r}")
         self.lmax, self.res_beta, self.res_alpha = lmax, res_beta, res_alpha
-        n_sph, n_grid = (lmax + 1) ** 2, res_beta * res_alpha
-        with float64_construction():
-            to_grid = o3.ToS2Grid(lmax, (res_beta, res_alpha), normalization=normalization,
-                                  dtype=torch.float64)
-            from_grid = o3.FromS2Grid((res_beta, res_alpha), lmax, normalization=normalization,
-                                      dtype=torch.float64)
-            to_matrix = to_grid(torch.eye(n_sph)).reshape(n_sph, n_grid).T  # (G, n_sph)
-            from_matrix = from_grid(torch.eye(n_grid).reshape(n_grid, res_beta, res_alpha)).T
-        self.register_buffer("to_matrix", to_matrix.contiguous(), persistent=False)
-        self.register_buffer("from_matrix", from_matrix.contiguous(),
-                             persistent=False)  # (n_sph, G)
+        to_matrix, from_matrix = grid_matrices(lmax, res_beta, res_alpha, normalization)
+        self.register_buffer("to_matrix", to_matrix, persistent=False)  # (G, n_sph)
+        self.register_buffer("from_matrix", from_matrix, persistent=False)  # (n_sph, G)
 
     def to_grid(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (n, n_sph, n_channels). Returns: (n, G, n_channels) grid values."""

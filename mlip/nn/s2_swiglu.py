@@ -9,7 +9,7 @@ On m-truncated edge-frame features (|m| ≤ m_max, see :mod:`mlip.nn.so2`) only 
 the polar axis has to be respected, which needs an α quadrature exact for orders up to 3·m_max:
 ``res_alpha ≥ 3·m_max + 1`` (:func:`truncated_product_resolution`; e.g. [14, 8] for L = 4,
 m_max = 2). :class:`mlip.nn.s2_grid.S2Grid` refuses such α resolutions and full component sets
-only, hence :func:`sphere_grid_matrices` here.
+only, hence :func:`sphere_grid_matrices` here (on :func:`mlip.nn.s2_grid.grid_matrices`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,10 @@ import math
 from typing import Sequence
 
 import torch
-from e3nn import o3
 from torch import nn
 
-from mlip.errors import ConfigError
 from mlip.nn.constants import ExactConstants
-from mlip.nn.precision import float64_construction
-from mlip.nn.s2_grid import exact_product_resolution
+from mlip.nn.s2_grid import exact_product_resolution, grid_matrices
 
 __all__ = ["truncated_product_resolution", "sphere_grid_matrices", "SwiGLUS2"]
 
@@ -57,17 +54,7 @@ def sphere_grid_matrices(
         ``to_grid`` (n_grid, n_comp) and ``from_grid`` (n_comp, n_grid), with
         n_grid = res_beta·res_alpha.
     """
-    res_beta, res_alpha = resolution
-    n_sph, n_grid = (lmax + 1) ** 2, res_beta * res_alpha
-    if res_beta % 2 or res_beta < 2 * (lmax + 1):
-        raise ConfigError(f"S2 grid res_beta must be even and >= 2(lmax+1) = {2 * (lmax + 1)}, "
-                          f"got {res_beta}")
-    with float64_construction():  # e3nn builds its quadrature in the default dtype
-        to = o3.ToS2Grid(lmax, (res_beta, res_alpha), normalization="component")
-        back = o3.FromS2Grid((res_beta, res_alpha), lmax, normalization="component")
-        to_grid = to(torch.eye(n_sph)).reshape(n_sph, n_grid).T  # (n_grid, n_sph)
-        delta = torch.eye(n_grid).reshape(n_grid, res_beta, res_alpha)
-        from_grid = back(delta).T  # (n_sph, n_grid)
+    to_grid, from_grid = grid_matrices(lmax, *resolution)
     if components is not None:
         index = torch.as_tensor(list(components), dtype=torch.long)
         to_grid, from_grid = to_grid[:, index], from_grid[index]

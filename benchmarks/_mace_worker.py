@@ -7,25 +7,15 @@ energy+forces calls and prints one JSON line. It must not import mlip.
 from __future__ import annotations
 
 import json
-import resource
 import sys
-import time
 
 import ase.io
 import numpy as np
 import torch
+from _worker_timing import time_and_report
 from e3nn import o3
 from mace import data, modules, tools
 from mace.tools import torch_geometric
-
-
-def rss_mb() -> float:
-    """Current resident set size, MB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def build_mace(case: dict, zs: list[int]) -> torch.nn.Module:
@@ -59,19 +49,8 @@ def main() -> None:
     batch = next(iter(loader)).to_dict()
     model = build_mace(case, zs).eval()
     n_atoms = sum(len(atoms) for atoms in frames)
-    before = rss_mb()
-    model(batch, compute_force=True, training=False)
-    times = []
-    for _ in range(case["repeats"]):
-        start = time.perf_counter()
-        model(batch, compute_force=True, training=False)
-        times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    seconds = float(np.median(times))
-    print(json.dumps({"params": sum(p.numel() for p in model.parameters()), "ms": seconds * 1e3,
-                      "atom_steps_per_s": n_atoms / seconds, "peak_mb": peak - before,
-                      "n_atoms": n_atoms}))
-
+    time_and_report(lambda: model(batch, compute_force=True, training=False), case["repeats"],
+                    sum(p.numel() for p in model.parameters()), n_atoms)
 
 if __name__ == "__main__":
     main()

@@ -9,25 +9,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import resource
 import sys
-import time
 
 import ase.io
-import numpy as np
 import torch
+from _worker_timing import time_and_report
 
 from mlip.graph import AtomicGraph
 from mlip.models import MODELS, build
-
-
-def rss_mb() -> float:
-    """Current resident set size, MB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def make_model(case: dict, species: list[int]) -> torch.nn.Module:
@@ -52,20 +41,8 @@ def main() -> None:
     species = sorted({int(z) for atoms in frames for z in atoms.numbers})
     model = make_model(case, species)
     graph = AtomicGraph.from_ase(frames, case["cutoff"]).to(dtype=getattr(torch, case["dtype"]))
-    before = rss_mb()
-    model(graph)
-    times = []
-    for _ in range(case["repeats"]):
-        start = time.perf_counter()
-        model(graph)
-        times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    seconds = float(np.median(times))
-    n_atoms = graph.positions.shape[0]
-    print(json.dumps({"params": sum(p.numel() for p in model.parameters()), "ms": seconds * 1e3,
-                      "atom_steps_per_s": n_atoms / seconds, "peak_mb": peak - before,
-                      "n_atoms": n_atoms}))
-
+    time_and_report(lambda: model(graph), case["repeats"],
+                    sum(p.numel() for p in model.parameters()), graph.positions.shape[0])
 
 if __name__ == "__main__":
     main()

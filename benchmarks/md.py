@@ -208,6 +208,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"],
                         help="dtype of facet-s (the driver integrates in float64 either way)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
+    parser.add_argument("--max-edges-per-block", type=int, default=None,
+                        help="Facet: evaluate the convolutions on blocks of this many edges "
+                             "(bounds GPU memory for large systems)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--model-steps", type=int, default=10,
                         help="steps for models other than Lennard-Jones (slower per step)")
@@ -228,6 +231,8 @@ def main() -> None:
     results = {}
     for name in args.model:
         model = load_potential(name, args.hparams, args.device, getattr(torch, args.dtype))
+        if args.max_edges_per_block is not None:
+            model.set_max_edges_per_block(args.max_edges_per_block)
         cheap = name == "lennard_jones"
         steps, repeats = (args.steps, args.repeats) if cheap else (args.model_steps, 1)
         print(f"model {name}\n{'case':>15} {'atoms':>6} {'mlip atom-steps/s':>18} "
@@ -240,6 +245,7 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     meta = {"models": args.model, "device": args.device, "threads": args.threads,
             "torch": torch.__version__, "dtype": args.dtype,
+            "max_edges_per_block": args.max_edges_per_block,
             "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
             "repeats_lennard_jones": args.repeats,
             "note": "shared 2-core CPU, noisy; ratios from the same process, best of "

@@ -102,13 +102,19 @@ def clusters(n_systems: int, n_atoms: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def bench_batched(repeats: int) -> dict:
-    """100 free 30-atom clusters: one batched mlip call vs one vesin call per system."""
+def cluster_batch() -> tuple[list[np.ndarray], tuple[torch.Tensor, ...]]:
+    """100 free 30-atom clusters, and them as one batch: (positions, cell, pbc, batch)."""
     systems = clusters(100, 30)
     positions = torch.tensor(np.concatenate(systems))
     cell = torch.zeros(len(systems), 3, 3, dtype=torch.float64)
     pbc = torch.zeros(len(systems), 3, dtype=torch.bool)
     batch = torch.repeat_interleave(torch.arange(len(systems)), 30)
+    return systems, (positions, cell, pbc, batch)
+
+
+def bench_batched(repeats: int) -> dict:
+    """100 free 30-atom clusters: one batched mlip call vs one vesin call per system."""
+    systems, (positions, cell, pbc, batch) = cluster_batch()
     nl = vesin.NeighborList(cutoff=CUTOFF, full_list=True)
     zero = np.zeros((3, 3))
     codes = {
@@ -143,11 +149,7 @@ def bench_small(threads: int, repeats: int) -> dict:
         rows[name] = {"mlip": timed(lambda: neighbor_list(*tensors, CUTOFF), repeats),
                       "vesin": timed(lambda: nl.compute(pos, cell, bool(pbc.all()), "ijS"),
                                      repeats)}
-    systems = clusters(100, 30)
-    positions = torch.tensor(np.concatenate(systems))
-    cell = torch.zeros(len(systems), 3, 3, dtype=torch.float64)
-    pbc = torch.zeros(len(systems), 3, dtype=torch.bool)
-    batch = torch.repeat_interleave(torch.arange(len(systems)), 30)
+    systems, (positions, cell, pbc, batch) = cluster_batch()
     nl = vesin.NeighborList(cutoff=CUTOFF, full_list=True)
     zero = np.zeros((3, 3))
     rows["100 clusters x 30 atoms (one batched call)"] = {

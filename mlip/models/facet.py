@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 from e3nn import o3
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
@@ -65,6 +66,12 @@ class FacetLayer(nn.Module):
         neighbor_norm: the constant n̄^ρ dividing the neighbour sum.
         mixer: the :class:`S2MixingLayer` (irreps_hidden → irreps_hidden).
         residual_init: initial scale of the residual branch's layer norm.
+
+    Attributes:
+        max_edges_per_block: None, or evaluate the convolution on blocks of at most this many
+            edges with activation checkpointing (same values; the per-edge messages of only
+            one block are held, at the cost of recomputing them in the backward). Set through
+            :meth:`Facet.set_max_edges_per_block`.
     """
 
     def __init__(self, irreps_in: o3.Irreps, irreps_hidden: o3.Irreps, irreps_sh: o3.Irreps, *,
@@ -81,6 +88,7 @@ class FacetLayer(nn.Module):
         self.mixer = mixer
         self.residual = IrrepsLinear(irreps_in, irreps_hidden)
         self.norm = EquivariantLayerNorm(irreps_hidden, scale_init=residual_init)
+        self.max_edges_per_block: int | None = None
 
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor,
                 edge_length: torch.Tensor) -> torch.Tensor:
@@ -93,11 +101,29 @@ class FacetLayer(nn.Module):
         Returns:
             (n_atoms, irreps_hidden.dim) updated features.
         """
-        weights = self.radial(edge_length, self.conv.weight_index)  # (n_edges, n_messages)
-        messages = self.conv(self.linear_in(h)[edge_index[1]], edge_sh, weights)
-        m = scatter_sum(messages, edge_index[0], h.shape[0]) / self.neighbor_norm
-        v = self.mixer(self.linear_out(m))
+        h_in = self.linear_in(h)
+        n_edges, block = edge_length.shape[0], self.max_edges_per_block
+        if block is None or n_edges <= block:
+            m = self._neighbor_sum(h_in, edge_index, edge_sh, edge_length)
+        else:  # one block of edges at a time; the backward recomputes each block's messages
+            m = None
+            for start in range(0, n_edges, block):
+                part = (edge_index[:, start:start + block], edge_sh[start:start + block],
+                        edge_length[start:start + block])
+                if torch.is_grad_enabled():
+                    total = checkpoint(self._neighbor_sum, h_in, *part, use_reentrant=False)
+                else:
+                    total = self._neighbor_sum(h_in, *part)
+                m = total if m is None else m + total
+        v = self.mixer(self.linear_out(m / self.neighbor_norm))
         return self.residual(h) + self.norm(v)
+
+    def _neighbor_sum(self, h_in: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor,
+                      edge_length: torch.Tensor) -> torch.Tensor:
+        """Σ_j of the spline-weighted messages, (n_atoms, n_message_columns)."""
+        weights = self.radial(edge_length, self.conv.weight_index)  # (n_edges, n_messages)
+        messages = self.conv(h_in[edge_index[1]], edge_sh, weights)
+        return scatter_sum(messages, edge_index[0], h_in.shape[0])
 
 
 @register_model("facet")
@@ -171,6 +197,20 @@ class Facet(Potential):
             h = layer(h, graph.edge_index, edge_sh, edge_length)
         energies = self.readout(h[:, :self.num_scalars]).squeeze(1)  # (n_atoms,)
         return self.rescale(energies, species)
+
+    def set_max_edges_per_block(self, max_edges: int | None) -> Facet:
+        """Bound the memory of the convolutions: messages are made and summed for at most
+        ``max_edges`` edges at a time, and recomputed in the backward (activation
+        checkpointing). The results are unchanged (up to summation order); the cost is about
+        one more forward of the convolutions per force call. For large systems on a GPU (the
+        per-edge messages of a wide model take n_edges × (message columns) floats); None
+        turns it off. Not saved with the model: a run-time setting.
+        """
+        if max_edges is not None and max_edges < 1:
+            raise ConfigError(f"max_edges_per_block must be >= 1 or None, got {max_edges}")
+        for layer in self.layers:
+            layer.max_edges_per_block = max_edges
+        return self
 
     def enable_compile(self, enabled: bool = True, dynamic: bool = False) -> Facet:
         """Run :meth:`atomic_energies` through ``torch.compile`` (inference); ``False`` undoes it.

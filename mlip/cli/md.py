@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--skin", type=float, default=1.0, help="neighbour-list skin, Å")
+    p.add_argument("--max-edges-per-block", type=int, metavar="N",
+                   help="facet models: evaluate the convolutions on blocks of N edges (bounds "
+                        "the memory of large systems, e.g. 65536 on a GPU)")
     p.set_defaults(func=run)
 
 
@@ -44,8 +47,16 @@ def run(args: argparse.Namespace) -> int:
     """Run MD, print a summary and where the outputs are."""
     import ase.io
 
-    from mlip.errors import SimulationBlowUpError
+    from mlip.errors import ConfigError, SimulationBlowUpError
     from mlip.md import MDOutputs, make_integrator, run_md
+    from mlip.md.force_field import resolve_model
+
+    model = resolve_model(args.model, device=args.device)
+    if args.max_edges_per_block is not None:
+        if not hasattr(model, "set_max_edges_per_block"):
+            raise ConfigError(f"--max-edges-per-block applies to facet models; {args.model} "
+                              f"holds a {type(model).__name__}")
+        model.set_max_edges_per_block(args.max_edges_per_block)
 
     integrator = make_integrator(
         _ENSEMBLES[args.ensemble, args.thermostat], timestep_fs=args.timestep,
@@ -56,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                         trajectory_interval=args.traj_interval, log_interval=args.log_interval,
                         checkpoint_interval=args.checkpoint_interval)
     structures = None if args.restart else ase.io.read(args.input, index=":")
-    result = run_md(args.model, structures, integrator, steps=args.steps, outputs=outputs,
+    result = run_md(model, structures, integrator, steps=args.steps, outputs=outputs,
                     restart=args.restart, initial_temperature_K=args.temperature, seed=args.seed,
                     skin=args.skin, device=args.device, progress=True)
     print(result.summary())

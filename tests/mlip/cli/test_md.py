@@ -32,3 +32,16 @@ def test_unknown_element_is_a_clean_error(files, capsys):
                  "-o", str(files / "g.xyz"), "--log", str(files / "g.csv")])
     assert code == 2
     assert "does not know element(s) Au (Z=79)" in capsys.readouterr().err
+
+
+def test_edge_blocks_flag(files, capsys):
+    from mlip.models import build, save_model
+
+    model = build("facet", species=[29], cutoff=4.0, hidden_irreps="8x0e+4x1o", embedding_dim=8,
+                  num_spline_basis=8, mixer_hidden=[8])
+    save_model(model, files / "facet.pt")
+    common = ["--steps", "2", "-o", str(files / "b.xyz"), "--log", str(files / "b.csv"),
+              "--max-edges-per-block", "100"]
+    assert main(["md", str(files / "facet.pt"), str(files / "in.xyz"), *common]) == 0
+    assert main(["md", str(files / "lj.pt"), str(files / "in.xyz"), *common]) == 2
+    assert "--max-edges-per-block applies to facet models" in capsys.readouterr().err

@@ -64,6 +64,9 @@ DEFAULTS: dict[str, Any] = {
         "name": "plateau",  # constant | cosine | plateau
         "warmup_steps": 0,
         "min_lr_ratio": 0.01,  # cosine: final lr = lr * min_lr_ratio
+        # cosine + train.max_time_s: size the decay to the steps that fit in the time budget,
+        # measured once (end of the first epoch or step 200) and kept on resume
+        "fit_to_time": False,
         "plateau_factor": 0.8,
         "plateau_patience": 50,  # evaluations without improvement
     },
@@ -199,6 +202,12 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{'.'.join(path)} = {value!r} is not one of {list(choices)}")
     if not resolved["data"]["train"]:
         raise ConfigError("data.train is required: a path (or list of paths) to training data")
+    if resolved["schedule"]["fit_to_time"] and (
+        resolved["schedule"]["name"] != "cosine" or resolved["train"]["max_time_s"] is None
+    ):
+        raise ConfigError(
+            "schedule.fit_to_time needs schedule.name = cosine and a train.max_time_s budget"
+        )
     return resolved
 
 

@@ -33,6 +33,10 @@ __all__ = ["Trainer", "BEST_NAME", "FINAL_NAME", "STEPS_NAME"]
 
 log = logging.getLogger("mlip.train")
 
+#: schedule.fit_to_time measures the step rate at the end of the first epoch or after this
+#: many optimiser steps, whichever comes first.
+_FIT_PROBE_STEPS = 200
+
 BEST_NAME = "best.pt"
 FINAL_NAME = "final.pt"
 STEPS_NAME = "steps.csv"
@@ -171,6 +175,8 @@ class Trainer:
             self._log_step(loss, lr)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
+            if p.step == _FIT_PROBE_STEPS:  # a step count, so every rank fits at once
+                self._fit_schedule_to_time()
             if p.step % int(self.config["train"]["checkpoint_every_steps"]) == 0:
                 p.train_sums = accumulator.state()
                 self.save_state()
@@ -187,6 +193,20 @@ class Trainer:
         ):
             self._evaluate(accumulator, epoch_done)
         p.train_sums = [] if epoch_done else accumulator.state()
+        self._fit_schedule_to_time()
+
+    def _fit_schedule_to_time(self) -> None:
+        """``schedule.fit_to_time``: size the cosine to the time budget, once, from the mean
+        rate over the ranks (the same number everywhere)."""
+        if not self.config["schedule"]["fit_to_time"] or self.schedule.fitted:
+            return
+        p = self.progress
+        elapsed = self.ctx.all_reduce(torch.tensor([p.elapsed_s], dtype=torch.float64))
+        self.schedule.fit_to_time(
+            p.step, float(elapsed) / self.ctx.world_size, float(self.config["train"]["max_time_s"])
+        )
+        log.info("cosine schedule sized to %d steps for the %s s budget",
+                 self.schedule.total_steps, self.config["train"]["max_time_s"])
 
     # ------------------------------------------------------------------ one step
     def _train_step(

@@ -64,6 +64,7 @@ class LRSchedule:
         self.patience = int(config["plateau_patience"])
         self.base_lr = float(base_lr)
         self.total_steps = max(1, int(total_steps))
+        self.fitted = False  # fit_to_time: whether total_steps was sized to the time budget
         self.plateau = 1.0
         self.best = math.inf
         self.bad_evals = 0
@@ -100,12 +101,23 @@ class LRSchedule:
             self.plateau *= self.factor
             self.bad_evals = 0
 
+    def fit_to_time(self, step: int, elapsed_s: float, budget_s: float) -> None:
+        """Shorten the cosine to the steps that fit in ``budget_s`` at the rate measured so far
+        (``step`` steps in ``elapsed_s`` seconds, validation included); done once."""
+        if step > 0 and elapsed_s > 0:
+            fitting = int(step * budget_s / elapsed_s)
+            self.total_steps = max(step + 1, min(self.total_steps, fitting))
+        self.fitted = True
+
     def state_dict(self) -> dict:
         """Checkpointable state."""
-        return {"plateau": self.plateau, "best": self.best, "bad_evals": self.bad_evals}
+        return {"plateau": self.plateau, "best": self.best, "bad_evals": self.bad_evals,
+                "total_steps": self.total_steps, "fitted": self.fitted}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
         self.plateau = float(state["plateau"])
         self.best = float(state["best"])
         self.bad_evals = int(state["bad_evals"])
+        self.total_steps = int(state.get("total_steps", self.total_steps))
+        self.fitted = bool(state.get("fitted", False))

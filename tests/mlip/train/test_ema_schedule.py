@@ -70,3 +70,16 @@ def test_batcher_is_seeded_covers_every_frame_and_shards_global_batches():
     ]
     by_atoms = Batcher([5, 7, 3, 9], batch_size=100, max_atoms_per_batch=12, shuffle=False)
     assert by_atoms.global_batches(0) == [[0, 1], [2, 3]]
+
+
+def test_cosine_fitted_to_a_time_budget_is_kept_in_the_state():
+    schedule = _schedule(name="cosine", min_lr_ratio=0.0)
+    schedule.fit_to_time(step=50, elapsed_s=10.0, budget_s=12.0)  # 60 steps fit
+    assert schedule.total_steps == 60 and schedule.fitted
+    assert schedule.lr_at(60) == pytest.approx(0.0, abs=1e-15)
+    restored = _schedule(name="cosine", min_lr_ratio=0.0)
+    restored.load_state_dict(schedule.state_dict())
+    assert (restored.total_steps, restored.fitted) == (60, True)
+    longer = _schedule(name="cosine")
+    longer.fit_to_time(step=50, elapsed_s=10.0, budget_s=1000.0)  # never beyond the plan
+    assert longer.total_steps == 100

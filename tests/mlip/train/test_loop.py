@@ -59,6 +59,17 @@ def test_resume_continues_bit_for_bit(tiny_config, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_cosine_fit_to_time_sizes_the_decay_to_the_budget(tiny_config, tmp_path):
+    tiny_config["schedule"] = {"name": "cosine", "fit_to_time": True}
+    tiny_config["train"]["max_time_s"] = 1e-6  # the first step exhausts the budget
+    train(tiny_config, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)["schedule"]
+    assert state["fitted"] and state["total_steps"] == 2  # one step taken: the decay ends next
+    tiny_config["schedule"] = {"name": "plateau", "fit_to_time": True}
+    with pytest.raises(ConfigError, match="fit_to_time needs schedule.name = cosine"):
+        train(tiny_config, tmp_path / "bad")
+
+
 def test_nan_loss_stops_names_the_batch_and_keeps_last_good_checkpoint(
     tiny_config, tmp_path, monkeypatch
 ):

@@ -9,7 +9,9 @@ Run on a machine with a CUDA device (the `device` tool); prints a table and save
 3. Host synchronisations per MD step on the GPU, counted with ``torch.cuda.set_sync_debug_mode``
    (the loop should only sync at log intervals and for the skin test).
 4. FIRE relaxation (positions, and positions + cell) on both devices: energy difference, eV/atom.
-5. Training: a short ``mlip.train`` run of the shipped facet config on the GPU (optimiser
+5. Every model family (facet, tdn, equiformer_v3, mid-size): CPU vs GPU energies, forces and
+   stress in float64; GPU E+F+S time in float32 on 2048 Cu atoms and 64 3BPA molecules.
+6. Training: a short ``mlip.train`` run of the shipped facet config on the GPU (optimiser
    steps per second, final validation metrics).
 
     python benchmarks/gpu_checks.py [--output results/gpu_checks.json] [--train-seconds 60]
@@ -153,6 +155,68 @@ def check_relax(device: str) -> dict:
     return out
 
 
+TIMED_CU_REPEAT = 8  # 2048 atoms
+
+#: One mid-size model per family (the benchmarks/models.py rows), for the GPU agreement check.
+FAMILIES = {
+    "facet": dict(hidden_irreps="128x0e+64x1o+32x2e", sh_lmax=2, avg_num_neighbors=20.0),
+    "tdn": dict(lmax=2, channels=64, num_blocks=2, num_heads=4),
+    "equiformer_v3": dict(num_layers=2, channels=64, lmax=2, mmax=2, num_heads=4,
+                          attn_hidden=32, attn_alpha_channels=16, attn_value_channels=16,
+                          ffn_hidden=128, num_rbf=16, edge_channels=32),
+}
+
+
+def _max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest |a - b|, where NaN in both (the stress of a molecule) counts as equal."""
+    both_nan = torch.isnan(a) & torch.isnan(b)
+    return (a - b).masked_fill(both_nan, 0.0).abs().max().item()
+
+
+def check_models(device: str) -> dict:
+    """Per family: CPU vs GPU energy/forces/stress in float64, and GPU E+F+S calls per second
+    (float32) on a rattled 2048-atom Cu cell and on 64 3BPA molecules."""
+    from mlip.graph import AtomicGraph
+
+    copper = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    copper.rattle(0.05, seed=2)
+    path = resources.files("mlip.data.bundled").joinpath("3bpa_train_300K.xyz")
+    small = AtomicGraph.from_ase([copper, *ase.io.read(str(path), index=":2")], 5.0)
+    big_cu = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(TIMED_CU_REPEAT)
+    big_cu.rattle(0.05, seed=3)
+    timed_cases = {"cu_2048": AtomicGraph.from_ase(big_cu, 5.0),
+                   "3bpa_x64": AtomicGraph.from_ase(ase.io.read(str(path), index=":64"), 5.0)}
+    if not device.startswith("cuda"):  # a dry run of the script on a CPU
+        timed_cases = {}
+    out = {}
+    for name, hparams in FAMILIES.items():
+        torch.manual_seed(0)
+        model = build(name, species=SPECIES, cutoff=5.0, **hparams)
+        model = model.double().eval()
+        ref = model(small, compute_forces=True, compute_stress=True)
+        gpu = model.to(device)(small.to(device), compute_forces=True, compute_stress=True)
+        row = {key: _max_difference(ref[key], gpu[key].cpu())
+               for key in ("energy", "forces", "stress")}
+        model = model.float()
+        for case, graph in timed_cases.items():
+            graph = graph.to(device, torch.float32)
+            for _ in range(2):
+                model(graph, compute_forces=True, compute_stress=True)
+            torch.cuda.synchronize()
+            t0, calls = time.perf_counter(), 5
+            for _ in range(calls):
+                model(graph, compute_forces=True, compute_stress=True)
+            torch.cuda.synchronize()
+            seconds = (time.perf_counter() - t0) / calls
+            row[case] = {"atoms": graph.positions.shape[0], "edges": graph.n_edges,
+                         "ms_per_call": seconds * 1e3,
+                         "atoms_per_s": graph.positions.shape[0] / seconds,
+                         "peak_GiB": torch.cuda.max_memory_allocated() / 2**30}
+            torch.cuda.reset_peak_memory_stats()
+        out[name] = row
+    return out
+
+
 def check_training(seconds: float, folder: Path, device: str) -> dict:
     """A short run of the shipped facet config on the GPU."""
     import yaml
@@ -190,6 +254,7 @@ def main() -> None:
              ("md", lambda: check_md(args.md_steps, device)),
              ("syncs", lambda: count_syncs(100, 50, device)),
              ("relax", lambda: check_relax(device)),
+             ("models", lambda: check_models(device)),
              ("training", lambda: check_training(args.train_seconds, args.output.parent, device))]
     if args.train_seconds <= 0:
         steps.pop()

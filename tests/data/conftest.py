@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from importlib import resources
 
 import ase.io
 import pytest
 
-from mlip.data import import_files
+from mlip.data import import_files, make_split
 
 BUNDLED = ("3bpa_train_300K.xyz", "random1000156.traj", "hfo2_scan_vasp.xyz", "3bpa_iso_atoms.xyz")
 
@@ -35,3 +36,12 @@ def bundled_atoms():
 def bundled_file():
     """``bundled_file(name)`` is the path of a bundled data file."""
     return bundled
+
+
+@pytest.fixture(scope="module")
+def split_store(bundled_store, tmp_path_factory):
+    """A module's own copy of the bundled store with an 80/10/10 split (seed 0)."""
+    path = tmp_path_factory.mktemp("split") / "s.h5"
+    shutil.copytree(bundled_store, path)
+    make_split(path, (0.8, 0.1, 0.1), seed=0)
+    return path

@@ -6,19 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mlip.data import BlockBatchSampler, SnapshotStore, StoreDataset, make_loader, make_split
+from mlip.data import BlockBatchSampler, SnapshotStore, StoreDataset, make_loader
 from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
-
-
-@pytest.fixture(scope="module")
-def split_store(bundled_store, tmp_path_factory):
-    import shutil
-
-    path = tmp_path_factory.mktemp("split") / "s.h5"
-    shutil.copytree(bundled_store, path)
-    make_split(path, (0.8, 0.1, 0.1), seed=0)
-    return path
 
 
 def _edges(g):

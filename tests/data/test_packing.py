@@ -9,19 +9,9 @@ import pytest
 import torch
 from ase import Atoms
 
-from mlip.data import StoreDataset, make_loader, make_split
+from mlip.data import StoreDataset, make_loader
 from mlip.data.packing import GraphLoader, pack_graph, unpack_graph
 from mlip.graph import AtomicGraph
-
-
-@pytest.fixture(scope="module")
-def split_store(bundled_store, tmp_path_factory):
-    import shutil
-
-    path = tmp_path_factory.mktemp("packing") / "s.h5"
-    shutil.copytree(bundled_store, path)
-    make_split(path, (0.8, 0.1, 0.1), seed=0)
-    return path
 
 
 def _assert_same(got: AtomicGraph, ref: AtomicGraph) -> None:

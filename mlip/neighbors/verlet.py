@@ -90,7 +90,6 @@ class VerletList:
         self.edge_distance_sq: torch.Tensor | None = None
         self._cache: _Cache | None = None
         self._checked: tuple | None = None
-        self._built_with: tuple = ()  # the (pbc, batch) tensors of the last build, by identity
 
     @property
     def periodic(self) -> bool | None:
@@ -101,7 +100,6 @@ class VerletList:
         """Forget the cached list; the next :meth:`update` rebuilds everything."""
         self._cache = None
         self._checked = None
-        self._built_with = ()
 
     def update(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
                batch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,17 +180,16 @@ class VerletList:
             return False
         if c.positions.device != positions.device:
             return False
-        built = self._built_with
-        if built and built[0] is pbc and built[1] == pbc._version and built[2] is batch \
-                and built[3] == batch._version:
-            return True  # the MD fast path: no torch.equal, which waits for a GPU
+        if self._checked is not None:  # the MD fast path passes back the normalised tensors
+            _, built_pbc, built_batch = self._checked[4]  # of the last build (never modified)
+            if pbc is built_pbc and batch is built_batch:
+                return True  # no torch.equal, which waits for a GPU
         return torch.equal(c.pbc, pbc) and torch.equal(c.batch, batch)
 
     def _rebuild(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
                  batch: torch.Tensor, stale: torch.Tensor) -> None:
         """Rebuild the candidate list of the stale systems and splice it into the cache."""
         self.n_rebuilds += 1
-        self._built_with = (pbc, pbc._version, batch, batch._version)
         self.n_system_rebuilds += int(stale.sum())
         pos64, cell64 = positions.detach().to(torch.float64), cell.detach().to(torch.float64)
         if self._cache is None or bool(stale.all()):

@@ -17,6 +17,10 @@ Usage::
     python benchmarks/md.py                       # Lennard-Jones and facet-s, default sizes
     python benchmarks/md.py --model runs/x/best.pt  # a trained checkpoint instead
     python benchmarks/md.py --model facet --hparams '{"species": [1, 6, 7, 8, 29]}'
+    python benchmarks/md.py --compile --model lennard_jones   # both sides on the compiled model
+
+With ``--compile`` the model object shared by both sides evaluates energy, forces and stress
+through ``torch.compile`` (``Potential.enable_compile``): ASE's calculator gets the same speed-up.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from mlip.models import build
 from mlip.models.facet import FACET_PRESETS
 
 RESULTS = Path(__file__).parent / "results" / "md.json"
+RESULTS_COMPILED = Path(__file__).parent / "results" / "md_compiled.json"
 MACE_PYTHON = Path(__file__).resolve().parent.parent / ".venv-mace" / "bin" / "python"
 
 #: Run in .venv-mace (mace-torch 0.3.16, e3nn 0.4.4): ASE VelocityVerlet with MACECalculator on a
@@ -207,7 +212,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"],
                         help="dtype of facet-s (the driver integrates in float64 either way)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"JSON results file (default {RESULTS.name}, or "
+                             f"{RESULTS_COMPILED.name} with --compile)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (both sides use the compiled model)")
     parser.add_argument("--max-edges-per-block", type=int, default=None,
                         help="Facet: evaluate the convolutions on blocks of this many edges "
                              "(bounds GPU memory for large systems)")
@@ -233,6 +242,8 @@ def main() -> None:
         model = load_potential(name, args.hparams, args.device, getattr(torch, args.dtype))
         if args.max_edges_per_block is not None:
             model.set_max_edges_per_block(args.max_edges_per_block)
+        if args.compile:
+            model.enable_compile()
         cheap = name == "lennard_jones"
         steps, repeats = (args.steps, args.repeats) if cheap else (args.model_steps, 1)
         print(f"model {name}\n{'case':>15} {'atoms':>6} {'mlip atom-steps/s':>18} "
@@ -242,10 +253,11 @@ def main() -> None:
     mace = mace_peer(singles, args.mace_steps, args.threads) if args.mace_steps else {}
     for name, rate in mace.items():
         print(f"ASE + MACECalculator (random small MACE), {name}: {rate:.4g} atom-steps/s")
+    args.output = args.output or (RESULTS_COMPILED if args.compile else RESULTS)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     meta = {"models": args.model, "device": args.device, "threads": args.threads,
             "torch": torch.__version__, "dtype": args.dtype,
-            "max_edges_per_block": args.max_edges_per_block,
+            "max_edges_per_block": args.max_edges_per_block, "compile": args.compile,
             "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
             "repeats_lennard_jones": args.repeats,
             "note": "shared 2-core CPU, noisy; ratios from the same process, best of "

@@ -36,18 +36,23 @@ class MLIPCalculator(Calculator):
         dtype: model dtype, ``torch.float64``/``torch.float32`` or ``"float64"``/``"float32"``
             (default: keep the model's / checkpoint's dtype).
         skin: Verlet skin, Å (0 rebuilds the list at every call).
+        compile: evaluate the model through ``torch.compile``
+            (:meth:`mlip.models.Potential.enable_compile`; the first call compiles).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     def __init__(self, model: Potential | str | os.PathLike, *, device: str | torch.device = "cpu",
-                 dtype: torch.dtype | str | None = None, skin: float = 1.0, **kwargs) -> None:
+                 dtype: torch.dtype | str | None = None, skin: float = 1.0, compile: bool = False,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         if isinstance(dtype, str):
             if dtype not in _DTYPES:
                 raise ConfigError(f"dtype {dtype!r} is not supported; use one of {sorted(_DTYPES)}")
             dtype = _DTYPES[dtype]
         self.model = resolve_model(model, device=device, dtype=dtype)
+        if compile:
+            self.model.enable_compile()
         self.device = torch.device(device)
         self.dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()),
                           torch.float64)

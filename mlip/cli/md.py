@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-edges-per-block", type=int, metavar="N",
                    help="facet models: evaluate the convolutions on blocks of N edges (bounds "
                         "the memory of large systems, e.g. 65536 on a GPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the energy, forces and stress (the first step compiles, "
+                        "seconds to minutes; pays off for long runs of small systems)")
     p.set_defaults(func=run)
 
 
@@ -57,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--max-edges-per-block applies to facet models; {args.model} "
                               f"holds a {type(model).__name__}")
         model.set_max_edges_per_block(args.max_edges_per_block)
+    if args.compile:
+        model.enable_compile()
 
     integrator = make_integrator(
         _ENSEMBLES[args.ensemble, args.thermostat], timestep_fs=args.timestep,

@@ -96,6 +96,8 @@ class Potential(nn.Module):
         Raises:
             UnknownElementError: naming the elements the model was not trained on.
         """
+        if torch.compiler.is_compiling():  # checked eagerly by the caller of the compiled code
+            return self.species_index[atomic_numbers]
         last = self._last_species
         if last and last[0] is atomic_numbers and last[1] == atomic_numbers._version:
             return last[2]  # MD calls: same tensor every step; the check below syncs a GPU
@@ -120,6 +122,23 @@ class Potential(nn.Module):
             + self.energy_shift.to(dtype)
             + self.reference_energies.to(dtype)[species]
         )
+
+    def enable_compile(self, enabled: bool = True) -> Potential:
+        """Compile inference (energy, forces, stress) with ``torch.compile``; ``False`` undoes it.
+
+        Used in eval mode when forces are asked for; training keeps the autograd path. The first
+        call compiles (seconds to minutes, see :class:`~mlip.models.forces.
+        CompiledEnergyForcesStress`); it pays off where per-operation overhead dominates (small
+        systems, cheap models, long MD runs), not for a heavy model on a CPU. A run-time
+        setting, not saved with the model.
+        """
+        from mlip.models.forces import CompiledEnergyForcesStress
+
+        if enabled:
+            self.__dict__["_compiled_inference"] = CompiledEnergyForcesStress(self)
+        else:
+            self.__dict__.pop("_compiled_inference", None)
+        return self
 
     def set_energy_reference(
         self, reference_energies: Mapping[int, float], scale: float = 1.0, shift: float = 0.0
@@ -150,6 +169,9 @@ class Potential(nn.Module):
         """
         from mlip.models.forces import energy_forces_stress
 
+        compiled = self.__dict__.get("_compiled_inference")
+        if compiled is not None and compute_forces and not self.training:
+            return compiled(graph, compute_stress)
         return energy_forces_stress(
             self,
             graph,

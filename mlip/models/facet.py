@@ -212,20 +212,6 @@ class Facet(Potential):
             layer.max_edges_per_block = max_edges
         return self
 
-    def enable_compile(self, enabled: bool = True, dynamic: bool = False) -> Facet:
-        """Run :meth:`atomic_energies` through ``torch.compile`` (inference); ``False`` undoes it.
-
-        Off by default: on a 2-core CPU the compiled call was ~15 % faster than eager for
-        facet-s on 256 Cu atoms, but the first call (and every new system size unless
-        ``dynamic``) compiles for minutes. Forces and stress still come from autograd.
-        """
-        if enabled:
-            self.atomic_energies = torch.compile(type(self).atomic_energies.__get__(self),
-                                                 dynamic=dynamic)
-        else:
-            self.__dict__.pop("atomic_energies", None)
-        return self
-
 
 def _mixing_layer(irreps: o3.Irreps, kind: str, hidden: list[int], heads: int,
                   grid_res: Sequence[int] | None, normalization: str) -> S2MixingLayer:

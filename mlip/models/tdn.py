@@ -138,7 +138,8 @@ class TDN(Potential):
             make_tp = functools.partial(exact, lmax, channels,
                                         share_path_weights=share_path_weights)
         self.lmax, self.channels, self.envelope_p = lmax, channels, envelope_p
-        self.sh_irreps = o3.Irreps.spherical_harmonics(lmax)
+        self.spherical_harmonics = o3.SphericalHarmonics(
+            o3.Irreps.spherical_harmonics(lmax), normalize=True, normalization="component")
         self.embedding = SpeciesEmbedding(len(self.species), channels)
         self.basis = LearnableGaussianBasis(cutoff, num_basis)
         self.degree_embedding = EdgeDegreeEmbedding(
@@ -165,8 +166,7 @@ class TDN(Potential):
         n_atoms = graph.atomic_numbers.shape[0]
         r = edge_vectors.norm(dim=1)  # (n_edges,)
         envelope = polynomial_envelope(r, self.cutoff, self.envelope_p)
-        sh = o3.spherical_harmonics(self.sh_irreps, edge_vectors, normalize=True,
-                                    normalization="component")  # (n_edges, d)
+        sh = self.spherical_harmonics(edge_vectors)  # (n_edges, d)
         basis = self.basis(r)  # (n_edges, K)
         scalars = self.embedding(self.species_indices(graph.atomic_numbers))  # (n_atoms, C)
         higher = scalars.new_zeros(n_atoms, sh.shape[1] - 1, self.channels)

@@ -45,3 +45,15 @@ def test_edge_blocks_flag(files, capsys):
     assert main(["md", str(files / "facet.pt"), str(files / "in.xyz"), *common]) == 0
     assert main(["md", str(files / "lj.pt"), str(files / "in.xyz"), *common]) == 2
     assert "--max-edges-per-block applies to facet models" in capsys.readouterr().err
+
+
+def test_compile_flag_gives_the_eager_trajectory(files):
+    """--compile changes how forces are evaluated, not what they are (float64 LJ)."""
+    finals = []
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        assert main(["md", str(files / "lj.pt"), str(files / "in.xyz"), "--ensemble", "nve",
+                     "--steps", "20", "--timestep", "2", "-o", str(files / f"{name}.xyz"),
+                     "--log", str(files / f"{name}.csv"), *extra]) == 0
+        finals.append(ase.io.read(files / f"{name}.1.xyz", index=-1))
+    assert finals[1].info["step"] == 20
+    assert abs(finals[0].positions - finals[1].positions).max() < 1e-10

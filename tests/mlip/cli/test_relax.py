@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import ase.io
+import pytest
 
 from mlip.cli import main
 
 
-def test_relax_writes_converged_structures(files, capsys):
+@pytest.mark.parametrize("extra", [[], ["--compile"]])
+def test_relax_writes_converged_structures(files, capsys, extra):
     out = files / "relaxed.xyz"
     code = main(["relax", str(files / "lj.pt"), str(files / "in.xyz"), "-o", str(out),
-                 "--fmax", "0.01", "--cell"])
+                 "--fmax", "0.01", "--cell", *extra])
     assert code == 0
     relaxed = ase.io.read(out, index=":")
     assert [a.info["relax_converged"] for a in relaxed] == [True, True]

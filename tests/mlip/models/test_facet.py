@@ -196,14 +196,3 @@ def test_zero_residual_init_gives_a_species_only_model(bpa_graph):
 def test_bad_hyperparameters_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         build("facet", species=[1], **dict(FACET_PRESETS["facet-tiny"], **overrides))
-
-
-@pytest.mark.slow
-def test_compiled_inference_matches_eager(bpa_graph):
-    """torch.compile path (opt-in; compiling takes minutes on CPU)."""
-    model = facet(BPA_SPECIES).eval()
-    ref = model(bpa_graph)
-    out = model.enable_compile()(bpa_graph)
-    assert torch.allclose(out["energy"], ref["energy"], atol=1e-10)
-    assert torch.allclose(out["forces"], ref["forces"], atol=1e-10)
-    assert "atomic_energies" not in model.enable_compile(False).__dict__

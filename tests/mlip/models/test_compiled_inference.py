@@ -1,0 +1,85 @@
+"""Compiled inference (``Potential.enable_compile``) gives the eager autograd results."""
+
+from __future__ import annotations
+
+import pickle
+
+import ase.build
+import pytest
+import torch
+
+from mlip.errors import UnknownElementError
+from mlip.graph import AtomicGraph
+from mlip.models import build
+from mlip.models.equiformer_v3 import PRESETS as EQUIFORMER_V3_PRESETS
+from mlip.models.facet import FACET_PRESETS
+
+
+def _cu(n: int, seed: int) -> ase.Atoms:
+    atoms = ase.build.bulk("Cu", "fcc", a=3.6, cubic=True).repeat(n)
+    atoms.set_cell(atoms.cell[:] @ [[1, 0.1, 0], [0, 1, 0.05], [0, 0, 1]], scale_atoms=True)
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def graphs(bpa_frames):
+    """Batches that change what compiled code specialises on: one or several systems,
+    periodic or not, and a new size for the dynamic shapes."""
+    mixed = [bpa_frames[0], _cu(2, 1), bpa_frames[1]]
+    return {
+        "one molecule": AtomicGraph.from_ase(bpa_frames[:1], 4.0),
+        "three molecules": AtomicGraph.from_ase(bpa_frames[2:5], 4.0),
+        "one crystal": AtomicGraph.from_ase([_cu(2, 2)], 4.0),
+        "molecules and a crystal": AtomicGraph.from_ase(mixed, 4.0),
+        "two molecules": AtomicGraph.from_ase(bpa_frames[5:7], 4.0),
+    }
+
+
+def _assert_same_outputs(model: torch.nn.Module, graphs: dict, tol: float) -> None:
+    eager = {name: model(g, compute_stress=True) for name, g in graphs.items()}
+    model.enable_compile()
+    for name, graph in graphs.items():
+        out = model(graph, compute_stress=True)
+        assert set(out) == set(eager[name]), name
+        for key, ref in eager[name].items():
+            assert not out[key].requires_grad
+            torch.testing.assert_close(out[key], ref, atol=tol, rtol=0, equal_nan=True,
+                                       msg=lambda m, k=key, n=name: f"{n}, {k}: {m}")
+    model.enable_compile(False)
+    assert "_compiled_inference" not in model.__dict__
+
+
+def test_compiled_lennard_jones_matches_autograd(graphs):
+    model = build("lennard_jones", species=[1, 6, 7, 8, 29], cutoff=4.0, epsilon=0.05,
+                  sigma=1.2).double().eval()
+    _assert_same_outputs(model, graphs, tol=1e-12)
+
+
+def test_compiled_inference_checks_elements_and_leaves_training_alone(bpa_frames):
+    model = build("lennard_jones", species=[1, 6, 7], cutoff=4.0).double().eval()
+    model.enable_compile()
+    with pytest.raises(UnknownElementError, match=r"O \(Z=8\)"):
+        model(AtomicGraph.from_ase(bpa_frames[:1], 4.0))
+    model.train()  # losses need the autograd graph: the compiled path is not used
+    carbon = AtomicGraph.from_ase(ase.Atoms("CH", positions=[[0, 0, 0], [1.1, 0, 0]]), 4.0)
+    assert model(carbon)["forces"].requires_grad
+
+
+def test_a_compiled_model_pickles_as_a_compiled_model():
+    """Copies (DataLoader workers, EMA, deepcopy) keep the setting and compile again."""
+    model = build("lennard_jones", species=[1, 6]).enable_compile()
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy.__dict__["_compiled_inference"].model is copy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, preset", [
+    ("facet", FACET_PRESETS["facet-tiny"]),
+    ("tdn", {"channels": 8, "num_blocks": 1}),
+    ("equiformer_v3", EQUIFORMER_V3_PRESETS["cpu"]),
+])
+def test_compiled_model_families_match_autograd(graphs, name, preset):
+    """Every family traces under torch.func + torch.compile (minutes of compiling on a CPU)."""
+    model = build(name, species=[1, 6, 7, 8, 29], **{**preset, "cutoff": 4.0}).double().eval()
+    _assert_same_outputs(model, graphs, tol=1e-10)

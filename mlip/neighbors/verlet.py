@@ -17,6 +17,11 @@ A pair now closer than ``cutoff`` was then closer than ``cutoff + skin`` at buil
 ``D - D^0 = e_j - e_i + S_w @ (C - C^0)``. Positions must be passed *unwrapped* (as integrated);
 wrapping an atom between rebuilds shows up as a lattice-vector jump and triggers a rebuild, so
 wrapping is safe but wasteful. Only stale systems of a batch are rebuilt.
+
+The per-step work of the reused list, the stale check and the filter, is one compiled numba
+call each for CPU tensors (:mod:`mlip.neighbors.verlet_numba`) and the torch functions
+:func:`_stale_torch` and :func:`_filter_torch` on other devices (the reference; both give
+identical results).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from mlip.errors import ConfigError, InvalidStructureError
 from mlip.neighbors._validate import normalize_inputs
 from mlip.neighbors.grid import row_times_matrix, wrap
 from mlip.neighbors.search import neighbor_list
+from mlip.neighbors.verlet_numba import BuildArrays, build_arrays, filter_candidates, stale_systems
 
 
 @dataclass
@@ -49,6 +55,9 @@ class _Cache:
     shift64: torch.Tensor | None = None  # (n_candidates, 3) float64
     system: torch.Tensor | None = None  # (n_candidates,) int64, system of each candidate
     periodic: bool = True  # some system is periodic along some axis
+    # numpy views of the above for the compiled CPU path (None on other devices), set by
+    # VerletList._rebuild after every build
+    host: BuildArrays | None = None
 
 
 class VerletList:
@@ -157,20 +166,9 @@ class VerletList:
         n_graphs = cell.shape[0]
         if c is None or not self._same_layout(positions, cell, pbc, batch):
             return torch.ones(n_graphs, dtype=torch.bool, device=cell.device)
-        moved = positions.detach().to(torch.float64) - c.positions
-        if c.periodic:
-            cell_change = cell.detach().to(torch.float64) - c.cell  # (n_graphs, 3, 3)
-            cell_term = (c.widest_shift * cell_change.norm(dim=2)).sum(dim=1)  # (n_graphs,)
-            moved = moved - row_times_matrix(c.images, cell_change[batch])
-        else:  # no periodic axis: the cell plays no role
-            cell_term = torch.zeros(n_graphs, dtype=torch.float64, device=cell.device)
-        if n_graphs == 1:
-            largest = (moved * moved).sum(dim=1).max().sqrt().reshape(1)
-        else:
-            largest = torch.zeros(n_graphs, dtype=torch.float64, device=cell.device)
-            largest = largest.scatter_reduce(0, batch, moved.norm(dim=1), "amax")
-        # written so that NaN positions count as stale (the rebuild then names them)
-        return (cell_term > self.skin) | ~(largest <= 0.5 * (self.skin - cell_term))
+        if c.host is not None:  # CPU: one compiled call
+            return stale_systems(positions, cell, c.host, self.skin)
+        return _stale_torch(c, positions, cell, batch, self.skin)
 
     def _same_layout(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
                      batch: torch.Tensor) -> bool:
@@ -199,8 +197,12 @@ class VerletList:
                                     **self.options)
             self._cache = _derive(_Cache(pos64.clone(), cell64.clone(), pbc.clone(),
                                          batch.clone(), images, widest, i, j, S))
-            return
-        self._splice(pos64, cell64, pbc, batch, stale)
+        else:
+            self._splice(pos64, cell64, pbc, batch, stale)
+        c = self._cache
+        if c.positions.device.type == "cpu":
+            c.host = build_arrays(c.positions, c.cell, c.images, c.widest_shift, c.batch,
+                                  c.pairs, c.shift, c.shift64, c.system, c.periodic)
 
     def _splice(self, pos64: torch.Tensor, cell64: torch.Tensor, pbc: torch.Tensor,
                 batch: torch.Tensor, stale: torch.Tensor) -> None:
@@ -243,19 +245,13 @@ class VerletList:
                 cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The cached candidates closer than ``cutoff`` at the current positions."""
         c = self._cache
-        pos = positions.detach().to(torch.float64)
-        d = pos.index_select(0, c.j) - pos.index_select(0, c.i)  # (n_candidates, 3) Å
-        if c.periodic:
-            cell64 = cell.detach().to(torch.float64)
-            if cell64.shape[0] == 1:
-                d = d + c.shift64 @ cell64[0]
-            else:
-                d = d + row_times_matrix(c.shift64, cell64[c.system])
-        x, y, z = d.unbind(1)
-        distance_sq = x * x + y * y + z * z  # (n_candidates,) Å²; 4x faster than a sum(dim=1)
-        keep = torch.nonzero(distance_sq < self.cutoff * self.cutoff).flatten()  # (n_edges,)
-        self.edge_distance_sq = distance_sq.index_select(0, keep)
-        return c.pairs.index_select(1, keep), c.shift.index_select(0, keep)
+        if c.host is not None:  # CPU: one compiled call
+            edge_index, edge_shift, self.edge_distance_sq = filter_candidates(
+                positions, cell, c.host, self.cutoff)
+        else:
+            edge_index, edge_shift, self.edge_distance_sq = _filter_torch(
+                c, positions, cell, self.cutoff)
+        return edge_index, edge_shift
 
 
 def _derive(c: _Cache) -> _Cache:
@@ -266,3 +262,64 @@ def _derive(c: _Cache) -> _Cache:
     c.system = c.batch[c.i]
     c.periodic = bool(c.pbc.any())
     return c
+
+
+def _stale_torch(c: _Cache, positions: torch.Tensor, cell: torch.Tensor, batch: torch.Tensor,
+                 skin: float) -> torch.Tensor:
+    """Which systems the cached list no longer covers (the rule of the module docstring).
+
+    The reference, and the path on non-CPU devices; on CPU
+    :func:`mlip.neighbors.verlet_numba.stale_systems` computes the same flags.
+
+    Args:
+        c: the cache, with the same atoms and systems. positions: (n_atoms, 3) Å.
+        cell: (n_graphs, 3, 3) Å. batch: (n_atoms,) int64. skin: Å.
+
+    Returns:
+        (n_graphs,) bool; NaN positions count as stale.
+    """
+    n_graphs = cell.shape[0]
+    moved = positions.detach().to(torch.float64) - c.positions
+    if c.periodic:
+        cell_change = cell.detach().to(torch.float64) - c.cell  # (n_graphs, 3, 3)
+        cell_term = (c.widest_shift * cell_change.norm(dim=2)).sum(dim=1)  # (n_graphs,)
+        moved = moved - row_times_matrix(c.images, cell_change[batch])
+    else:  # no periodic axis: the cell plays no role
+        cell_term = torch.zeros(n_graphs, dtype=torch.float64, device=cell.device)
+    if n_graphs == 1:
+        largest = (moved * moved).sum(dim=1).max().sqrt().reshape(1)
+    else:
+        largest = torch.zeros(n_graphs, dtype=torch.float64, device=cell.device)
+        largest = largest.scatter_reduce(0, batch, moved.norm(dim=1), "amax")
+    # written so that NaN positions count as stale (the rebuild then names them)
+    return (cell_term > skin) | ~(largest <= 0.5 * (skin - cell_term))
+
+
+def _filter_torch(c: _Cache, positions: torch.Tensor, cell: torch.Tensor,
+                  cutoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cached candidates closer than ``cutoff`` at the current positions.
+
+    The reference, and the path on non-CPU devices; on CPU
+    :func:`mlip.neighbors.verlet_numba.filter_candidates` computes the same arrays.
+
+    Args:
+        c: the cache, with the same atoms and systems. positions: (n_atoms, 3) Å.
+        cell: (n_graphs, 3, 3) Å. cutoff: Å.
+
+    Returns:
+        edge_index: (2, n_edges) int64, sorted by centre atom; edge_shift: (n_edges, 3) int64;
+        distance_sq: (n_edges,) float64 Å², |D|².
+    """
+    pos = positions.detach().to(torch.float64)
+    d = pos.index_select(0, c.j) - pos.index_select(0, c.i)  # (n_candidates, 3) Å
+    if c.periodic:
+        cell64 = cell.detach().to(torch.float64)
+        if cell64.shape[0] == 1:
+            d = d + c.shift64 @ cell64[0]
+        else:
+            d = d + row_times_matrix(c.shift64, cell64[c.system])
+    x, y, z = d.unbind(1)
+    distance_sq = x * x + y * y + z * z  # (n_candidates,) Å²; 4x faster than a sum(dim=1)
+    keep = torch.nonzero(distance_sq < cutoff * cutoff).flatten()  # (n_edges,)
+    return (c.pairs.index_select(1, keep), c.shift.index_select(0, keep),
+            distance_sq.index_select(0, keep))

@@ -45,6 +45,8 @@ def _broken(kind: str):
     energy = None
     if kind == "nan":
         f["forces"][5, 1] = float("nan")
+    elif kind == "nan momenta":
+        f["momenta"][6, 0] = float("nan")
     elif kind == "force":
         f["forces"][6] = torch.tensor([0.0, 60.0, 80.0])  # |F| = 100
     elif kind == "distance":
@@ -61,7 +63,7 @@ def _broken(kind: str):
 
 
 @pytest.mark.parametrize("kind, code, value", [
-    ("nan", 1, 0.0), ("force", 2, 100.0), ("distance", 3, 0.3), ("jump", 5, 0.1),
+    ("nan", 1, 0.0), ("nan momenta", 1, 0.0), ("force", 2, 100.0), ("distance", 3, 0.3), ("jump", 5, 0.1),
     ("moved", 6, 0.75), ("volume", 7, 2.375)])
 def test_each_check_stops_only_the_broken_system(kind, code, value):
     new, energy = _broken(kind)

@@ -98,8 +98,8 @@ def crescale_step(state: CRescaleState, force_fn: ForceFn, *, dt: float, tempera
         half, positions=positions * scale[state.batch], momenta=momenta / scale[state.batch],
         cell=state.cell * scale[:, None, :])
     out = force_fn(moved)
-    return dataclasses.replace(moved.with_forces(out),
-                               momenta=moved.momenta + 0.5 * dt * out.forces, step=state.step + 1)
+    return moved.with_forces(out, momenta=moved.momenta + 0.5 * dt * out.forces,
+                             step=state.step + 1)
 
 
 def enthalpy(state: MDState, pressure: float) -> torch.Tensor:

@@ -37,8 +37,7 @@ def velocity_verlet(state: S, force_fn: ForceFn, dt: float) -> S:
     positions = state.positions + dt * momenta / state.masses[:, None]
     moved = dataclasses.replace(state, positions=positions, momenta=momenta)
     out = force_fn(moved)
-    return dataclasses.replace(moved.with_forces(out), momenta=momenta + 0.5 * dt * out.forces,
-                               step=state.step + 1)
+    return moved.with_forces(out, momenta=momenta + 0.5 * dt * out.forces, step=state.step + 1)
 
 
 def nve_step(state: S, force_fn: ForceFn, *, dt: float) -> S:

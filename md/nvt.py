@@ -92,8 +92,7 @@ def langevin_step(state: LangevinState, force_fn: ForceFn, *, dt: float, tempera
     positions = positions + 0.5 * dt * momenta * inv_m
     moved = dataclasses.replace(state, positions=positions, momenta=momenta)
     out = force_fn(moved)
-    return dataclasses.replace(moved.with_forces(out), momenta=momenta + 0.5 * dt * out.forces,
-                               step=state.step + 1)
+    return moved.with_forces(out, momenta=momenta + 0.5 * dt * out.forces, step=state.step + 1)
 
 
 def nhc_init(state: MDState, force_fn: ForceFn, *, temperature_K: float, damping: float,

@@ -104,10 +104,11 @@ class MDState:
         """(n_graphs,) int64 index of each system's first atom."""
         return _layout(self.batch, self.n_graphs)[1]
 
-    def with_forces(self: S, out: ForceOutput) -> S:
-        """A copy holding the energy, forces and stress of ``out``."""
+    def with_forces(self: S, out: ForceOutput, **changes) -> S:
+        """A copy holding the energy, forces and stress of ``out`` (and ``changes``, fields by
+        name, set in the same copy)."""
         return dataclasses.replace(self, forces=out.forces, energy=out.energy, stress=out.stress,
-                                   min_distance=out.min_distance)
+                                   min_distance=out.min_distance, **changes)
 
 
 _LAYOUTS: dict[int, tuple[weakref.ref, int, torch.Tensor, torch.Tensor]] = {}

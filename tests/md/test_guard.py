@@ -63,8 +63,8 @@ def _broken(kind: str):
 
 
 @pytest.mark.parametrize("kind, code, value", [
-    ("nan", 1, 0.0), ("nan momenta", 1, 0.0), ("force", 2, 100.0), ("distance", 3, 0.3), ("jump", 5, 0.1),
-    ("moved", 6, 0.75), ("volume", 7, 2.375)])
+    ("nan", 1, 0.0), ("nan momenta", 1, 0.0), ("force", 2, 100.0), ("distance", 3, 0.3),
+    ("jump", 5, 0.1), ("moved", 6, 0.75), ("volume", 7, 2.375)])
 def test_each_check_stops_only_the_broken_system(kind, code, value):
     new, energy = _broken(kind)
     codes, values = _check(new, energy)

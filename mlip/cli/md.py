@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mlip.cli._simulation import add_potential_arguments, load_potential
+
 #: (--ensemble, --thermostat) → mlip.md ensemble; NPT always thermostats with Langevin.
 _ENSEMBLES = {("nve", "langevin"): "nve", ("nve", "nhc"): "nve",
               ("nvt", "langevin"): "nvt_langevin", ("nvt", "nhc"): "nvt_nhc",
@@ -35,14 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--traj-interval", type=int, default=10)
     p.add_argument("--log-interval", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--skin", type=float, default=1.0, help="neighbour-list skin, Å")
     p.add_argument("--max-edges-per-block", type=int, metavar="N",
                    help="facet models: evaluate the convolutions on blocks of N edges (bounds "
                         "the memory of large systems, e.g. 65536 on a GPU)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the energy, forces and stress (the first step compiles, "
-                        "seconds to minutes; pays off for long runs of small systems)")
+    add_potential_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -52,16 +50,13 @@ def run(args: argparse.Namespace) -> int:
 
     from mlip.errors import ConfigError, SimulationBlowUpError
     from mlip.md import MDOutputs, make_integrator, run_md
-    from mlip.md.force_field import resolve_model
 
-    model = resolve_model(args.model, device=args.device)
+    model = load_potential(args)
     if args.max_edges_per_block is not None:
         if not hasattr(model, "set_max_edges_per_block"):
             raise ConfigError(f"--max-edges-per-block applies to facet models; {args.model} "
                               f"holds a {type(model).__name__}")
         model.set_max_edges_per_block(args.max_edges_per_block)
-    if args.compile:
-        model.enable_compile()
 
     integrator = make_integrator(
         _ENSEMBLES[args.ensemble, args.thermostat], timestep_fs=args.timestep,

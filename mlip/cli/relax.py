@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mlip.cli._simulation import add_potential_arguments, load_potential
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``relax`` verb."""
@@ -19,11 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cell", action="store_true", help="relax the cell too (needs pbc)")
     parser.add_argument("--steps", type=int, default=1000, help="maximum FIRE steps")
     parser.add_argument("--pressure", type=float, default=0.0, help="external pressure, GPa")
-    parser.add_argument("--device", default="cpu", help="torch device")
-    parser.add_argument("--skin", type=float, default=1.0, help="neighbour-list skin, Å")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the energy, forces and stress (the first step "
-                             "compiles, seconds to minutes)")
+    add_potential_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -32,13 +30,9 @@ def run(args: argparse.Namespace) -> int:
     import ase.io
 
     from mlip.md import run_relax
-    from mlip.md.force_field import resolve_model
 
-    model = resolve_model(args.model, device=args.device)
-    if args.compile:
-        model.enable_compile()
     structures = ase.io.read(args.input, index=":")
-    result = run_relax(model, structures, fmax=args.fmax, relax_cell=args.cell,
+    result = run_relax(load_potential(args), structures, fmax=args.fmax, relax_cell=args.cell,
                        steps=args.steps, pressure_GPa=args.pressure, skin=args.skin,
                        device=args.device, progress=True)
     output = args.output or str(Path(args.input).with_suffix("")) + ".relaxed.xyz"

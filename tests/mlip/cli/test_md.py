@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import ase.io
+import pytest
 from ase.build import bulk
 
 from mlip.cli import main
@@ -47,6 +48,7 @@ def test_edge_blocks_flag(files, capsys):
     assert "--max-edges-per-block applies to facet models" in capsys.readouterr().err
 
 
+@pytest.mark.compiles
 def test_compile_flag_gives_the_eager_trajectory(files):
     """--compile changes how forces are evaluated, not what they are (float64 LJ)."""
     finals = []

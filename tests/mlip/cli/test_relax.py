@@ -8,7 +8,7 @@ import pytest
 from mlip.cli import main
 
 
-@pytest.mark.parametrize("extra", [[], ["--compile"]])
+@pytest.mark.parametrize("extra", [[], pytest.param(["--compile"], marks=pytest.mark.compiles)])
 def test_relax_writes_converged_structures(files, capsys, extra):
     out = files / "relaxed.xyz"
     code = main(["relax", str(files / "lj.pt"), str(files / "in.xyz"), "-o", str(out),

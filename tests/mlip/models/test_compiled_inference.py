@@ -50,6 +50,7 @@ def _assert_same_outputs(model: torch.nn.Module, graphs: dict, tol: float) -> No
     assert "_compiled_inference" not in model.__dict__
 
 
+@pytest.mark.compiles
 def test_compiled_lennard_jones_matches_autograd(graphs):
     model = build("lennard_jones", species=[1, 6, 7, 8, 29], cutoff=4.0, epsilon=0.05,
                   sigma=1.2).double().eval()
@@ -74,6 +75,7 @@ def test_a_compiled_model_pickles_as_a_compiled_model():
 
 
 @pytest.mark.slow
+@pytest.mark.compiles
 @pytest.mark.parametrize("name, preset", [
     ("facet", FACET_PRESETS["facet-tiny"]),
     ("tdn", {"channels": 8, "num_blocks": 1}),

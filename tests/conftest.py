@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 
 # Threaded BLAS makes scipy's small dense kernels (expm_frechet in FrechetCellFilter) far slower
 # on a busy 2-core CI machine; set before numpy is imported.
@@ -67,7 +66,9 @@ def tiny_lj_config():
 
 def pytest_collection_modifyitems(config, items):
     """Skip ``compiles`` tests where torch.compile cannot build CPU kernels (no C++ compiler)."""
-    if shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++"):
+    from mlip.models.forces import cpu_compiler_available
+
+    if cpu_compiler_available():
         return
     skip = pytest.mark.skip(reason="torch.compile on a CPU needs a C++ compiler")
     for item in items:

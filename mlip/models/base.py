@@ -132,8 +132,12 @@ class Potential(nn.Module):
         systems, cheap models, long MD runs), not for a heavy model on a CPU. A run-time
         setting, not saved with the model.
         """
-        from mlip.models.forces import CompiledEnergyForcesStress
+        from mlip.models.forces import CompiledEnergyForcesStress, cpu_compiler_available
 
+        on_cpu = all(t.device.type == "cpu" for t in self.buffers())
+        if enabled and on_cpu and not cpu_compiler_available():
+            raise ConfigError("compiling a model on a CPU needs a C++ compiler ($CXX, g++ or "
+                              "c++) and none was found; run without compile")
         if enabled:
             self.__dict__["_compiled_inference"] = CompiledEnergyForcesStress(self)
         else:

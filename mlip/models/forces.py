@@ -4,13 +4,15 @@ and eager inference, a compiled function transform for opt-in compiled inference
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 
 import torch
 
 from mlip.graph import AtomicGraph
 from mlip.nn.scatter import scatter_sum
 
-__all__ = ["CompiledEnergyForcesStress", "energy_forces_stress"]
+__all__ = ["CompiledEnergyForcesStress", "cpu_compiler_available", "energy_forces_stress"]
 
 
 def energy_forces_stress(
@@ -105,6 +107,11 @@ def _energy_and_derivatives(model: torch.nn.Module, graph: AtomicGraph,
     periodic = graph.pbc.any(dim=1)[:, None, None]
     return {"energy": energy, "node_energy": node_energy, "forces": -grad,
             "stress": torch.where(periodic, stress, torch.full_like(stress, float("nan")))}
+
+
+def cpu_compiler_available() -> bool:
+    """Whether torch.compile can build CPU kernels here (a C++ compiler: ``$CXX``, g++ or c++)."""
+    return bool(shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++"))
 
 
 class CompiledEnergyForcesStress:

@@ -8,7 +8,7 @@ import ase.build
 import pytest
 import torch
 
-from mlip.errors import UnknownElementError
+from mlip.errors import ConfigError, UnknownElementError
 from mlip.graph import AtomicGraph
 from mlip.models import build
 from mlip.models.equiformer_v3 import PRESETS as EQUIFORMER_V3_PRESETS
@@ -85,3 +85,10 @@ def test_compiled_model_families_match_autograd(graphs, name, preset):
     """Every family traces under torch.func + torch.compile (minutes of compiling on a CPU)."""
     model = build(name, species=[1, 6, 7, 8, 29], **{**preset, "cutoff": 4.0}).double().eval()
     _assert_same_outputs(model, graphs, tol=1e-10)
+
+
+def test_without_a_cpu_compiler_compiling_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(ConfigError, match="needs a C..? compiler"):
+        build("lennard_jones", species=[1]).enable_compile()

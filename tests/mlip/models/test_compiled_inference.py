@@ -57,6 +57,21 @@ def test_compiled_lennard_jones_matches_autograd(graphs):
     _assert_same_outputs(model, graphs, tol=1e-12)
 
 
+@pytest.mark.compiles
+def test_new_sizes_do_not_recompile(bpa_frames):
+    """Atom and edge counts are symbolic: a molecule of another size reuses the compiled code."""
+    model = build("lennard_jones", species=[1, 6, 7, 8], cutoff=4.0).double().eval()
+    model.enable_compile()
+    model(AtomicGraph.from_ase(bpa_frames[:1], 4.0))
+    smaller = bpa_frames[1].copy()
+    del smaller[[0, 5, 9]]
+    graphs = [AtomicGraph.from_ase([smaller], 4.0), AtomicGraph.from_ase(bpa_frames[2:3], 3.0)]
+    assert len({(g.positions.shape[0], g.n_edges) for g in graphs}) == 2
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for graph in graphs:
+            model(graph)
+
+
 def test_compiled_inference_checks_elements_and_leaves_training_alone(bpa_frames):
     model = build("lennard_jones", species=[1, 6, 7], cutoff=4.0).double().eval()
     model.enable_compile()

@@ -8,9 +8,11 @@ with a skin (ASE through :class:`mlip.calculators.MLIPCalculator`). Reported: at
 shared, so absolute numbers are noisy; the ratios are measured in the same process.
 
 Two models by default: the analytic Lennard-Jones (per-step overhead dominates) and a randomly
-initialised facet-s (``FACET_PRESETS["facet-s"]``, float64; the model dominates). The molecule
-batch is also run with ``max_atoms_per_call`` (the model called on groups of whole molecules),
-which keeps a heavy model's CPU working set in cache.
+initialised facet-s (``FACET_PRESETS["facet-s"]``, float64; the model dominates). Our driver
+runs with its default ``max_atoms_per_call="auto"`` (on a CPU the first call times one model
+call on the whole batch against calls on groups of whole molecules, which keep a heavy model's
+working set in cache, and keeps the faster); the molecule batch is run once more with one call
+on the whole batch (``--max-atoms-per-call``).
 
 Usage::
 
@@ -126,7 +128,7 @@ def thermalised(structures: list[Atoms], temperature: float) -> list[Atoms]:
 
 
 def ours(model, structures: list[Atoms], steps: int, timestep_fs: float, device: str,
-         max_atoms_per_call: int | None = None) -> float:
+         max_atoms_per_call: int | str | None = "auto") -> float:
     """Atom-steps/s of run_md (NVE, no outputs, blow-up checks on)."""
     integrator = make_integrator("nve", timestep_fs=timestep_fs)
     lenient = BlowUpLimits(max_force=1e6, min_distance=0.0, max_energy_jump=1e6,
@@ -180,11 +182,11 @@ def run_model(model, args: argparse.Namespace, steps: int, repeats: int) -> list
     """Both sides on every case for one model (best of ``repeats`` alternating runs each);
     prints and returns the rows."""
     rows = []
-    runs = [(name, structures, None) for name, structures in
+    runs = [(name, structures, "auto") for name, structures in
             cases(args.molecules, args.cu).items()]
-    if args.max_atoms_per_call:  # the molecule batch again, model called on groups
-        runs.insert(2, (f"{runs[1][0]}/{args.max_atoms_per_call}", runs[1][1],
-                        args.max_atoms_per_call))
+    if args.max_atoms_per_call != "none":  # the molecule batch again, another group size
+        size = None if args.max_atoms_per_call == "all" else int(args.max_atoms_per_call)
+        runs.insert(2, (f"{runs[1][0]}/{args.max_atoms_per_call}", runs[1][1], size))
     for name, structures, max_atoms in runs:
         structures = thermalised(structures, 300.0)
         timestep = 0.5 if name.startswith("3bpa") else 2.0
@@ -230,9 +232,10 @@ def main() -> None:
                         help="molecules ASE runs to measure its (per-molecule) rate")
     parser.add_argument("--cu", type=int, nargs="*", default=[256, 2048])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--max-atoms-per-call", type=int, default=216,
-                        help="also run the molecule batch with the model called on groups of "
-                             "whole systems of at most this many atoms (0 skips it)")
+    parser.add_argument("--max-atoms-per-call", default="all",
+                        help="also run the molecule batch with this max_atoms_per_call: 'all' "
+                             "(one call on the whole batch), a number of atoms, or 'none' to "
+                             "skip the row")
     parser.add_argument("--mace-steps", type=int, default=5,
                         help="steps of the optional ASE+MACE peer (0 skips it)")
     args = parser.parse_args()

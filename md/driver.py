@@ -229,7 +229,7 @@ def _save(path: str | os.PathLike, run: _Run, writer: TrajectoryWriter | None) -
 
 def _start(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrator | None,
            restart: str | os.PathLike | None, device: str | torch.device, skin: float,
-           initial_temperature_K: float | None, seed: int, max_atoms_per_call: int | None
+           initial_temperature_K: float | None, seed: int, max_atoms_per_call: int | str | None
            ) -> tuple[MDState, Integrator, ForceField, dict | None]:
     """The initial state, integrator and force field, fresh or from a checkpoint."""
     if restart is not None:
@@ -251,7 +251,7 @@ def _start(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrat
 
 
 def _force_field(model: Potential, integrator: Integrator, state: MDState, skin: float,
-                 max_atoms_per_call: int | None) -> ForceField:
+                 max_atoms_per_call: int | str | None) -> ForceField:
     periodic = bool(state.pbc.all(dim=1).any())
     return ForceField(model, skin=skin, compute_stress=integrator.needs_stress or periodic,
                       max_atoms_per_call=max_atoms_per_call)
@@ -271,7 +271,7 @@ def run_md(
     device: str | torch.device = "cpu",
     limits: BlowUpLimits = BlowUpLimits(),
     progress: bool = False,
-    max_atoms_per_call: int | None = None,
+    max_atoms_per_call: int | str | None = "auto",
 ) -> MDResult:
     """Run MD on a batch of structures (or continue a checkpoint) up to step ``steps``.
 
@@ -287,7 +287,8 @@ def run_md(
         seed: seed of the initial momenta. skin: neighbour-list skin, Å. device: torch device.
         limits: blow-up thresholds. progress: show a progress bar with ns/day and atom-steps/s.
         max_atoms_per_call: evaluate the model on groups of whole systems of at most this many
-            atoms (see :class:`mlip.md.ForceField`; helps heavy models on a CPU).
+            atoms; None: one call on the whole batch; ``"auto"``: on a CPU the fastest of both,
+            timed at the first call (see :class:`mlip.md.ForceField`; helps heavy models).
 
     Returns:
         :class:`MDResult`; stopped systems are listed in ``failures`` (also logged as warnings).

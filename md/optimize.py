@@ -74,7 +74,7 @@ def run_relax(
     model = resolve_model(model, device=device)
     start = state_from_atoms(atoms, device)
     start = dataclasses.replace(start, momenta=torch.zeros_like(start.momenta))
-    force_field = ForceField(model, skin=skin, compute_stress=relax_cell)
+    force_field = ForceField(model, skin=skin, compute_stress=relax_cell, max_atoms_per_call="auto")
     pressure = pressure_GPa * GPa
     state = fire_init(start, force_field, relax_cell=relax_cell)
     for _ in tqdm(range(steps), disable=not progress, unit="step", dynamic_ncols=True):

@@ -40,8 +40,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-edges-per-block", type=int, metavar="N",
                    help="facet models: evaluate the convolutions on blocks of N edges (bounds "
                         "the memory of large systems, e.g. 65536 on a GPU)")
+    p.add_argument("--max-atoms-per-call", type=_group_size, default="auto", metavar="N",
+                   help="evaluate the model on groups of whole structures of at most N atoms; "
+                        "'all': the whole batch at once; 'auto' (default): on a CPU the faster "
+                        "of both, timed at the first step")
     add_potential_arguments(p)
     p.set_defaults(func=run)
+
+
+def _group_size(text: str) -> int | str | None:
+    """``--max-atoms-per-call``: a positive integer, 'auto' or 'all' (None)."""
+    if text in ("auto", "all"):
+        return None if text == "all" else text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a positive integer, 'auto' or 'all', got {text!r}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     structures = None if args.restart else ase.io.read(args.input, index=":")
     result = run_md(model, structures, integrator, steps=args.steps, outputs=outputs,
                     restart=args.restart, initial_temperature_K=args.temperature, seed=args.seed,
-                    skin=args.skin, device=args.device, progress=True)
+                    skin=args.skin, device=args.device, progress=True,
+                    max_atoms_per_call=args.max_atoms_per_call)
     print(result.summary())
     print(f"trajectory: {args.trajectory}\nthermo log: {args.log}\ncheckpoint: {checkpoint}")
     if result.failures:

@@ -100,3 +100,35 @@ def test_model_evaluated_in_groups_of_systems_gives_the_same_run(lj_model, cu32,
     for _ in range(5):
         a, b = nve_step(a, reference, dt=2.0 * units.fs), nve_step(b, grouped, dt=2.0 * units.fs)
     torch.testing.assert_close(b.positions, a.positions, rtol=0, atol=1e-12)
+
+
+def test_auto_group_size_times_the_choices_and_keeps_the_results(lj_model, cu32, monkeypatch,
+                                                                  caplog):
+    """'auto' times the whole batch and each smaller group size on the first call, keeps the
+    fastest and gives the same forces; one system, or a batch below every group size, is
+    never split."""
+    import mlip.md.force_field as force_field_module
+
+    monkeypatch.setattr(force_field_module, "AUTO_GROUP_SIZES", (40, 10))
+    systems = [_thermalised(cu32.copy(), 300.0, seed) for seed in range(3)]  # 3 x 32 atoms
+    state = state_from_atoms(systems)
+    expected = ForceField(lj_model, compute_stress=True)(state)
+    auto = ForceField(lj_model, compute_stress=True, max_atoms_per_call="auto")
+    with caplog.at_level("INFO", logger="mlip.md.force_field"):
+        got = auto(state)
+    assert auto.max_atoms_per_call in (None, 40, 10)
+    assert "all atoms" in caplog.text and "40 atoms" in caplog.text and "10 atoms" in caplog.text
+    for name in ("energy", "forces", "stress", "min_distance"):
+        torch.testing.assert_close(getattr(got, name), getattr(expected, name), rtol=0,
+                                   atol=1e-12, equal_nan=True)
+    single = ForceField(lj_model, max_atoms_per_call="auto")
+    single(state_from_atoms(systems[:1]))
+    assert single.max_atoms_per_call is None
+
+
+@pytest.mark.parametrize("bad", [0, -3, "fast", 2.5])
+def test_bad_group_size_is_refused(lj_model, bad):
+    from mlip.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_atoms_per_call must be"):
+        ForceField(lj_model, max_atoms_per_call=bad)

@@ -191,8 +191,7 @@ class VerletList:
         self.n_system_rebuilds += int(stale.sum())
         pos64, cell64 = positions.detach().to(torch.float64), cell.detach().to(torch.float64)
         if self._cache is None or bool(stale.all()):
-            _, images, heights = wrap(pos64, cell64, pbc, batch)
-            widest = torch.where(pbc, torch.ceil((self.cutoff + self.skin) / heights), 0.0)
+            images, widest = self._images_and_widest_shifts(pos64, cell64, pbc, batch)
             i, j, S = neighbor_list(positions, cell, pbc, self.cutoff + self.skin, batch,
                                     **self.options)
             self._cache = _derive(_Cache(pos64.clone(), cell64.clone(), pbc.clone(),
@@ -203,6 +202,18 @@ class VerletList:
         if c.positions.device.type == "cpu":
             c.host = build_arrays(c.positions, c.cell, c.images, c.widest_shift, c.batch,
                                   c.pairs, c.shift, c.shift64, c.system, c.periodic)
+
+    def _images_and_widest_shifts(self, positions: torch.Tensor, cell: torch.Tensor,
+                                  pbc: torch.Tensor, batch: torch.Tensor
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cell images removed when wrapping, (n_atoms, 3) float64 integers, and the widest
+        image shift s_k per system and periodic axis, (n_graphs, 3) float64 (0 elsewhere).
+        Molecules (no periodic axis) need no wrapping: both are zero."""
+        if not bool(pbc.any()):
+            return (torch.zeros_like(positions),
+                    torch.zeros(cell.shape[0], 3, dtype=torch.float64, device=cell.device))
+        _, images, heights = wrap(positions, cell, pbc, batch)
+        return images, torch.where(pbc, torch.ceil((self.cutoff + self.skin) / heights), 0.0)
 
     def _splice(self, pos64: torch.Tensor, cell64: torch.Tensor, pbc: torch.Tensor,
                 batch: torch.Tensor, stale: torch.Tensor) -> None:
@@ -215,8 +226,7 @@ class VerletList:
         index = torch.nonzero(stale[batch]).flatten()  # (n_stale_atoms,) global atom indices
         sub_batch = (torch.cumsum(stale.to(torch.long), 0) - 1)[batch[index]]
         sub_pos, sub_cell, sub_pbc = pos64.index_select(0, index), cell64[stale], pbc[stale]
-        _, images, heights = wrap(sub_pos, sub_cell, sub_pbc, sub_batch)
-        widest = torch.where(sub_pbc, torch.ceil((self.cutoff + self.skin) / heights), 0.0)
+        images, widest = self._images_and_widest_shifts(sub_pos, sub_cell, sub_pbc, sub_batch)
         i, j, S = neighbor_list(sub_pos, sub_cell, sub_pbc, self.cutoff + self.skin, sub_batch,
                                 **self.options)
         new = _derive(_Cache(sub_pos, sub_cell, sub_pbc, batch, images, widest,

@@ -133,12 +133,12 @@ def healthy_cpu(prev: MDState, new: MDState, prev_energy: torch.Tensor, new_ener
     energy; stress all finite or all NaN (unless shared with ``prev``); max |F|, max one-step
     displacement, temperature 2K/(3N k_B), energy jump per atom and relative volume change
     (fully periodic systems, unless the cell is shared) within their limits; shortest distance
-    at least its limit. No system passes here that fails there. The scan is stricter, which
-    only sends a system to :func:`check_step_torch` for its verdict: every NaN fails here
-    (a NaN temperature or shortest distance passes there), and the force, displacement,
-    temperature, energy jump and volume change must be within their limits by a relative
-    1e-9, far above the round-off of the sums and the determinant that both compute in a
-    different order (a value within that margin of its limit may fail here, pass there).
+    at least its limit; every NaN fails. No system passes here that fails there. The scan is
+    stricter, which only sends a system to :func:`check_step_torch` for its verdict: the
+    force, displacement, temperature, energy jump and volume change must be within their
+    limits by a relative 1e-9, far above the round-off of the sums and the determinant that
+    both compute in a different order (a value within that margin of its limit may fail here,
+    pass there).
 
     Args:
         as :func:`check_step`, on the CPU.

@@ -208,9 +208,23 @@ class Facet(Potential):
         """
         if max_edges is not None and max_edges < 1:
             raise ConfigError(f"max_edges_per_block must be >= 1 or None, got {max_edges}")
+        if max_edges is not None and "_compiled_inference" in self.__dict__:
+            raise ConfigError(_BLOCKS_AND_COMPILE)
         for layer in self.layers:
             layer.max_edges_per_block = max_edges
         return self
+
+    def enable_compile(self, enabled: bool = True) -> Facet:
+        """:meth:`Potential.enable_compile`; refused while edge blocks are set."""
+        if enabled and any(layer.max_edges_per_block is not None for layer in self.layers):
+            raise ConfigError(_BLOCKS_AND_COMPILE)
+        return super().enable_compile(enabled)
+
+
+#: Edge blocks loop over a number of edges that changes every step, which a compiled function
+#: would have to recompile for; their checkpointing cannot be traced by torch.func either.
+_BLOCKS_AND_COMPILE = ("edge blocks (max_edges_per_block) and compiled inference cannot be "
+                       "combined; use one or the other")
 
 
 def _mixing_layer(irreps: o3.Irreps, kind: str, hidden: list[int], heads: int,

@@ -59,3 +59,20 @@ def test_compile_flag_gives_the_eager_trajectory(files):
         finals.append(ase.io.read(files / f"{name}.1.xyz", index=-1))
     assert finals[1].info["step"] == 20
     assert abs(finals[0].positions - finals[1].positions).max() < 1e-10
+
+
+def test_edge_blocks_and_compile_are_refused_together(files, capsys):
+    from mlip.errors import ConfigError
+    from mlip.models import build, save_model
+
+    model = build("facet", species=[29], cutoff=4.0, hidden_irreps="8x0e+4x1o", embedding_dim=8,
+                  num_spline_basis=8, mixer_hidden=[8])
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        model.set_max_edges_per_block(100).enable_compile()
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        model.set_max_edges_per_block(None).enable_compile().set_max_edges_per_block(100)
+    save_model(model.enable_compile(False), files / "facet.pt")
+    assert main(["md", str(files / "facet.pt"), str(files / "in.xyz"), "--steps", "2",
+                 "-o", str(files / "b.xyz"), "--log", str(files / "b.csv"),
+                 "--max-edges-per-block", "100", "--compile"]) == 2
+    assert "cannot be combined" in capsys.readouterr().err

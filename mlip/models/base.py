@@ -127,10 +127,10 @@ class Potential(nn.Module):
         """Compile inference (energy, forces, stress) with ``torch.compile``; ``False`` undoes it.
 
         Used in eval mode when forces are asked for; training keeps the autograd path. The first
-        call compiles (seconds to minutes, see :class:`~mlip.models.forces.
-        CompiledEnergyForcesStress`); it pays off where per-operation overhead dominates (small
-        systems, cheap models, long MD runs), not for a heavy model on a CPU. A run-time
-        setting, not saved with the model.
+        call compiles (seconds to minutes; see
+        :class:`mlip.models.forces.CompiledEnergyForcesStress`). It pays off where
+        per-operation overhead dominates (small systems, cheap models, long MD runs), not for a
+        heavy model on a CPU. A run-time setting, not saved with the model.
         """
         from mlip.models.forces import CompiledEnergyForcesStress, cpu_compiler_available
 

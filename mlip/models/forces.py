@@ -42,22 +42,15 @@ def energy_forces_stress(
         dict with ``energy`` (n_graphs,) eV, ``node_energy`` (n_atoms,) eV, and the derivatives.
     """
     positions = graph.positions
-    cell = graph.cell
     wrt: list[torch.Tensor] = []
     if compute_forces or compute_stress:
         positions = positions.detach().requires_grad_(True)
         wrt.append(positions)
+    strain = None
     if compute_stress:
-        strain = torch.zeros_like(cell, requires_grad=True)
+        strain = torch.zeros_like(graph.cell, requires_grad=True)
         wrt.append(strain)
-        sym = 0.5 * (strain + strain.transpose(1, 2))
-        positions_strained = positions + torch.einsum("ni,nij->nj", positions, sym[graph.batch])
-        cell = cell + torch.bmm(cell, sym)
-    else:
-        positions_strained = positions
-    edge_vectors = graph.edge_vectors(positions_strained, cell)
-    node_energy = model.node_energy(graph, edge_vectors)
-    energy = scatter_sum(node_energy, graph.batch, graph.n_graphs)
+    energy, node_energy = _strained_energy(model, graph, positions, strain)
     out = {"energy": energy, "node_energy": node_energy}
     if not wrt:
         return out if create_graph else {key: value.detach() for key, value in out.items()}
@@ -68,11 +61,29 @@ def energy_forces_stress(
     if not create_graph:
         out = {key: value.detach() for key, value in out.items()}
     if compute_stress:
-        volume = torch.linalg.det(graph.cell).abs()
-        stress = grads[1] / volume[:, None, None]
-        periodic = graph.pbc.any(dim=1)[:, None, None]
-        out["stress"] = torch.where(periodic, stress, torch.full_like(stress, float("nan")))
+        out["stress"] = _stress(grads[1], graph)
     return out
+
+
+def _strained_energy(model: torch.nn.Module, graph: AtomicGraph, positions: torch.Tensor,
+                     strain: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energies at ``positions`` with the symmetrised ``strain`` (n_graphs, 3, 3) applied to
+    positions and cell (None: unstrained): (n_graphs,) and per atom (n_atoms,), eV."""
+    cell = graph.cell
+    if strain is not None:
+        sym = 0.5 * (strain + strain.transpose(1, 2))
+        positions = positions + torch.einsum("ni,nij->nj", positions, sym[graph.batch])
+        cell = cell + torch.bmm(cell, sym)
+    node_energy = model.node_energy(graph, graph.edge_vectors(positions, cell))
+    return scatter_sum(node_energy, graph.batch, graph.n_graphs), node_energy
+
+
+def _stress(virial: torch.Tensor, graph: AtomicGraph) -> torch.Tensor:
+    """σ = (1/V) ∂E/∂ε from the strain derivative (n_graphs, 3, 3) eV, in eV/Å³; NaN for
+    graphs without a periodic axis."""
+    stress = virial / torch.linalg.det(graph.cell).abs()[:, None, None]
+    periodic = graph.pbc.any(dim=1)[:, None, None]
+    return torch.where(periodic, stress, torch.full_like(stress, float("nan")))
 
 
 def _energy_and_derivatives(model: torch.nn.Module, graph: AtomicGraph,
@@ -81,32 +92,20 @@ def _energy_and_derivatives(model: torch.nn.Module, graph: AtomicGraph,
 
     The same quantities as :func:`energy_forces_stress` without the autograd engine:
     ``torch.func.grad`` traces the derivative into the same graph as the energy, so that
-    ``torch.compile`` can fuse both (see :func:`compiled_energy_forces_stress`).
+    ``torch.compile`` can fuse both (see :class:`CompiledEnergyForcesStress`).
     """
-    batch = graph.batch
-
     def total_energy(positions: torch.Tensor, strain: torch.Tensor | None):
-        cell = graph.cell
-        if strain is not None:
-            sym = 0.5 * (strain + strain.transpose(1, 2))
-            positions = positions + torch.einsum("ni,nij->nj", positions, sym[batch])
-            cell = cell + torch.bmm(cell, sym)
-        node_energy = model.node_energy(graph, graph.edge_vectors(positions, cell))
-        energy = scatter_sum(node_energy, batch, graph.n_graphs)
+        energy, node_energy = _strained_energy(model, graph, positions, strain)
         return energy.sum(), (energy, node_energy)
 
     if not compute_stress:
         grad, (energy, node_energy) = torch.func.grad(
             lambda p: total_energy(p, None), has_aux=True)(graph.positions)
         return {"energy": energy, "node_energy": node_energy, "forces": -grad}
-    strain = torch.zeros_like(graph.cell)
     (grad, virial), (energy, node_energy) = torch.func.grad(
-        total_energy, argnums=(0, 1), has_aux=True)(graph.positions, strain)
-    volume = torch.linalg.det(graph.cell).abs()
-    stress = virial / volume[:, None, None]
-    periodic = graph.pbc.any(dim=1)[:, None, None]
+        total_energy, argnums=(0, 1), has_aux=True)(graph.positions, torch.zeros_like(graph.cell))
     return {"energy": energy, "node_energy": node_energy, "forces": -grad,
-            "stress": torch.where(periodic, stress, torch.full_like(stress, float("nan")))}
+            "stress": _stress(virial, graph)}
 
 
 def cpu_compiler_available() -> bool:

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -235,19 +235,12 @@ def make_loader(
     split: str | None = "train",
     cutoff: float = 5.0,
     *,
-    max_atoms: int = 4096,
-    max_graphs: int | None = None,
     max_edges: int | None = None,
-    shuffle: bool = True,
-    seed: int = 0,
-    epoch: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    start_batch: int = 0,
     num_workers: int = 0,
     dtype: torch.dtype = torch.float64,
     block_frames: int = 256,
     window_blocks: int = 64,
+    **sampler_options: Any,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader yielding ``AtomicGraph`` batches (with ``Targets``) of a store split.
 
@@ -258,11 +251,16 @@ def make_loader(
 
     Args:
         store: store directory. split: ``train``/``val``/``test`` or None.
-        cutoff: neighbour cutoff, Å. max_atoms / max_graphs: batch budget.
+        cutoff: neighbour cutoff, Å.
         max_edges: edge budget at ``cutoff`` (per-frame counts are computed once and cached in
             the store directory, see :func:`mlip.data.edges.edge_counts`).
         num_workers: DataLoader worker processes (each builds its neighbour lists and ships
             every batch as one shared-memory buffer, see :mod:`mlip.data.packing`).
+        dtype: floating dtype of positions, cell and labels.
+        block_frames, window_blocks: sampler blocks, also the dataset's cache granularity.
+        sampler_options: the other keyword arguments of :class:`BlockBatchSampler`
+            (``max_atoms``, ``max_graphs``, ``shuffle``, ``seed``, ``epoch``, ``rank``,
+            ``world_size``, ``start_batch``); an unknown name raises ``TypeError``.
     """
     dataset = StoreDataset(
         store, split, cutoff, dtype, block_frames, cache_blocks=max(2 * window_blocks, 16)
@@ -270,18 +268,11 @@ def make_loader(
     sampler = BlockBatchSampler(
         dataset.store,
         split,
-        max_atoms=max_atoms,
-        max_graphs=max_graphs,
         max_edges=max_edges,
         edge_counts=None if max_edges is None else edge_counts(dataset.store, cutoff),
-        shuffle=shuffle,
-        seed=seed,
-        epoch=epoch,
-        rank=rank,
-        world_size=world_size,
-        start_batch=start_batch,
         block_frames=block_frames,
         window_blocks=window_blocks,
+        **sampler_options,
     )
     if num_workers:
         _warm_neighbor_list()

@@ -98,6 +98,8 @@ def test_sampler_errors(split_store):
         BlockBatchSampler(store, "train", max_atoms=0)
     with pytest.raises(ConfigError, match="unknown split 'dev'"):
         BlockBatchSampler(store, "dev")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_atom'"):
+        make_loader(split_store, "train", max_atom=100)
 
 
 def test_edge_budget_batches(split_store):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from mlip.md.npt import CRescaleState
 from mlip.md.nvt import LangevinState, NoseHooverState
 from mlip.md.relax import FireState
 from mlip.md.state import MDState
-from mlip.models.checkpoint import atomic_torch_save
+from mlip.models.checkpoint import atomic_torch_save, load_payload
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint"]
 
@@ -64,22 +63,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
-        CheckpointMismatchError: missing file, unreadable file or not an MD checkpoint.
+        CheckpointMismatchError: missing, unreadable or foreign file, unsupported version or
+            unknown state type.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointMismatchError(f"{path}: no such MD checkpoint")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign files
-        raise CheckpointMismatchError(f"{path}: not a readable MD checkpoint "
-                                      f"({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointMismatchError(f"{path}: not an mlip MD checkpoint (no '{FORMAT}' header)")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointMismatchError(f"{path}: MD checkpoint version "
-                                      f"{payload.get('format_version')} is not supported "
-                                      f"(expects {FORMAT_VERSION})")
+    payload = load_payload(path, FORMAT, "MD checkpoint", FORMAT_VERSION)
     cls = _STATE_TYPES.get(payload["state_type"])
     if cls is None:
         raise CheckpointMismatchError(f"{path}: unknown state type {payload['state_type']!r}")

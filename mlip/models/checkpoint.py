@@ -1,4 +1,8 @@
-"""One checkpoint format for every model: save, load, and clear errors for foreign files."""
+"""One checkpoint format for every model: save, load, and clear errors for foreign files.
+
+:func:`atomic_torch_save` and :func:`load_payload` also write and check the MD restart and
+training-state files.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,14 @@ from mlip.errors import CheckpointMismatchError
 from mlip.models.base import Potential
 from mlip.models.registry import MODELS, build
 
-__all__ = ["save_model", "load_model", "FORMAT", "FORMAT_VERSION", "atomic_torch_save"]
+__all__ = [
+    "save_model",
+    "load_model",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "atomic_torch_save",
+    "load_payload",
+]
 
 FORMAT = "mlip-potential"
 FORMAT_VERSION = 1
@@ -76,25 +87,48 @@ def save_model(model: Potential, path: str | os.PathLike, **extra: Any) -> None:
     atomic_torch_save(model_payload(model, **extra), path)
 
 
-def read_payload(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and check a checkpoint dictionary; raise :class:`CheckpointMismatchError` if foreign."""
+def load_payload(
+    path: str | os.PathLike, fmt: str, kind: str, version: int | None = None
+) -> dict[str, Any]:
+    """Load a dictionary written with :func:`atomic_torch_save` and check its header.
+
+    Args:
+        path: the file.
+        fmt: the expected ``payload["format"]``.
+        kind: what the file should be, for messages (e.g. ``"MD checkpoint"``).
+        version: the expected ``payload["format_version"]``; None skips the check.
+
+    Raises:
+        CheckpointMismatchError: missing, unreadable (corrupt, truncated) or foreign file, or
+            an unsupported format version; the message names the file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointMismatchError(f"{path}: no such checkpoint file")
+        raise CheckpointMismatchError(f"{path}: no such {kind}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for garbage input
         raise CheckpointMismatchError(
-            f"{path}: not a readable mlip checkpoint ({type(exc).__name__}: "
+            f"{path}: not a readable mlip {kind} ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointMismatchError(f"{path}: not an mlip potential file (no '{FORMAT}' header)")
-    if payload.get("format_version") != FORMAT_VERSION:
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise CheckpointMismatchError(f"{path}: not an mlip {kind} (no '{fmt}' header)")
+    if version is not None and payload.get("format_version") != version:
         raise CheckpointMismatchError(
-            f"{path}: checkpoint format version {payload.get('format_version')} is not supported "
-            f"by mlip {__version__} (expects {FORMAT_VERSION})"
+            f"{path}: {kind} format version {payload.get('format_version')} is not supported "
+            f"by mlip {__version__} (expects {version})"
         )
+    return payload
+
+
+def read_payload(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and check a potential file's dictionary (see :func:`load_payload`).
+
+    Raises:
+        CheckpointMismatchError: as :func:`load_payload`, or the model is not registered.
+    """
+    payload = load_payload(path, FORMAT, "potential file", FORMAT_VERSION)
     if payload.get("model") not in MODELS:
         raise CheckpointMismatchError(
             f"{path}: model {payload.get('model')!r} is not registered "

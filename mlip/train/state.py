@@ -19,7 +19,7 @@ import torch
 
 from mlip import __version__
 from mlip.errors import CheckpointMismatchError
-from mlip.models.checkpoint import atomic_torch_save
+from mlip.models.checkpoint import atomic_torch_save, load_payload
 
 __all__ = [
     "Progress",
@@ -92,7 +92,7 @@ def load_training_state(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Read ``RUN_DIR/last.ckpt``.
 
     Raises:
-        CheckpointMismatchError: no checkpoint, or not a training state.
+        CheckpointMismatchError: no checkpoint, an unreadable file, or not a training state.
     """
     path = Path(run_dir) / CHECKPOINT_NAME
     if not path.is_file():
@@ -100,13 +100,6 @@ def load_training_state(run_dir: str | os.PathLike) -> dict[str, Any]:
             f"cannot resume: {path} does not exist (no checkpoint was written "
             "in this run directory)"
         )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointMismatchError(
-            f"{path}: unreadable training checkpoint ({type(exc).__name__})"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise CheckpointMismatchError(f"{path}: not an mlip training checkpoint")
+    payload = load_payload(path, _FORMAT, "training checkpoint")
     payload["progress"] = Progress(**payload["progress"])
     return payload

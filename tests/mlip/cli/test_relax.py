@@ -23,4 +23,4 @@ def test_relax_writes_converged_structures(files, capsys, extra):
 def test_missing_model_is_a_clean_error(files, capsys):
     code = main(["relax", str(files / "nope.pt"), str(files / "in.xyz")])
     assert code == 2
-    assert "nope.pt: no such checkpoint file" in capsys.readouterr().err
+    assert "nope.pt: no such potential file" in capsys.readouterr().err

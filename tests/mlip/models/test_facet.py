@@ -166,7 +166,7 @@ def test_checkpoint_round_trip_is_identical_and_corruption_is_refused(tmp_path, 
     assert torch.equal(ref["energy"], out["energy"]) and torch.equal(ref["forces"], out["forces"])
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointMismatchError, match="not a readable mlip checkpoint"):
+    with pytest.raises(CheckpointMismatchError, match="not a readable mlip potential file"):
         load_model(path)
 
 

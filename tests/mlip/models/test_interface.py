@@ -94,13 +94,13 @@ def test_checkpoint_round_trip_and_reference_energies(lj, skewed_cu, tmp_path):
 def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointMismatchError, match="not a readable mlip checkpoint"):
+    with pytest.raises(CheckpointMismatchError, match="not a readable mlip potential file"):
         load_model(garbage)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(CheckpointMismatchError, match="not an mlip potential file"):
         load_model(foreign)
-    with pytest.raises(CheckpointMismatchError, match="no such checkpoint"):
+    with pytest.raises(CheckpointMismatchError, match="no such potential file"):
         load_model(tmp_path / "missing.pt")
 
 

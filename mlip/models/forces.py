@@ -75,6 +75,8 @@ def _strained_energy(model: torch.nn.Module, graph: AtomicGraph, positions: torc
         positions = positions + torch.einsum("ni,nij->nj", positions, sym[graph.batch])
         cell = cell + torch.bmm(cell, sym)
     node_energy = model.node_energy(graph, graph.edge_vectors(positions, cell))
+    if graph.n_graphs == 1:  # a plain sum (torch.compile's CPU float32 code generation fails
+        return node_energy.sum(0, keepdim=True), node_energy  # on a scatter into one bucket)
     return scatter_sum(node_energy, graph.batch, graph.n_graphs), node_energy
 
 

@@ -15,7 +15,7 @@ from mlip.md.state import ForceOutput, MDState
 from mlip.models import Potential, load_model
 from mlip.neighbors import VerletList
 
-__all__ = ["AUTO_GROUP_SIZES", "ForceField", "resolve_model", "shortest_edges"]
+__all__ = ["AUTO_GROUP_SIZES", "ForceField", "resolve_model"]
 
 log = logging.getLogger(__name__)
 
@@ -169,29 +169,17 @@ class ForceField:
         positions, batch = state.positions, state.batch
         edge_index, edge_shift = self.neighbors.update(positions, state.cell, state.pbc, batch)
         out = self._evaluate(state, edge_index, edge_shift)
-        n_graphs = state.n_graphs
-        min_distance = shortest_edges(self.neighbors.edge_distance_sq, edge_index[0], batch,
-                                      n_graphs)
         stress = out.get("stress")
-        stress = (self._nan_stress(n_graphs, positions.device) if stress is None
-                  else stress.detach().to(torch.float64))
-        return ForceOutput(energy=out["energy"].detach().to(torch.float64),
-                           forces=out["forces"].detach().to(torch.float64),
-                           stress=stress, min_distance=min_distance)
+        stress = (self._nan_stress(state.n_graphs, positions.device) if stress is None
+                  else _float64_constant(stress))
+        return ForceOutput(energy=_float64_constant(out["energy"]),
+                           forces=_float64_constant(out["forces"]), stress=stress,
+                           min_distance=self.neighbors.shortest_distance)
 
 
-def shortest_edges(distance_sq: torch.Tensor, centres: torch.Tensor, batch: torch.Tensor,
-                   n_graphs: int) -> torch.Tensor:
-    """Shortest edge length of each system, (n_graphs,) Å (inf for a system without edges).
+def _float64_constant(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` detached, in float64 (itself when it already is: the compiled path)."""
+    if tensor.dtype == torch.float64 and not tensor.requires_grad:
+        return tensor
+    return tensor.detach().to(torch.float64)
 
-    Args:
-        distance_sq: (n_edges,) Å², squared edge lengths (as the neighbour list left them).
-        centres: (n_edges,) int64 centre atom of each edge. batch: (n_atoms,) int64.
-    """
-    if n_graphs == 1:
-        if distance_sq.shape[0] == 0:
-            return torch.full((1,), float("inf"), dtype=torch.float64, device=distance_sq.device)
-        return distance_sq.min().sqrt().reshape(1)
-    shortest = torch.full((n_graphs,), float("inf"), dtype=torch.float64,
-                          device=distance_sq.device)
-    return shortest.scatter_reduce(0, batch[centres], distance_sq, "amin").sqrt()

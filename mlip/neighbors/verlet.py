@@ -20,8 +20,10 @@ wrapping is safe but wasteful. Only stale systems of a batch are rebuilt.
 
 The per-step work of the reused list, the stale check and the filter, is one compiled numba
 call each for CPU tensors (:mod:`mlip.neighbors.verlet_numba`) and the torch functions
-:func:`_stale_torch` and :func:`_filter_torch` on other devices (the reference; both give
-identical results).
+:func:`_stale_torch` and :func:`_filter_torch` on other devices or with ``backend="torch"``
+(the reference; both give identical results). On the torch path a step reads the device once:
+the stale flags and the number of pairs within the cutoff come back together, and the pairs
+are then gathered at that known size (``torch.nonzero_static``) without waiting again.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ class _Cache:
     shift64: torch.Tensor | None = None  # (n_candidates, 3) float64
     system: torch.Tensor | None = None  # (n_candidates,) int64, system of each candidate
     periodic: bool = True  # some system is periodic along some axis
-    # numpy views of the above for the compiled CPU path (None on other devices), set by
-    # VerletList._rebuild after every build
+    # numpy views of the above for the compiled CPU path (None on other devices and with
+    # backend="torch"), set by VerletList._rebuild after every build
     host: BuildArrays | None = None
 
 
@@ -75,13 +77,16 @@ class VerletList:
         cutoff: Å, > 0; the returned pairs all have |D| < cutoff.
         skin: Å, ≥ 0; 0 rebuilds whenever anything moved. Candidate pairs grow as
             (cutoff + skin)³, so 1 Å suits cutoffs of 4-6 Å.
-        backend: neighbour-list backend for rebuilds ("auto", "numba", "torch").
+        backend: "auto" (numba on CPU, torch elsewhere), "numba" (CPU only) or "torch": the
+            backend of the rebuilds and of the per-step stale test and filter.
         max_neighbors: optional ceiling on the candidates (within ``cutoff + skin``) of any
             atom; exceeding it raises :class:`NeighborListOverflow`.
 
     Attributes:
         n_updates: calls to :meth:`update`. n_rebuilds: calls that rebuilt some system.
         n_system_rebuilds: systems rebuilt in total (a batch of B counts B at the first call).
+        edge_distance_sq: (n_edges,) Å², |D|² of the pairs the last :meth:`update` returned.
+        shortest_distance: (n_graphs,) Å, the shortest of them per system (inf without pairs).
     """
 
     def __init__(self, cutoff: float, skin: float = 1.0, *, backend: str = "auto",
@@ -97,6 +102,7 @@ class VerletList:
         self.n_rebuilds = 0
         self.n_system_rebuilds = 0
         self.edge_distance_sq: torch.Tensor | None = None
+        self.shortest_distance: torch.Tensor | None = None
         self._cache: _Cache | None = None
         self._checked: tuple | None = None
 
@@ -128,12 +134,22 @@ class VerletList:
         if checked is None:  # new cell, pbc or batch objects: validate everything
             checked = normalize_inputs(positions, cell, pbc, self.cutoff, batch)[1:]
         stale = self.needs_rebuild(positions, *checked)  # NaN positions count as stale
-        if bool(stale.any()):
-            positions, cell_n, pbc_n, batch_n = normalize_inputs(positions, cell, pbc,
-                                                                 self.cutoff, batch)
-            self._rebuild(positions, cell_n, pbc_n, batch_n, stale)
-            self._checked = ((cell, cell._version), (pbc, pbc._version), batch,
-                             None if batch is None else batch._version, (cell_n, pbc_n, batch_n))
+        c = self._cache
+        if c is not None and c.host is None and stale.shape[0] == c.cell.shape[0]:
+            # torch path: the stale flags and the pair count in one read of the device
+            distance_sq = _candidate_distance_sq(c, positions, checked[0])
+            within = distance_sq < self.cutoff * self.cutoff
+            any_stale, n_edges = torch.stack([stale.any().to(torch.long),
+                                              within.sum()]).tolist()
+            if not any_stale:
+                return self._keep(_select(c, distance_sq, within, n_edges))
+        elif not bool(stale.any()):
+            return self._filter(positions, checked[0])
+        positions, cell_n, pbc_n, batch_n = normalize_inputs(positions, cell, pbc,
+                                                             self.cutoff, batch)
+        self._rebuild(positions, cell_n, pbc_n, batch_n, stale)
+        self._checked = ((cell, cell._version), (pbc, pbc._version), batch,
+                         None if batch is None else batch._version, (cell_n, pbc_n, batch_n))
         return self._filter(positions, checked[0])
 
     def _same_inputs(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
@@ -199,7 +215,7 @@ class VerletList:
         else:
             self._splice(pos64, cell64, pbc, batch, stale)
         c = self._cache
-        if c.positions.device.type == "cpu":
+        if c.positions.device.type == "cpu" and self.options["backend"] != "torch":
             c.host = build_arrays(c.positions, c.cell, c.images, c.widest_shift, c.batch,
                                   c.pairs, c.shift, c.shift64, c.system, c.periodic)
 
@@ -256,11 +272,12 @@ class VerletList:
         """The cached candidates closer than ``cutoff`` at the current positions."""
         c = self._cache
         if c.host is not None:  # CPU: one compiled call
-            edge_index, edge_shift, self.edge_distance_sq = filter_candidates(
-                positions, cell, c.host, self.cutoff)
-        else:
-            edge_index, edge_shift, self.edge_distance_sq = _filter_torch(
-                c, positions, cell, self.cutoff)
+            return self._keep(filter_candidates(positions, cell, c.host, self.cutoff))
+        return self._keep(_filter_torch(c, positions, cell, self.cutoff))
+
+    def _keep(self, filtered: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Record the distances of a filter's result; return its edge_index and edge_shift."""
+        edge_index, edge_shift, self.edge_distance_sq, self.shortest_distance = filtered
         return edge_index, edge_shift
 
 
@@ -306,7 +323,7 @@ def _stale_torch(c: _Cache, positions: torch.Tensor, cell: torch.Tensor, batch: 
 
 
 def _filter_torch(c: _Cache, positions: torch.Tensor, cell: torch.Tensor,
-                  cutoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  cutoff: float) -> tuple[torch.Tensor, ...]:
     """The cached candidates closer than ``cutoff`` at the current positions.
 
     The reference, and the path on non-CPU devices; on CPU
@@ -318,8 +335,16 @@ def _filter_torch(c: _Cache, positions: torch.Tensor, cell: torch.Tensor,
 
     Returns:
         edge_index: (2, n_edges) int64, sorted by centre atom; edge_shift: (n_edges, 3) int64;
-        distance_sq: (n_edges,) float64 Å², |D|².
+        distance_sq: (n_edges,) float64 Å², |D|²; shortest: (n_graphs,) float64 Å, the
+        shortest |D| per system (inf for a system without pairs).
     """
+    distance_sq = _candidate_distance_sq(c, positions, cell)
+    return _select(c, distance_sq, distance_sq < cutoff * cutoff, None)
+
+
+def _candidate_distance_sq(c: _Cache, positions: torch.Tensor, cell: torch.Tensor
+                           ) -> torch.Tensor:
+    """|D|² of every cached candidate at the current positions, (n_candidates,) float64 Å²."""
     pos = positions.detach().to(torch.float64)
     d = pos.index_select(0, c.j) - pos.index_select(0, c.i)  # (n_candidates, 3) Å
     if c.periodic:
@@ -329,7 +354,24 @@ def _filter_torch(c: _Cache, positions: torch.Tensor, cell: torch.Tensor,
         else:
             d = d + row_times_matrix(c.shift64, cell64[c.system])
     x, y, z = d.unbind(1)
-    distance_sq = x * x + y * y + z * z  # (n_candidates,) Å²; 4x faster than a sum(dim=1)
-    keep = torch.nonzero(distance_sq < cutoff * cutoff).flatten()  # (n_edges,)
-    return (c.pairs.index_select(1, keep), c.shift.index_select(0, keep),
-            distance_sq.index_select(0, keep))
+    return x * x + y * y + z * z  # 4x faster than a sum(dim=1)
+
+
+def _select(c: _Cache, distance_sq: torch.Tensor, within: torch.Tensor,
+            n_edges: int | None) -> tuple[torch.Tensor, ...]:
+    """The candidates flagged ``within`` (n_candidates,) bool, as :func:`_filter_torch` returns
+    them; ``n_edges``, their number if known, spares the device a wait."""
+    if n_edges is None:
+        keep = torch.nonzero(within).flatten()  # (n_edges,)
+    else:
+        keep = torch.nonzero_static(within, size=n_edges).flatten()
+    kept_sq = distance_sq.index_select(0, keep)
+    if c.cell.shape[0] == 1 and kept_sq.shape[0]:
+        shortest_sq = kept_sq.amin().reshape(1)
+    else:  # inf for a system without pairs
+        shortest_sq = torch.full((c.cell.shape[0],), float("inf"), dtype=torch.float64,
+                                 device=kept_sq.device)
+        shortest_sq = shortest_sq.scatter_reduce(0, c.system.index_select(0, keep), kept_sq,
+                                                 "amin")
+    return (c.pairs.index_select(1, keep), c.shift.index_select(0, keep), kept_sq,
+            shortest_sq.sqrt())

@@ -90,13 +90,13 @@ def filter_candidates(positions: torch.Tensor, cell: torch.Tensor, built: BuildA
 
     Returns:
         edge_index: (2, n_edges) int64, in the order of the candidates (sorted by centre atom);
-        edge_shift: (n_edges, 3) int64; distance_sq: (n_edges,) float64 Å², |D|². Freshly
-        allocated arrays, owned by the caller.
+        edge_shift: (n_edges, 3) int64; distance_sq: (n_edges,) float64 Å², |D|²; shortest:
+        (n_graphs,) float64 Å, the shortest |D| per system (inf for a system without pairs).
+        Freshly allocated arrays, owned by the caller.
     """
-    edge_index, edge_shift, distance_sq = _filter(
+    return tuple(map(torch.from_numpy, _filter(
         _float64_array(positions), _float64_array(cell), built.pairs, built.shift,
-        built.shift64, built.system, built.periodic, cutoff * cutoff)
-    return torch.from_numpy(edge_index), torch.from_numpy(edge_shift), torch.from_numpy(distance_sq)
+        built.shift64, built.system, built.periodic, cutoff * cutoff)))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -135,7 +135,7 @@ def _stale(pos, cell, pos0, cell0, images, widest_shift, batch, periodic, skin):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _filter(pos, cell, pairs, shift, shift64, system, periodic, cutoff_sq):
-    """(edge_index, edge_shift, distance_sq) of the candidates with |D|² < cutoff_sq."""
+    """(edge_index, edge_shift, distance_sq, shortest) of the candidates with |D|² < cutoff_sq."""
     n_candidates = pairs.shape[1]
     distance_sq = np.empty(n_candidates)
     n_edges = 0
@@ -157,6 +157,7 @@ def _filter(pos, cell, pairs, shift, shift64, system, periodic, cutoff_sq):
     edge_index = np.empty((2, n_edges), dtype=np.int64)
     edge_shift = np.empty((n_edges, 3), dtype=np.int64)
     kept_sq = np.empty(n_edges)
+    shortest_sq = np.full(cell.shape[0], np.inf)
     n = 0
     for e in range(n_candidates):
         if distance_sq[e] < cutoff_sq:
@@ -164,5 +165,6 @@ def _filter(pos, cell, pairs, shift, shift64, system, periodic, cutoff_sq):
             edge_shift[n, 0], edge_shift[n, 1], edge_shift[n, 2] = (
                 shift[e, 0], shift[e, 1], shift[e, 2])
             kept_sq[n] = distance_sq[e]
+            shortest_sq[system[e]] = min(shortest_sq[system[e]], distance_sq[e])
             n += 1
-    return edge_index, edge_shift, kept_sq
+    return edge_index, edge_shift, kept_sq, np.sqrt(shortest_sq)

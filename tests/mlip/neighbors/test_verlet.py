@@ -125,17 +125,21 @@ def test_bad_parameters_raise_named_errors():
         VerletList(cutoff=5.0).update(bad, cell, pbc, batch)
 
 
+@pytest.mark.parametrize("backend", ["auto", "torch"])
 @pytest.mark.parametrize("system", [0, 1, None])
-def test_reused_input_tensors_take_the_fast_path_and_stay_exact(system):
+def test_reused_input_tensors_take_the_fast_path_and_stay_exact(system, backend):
     """The same cell/pbc/batch objects on every call (as in MD): pairs stay exact, an in-place
-    change of the cell is noticed, distances are reported and NaN positions still raise."""
+    change of the cell is noticed, distances and the shortest one per system are reported
+    and NaN positions still raise; with the compiled CPU steps and with the torch ones (the
+    path on a GPU)."""
     positions, cell, pbc, batch = _batch_of_three()
     if system is not None:  # one system alone: periodic Cu or the free cluster
         mask = batch == system
         positions, cell, pbc = positions[mask], cell[system:system + 1], pbc[system:system + 1]
         batch = torch.zeros(positions.shape[0], dtype=torch.long)
     rng = np.random.default_rng(4)
-    nl = VerletList(cutoff=3.5, skin=0.6)
+    nl = VerletList(cutoff=3.5, skin=0.6, backend=backend)
+    n_graphs = cell.shape[0]
     for step in range(30):
         positions = positions + torch.tensor(rng.normal(scale=0.04, size=positions.shape))
         if step == 15:
@@ -146,6 +150,10 @@ def test_reused_input_tensors_take_the_fast_path_and_stay_exact(system):
         d = positions[edge_index[1]] - positions[edge_index[0]] + torch.einsum(
             "ek,ekl->el", edge_shift.double(), cell[batch[edge_index[0]]])
         torch.testing.assert_close(nl.edge_distance_sq, (d * d).sum(dim=1))
+        shortest = torch.full((n_graphs,), float("inf"), dtype=torch.float64).scatter_reduce(
+            0, batch[edge_index[0]], d.norm(dim=1), "amin")
+        torch.testing.assert_close(nl.shortest_distance, shortest)
+    assert (nl._cache.host is None) == (backend == "torch")
     assert nl.n_rebuilds < 25
     positions[3] = float("nan")
     with pytest.raises(InvalidStructureError, match=r"non-finite \(NaN/inf\) positions for "

@@ -13,8 +13,12 @@ Run on a machine with a CUDA device (the `device` tool); prints a table and save
    stress in float64; GPU E+F+S time in float32 on 2048 Cu atoms and 64 3BPA molecules.
 6. Training: a short ``mlip.train`` run of the shipped facet config on the GPU (optimiser
    steps per second, final validation metrics).
+7. Compiled inference (``Potential.enable_compile``) on the GPU: Lennard-Jones and facet-s
+   compiled vs eager energies, forces and stress in float64; time per E+F call in float32 on
+   one and on 64 3BPA molecules, eager and compiled.
 
     python benchmarks/gpu_checks.py [--output results/gpu_checks.json] [--train-seconds 60]
+    python benchmarks/gpu_checks.py --checks syncs compile   # a subset
 """
 
 from __future__ import annotations
@@ -217,6 +221,51 @@ def check_models(device: str) -> dict:
     return out
 
 
+def _per_call_ms(model: torch.nn.Module, graph, calls: int = 20) -> float:
+    """Wall time of one E+F call on the GPU, ms (after two warm-up calls)."""
+    sync = torch.cuda.synchronize if graph.positions.is_cuda else (lambda: None)
+    for _ in range(2):
+        model(graph, compute_forces=True)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        model(graph, compute_forces=True)
+    sync()
+    return (time.perf_counter() - t0) / calls * 1e3
+
+
+def check_compile(device: str) -> dict:
+    """Compiled vs eager on the GPU: float64 agreement and float32 time per E+F call."""
+    import copy
+
+    from mlip.graph import AtomicGraph
+
+    path = resources.files("mlip.data.bundled").joinpath("3bpa_train_300K.xyz")
+    molecules = ase.io.read(str(path), index=":64")
+    mixed = AtomicGraph.from_ase([*structures(), molecules[5]], 5.0).to(device)
+    timed = {"3bpa_x1": AtomicGraph.from_ase(molecules[:1], 5.0),
+             "3bpa_x64": AtomicGraph.from_ase(molecules, 5.0)}
+    models = {"lennard_jones": build("lennard_jones", species=SPECIES, cutoff=5.0,
+                                     epsilon=0.02, sigma=1.0).eval().to(device),
+              "facet-s": facet(device)}
+    out = {}
+    for name, eager in models.items():
+        compiled = copy.deepcopy(eager).enable_compile()
+        ref = eager.double()(mixed, compute_forces=True, compute_stress=True)
+        t0 = time.perf_counter()
+        got = compiled.double()(mixed, compute_forces=True, compute_stress=True)
+        row = {"first_call_s": time.perf_counter() - t0}
+        row.update({key: _max_difference(ref[key], got[key])
+                    for key in ("energy", "forces", "stress")})
+        eager, compiled = eager.float(), compiled.float()
+        for case, graph in timed.items():
+            graph = graph.to(device, torch.float32)
+            row[case] = {"eager_ms": _per_call_ms(eager, graph),
+                         "compiled_ms": _per_call_ms(compiled, graph)}
+        out[name] = row
+    return out
+
+
 def check_training(seconds: float, folder: Path, device: str) -> dict:
     """A short run of the shipped facet config on the GPU."""
     import yaml
@@ -246,6 +295,9 @@ def main() -> None:
                         help="steps of the CPU-vs-GPU MD comparison (chaos grows differences)")
     parser.add_argument("--train-seconds", type=float, default=60.0)
     parser.add_argument("--device", default="cuda", help="(cpu only to try the script out)")
+    parser.add_argument("--checks", nargs="*", default=None,
+                        help="run only these checks (neighbors md syncs relax models training "
+                             "compile)")
     args = parser.parse_args()
     device = args.device
     results: dict = {"device": torch.cuda.get_device_name() if device == "cuda" else device,
@@ -255,9 +307,15 @@ def main() -> None:
              ("syncs", lambda: count_syncs(100, 50, device)),
              ("relax", lambda: check_relax(device)),
              ("models", lambda: check_models(device)),
-             ("training", lambda: check_training(args.train_seconds, args.output.parent, device))]
+             ("training", lambda: check_training(args.train_seconds, args.output.parent, device)),
+             ("compile", lambda: check_compile(device))]
     if args.train_seconds <= 0:
-        steps.pop()
+        steps = [step for step in steps if step[0] != "training"]
+    if args.checks is not None:
+        unknown = set(args.checks) - {name for name, _ in steps}
+        if unknown:
+            parser.error(f"unknown checks {sorted(unknown)}")
+        steps = [step for step in steps if step[0] in args.checks]
     for name, check in steps:
         t0 = time.perf_counter()
         try:

@@ -6,7 +6,6 @@ available to users to vet a potential before production MD.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -60,7 +59,7 @@ def nve_conservation(model: Potential | str | os.PathLike, atoms: Atoms, *, time
     state = state_from_atoms([atoms], device)
     momenta = maxwell_boltzmann_momenta(state.masses, state.batch, 1, temperature_K, seed)
     force_field = ForceField(model, skin=skin)
-    state = nve_init(dataclasses.replace(state, momenta=momenta), force_field)
+    state = nve_init(state.replace(momenta=momenta), force_field)
     n_skip = round(equilibration_fs / timestep_fs)
     n_steps = round(duration_fs / timestep_fs)
     energies, kinetic = [], []

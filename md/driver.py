@@ -11,7 +11,6 @@ every system is healthy.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -245,7 +244,7 @@ def _start(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrat
     if initial_temperature_K is not None:
         momenta = maxwell_boltzmann_momenta(state.masses, state.batch, state.n_graphs,
                                             initial_temperature_K, seed)
-        state = dataclasses.replace(state, momenta=momenta)
+        state = state.replace(momenta=momenta)
     force_field = _force_field(model, integrator, state, skin, max_atoms_per_call)
     return integrator.init(state, force_field), integrator, force_field, None
 

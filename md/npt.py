@@ -91,12 +91,11 @@ def crescale_step(state: CRescaleState, force_fn: ForceFn, *, dt: float, tempera
     positions = state.positions + 0.5 * dt * momenta * inv_m
     momenta = ornstein_uhlenbeck(state, momenta, math.exp(-friction * dt), kT)
     positions = positions + 0.5 * dt * momenta * inv_m
-    half = dataclasses.replace(state, positions=positions, momenta=momenta)
+    half = state.replace(positions=positions, momenta=momenta)
     scale = torch.exp(_log_strain(half, dt, kT, pressure, compressibility, tau,
                                   anisotropic))  # (n_graphs, 3)
-    moved = dataclasses.replace(
-        half, positions=positions * scale[state.batch], momenta=momenta / scale[state.batch],
-        cell=state.cell * scale[:, None, :])
+    moved = half.replace(positions=positions * scale[state.batch],
+                         momenta=momenta / scale[state.batch], cell=state.cell * scale[:, None, :])
     out = force_fn(moved)
     return moved.with_forces(out, momenta=moved.momenta + 0.5 * dt * out.forces,
                              step=state.step + 1)

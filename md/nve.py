@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable, TypeVar
 
 import torch
@@ -36,7 +35,7 @@ def velocity_verlet(state: S, force_fn: ForceFn, dt: float) -> S:
     """
     momenta = torch.add(state.momenta, state.forces, alpha=0.5 * dt)
     positions = torch.addcdiv(state.positions, momenta, state.masses[:, None], value=dt)
-    moved = dataclasses.replace(state, positions=positions, momenta=momenta)
+    moved = state.replace(positions=positions, momenta=momenta)
     out = force_fn(moved)
     return moved.with_forces(out, momenta=torch.add(momenta, out.forces, alpha=0.5 * dt),
                              step=state.step + 1)

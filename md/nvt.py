@@ -90,7 +90,7 @@ def langevin_step(state: LangevinState, force_fn: ForceFn, *, dt: float, tempera
     positions = state.positions + 0.5 * dt * momenta * inv_m
     momenta = ornstein_uhlenbeck(state, momenta, math.exp(-friction * dt), kB * temperature_K)
     positions = positions + 0.5 * dt * momenta * inv_m
-    moved = dataclasses.replace(state, positions=positions, momenta=momenta)
+    moved = state.replace(positions=positions, momenta=momenta)
     out = force_fn(moved)
     return moved.with_forces(out, momenta=momenta + 0.5 * dt * out.forces, step=state.step + 1)
 
@@ -152,8 +152,8 @@ def _nhc_half_step(state: NoseHooverState, dt: float, kT: float
 
 def _apply_chain(state: NoseHooverState, dt: float, kT: float) -> NoseHooverState:
     scale, eta, eta_velocity = _nhc_half_step(state, dt, kT)
-    return dataclasses.replace(state, momenta=state.momenta * scale[state.batch, None], eta=eta,
-                               eta_velocity=eta_velocity)
+    return state.replace(momenta=state.momenta * scale[state.batch, None], eta=eta,
+                         eta_velocity=eta_velocity)
 
 
 def nhc_step(state: NoseHooverState, force_fn: ForceFn, *, dt: float,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -73,7 +72,7 @@ def run_relax(
     """
     model = resolve_model(model, device=device)
     start = state_from_atoms(atoms, device)
-    start = dataclasses.replace(start, momenta=torch.zeros_like(start.momenta))
+    start = start.replace(momenta=torch.zeros_like(start.momenta))
     force_field = ForceField(model, skin=skin, compute_stress=relax_cell, max_atoms_per_call="auto")
     pressure = pressure_GPa * GPa
     state = fire_init(start, force_field, relax_cell=relax_cell)

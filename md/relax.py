@@ -165,19 +165,19 @@ def fire_step(state: FireState, force_fn: ForceFn, *, fmax: float, relax_cell: b
     limit = torch.where(step_norm > max_step, max_step / step_norm.clamp_min(1e-300),
                         torch.ones_like(step_norm)) * active
     moved = _displace(state, dr * limit[batch, None], dr_cell * limit[:, None, None], relax_cell)
-    moved = dataclasses.replace(moved, velocities=v, cell_velocities=v_cell, fire_dt=fire_dt,
-                                alpha=alpha, n_positive=n_positive,
-                                started=torch.ones_like(state.started), n_steps=state.n_steps + 1)
+    moved = moved.replace(velocities=v, cell_velocities=v_cell, fire_dt=fire_dt, alpha=alpha,
+                          n_positive=n_positive, started=torch.ones_like(state.started),
+                          n_steps=state.n_steps + 1)
     moved = moved.with_forces(force_fn(moved))
     merged = select_systems(active, moved, state)
-    return dataclasses.replace(merged, converged=converged, step=state.step + 1)
+    return merged.replace(converged=converged, step=state.step + 1)
 
 
 def _displace(state: FireState, dr: torch.Tensor, dr_cell: torch.Tensor,
               relax_cell: bool) -> FireState:
     """Apply FIRE displacements to the atom coordinates and c·log F."""
     if not relax_cell:
-        return dataclasses.replace(state, positions=state.positions + dr)
+        return state.replace(positions=state.positions + dr)
     deform = torch.linalg.matrix_exp(state.log_deform)
     # x = r F^-T in the reference cell: solve F x^T = r^T per atom
     frac = torch.linalg.solve(deform[state.batch], state.positions[:, :, None])[:, :, 0]
@@ -186,4 +186,4 @@ def _displace(state: FireState, dr: torch.Tensor, dr_cell: torch.Tensor,
     new_deform = torch.linalg.matrix_exp(log_deform)
     positions = torch.einsum("ni,nji->nj", frac + dr, new_deform[state.batch])
     cell = state.reference_cell @ new_deform.transpose(1, 2)
-    return dataclasses.replace(state, positions=positions, cell=cell, log_deform=log_deform)
+    return state.replace(positions=positions, cell=cell, log_deform=log_deform)

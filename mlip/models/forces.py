@@ -4,15 +4,19 @@ and eager inference, a compiled function transform for opt-in compiled inference
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 
 import torch
+from torch._dynamo.exc import TorchDynamoException
 
 from mlip.graph import AtomicGraph
 from mlip.nn.scatter import scatter_sum
 
 __all__ = ["CompiledEnergyForcesStress", "cpu_compiler_available", "energy_forces_stress"]
+
+log = logging.getLogger(__name__)
 
 
 def energy_forces_stress(
@@ -130,6 +134,9 @@ class CompiledEnergyForcesStress:
 
     The first call compiles (seconds for Lennard-Jones, about a minute for facet-s on a CPU).
     Worth it where per-operation overhead dominates: small systems, cheap models, long runs.
+    Where torch cannot compile a specialisation (older torch releases fail on ``torch.func``
+    with dynamic shapes, e.g. torch 2.11 on CUDA), a warning names the error and that
+    specialisation runs eagerly (autograd) from then on: same results, no compiled speed.
 
     Args:
         model: a :class:`mlip.models.Potential` in eval mode.
@@ -139,6 +146,7 @@ class CompiledEnergyForcesStress:
         self.model = model
         self._compiled = torch.compile(_energy_and_derivatives)
         self._specialisations: set[tuple] = set()
+        self._eager: set[tuple] = set()  # specialisations torch failed to compile
 
     def __reduce__(self) -> tuple:
         """Pickle and copy as the model alone (the copy compiles again on its first call)."""
@@ -150,11 +158,31 @@ class CompiledEnergyForcesStress:
             graph = dataclasses.replace(graph, periodic=graph.is_periodic())
         key = (graph.periodic, graph.n_graphs == 1, compute_stress, graph.positions.dtype,
                graph.positions.device)
-        if key not in self._specialisations:  # this call compiles: make its sizes symbolic
+        if key in self._eager:
+            return energy_forces_stress(self.model, graph, compute_stress=compute_stress)
+        first = key not in self._specialisations
+        if first:  # this call compiles: make its sizes symbolic
             _mark_sizes_dynamic(graph)
             self._specialisations.add(key)
-        with torch.no_grad():
-            return self._compiled(self.model, graph, compute_stress)
+        try:
+            with torch.no_grad():
+                return self._compiled(self.model, graph, compute_stress)
+        except TorchDynamoException as error:
+            if not first:
+                raise
+            self._eager.add(key)
+            log.warning("torch %s could not compile %s for %s (%s); it runs eagerly instead",
+                        torch.__version__, type(self.model).__name__, _describe(key),
+                        f"{type(error).__name__}: {str(error).strip().splitlines()[0]}")
+            return energy_forces_stress(self.model, graph, compute_stress=compute_stress)
+
+
+def _describe(key: tuple) -> str:
+    """The specialisation ``key`` of :class:`CompiledEnergyForcesStress` in words."""
+    periodic, single, stress, dtype, device = key
+    return (f"{'one' if single else 'several'} {'periodic' if periodic else 'non-periodic'} "
+            f"system{'' if single else 's'}{' with stress' if stress else ''}, {dtype}, "
+            f"{device}")
 
 
 def _mark_sizes_dynamic(graph: AtomicGraph) -> None:

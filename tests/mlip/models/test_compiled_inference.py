@@ -93,6 +93,32 @@ def test_compiled_inference_checks_elements_and_leaves_training_alone(bpa_frames
     assert model(carbon)["forces"].requires_grad
 
 
+def test_a_specialisation_torch_cannot_compile_runs_eagerly_with_a_warning(graphs, caplog):
+    """Older torch releases fail to trace torch.func with dynamic shapes (torch 2.11 on CUDA):
+    that specialisation warns once and runs the autograd path; other errors still raise."""
+    model = build("lennard_jones", species=[1, 6, 7, 8, 29], cutoff=4.0).double().eval()
+    graph = graphs["three molecules"]
+    eager = model(graph, compute_stress=True)
+    compiled = model.enable_compile().__dict__["_compiled_inference"]
+    calls = []
+
+    def failing(*args):
+        calls.append(args)
+        raise torch._dynamo.exc.TorchRuntimeError("isIntList() INTERNAL ASSERT FAILED\nmore")
+
+    compiled._compiled = failing
+    with caplog.at_level("WARNING", logger="mlip.models.forces"):
+        for _ in range(2):
+            out = model(graph, compute_stress=True)
+            for key, ref in eager.items():
+                torch.testing.assert_close(out[key], ref, rtol=0, atol=0, equal_nan=True)
+    assert len(calls) == 1  # not tried again
+    [record] = caplog.records
+    assert ("could not compile LennardJones for several non-periodic systems with stress, "
+            "torch.float64, cpu (TorchRuntimeError: isIntList() INTERNAL ASSERT FAILED)"
+            ) in record.getMessage()
+
+
 def test_a_compiled_model_pickles_as_a_compiled_model():
     """Copies (DataLoader workers, EMA, deepcopy) keep the setting and compile again."""
     model = build("lennard_jones", species=[1, 6]).enable_compile()

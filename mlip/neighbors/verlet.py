@@ -18,8 +18,8 @@ A pair now closer than ``cutoff`` was then closer than ``cutoff + skin`` at buil
 wrapping an atom between rebuilds shows up as a lattice-vector jump and triggers a rebuild, so
 wrapping is safe but wasteful. Only stale systems of a batch are rebuilt.
 
-The per-step work of the reused list, the stale check and the filter, is one compiled numba
-call each for CPU tensors (:mod:`mlip.neighbors.verlet_numba`) and the torch functions
+The per-step work of the reused list, the stale check and then the filter, is one compiled
+numba call for CPU tensors (:mod:`mlip.neighbors.verlet_numba`) and the torch functions
 :func:`_stale_torch` and :func:`_filter_torch` on other devices or with ``backend="torch"``
 (the reference; both give identical results). On the torch path a step reads the device once:
 the stale flags and the number of pairs within the cutoff come back together, and the pairs
@@ -36,7 +36,13 @@ from mlip.errors import ConfigError, InvalidStructureError
 from mlip.neighbors._validate import normalize_inputs
 from mlip.neighbors.grid import row_times_matrix, wrap
 from mlip.neighbors.search import neighbor_list
-from mlip.neighbors.verlet_numba import BuildArrays, build_arrays, filter_candidates, stale_systems
+from mlip.neighbors.verlet_numba import (
+    BuildArrays,
+    build_arrays,
+    filter_candidates,
+    stale_or_filter,
+    stale_systems,
+)
 
 
 @dataclass
@@ -133,18 +139,18 @@ class VerletList:
         checked = self._same_inputs(positions, cell, pbc, batch)
         if checked is None:  # new cell, pbc or batch objects: validate everything
             checked = normalize_inputs(positions, cell, pbc, self.cutoff, batch)[1:]
-        stale = self.needs_rebuild(positions, *checked)  # NaN positions count as stale
         c = self._cache
-        if c is not None and c.host is None and stale.shape[0] == c.cell.shape[0]:
-            # torch path: the stale flags and the pair count in one read of the device
-            distance_sq = _candidate_distance_sq(c, positions, checked[0])
-            within = distance_sq < self.cutoff * self.cutoff
-            any_stale, n_edges = torch.stack([stale.any().to(torch.long),
-                                              within.sum()]).tolist()
-            if not any_stale:
-                return self._keep(_select(c, distance_sq, within, n_edges))
-        elif not bool(stale.any()):
-            return self._filter(positions, checked[0])
+        if c is not None and self._same_layout(positions, *checked):
+            if c.host is not None:  # CPU: the stale test and the filter in one compiled call
+                stale, filtered = stale_or_filter(positions, checked[0], c.host, self.skin,
+                                                  self.cutoff)
+            else:  # the stale flags and the pair count in one read of the device
+                stale, filtered = _stale_or_filter_torch(c, positions, checked[0], checked[2],
+                                                         self.skin, self.cutoff)
+            if filtered is not None:
+                return self._keep(filtered)
+        else:
+            stale = torch.ones(checked[0].shape[0], dtype=torch.bool, device=checked[0].device)
         positions, cell_n, pbc_n, batch_n = normalize_inputs(positions, cell, pbc,
                                                              self.cutoff, batch)
         self._rebuild(positions, cell_n, pbc_n, batch_n, stale)
@@ -320,6 +326,24 @@ def _stale_torch(c: _Cache, positions: torch.Tensor, cell: torch.Tensor, batch: 
         largest = largest.scatter_reduce(0, batch, moved.norm(dim=1), "amax")
     # written so that NaN positions count as stale (the rebuild then names them)
     return (cell_term > skin) | ~(largest <= 0.5 * (skin - cell_term))
+
+
+def _stale_or_filter_torch(c: _Cache, positions: torch.Tensor, cell: torch.Tensor,
+                           batch: torch.Tensor, skin: float, cutoff: float
+                           ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """:func:`_stale_torch`, then :func:`_filter_torch` when no system is stale, with one read
+    of the device: the stale flags and the number of pairs come back together, and the pairs
+    are gathered at that known size.
+
+    Returns:
+        stale: (n_graphs,) bool; the four tensors of :func:`_filter_torch`, or None when some
+        system is stale.
+    """
+    stale = _stale_torch(c, positions, cell, batch, skin)
+    distance_sq = _candidate_distance_sq(c, positions, cell)
+    within = distance_sq < cutoff * cutoff
+    any_stale, n_edges = torch.stack([stale.any().to(torch.long), within.sum()]).tolist()
+    return stale, None if any_stale else _select(c, distance_sq, within, n_edges)
 
 
 def _filter_torch(c: _Cache, positions: torch.Tensor, cell: torch.Tensor,

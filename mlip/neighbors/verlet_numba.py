@@ -99,6 +99,34 @@ def filter_candidates(positions: torch.Tensor, cell: torch.Tensor, built: BuildA
         built.shift64, built.system, built.periodic, cutoff * cutoff)))
 
 
+def stale_or_filter(positions: torch.Tensor, cell: torch.Tensor, built: BuildArrays, skin: float,
+                    cutoff: float) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """A reused list's whole step in one compiled call: :func:`stale_systems`, then, when no
+    system is stale, :func:`filter_candidates` (same arguments).
+
+    Returns:
+        stale: (n_graphs,) bool; filtered: the four tensors of :func:`filter_candidates`, or
+        None when some system is stale (the list must be rebuilt first).
+    """
+    any_stale, stale, *filtered = _stale_or_filter(
+        _float64_array(positions), _float64_array(cell), built, skin, cutoff * cutoff)
+    return torch.from_numpy(stale), None if any_stale else tuple(map(torch.from_numpy, filtered))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _stale_or_filter(pos, cell, built, skin, cutoff_sq):
+    """(any stale, stale flags, then the arrays of ``_filter``, empty when any is stale)."""
+    stale = _stale(pos, cell, built.positions, built.cell, built.images, built.widest_shift,
+                   built.batch, built.periodic, skin)
+    if stale.any():
+        return (True, stale, np.empty((2, 0), dtype=np.int64), np.empty((0, 3), dtype=np.int64),
+                np.empty(0), np.empty(0))
+    edge_index, edge_shift, kept_sq, shortest = _filter(
+        pos, cell, built.pairs, built.shift, built.shift64, built.system, built.periodic,
+        cutoff_sq)
+    return False, stale, edge_index, edge_shift, kept_sq, shortest
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _stale(pos, cell, pos0, cell0, images, widest_shift, batch, periodic, skin):
     """(n_graphs,) bool stale flags; the rule and the operations of ``verlet._stale_torch``."""

@@ -159,3 +159,19 @@ def test_reused_input_tensors_take_the_fast_path_and_stay_exact(system, backend)
     with pytest.raises(InvalidStructureError, match=r"non-finite \(NaN/inf\) positions for "
                                                     r"atoms \[3\]"):
         nl.update(positions, cell, pbc, batch)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_new_atoms_in_as_many_systems_rebuild(backend):
+    """Other atoms in the same number of systems (another batch of the same size): the cached
+    candidates index atoms that are gone, so the list is rebuilt, not reused."""
+    positions, cell, pbc, batch = _batch_of_three()
+    nl = VerletList(cutoff=3.5, skin=0.6, backend=backend)
+    nl.update(positions, cell, pbc, batch)
+    keep = torch.ones(positions.shape[0], dtype=torch.bool)
+    keep[30:40] = False  # ten atoms of the cluster
+    fewer = positions[keep]
+    edge_index, edge_shift = nl.update(fewer, cell, pbc, batch[keep])
+    i, j, S = neighbor_list(fewer, cell, pbc, 3.5, batch[keep])
+    assert _edges(edge_index, edge_shift) == _edges(torch.stack([i, j]), S)
+    assert nl.n_rebuilds == 2

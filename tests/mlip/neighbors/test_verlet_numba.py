@@ -9,7 +9,7 @@ import torch
 
 from mlip.neighbors import VerletList
 from mlip.neighbors import verlet as verlet_module
-from mlip.neighbors.verlet_numba import filter_candidates, stale_systems
+from mlip.neighbors.verlet_numba import filter_candidates, stale_or_filter, stale_systems
 
 
 def _molecules(n_systems: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
@@ -41,6 +41,10 @@ def _compare(nl: VerletList, positions: torch.Tensor, cell: torch.Tensor,
         assert torch.equal(got[2], expected[2])
     # the shortest distance per system: torch's vectorised sqrt may differ in the last bit
     torch.testing.assert_close(got[3], expected[3], rtol=1e-15, atol=0.0)
+    flags, filtered = stale_or_filter(positions, cell, c.host, nl.skin, nl.cutoff)  # both in one
+    assert torch.equal(flags, stale) and (filtered is None) == bool(stale.any())
+    for a, b in zip(filtered or got, got):
+        assert torch.equal(a, b)
     return stale
 
 

@@ -4,7 +4,8 @@
 # checks and benchmarks, each bounded in time, writing JSON and logs under $OUT (or ./gpu-out).
 #
 #   bash benchmarks/gpu_run.sh                      # every step below
-#   bash benchmarks/gpu_run.sh syncs md_gpu         # only these steps (after the install)
+#   bash benchmarks/gpu_run.sh checks md_gpu         # only these steps (after the install)
+#   CHECKS="syncs models" bash benchmarks/gpu_run.sh checks   # a subset of gpu_checks.py
 set -u
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -20,7 +21,7 @@ MIDSIZE='{"species": [1, 6, 7, 8, 29], "hidden_irreps": "128x0e+64x1o+32x2e", "n
 pytest_gpu() { run pytest_gpu 60 python3 -P -m pytest -q -p no:cacheprovider -m gpu tests/mlip/neighbors; }
 checks() {  # CUDA == CPU (neighbour list, MD, relaxation), host reads per step, compiled models
   run gpu_checks 200 python3 benchmarks/gpu_checks.py --output "$OUT/gpu_checks.json" \
-    --checks neighbors md syncs relax compile; }
+    --checks ${CHECKS:-neighbors md syncs relax compile}; }
 checks_all() { run gpu_checks_all 150 python3 benchmarks/gpu_checks.py \
   --output "$OUT/gpu_checks_all.json" --train-seconds 45; }
 md_gpu() { run md_gpu 180 python3 benchmarks/md.py --device cuda --dtype float32 \

@@ -4,9 +4,10 @@ checkpoints, blow-up handling). The relaxation loop, which writes nothing, is in
 
 The inner loop stays on the device: blow-up checks are tensor reductions whose results freeze a
 failing system via :func:`mlip.md.state.select_systems`; on a GPU the host only looks at them
-every ``log_interval`` steps. (The neighbour-list skin test is one boolean per step.) On a CPU,
-where reading a flag costs nothing, one host check per step skips the per-system merge while
-every system is healthy.
+every ``log_interval`` steps. (The neighbour list reads the device once per step: its stale
+flags and pair count together.) On a CPU, where reading a flag costs nothing, one compiled
+screen per step (:func:`mlip.md.guard.healthy_cpu`) skips the per-system merge while every
+system is healthy.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from mlip.errors import ConfigError
 from mlip.md.ensembles import Integrator, make_integrator
 from mlip.md.force_field import ForceField, resolve_model
-from mlip.md.guard import BlowUpLimits, check_step, describe_failure
+from mlip.md.guard import BlowUpLimits, check_step, describe_failure, healthy_cpu
 from mlip.md.output import ThermoLog, TrajectoryWriter, thermo_rows
 from mlip.md.restart import Checkpoint, load_checkpoint, save_checkpoint
 from mlip.md.state import (
@@ -119,7 +120,7 @@ class _Run:
         }
         self.conserved = integrator.conserved(state)
         self.periodic = bool(state.pbc.all(dim=1).any())
-        # CPU only: while no system has failed, one host check per step replaces the merge
+        # CPU only: while no system has failed, the screen of healthy_cpu replaces the merge
         self.all_healthy = device.type == "cpu" and not bool(self.status["code"].any())
 
     def advance(self, want_stress: bool = True) -> None:
@@ -134,12 +135,13 @@ class _Run:
             want_stress and self.periodic)
         new = self.integrator.step(prev, self.force_field)
         new_conserved = self.integrator.conserved(new)
-        code, value = check_step(prev, new, self.conserved, new_conserved, status["volume0"],
-                                 self.limits, self.temperature_limit)
-        if self.all_healthy and not bool(code.any()):  # a free check on the host (CPU only)
+        checks = (prev, new, self.conserved, new_conserved, status["volume0"], self.limits,
+                  self.temperature_limit)
+        if self.all_healthy and healthy_cpu(*checks).all():  # one compiled screen (CPU only)
             self.state, self.conserved = new, new_conserved
             return
         self.all_healthy = False
+        code, value = check_step(*checks)
         healthy = status["code"] == 0
         take = healthy & (code == 0)
         newly = healthy & (code > 0)

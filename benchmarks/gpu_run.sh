@@ -18,7 +18,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 run() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log" | tail -25; }
 MIDSIZE='{"species": [1, 6, 7, 8, 29], "hidden_irreps": "128x0e+64x1o+32x2e", "num_layers": 2, "sh_lmax": 3, "avg_num_neighbors": 20.0}'
 
-pytest_gpu() { run pytest_gpu 60 python3 -P -m pytest -q -p no:cacheprovider -m gpu tests/mlip/neighbors; }
+pytest_gpu() { run pytest_gpu 120 python3 -P -m pytest -q -p no:cacheprovider -m gpu tests; }
 checks() {  # CUDA == CPU (neighbour list, MD, relaxation), host reads per step, compiled models
   run gpu_checks 200 python3 benchmarks/gpu_checks.py --output "$OUT/gpu_checks.json" \
     --checks ${CHECKS:-neighbors md syncs relax compile}; }

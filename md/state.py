@@ -108,9 +108,9 @@ class MDState:
     def replace(self: S, **changes: Any) -> S:
         """A copy with the fields named in ``changes`` set to their values.
 
-        ``dataclasses.replace`` without running ``__init__`` again (states have no
-        ``__post_init__``): a fifth of its cost, which counts twice per MD step of a small
-        system.
+        ``dataclasses.replace`` without running ``__init__`` again: a fifth of its cost, which
+        counts twice per MD step of a small system. States have no ``__post_init__``; a
+        subclass that adds one must be copied with ``dataclasses.replace`` instead.
 
         Raises:
             TypeError: a name that is not a field of this state type.

@@ -134,9 +134,10 @@ class CompiledEnergyForcesStress:
 
     The first call compiles (seconds for Lennard-Jones, about a minute for facet-s on a CPU).
     Worth it where per-operation overhead dominates: small systems, cheap models, long runs.
-    Where torch cannot compile a specialisation (older torch releases fail on ``torch.func``
-    with dynamic shapes, e.g. torch 2.11 on CUDA), a warning names the error and that
-    specialisation runs eagerly (autograd) from then on: same results, no compiled speed.
+    Where torch cannot compile a specialisation, at its first call or at a later recompile
+    (older torch releases fail on ``torch.func`` with dynamic shapes, e.g. torch 2.11 on CUDA),
+    a warning names the error and that specialisation runs eagerly (autograd) from then on:
+    same results, no compiled speed.
 
     Args:
         model: a :class:`mlip.models.Potential` in eval mode.
@@ -160,16 +161,13 @@ class CompiledEnergyForcesStress:
                graph.positions.device)
         if key in self._eager:
             return energy_forces_stress(self.model, graph, compute_stress=compute_stress)
-        first = key not in self._specialisations
-        if first:  # this call compiles: make its sizes symbolic
+        if key not in self._specialisations:  # this call compiles: make its sizes symbolic
             _mark_sizes_dynamic(graph)
             self._specialisations.add(key)
         try:
             with torch.no_grad():
                 return self._compiled(self.model, graph, compute_stress)
-        except TorchDynamoException as error:
-            if not first:
-                raise
+        except TorchDynamoException as error:  # compiling (or recompiling) failed
             self._eager.add(key)
             log.warning("torch %s could not compile %s for %s (%s); it runs eagerly instead",
                         torch.__version__, type(self.model).__name__, _describe(key),

@@ -95,7 +95,8 @@ def test_compiled_inference_checks_elements_and_leaves_training_alone(bpa_frames
 
 def test_a_specialisation_torch_cannot_compile_runs_eagerly_with_a_warning(graphs, caplog):
     """Older torch releases fail to trace torch.func with dynamic shapes (torch 2.11 on CUDA):
-    that specialisation warns once and runs the autograd path; other errors still raise."""
+    a specialisation whose compile (first call or a later recompile) fails warns once and runs
+    the autograd path from then on."""
     model = build("lennard_jones", species=[1, 6, 7, 8, 29], cutoff=4.0).double().eval()
     graph = graphs["three molecules"]
     eager = model(graph, compute_stress=True)
@@ -106,7 +107,7 @@ def test_a_specialisation_torch_cannot_compile_runs_eagerly_with_a_warning(graph
         calls.append(args)
         raise torch._dynamo.exc.TorchRuntimeError("isIntList() INTERNAL ASSERT FAILED\nmore")
 
-    compiled._compiled = failing
+    working, compiled._compiled = compiled._compiled, failing
     with caplog.at_level("WARNING", logger="mlip.models.forces"):
         for _ in range(2):
             out = model(graph, compute_stress=True)
@@ -114,6 +115,14 @@ def test_a_specialisation_torch_cannot_compile_runs_eagerly_with_a_warning(graph
                 torch.testing.assert_close(out[key], ref, rtol=0, atol=0, equal_nan=True)
     assert len(calls) == 1  # not tried again
     [record] = caplog.records
+    compiled._compiled = working  # another specialisation compiles; a later recompile of it
+    crystal = model(graphs["one crystal"])  # fails: it too runs eagerly from then on
+    compiled._compiled = failing
+    with caplog.at_level("WARNING", logger="mlip.models.forces"):
+        for _ in range(2):
+            torch.testing.assert_close(model(graphs["one crystal"])["forces"],
+                                       crystal["forces"], rtol=0, atol=1e-12)
+    assert len(calls) == 2 and len(caplog.records) == 2
     assert ("could not compile LennardJones for several non-periodic systems with stress, "
             "torch.float64, cpu (TorchRuntimeError: isIntList() INTERNAL ASSERT FAILED)"
             ) in record.getMessage()

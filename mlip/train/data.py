@@ -70,7 +70,15 @@ class FrameSet:
 
     def elements(self) -> list[int]:
         """Sorted atomic numbers present."""
-        return sorted({int(z) for g in self.graphs for z in g.atomic_numbers.unique().tolist()})
+        return sorted(self.element_frames())
+
+    def element_frames(self) -> dict[int, int]:
+        """{Z: number of frames containing element Z}."""
+        counts: dict[int, int] = {}
+        for g in self.graphs:
+            for z in g.atomic_numbers.unique().tolist():
+                counts[int(z)] = counts.get(int(z), 0) + 1
+        return counts
 
     def eval_graphs(self, batch_size: int, rank: int = 0, world_size: int = 1
                     ) -> Iterator[AtomicGraph]:

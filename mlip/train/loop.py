@@ -395,7 +395,8 @@ def _row_line(row: Mapping[str, Any]) -> str:
     return (
         f"epoch {row['epoch']} step {row['step']} lr {row['lr']:.2e} | "
         f"loss train {row['train_loss']:.4g} "
-        f"valid {row['valid_loss']:.4g} | valid RMSE E {f('valid_energy_rmse')} meV/atom, "
-        f"F {f('valid_forces_rmse')} meV/Å, S {f('valid_stress_rmse')} meV/Å³ | "
-        f"{row['time_s']:.0f} s"
+        f"valid {row['valid_loss']:.4g} | valid RMSE E {f('valid_energy_rmse')} meV/atom "
+        f"({row.get('valid_energy_frames', 0)} frames), F {f('valid_forces_rmse')} meV/Å "
+        f"({row.get('valid_forces_frames', 0)}), S {f('valid_stress_rmse')} meV/Å³ "
+        f"({row.get('valid_stress_frames', 0)}) | {row['time_s']:.0f} s"
     )

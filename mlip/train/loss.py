@@ -5,12 +5,15 @@
 
 with ℓ the squared error or the Huber function (δ in the label's unit), ``w_g`` the per-frame
 weights, and ``n_E``, ``n_F``, ``n_S`` the numbers of labelled frames, force components and stress
-components. Missing (NaN) labels are masked, never filled with zeros. Each term is returned as a
-(sum, count) pair so that data-parallel runs divide global sums by global counts.
+components. Missing (NaN) labels are masked per frame, never filled with zeros, so a batch may mix
+frames with and without stress (bulk cells with molecules or slabs); a term whose label no frame
+of the batch has gives (0, 0). Each term is returned as a (sum, count) pair so that data-parallel
+runs divide global sums by global counts.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -93,7 +96,7 @@ def loss_terms(
     for term, (errors, frames) in energy_errors(prediction, graph).items():
         if config.weight(term) == 0.0:
             continue
-        values = _elementwise(errors, config).reshape(errors.shape[0], -1)
+        values = _elementwise(errors, config).reshape(errors.shape[0], math.prod(errors.shape[1:]))
         total = (values * weights[frames, None].to(values.dtype)).sum()
         out[term] = (
             total,

@@ -1,11 +1,12 @@
 """Everything a run needs before its first step: data splits, statistics and the model.
 
 A fresh model is built from the ``model`` section (checked against its constructor), with
-``species`` and ``cutoff`` from the data and the mean neighbour count of the training split as
-``avg_num_neighbors`` (or ``avg_degree``) when the constructor takes it and the config does not
-set it. Fine-tuning (``finetune.from``) rebuilds the saved model, extended to
-new elements when the data has them, copies every weight that fits (rows of species-indexed
-tensors are remapped), keeps its scale and shift, and refits E0 on the new data.
+``species`` (the elements of the training split) and ``cutoff`` from the data and the mean
+neighbour count of the training split as ``avg_num_neighbors`` (or ``avg_degree``) when the
+constructor takes it and the config does not set it. Fine-tuning (``finetune.from``) rebuilds
+the saved model, extended to new elements when the data has them, copies every weight that
+fits (rows of species-indexed tensors are remapped), keeps its scale and shift, and refits E0
+on the new data.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 
 from mlip.errors import ConfigError
 from mlip.models import Potential, build
@@ -131,6 +133,29 @@ def check_labels(splits: Splits, loss: Mapping[str, Any]) -> None:
             )
 
 
+def check_species(splits: Splits, known: Sequence[int] = ()) -> None:
+    """Refuse validation/test elements that are missing from the training split (and from
+    ``known``, the species of a model being fine-tuned).
+
+    Raises:
+        ConfigError: naming each such element, its split and how many frames contain it.
+    """
+    trained = set(splits.train.elements()) | set(known)
+    problems = []
+    for name, part in (("validation", splits.valid), ("test", splits.test)):
+        for z, count in sorted(part.element_frames().items()):
+            if z not in trained:
+                problems.append(
+                    f"{chemical_symbols[z]} in {count} {name} frame(s) of {part.source}"
+                )
+    if problems:
+        raise ConfigError(
+            f"element(s) missing from the training split ({splits.train.source}): "
+            f"{'; '.join(problems)}. The model's species are the training elements; add frames "
+            "with them to the training data or remove those frames"
+        )
+
+
 def _reference_e0(
     config: Mapping[str, Any], species: list[int], train: FrameSet | StoreSplit
 ) -> tuple[dict, str]:
@@ -158,14 +183,20 @@ def _reference_e0(
 
 
 def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential, DataStatistics]:
-    """Build (or load for fine-tuning) the model and set its energy reference."""
-    species = sorted(
-        set(splits.train.elements()) | set(splits.valid.elements()) | set(splits.test.elements())
-    )
+    """Build (or load for fine-tuning) the model and set its energy reference.
+
+    The model species are the elements of the training split.
+
+    Raises:
+        ConfigError: a validation or test element that no training frame has (its E0 and
+            weights could not be trained), naming the element and its frames.
+    """
+    species = splits.train.elements()
     if config["finetune"]["from"]:
         if isinstance(splits.train, StoreSplit):
             raise ConfigError("fine-tuning (finetune.from) does not support data.streaming yet")
         return _finetune_model(config, splits, species)
+    check_species(splits)
     e0, method = _reference_e0(config, species, splits.train)
     stats = _statistics(splits.train, species, e0, method)
     hparams = {k: v for k, v in config["model"].items() if k != "name"}
@@ -219,6 +250,7 @@ def _finetune_model(
             f"{payload['cutoff']} Å of {source}; fine-tuning keeps the model cutoff"
         )
     old_species = list(payload["species"])
+    check_species(splits, old_species)
     hparams = dict(payload["hparams"])
     hparams["species"] = sorted(set(old_species) | set(species))
     model = build(payload["model"], **hparams)

@@ -130,6 +130,20 @@ class StoreSplit:
 
         return compute_statistics(self.store, self.split)
 
+    @cached_property
+    def _element_frames(self) -> dict[int, int]:
+        counts = np.zeros(256, dtype=np.int64)
+        indices = self.store.split_indices(self.split)
+        for b in self.store.iter_batches(8192, indices, ("numbers",)):
+            frame = np.repeat(np.arange(len(b.n_atoms)), b.n_atoms)
+            pairs = np.unique(np.stack([frame, b.atoms["numbers"].astype(np.int64)]), axis=1)
+            counts += np.bincount(pairs[1], minlength=256)
+        return {int(z): int(counts[z]) for z in np.nonzero(counts)[0]}
+
+    def element_frames(self) -> dict[int, int]:
+        """{Z: number of frames of the split containing element Z} (one pass, cached)."""
+        return dict(self._element_frames)
+
 
 def store_splits(data: Mapping, seed: int) -> tuple[StoreSplit, StoreSplit, StoreSplit | None]:
     """Train, val and (if non-empty) test splits of the store in ``data.train``.

@@ -28,6 +28,11 @@ def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
     return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
+def _wrap(x: int) -> int:
+    """A Python integer reduced to the signed int64 it wraps to (two's complement)."""
+    return (x + 2**63) % 2**64 - 2**63
+
+
 def _mix(x: torch.Tensor) -> torch.Tensor:
     """SplitMix64 finaliser: a bijective avalanche hash of int64 values."""
     x = (x ^ _shift_right(x, 30)) * _MUL1
@@ -55,7 +60,7 @@ def system_normals(seeds: torch.Tensor, step: int, stream: int, system: torch.Te
     Returns:
         (n, n_components) ξ ~ N(0, 1), independent across rows, columns, steps and streams.
     """
-    key = _mix(_mix(seeds * _GOLDEN + step) + stream * _GOLDEN)  # (n_graphs,)
+    key = _mix(_mix(seeds * _GOLDEN + step) + _wrap(stream * _GOLDEN))  # (n_graphs,)
     column = torch.arange(n_components, device=seeds.device)
     counter = key[system, None] + (element[:, None] * n_components + column) * _GOLDEN2
     first = _mix(counter)  # (n, n_components)

@@ -23,6 +23,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip.errors import InvalidStructureError
+from mlip.md.noise import atom_normals
 from mlip.nn.scatter import scatter_sum
 from mlip.units import kB
 
@@ -31,6 +32,9 @@ __all__ = ["MDState", "ForceOutput", "select_systems", "state_from_atoms", "stat
            "maxwell_boltzmann_momenta", "atom_field", "system_field"]
 
 S = TypeVar("S", bound="MDState")
+
+#: Noise stream of the initial momenta (0 and 1 are the thermostat's and the barostat's).
+_MOMENTA_STREAM = 2
 
 
 def atom_field() -> dataclasses.Field:
@@ -216,17 +220,20 @@ def maxwell_boltzmann_momenta(masses: torch.Tensor, batch: torch.Tensor, n_graph
     """Momenta drawn at ``temperature`` K with zero total momentum per system (if > 1 atom).
 
     The draw is rescaled so that each system's instantaneous temperature (3N convention) is
-    exactly ``temperature``, like ASE's ``MaxwellBoltzmannDistribution(force_temp=True)``. The
-    random numbers come from a CPU generator, so a seed gives the same momenta on any device.
+    exactly ``temperature``, like ASE's ``MaxwellBoltzmannDistribution(force_temp=True)``.
+    System g draws from its own counter-based stream with seed ``seed + g``
+    (:mod:`mlip.md.noise`, stream 2 of step 0), so its momenta do not depend on the other
+    systems of the batch (alone with seed ``seed + g`` it gets the same) nor on the device.
 
     Returns:
         (n_atoms, 3) amu·Å/t_ASE.
     """
-    generator = torch.Generator().manual_seed(seed)  # on the CPU: same draw on any device
-    noise = torch.randn(masses.shape[0], 3, generator=generator, dtype=masses.dtype)
-    noise = noise.to(masses.device)
+    counts = torch.bincount(batch, minlength=n_graphs)
+    seeds = seed + torch.arange(n_graphs, device=batch.device)
+    noise = atom_normals(seeds, 0, _MOMENTA_STREAM, batch, torch.cumsum(counts, 0) - counts,
+                         masses.dtype)
     momenta = noise * torch.sqrt(masses * kB * temperature)[:, None]
-    counts = torch.bincount(batch, minlength=n_graphs).to(masses.dtype)
+    counts = counts.to(masses.dtype)
     total = scatter_sum(momenta, batch, n_graphs)
     mass_sum = scatter_sum(masses, batch, n_graphs)
     drift = torch.where((counts > 1)[:, None], total / mass_sum[:, None], torch.zeros_like(total))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -21,6 +22,19 @@ __all__ = ["MLIPCalculator"]
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
+def _own_copy(model: Potential | str | os.PathLike, device: str | torch.device,
+              dtype: torch.dtype | None) -> Potential | str | os.PathLike:
+    """The caller's module itself when it can run as it is (same device and dtype, eval
+    mode); otherwise a deep copy, so that moving, casting or switching it to eval mode never
+    changes the object the caller passed. Paths are returned unchanged."""
+    if not isinstance(model, torch.nn.Module):
+        return model
+    tensors = [*model.parameters(), *model.buffers()]
+    same_device = all(t.device == torch.device(device) for t in tensors)
+    same_dtype = dtype is None or all(t.dtype == dtype for t in tensors if t.is_floating_point())
+    return model if same_device and same_dtype and not model.training else copy.deepcopy(model)
+
+
 class MLIPCalculator(Calculator):
     """ASE calculator backed by an mlip :class:`~mlip.models.Potential`.
 
@@ -32,6 +46,8 @@ class MLIPCalculator(Calculator):
 
     Args:
         model: a potential or the path of a checkpoint written by :func:`mlip.models.save_model`.
+            A potential that must be moved, cast or put in eval mode is copied first: the
+            caller's object is never changed.
         device: torch device to run on.
         dtype: model dtype, ``torch.float64``/``torch.float32`` or ``"float64"``/``"float32"``
             (default: keep the model's / checkpoint's dtype).
@@ -50,7 +66,7 @@ class MLIPCalculator(Calculator):
             if dtype not in _DTYPES:
                 raise ConfigError(f"dtype {dtype!r} is not supported; use one of {sorted(_DTYPES)}")
             dtype = _DTYPES[dtype]
-        self.model = resolve_model(model, device=device, dtype=dtype)
+        self.model = resolve_model(_own_copy(model, device, dtype), device=device, dtype=dtype)
         if compile:
             self.model.enable_compile()
         self.device = torch.device(device)

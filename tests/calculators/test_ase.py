@@ -112,3 +112,19 @@ def test_works_with_cell_filter_and_optimizer(model):
     assert BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=1e-3, steps=100)
     # FrechetCellFilter's cell force is V·σ/N, so converged means |σ| < fmax·N/V
     assert np.abs(atoms.get_stress()).max() < 1e-3 * len(atoms) / atoms.get_volume()
+
+
+def test_the_callers_model_is_never_converted_in_place():
+    """dtype="float32" (and eval mode) apply to the calculator's copy, not to the caller's
+    float64 model in training mode."""
+    mine = build("lennard_jones", species=[29], cutoff=5.0, epsilon=0.4, sigma=2.3).train()
+    atoms = _cu()
+    atoms.calc = MLIPCalculator(mine, dtype="float32")
+    energy32 = atoms.get_potential_energy()
+    assert all(p.dtype == torch.float64 for p in mine.parameters())
+    assert mine.training
+    assert atoms.calc.dtype == torch.float32
+    reference = _cu()
+    reference.calc = MLIPCalculator(mine.eval())
+    assert energy32 == pytest.approx(reference.get_potential_energy(), rel=1e-5)
+    assert reference.calc.model is mine  # nothing to convert: no copy

@@ -18,6 +18,7 @@ __all__ = [
     "assert_equivariant",
     "assert_forces_are_gradients",
     "equivariance_errors",
+    "assert_close_ulps",
 ]
 
 
@@ -211,3 +212,54 @@ def assert_forces_are_gradients(
                 f"stress[{a},{b}]: autograd {stress[:, a, b].tolist()} "
                 f"vs FD {fd.tolist()} (rel {err:.2e})"
             )
+
+
+def assert_close_ulps(actual, expected, ulps: float = 4, *, scale=None, name: str = "values"
+                      ) -> None:
+    """Assert that two float arrays agree to ``ulps`` units in the last place of their dtype.
+
+    For results of two code paths that round differently (a BLAS that fuses multiply-adds, a
+    vector width, a summation order): one ulp is the spacing of the dtype's numbers at
+    ``max(|expected|, scale)``. ``scale`` (broadcastable, same units as the values) is the
+    magnitude of the operands a result was computed from, where it lost digits by cancellation:
+    ``|D|² = |r_j - r_i + S·cell|²`` of a 3 Å pair across a 100 Å shift inherits the ulp of
+    the 100 Å terms. NaNs must sit in the same places; infinities must be equal.
+
+    Args:
+        actual, expected: torch tensors or numpy arrays of the same shape; the spacing is that
+            of ``expected``'s float dtype.
+        ulps: allowed difference in ulps. scale: optional magnitude of the operands.
+        name: what the values are, for the message.
+
+    Raises:
+        AssertionError: naming the worst element, both values and the difference in ulps.
+    """
+    a = torch.as_tensor(actual).detach().cpu()
+    e = torch.as_tensor(expected).detach().cpu()
+    if a.shape != e.shape:
+        raise AssertionError(f"{name}: shape {tuple(a.shape)} != expected {tuple(e.shape)}")
+    if not e.is_floating_point():
+        raise AssertionError(f"{name}: expected a float dtype, got {e.dtype}")
+    info = torch.finfo(e.dtype)
+    a, e = a.to(torch.float64), e.to(torch.float64)
+    nan = torch.isnan(e)
+    if not torch.equal(nan, torch.isnan(a)):
+        index = tuple(torch.nonzero(nan != torch.isnan(a))[0].tolist())
+        raise AssertionError(f"{name}[{index}]: {a[index].item()!r} vs expected "
+                             f"{e[index].item()!r} (NaN in one only)")
+    magnitude = e.abs()
+    if scale is not None:
+        magnitude = torch.maximum(magnitude, torch.as_tensor(scale, dtype=torch.float64).abs())
+    magnitude = magnitude.clamp_min(info.tiny)
+    spacing = info.eps * torch.exp2(torch.floor(torch.log2(magnitude)))  # ulp at the magnitude
+    finite = torch.isfinite(e) & torch.isfinite(magnitude)
+    off = torch.where(finite, (a - e).abs() / spacing, torch.where(a == e, 0.0, torch.inf))
+    off = torch.where(nan, 0.0, off)
+    if off.numel() and bool((off > ulps).any()):
+        index = tuple(torch.unravel_index(torch.argmax(off), off.shape))
+        index = tuple(int(i) for i in index)
+        raise AssertionError(
+            f"{name}[{index}]: {a[index].item()!r} vs expected {e[index].item()!r}, "
+            f"{off[index].item():.3g} ulps apart (allowed {ulps}, one ulp = "
+            f"{spacing[index].item():.3g}); {int((off > ulps).sum())} of {off.numel()} "
+            f"elements off")

@@ -1,7 +1,9 @@
-"""Training configuration: defaults, YAML loading, ``--set`` overrides and key checking.
+"""Training configuration: the declared settings, YAML loading, ``--set`` overrides, checking.
 
-A configuration is a nested dict of plain values. Every section and key must appear in
-:data:`DEFAULTS` (unknown keys are a :class:`ConfigError` with a spelling hint), except the
+A configuration is a nested dict of plain values. Every section and key is declared once in
+:data:`CONFIG` (type, range, choices, default, help; docs/settings.md is generated from it);
+:data:`DEFAULTS` is its defaults nested by section. Unknown keys are a :class:`ConfigError` with
+a spelling hint, and so is every value outside what is declared, except in the
 ``model`` section, whose keys besides ``name`` are the model constructor's keyword arguments and
 are checked against its signature by :func:`mlip.models.registry.check_hparams`.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,79 +20,138 @@ from typing import Any, Mapping
 import yaml
 
 from mlip.errors import ConfigError
+from mlip.settings import (
+    AT_LEAST_ONE,
+    DEVICE_PATTERN,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT_INTERVAL,
+    Group,
+    OnlyWith,
+    Range,
+    Setting,
+    Sum,
+    resolve_device,
+)
 
-__all__ = ["DEFAULTS", "load_config", "apply_overrides", "resolve_config", "shipped_config"]
+__all__ = [
+    "CONFIG", "DEFAULTS", "load_config", "apply_overrides", "resolve_config", "shipped_config",
+]
 
-#: Every training option with its default. Units are in the key names where not base units.
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "device": "auto",  # auto | cpu | cuda | cuda:N
-    "dtype": "float64",  # float32 | float64
-    "data": {
-        "train": None,  # path or list of paths: ASE-readable files or mlip stores (.h5)
-        "valid": None,  # optional separate validation path(s)
-        "test": None,  # optional separate test path(s)
-        "valid_fraction": 0.1,  # used when `valid` is not given
-        "test_fraction": 0.0,  # used when `test` is not given
-        "split_seed": 0,
-        "max_frames": None,  # use only the first N frames of `train` (quick runs)
-        "cutoff": 5.0,  # Å, also the model cutoff
-        "batch_size": 10,  # frames per global batch
-        "max_atoms_per_batch": None,  # if set, batches are filled up to this many atoms instead
-        "isolated_atoms": None,  # file with one-atom frames: their energies are E0
-        "e0": "auto",  # auto | least_squares | isolated | {symbol: eV}
-        "config_type_weights": {},  # {config_type: loss weight} from the frames' info
-        "streaming": False,      # stream a split store batch by batch instead of loading it
-        "num_workers": 0,        # DataLoader workers when streaming
-    },
-    "model": {"name": "facet"},
-    "loss": {
-        "energy_weight": 1.0,  # on (E - Ê)/N, eV/atom
-        "forces_weight": 100.0,  # on force components, eV/Å
-        "stress_weight": 1.0,  # on stress components, eV/Å³
-        "kind": "mse",  # mse | huber
-        "huber_delta": 0.01,
-    },
-    "optimizer": {
-        "name": "adam",  # adam | adamw
-        "lr": 0.01,
-        "weight_decay": 5.0e-7,
-        "amsgrad": True,
-        "betas": [0.9, 0.999],
-        "clip_grad_norm": 10.0,  # null disables clipping
-    },
-    "schedule": {
-        "name": "plateau",  # constant | cosine | plateau
-        "warmup_steps": 0,
-        "min_lr_ratio": 0.01,  # cosine: final lr = lr * min_lr_ratio
-        # cosine + train.max_time_s: size the decay to the steps that fit in the time budget,
-        # measured once (end of the first epoch or step 200) and kept on resume
-        "fit_to_time": False,
-        "plateau_factor": 0.8,
-        "plateau_patience": 50,  # evaluations without improvement
-    },
-    "ema": {"decay": 0.99},  # null disables the exponential moving average
-    "train": {
-        "max_epochs": 100,
-        "max_steps": None,
-        "max_time_s": None,  # wall-clock budget, seconds
-        "eval_every_epochs": 1,
-        "checkpoint_every_steps": 100,
-        "progress": True,  # tqdm progress bar
-        "find_unused_parameters": False,  # DDP option for models with conditional branches
-    },
-    "finetune": {
-        "from": None,  # a trained potential file to start from
-        "refit_e0": True,  # refit E0 on the new data from the model's residuals
-    },
-}
+#: Every training option, declared once: type, range, choices, default, unit and help. The
+#: ``model`` section is open: its keys besides ``name`` are the model's hyperparameters.
+CONFIG = Group("training config (mlip train CONFIG.yaml, --set KEY=VALUE)", (
+    Setting("seed", (int,), 0, "seed of the weights, the batch order and the noise",
+            range=NON_NEGATIVE),
+    Setting("device", (str,), "auto", "torch device of the training (auto: a GPU if any)",
+            pattern=DEVICE_PATTERN),
+    Setting("dtype", (str,), "float64", "floating-point precision of the model",
+            choices=("float32", "float64")),
+    Setting("data.train", (str, list), None, "training data: a path or a list of paths (ASE-"
+            "readable files or mlip stores .h5; bundled:NAME for the bundled sets)",
+            item=str, required=True),
+    Setting("data.valid", (str, list), None, "separate validation data (else valid_fraction of "
+            "train)", item=str, nullable=True),
+    Setting("data.test", (str, list), None, "separate test data (else test_fraction of train)",
+            item=str, nullable=True),
+    Setting("data.valid_fraction", (float,), 0.1, "fraction of train held out for validation "
+            "when data.valid is not given", range=FRACTION),
+    Setting("data.test_fraction", (float,), 0.0, "fraction of train held out for testing when "
+            "data.test is not given", range=FRACTION),
+    Setting("data.split_seed", (int,), 0, "seed of the train/valid/test split",
+            range=NON_NEGATIVE),
+    Setting("data.max_frames", (int,), None, "use only the first N frames of train (quick runs)",
+            range=AT_LEAST_ONE, nullable=True),
+    Setting("data.cutoff", (float,), 5.0, "neighbour cutoff, also the model's", unit="Å",
+            range=POSITIVE),
+    Setting("data.batch_size", (int,), 10, "frames per global batch", range=AT_LEAST_ONE),
+    Setting("data.max_atoms_per_batch", (int,), None, "fill batches up to this many atoms "
+            "instead of batch_size frames", range=AT_LEAST_ONE, nullable=True),
+    Setting("data.isolated_atoms", (str,), None, "file of one-atom frames whose energies are "
+            "E0", nullable=True),
+    Setting("data.e0", (str, dict), "auto", "reference energies E0: auto (isolated_atoms if "
+            "given, else least squares), least_squares, isolated, or {symbol: eV}",
+            choices=("auto", "least_squares", "isolated"), item=float),
+    Setting("data.config_type_weights", (dict,), {}, "loss weight per config_type of the "
+            "frames' info", item=float, range=NON_NEGATIVE),
+    Setting("data.streaming", (bool,), False, "stream a split store batch by batch instead of "
+            "loading it"),
+    Setting("data.num_workers", (int,), 0, "DataLoader workers when streaming",
+            range=NON_NEGATIVE),
+    Setting("model.name", (str,), "facet", "model family (mlip.models registry name)"),
+    Setting("loss.energy_weight", (float,), 1.0, "weight of the energy term, on (E - Ê)/N",
+            unit="1/(eV/atom)²", range=NON_NEGATIVE),
+    Setting("loss.forces_weight", (float,), 100.0, "weight of the force components term",
+            unit="1/(eV/Å)²", range=NON_NEGATIVE),
+    Setting("loss.stress_weight", (float,), 1.0, "weight of the stress components term",
+            unit="1/(eV/Å³)²", range=NON_NEGATIVE),
+    Setting("loss.kind", (str,), "mse", "loss function", choices=("mse", "huber")),
+    Setting("loss.huber_delta", (float,), 0.01, "Huber loss threshold", range=POSITIVE),
+    Setting("optimizer.name", (str,), "adam", "optimizer", choices=("adam", "adamw")),
+    Setting("optimizer.lr", (float,), 0.01, "learning rate", range=POSITIVE),
+    Setting("optimizer.weight_decay", (float,), 5.0e-7, "weight decay", range=NON_NEGATIVE),
+    Setting("optimizer.amsgrad", (bool,), True, "AMSGrad variant of Adam"),
+    Setting("optimizer.betas", (list,), [0.9, 0.999], "Adam betas", item=float, length=(2, 2),
+            range=FRACTION),
+    Setting("optimizer.clip_grad_norm", (float,), 10.0, "gradient norm clipping (null: off)",
+            range=POSITIVE, nullable=True),
+    Setting("schedule.name", (str,), "plateau", "learning-rate schedule",
+            choices=("constant", "cosine", "plateau")),
+    Setting("schedule.warmup_steps", (int,), 0, "linear warm-up steps", range=NON_NEGATIVE),
+    Setting("schedule.min_lr_ratio", (float,), 0.01, "cosine: final lr = lr * min_lr_ratio",
+            range=UNIT_INTERVAL),
+    Setting("schedule.fit_to_time", (bool,), False, "cosine + train.max_time_s: size the decay "
+            "to the steps that fit in the time budget (measured once, kept on resume)"),
+    Setting("schedule.plateau_factor", (float,), 0.8, "plateau: lr factor on a plateau",
+            range=Range(0, 1, low_open=True, high_open=True)),
+    Setting("schedule.plateau_patience", (int,), 50, "plateau: evaluations without improvement "
+            "before the lr drops", range=NON_NEGATIVE),
+    Setting("ema.decay", (float,), 0.99, "exponential moving average of the weights (null: off)",
+            range=FRACTION, nullable=True),
+    Setting("train.max_epochs", (int,), 100, "stop after this many epochs", range=AT_LEAST_ONE),
+    Setting("train.max_steps", (int,), None, "stop after this many steps", range=AT_LEAST_ONE,
+            nullable=True),
+    Setting("train.max_time_s", (float,), None, "wall-clock budget", unit="s", range=POSITIVE,
+            nullable=True),
+    Setting("train.eval_every_epochs", (int,), 1, "validate every N epochs",
+            range=AT_LEAST_ONE),
+    Setting("train.checkpoint_every_steps", (int,), 100, "write last.ckpt every N steps",
+            range=AT_LEAST_ONE),
+    Setting("train.progress", (bool,), True, "tqdm progress bar"),
+    Setting("train.find_unused_parameters", (bool,), False, "DDP option for models with "
+            "conditional branches"),
+    Setting("finetune.from", (str,), None, "a trained potential file to start from",
+            nullable=True),
+    Setting("finetune.refit_e0", (bool,), True, "refit E0 on the new data from the model's "
+            "residuals"),
+), rules=(
+    Sum(("data.valid_fraction", "data.test_fraction"), Range(high=1, high_open=True)),
+    OnlyWith("data.e0", "data.isolated_atoms", values=("isolated",)),
+    OnlyWith("schedule.fit_to_time", "schedule.name", ("cosine",), values=(True,)),
+    OnlyWith("schedule.fit_to_time", "train.max_time_s", values=(True,)),
+))
 
-_CHOICES = {
-    ("dtype",): ("float32", "float64"),
-    ("loss", "kind"): ("mse", "huber"),
-    ("optimizer", "name"): ("adam", "adamw"),
-    ("schedule", "name"): ("constant", "cosine", "plateau"),
-}
+#: Sections whose keys are not declared here (checked elsewhere).
+OPEN_SECTIONS = ("model",)
+
+GROUPS = (CONFIG,)
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"a.b": v}`` → ``{"a": {"b": v}}``."""
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return nested
+
+
+#: Every training option with its default (nested by section), from :data:`CONFIG`.
+DEFAULTS: dict[str, Any] = _nest(CONFIG.defaults())
 
 
 def shipped_config(name: str) -> Path:
@@ -159,59 +219,44 @@ def _split(override: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
-
-
-def _numbers(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-3`` as a string; turn such strings into floats (recursively)."""
-    if isinstance(value, str) and _FLOAT.match(value.strip()):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_numbers(v) for v in value]
-    return value
-
-
 def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill defaults and check every key and choice (the model section is checked later).
+    """Fill defaults and check every key and value against :data:`CONFIG`.
+
+    Text is read as a number where a number is declared (YAML 1.1 reads ``1e-3`` as text);
+    the ``model`` section's keys besides ``name`` are checked later against the model.
 
     Raises:
-        ConfigError: an unknown section or key (naming it, with a close match), or a bad choice.
+        ConfigError: an unknown section or key (naming it, with a close match), a section that
+            is not a mapping, a value or combination that is not allowed, or a device this
+            torch cannot use (one line naming the key, the value and what is allowed).
     """
-    config = _numbers(dict(config))
-    resolved = copy.deepcopy(DEFAULTS)
+    names = CONFIG.names()
+    top = [name for name in names if "." not in name]
+    sections = sorted({name.split(".")[0] for name in names if "." in name})
+    given: dict[str, Any] = {}
+    extra: dict[str, dict[str, Any]] = {}
     for section, value in config.items():
-        _check_key(section, DEFAULTS, "")
-        if isinstance(DEFAULTS[section], dict):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"config section {section!r} must be a mapping, got {value!r}")
-            if section == "model":
-                resolved["model"] = {"name": DEFAULTS["model"]["name"], **dict(value)}
+        _check_key(str(section), top + sections, "")
+        if section in top:
+            given[section] = value
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config section {section!r} must be a mapping, got {value!r}")
+        keys = [name.split(".", 1)[1] for name in names if name.startswith(f"{section}.")]
+        for key, sub in value.items():
+            if section in OPEN_SECTIONS and key not in keys:
+                extra.setdefault(section, {})[key] = copy.deepcopy(sub)
                 continue
-            for key, sub in value.items():
-                _check_key(key, DEFAULTS[section], f"{section}.")
-                resolved[section][key] = sub
-        else:
-            resolved[section] = value
-    for path, choices in _CHOICES.items():
-        value = resolved
-        for key in path:
-            value = value[key]
-        if value not in choices:
-            raise ConfigError(f"{'.'.join(path)} = {value!r} is not one of {list(choices)}")
-    if not resolved["data"]["train"]:
-        raise ConfigError("data.train is required: a path (or list of paths) to training data")
-    if resolved["schedule"]["fit_to_time"] and (
-        resolved["schedule"]["name"] != "cosine" or resolved["train"]["max_time_s"] is None
-    ):
-        raise ConfigError(
-            "schedule.fit_to_time needs schedule.name = cosine and a train.max_time_s budget"
-        )
+            _check_key(str(key), keys, f"{section}.")
+            given[f"{section}.{key}"] = sub
+    resolved = _nest(CONFIG.check(given))
+    for section, keys in extra.items():
+        resolved[section].update(keys)
+    resolve_device(resolved["device"], setting="device")
     return resolved
 
 
-def _check_key(key: str, allowed: Mapping[str, Any], prefix: str) -> None:
+def _check_key(key: str, allowed: list[str], prefix: str) -> None:
     if key in allowed:
         return
     close = difflib.get_close_matches(key, list(allowed), n=1)

@@ -66,7 +66,7 @@ def test_cosine_fit_to_time_sizes_the_decay_to_the_budget(tiny_config, tmp_path)
     state = torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)["schedule"]
     assert state["fitted"] and state["total_steps"] == 2  # one step taken: the decay ends next
     tiny_config["schedule"] = {"name": "plateau", "fit_to_time": True}
-    with pytest.raises(ConfigError, match="fit_to_time needs schedule.name = cosine"):
+    with pytest.raises(ConfigError, match="allowed only with schedule.name cosine"):
         train(tiny_config, tmp_path / "bad")
 
 

@@ -50,14 +50,15 @@ def nve_conservation(model: Potential | str | os.PathLike, atoms: Atoms, *, time
 
     Args:
         model: a potential or checkpoint path (run it in float64 for meaningful numbers).
-        atoms: the structure. timestep_fs: fs. duration_fs: measured length, fs.
+        atoms: the structure (``FixAtoms``/``FixCom`` honoured). timestep_fs: fs. duration_fs: measured length, fs.
         temperature_K: initial temperature, K. seed: momenta seed.
         equilibration_fs: NVE time discarded before measuring, fs.
         skin: neighbour-list skin, Å. device: torch device.
     """
     model = resolve_model(model, device=device)
     state = state_from_atoms([atoms], device)
-    momenta = maxwell_boltzmann_momenta(state.masses, state.batch, 1, temperature_K, seed)
+    momenta = maxwell_boltzmann_momenta(state.masses, state.batch, 1, temperature_K, seed,
+                                        state.constraints)
     force_field = ForceField(model, skin=skin)
     state = nve_init(state.replace(momenta=momenta), force_field)
     n_skip = round(equilibration_fs / timestep_fs)

@@ -245,7 +245,7 @@ def _start(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrat
     state = state_from_atoms(atoms, device)
     if initial_temperature_K is not None:
         momenta = maxwell_boltzmann_momenta(state.masses, state.batch, state.n_graphs,
-                                            initial_temperature_K, seed)
+                                            initial_temperature_K, seed, state.constraints)
         state = state.replace(momenta=momenta)
     force_field = _force_field(model, integrator, state, skin, max_atoms_per_call)
     return integrator.init(state, force_field), integrator, force_field, None

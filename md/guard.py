@@ -131,7 +131,8 @@ def healthy_cpu(prev: MDState, new: MDState, prev_energy: torch.Tensor, new_ener
 
     The conditions are those of :func:`check_step_torch`: finite forces, displacements and
     energy; stress all finite or all NaN (unless shared with ``prev``); max |F|, max one-step
-    displacement, temperature 2K/(3N k_B), energy jump per atom and relative volume change
+    displacement, temperature 2K/(N_f k_B) (N_f = 3N minus the degrees of freedom the
+    constraints remove; 0 K when none is left), energy jump per atom and relative volume change
     (fully periodic systems, unless the cell is shared) within their limits; shortest distance
     at least its limit; every NaN fails. No system passes here that fails there. The scan is
     stricter, which only sends a system to :func:`check_step_torch` for its verdict: the
@@ -147,6 +148,8 @@ def healthy_cpu(prev: MDState, new: MDState, prev_energy: torch.Tensor, new_ener
         (n_graphs,) bool.
     """
     # a stress or cell shared with prev is not checked again: empty arrays stand in for it
+    removed_dof = (_NO_DOF if new.constraints is None
+                   else new.constraints.removed_dof.numpy(force=True))
     stress = _NO_STRESS if new.stress is prev.stress else new.stress.numpy(force=True)
     if new.cell is prev.cell:
         cell, pbc, volume0_np = _NO_CELL, _NO_PBC, _NO_VOLUME
@@ -158,7 +161,8 @@ def healthy_cpu(prev: MDState, new: MDState, prev_energy: torch.Tensor, new_ener
         new.forces.numpy(force=True), new.momenta.numpy(force=True),
         new.masses.numpy(force=True), new.batch.numpy(force=True), stress, cell, pbc,
         volume0_np, prev_energy.numpy(force=True), new_energy.numpy(force=True),
-        new.min_distance.numpy(force=True), limits.max_force, limits.max_displacement,
+        new.min_distance.numpy(force=True), removed_dof, limits.max_force,
+        limits.max_displacement,
         limits.min_distance, temperature_limit, limits.max_energy_jump,
         limits.max_volume_change, kB)
 
@@ -169,18 +173,21 @@ _NO_STRESS = np.empty((0, 3, 3))
 _NO_CELL = np.empty((0, 3, 3))
 _NO_PBC = np.empty((0, 3), dtype=np.bool_)
 _NO_VOLUME = np.empty(0)
+_NO_DOF = np.empty(0)  # no constraints: N_f = 3N
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")  # x / 0 gives inf or NaN, no raise
 def _healthy_kernel(positions, prev_positions, forces, momenta, masses, batch, stress, cell, pbc,
-                    volume0, prev_energy, new_energy, min_distance, max_force, max_displacement,
+                    volume0, prev_energy, new_energy, min_distance, removed_dof, max_force,
+                    max_displacement,
                     min_distance_limit, temperature_limit, max_energy_jump, max_volume_change,
                     k_b) -> np.ndarray:
     """The flags of :func:`healthy_cpu`, (n_graphs,) bool.
 
     Arrays have the shapes and units of :class:`MDState`, except that ``stress`` is empty when
-    not checked and ``cell``, ``pbc`` and ``volume0`` (Å³) are empty when the volume is not
-    checked. Every system fails for a batch index out of range.
+    not checked, ``cell``, ``pbc`` and ``volume0`` (Å³) are empty when the volume is not
+    checked and ``removed_dof`` (n_graphs,) is empty without constraints (N_f = 3N). Every
+    system fails for a batch index out of range.
     """
     n_graphs = new_energy.shape[0]
     healthy = np.zeros(n_graphs, dtype=np.bool_)
@@ -213,10 +220,12 @@ def _healthy_kernel(positions, prev_positions, forces, momenta, masses, batch, s
         vol_change = 0.0
         if cell.shape[0] and pbc[g, 0] and pbc[g, 1] and pbc[g, 2]:
             vol_change = abs(abs(_det3(cell[g])) / volume0[g] - 1.0)
+        n_dof = 3.0 * n - (removed_dof[g] if removed_dof.shape[0] else 0.0)
+        temperature = 2.0 * kinetic[g] / (n_dof * k_b) if n_dof > 0 else 0.0
         healthy[g] = (_within(np.sqrt(force2[g]), max_force)
                       and _within(np.sqrt(moved2[g]), max_displacement)
                       and min_distance[g] >= min_distance_limit
-                      and _within(2.0 * kinetic[g] / (3.0 * n * k_b), temperature_limit)
+                      and _within(temperature, temperature_limit)
                       and _within(abs(new_energy[g] - prev_energy[g]) / n, max_energy_jump)
                       and _within(vol_change, max_volume_change)
                       and (stress.shape[0] == 0 or _finite_or_all_nan(stress[g])))

@@ -14,6 +14,10 @@ barostat time (ASE time). Temperature is controlled by the Langevin BAOAB thermo
 
 The barostat move is applied between the second A and the force call, using the stress of the
 previous force evaluation (as GROMACS does), so one force call per step remains.
+
+Constraints (:mod:`mlip.md.constraints`): the kicks and the noise are projected, so fixed atoms
+have zero momenta; the cell move scales every position, fixed atoms included (they keep their
+fractional coordinates, as under ASE's cell filters).
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ import torch
 from mlip.errors import ConfigError
 from mlip.md.noise import system_normals
 from mlip.md.nve import ForceFn, total_energy
-from mlip.md.nvt import LangevinState, langevin_init, ornstein_uhlenbeck
-from mlip.md.state import MDState, instantaneous_pressure, volume
+from mlip.md.nvt import LangevinState, kinetic_energy_change, langevin_init, ornstein_uhlenbeck
+from mlip.md.state import MDState, constrain_momenta, instantaneous_pressure, volume
 from mlip.units import kB
 
-__all__ = ["CRescaleState", "crescale_init", "crescale_step", "enthalpy"]
+__all__ = ["CRescaleState", "crescale_init", "crescale_step", "enthalpy",
+           "crescale_conserved_energy"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,20 +92,50 @@ def crescale_step(state: CRescaleState, force_fn: ForceFn, *, dt: float, tempera
     """
     kT = kB * temperature_K
     inv_m = 1.0 / state.masses[:, None]
-    momenta = state.momenta + 0.5 * dt * state.forces
+    momenta = constrain_momenta(state, state.momenta + 0.5 * dt * state.forces)
     positions = state.positions + 0.5 * dt * momenta * inv_m
+    kicked = momenta
     momenta = ornstein_uhlenbeck(state, momenta, math.exp(-friction * dt), kT)
     positions = positions + 0.5 * dt * momenta * inv_m
     half = state.replace(positions=positions, momenta=momenta)
-    scale = torch.exp(_log_strain(half, dt, kT, pressure, compressibility, tau,
-                                  anisotropic))  # (n_graphs, 3)
+    log_scale = _log_strain(half, dt, kT, pressure, compressibility, tau, anisotropic)
+    scale = torch.exp(log_scale)  # (n_graphs, 3)
     moved = half.replace(positions=positions * scale[state.batch],
                          momenta=momenta / scale[state.batch], cell=state.cell * scale[:, None, :])
     out = force_fn(moved)
-    return moved.with_forces(out, momenta=moved.momenta + 0.5 * dt * out.forces,
-                             step=state.step + 1)
+    heat = kinetic_energy_change(state, kicked, momenta)
+    moved = moved.replace(bath_work=state.bath_work + heat + _barostat_work(
+        state, half, moved, out.stress, log_scale, pressure))
+    momenta = constrain_momenta(state, moved.momenta + 0.5 * dt * out.forces)
+    return moved.with_forces(out, momenta=momenta, step=state.step + 1)
+
+
+def _barostat_work(state: CRescaleState, half: CRescaleState, moved: CRescaleState,
+                   stress: torch.Tensor, log_scale: torch.Tensor,
+                   pressure: float) -> torch.Tensor:
+    """Energy the cell move put into each system, (n_graphs,) eV: the exact changes of E_kin
+    (momenta scaled) and of P₀V, plus the change of E_pot estimated from the stress
+    (dE_pot = V σ_aa dε_a, trapezoid between the stress before the step and the one after the
+    move; GROMACS' ``baros_integral`` uses the first only).
+
+    Args:
+        state: the state at the start of the step. half: before the move. moved: after it.
+        stress: (n_graphs, 3, 3) eV/Å³ at ``moved``'s positions. log_scale: (n_graphs, 3) dε_a.
+    """
+    v_before, v_after = volume(half.cell), volume(moved.cell)
+    sigma_before = torch.diagonal(state.stress, dim1=1, dim2=2) * v_before[:, None]
+    sigma_after = torch.diagonal(stress, dim1=1, dim2=2) * v_after[:, None]
+    potential = (0.5 * (sigma_before + sigma_after) * log_scale).sum(dim=1)
+    kinetic = kinetic_energy_change(state, half.momenta, moved.momenta)
+    return kinetic + potential + pressure * (v_after - v_before)
+
+
+def crescale_conserved_energy(state: CRescaleState, pressure: float) -> torch.Tensor:
+    """E_pot + E_kin + P₀V − bath work per system, (n_graphs,) eV: constant but for
+    integration error (and the stress estimate of the cell move's E_pot change)."""
+    return enthalpy(state, pressure) - state.bath_work
 
 
 def enthalpy(state: MDState, pressure: float) -> torch.Tensor:
-    """E_pot + E_kin + P₀·V per system, (n_graphs,) eV (logged as the NPT reference energy)."""
+    """E_pot + E_kin + P₀·V per system, (n_graphs,) eV."""
     return total_energy(state) + pressure * volume(state.cell)

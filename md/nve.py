@@ -6,7 +6,7 @@ from typing import Callable, TypeVar
 
 import torch
 
-from mlip.md.state import ForceOutput, MDState, kinetic_energy
+from mlip.md.state import ForceOutput, MDState, constrain_momenta, kinetic_energy
 
 __all__ = ["ForceFn", "nve_init", "nve_step", "velocity_verlet", "total_energy"]
 
@@ -26,19 +26,20 @@ def velocity_verlet(state: S, force_fn: ForceFn, dt: float) -> S:
     p ← p + ½dt·F;  r ← r + dt·p/m;  F ← F(r);  p ← p + ½dt·F.  The forces of the previous step
     are reused, so there is one force call per step. Each update is one fused torch operation
     (small systems are bound by per-operation overhead); trajectories agree with ASE's
-    ``VelocityVerlet`` to round-off.
+    ``VelocityVerlet`` to round-off. With constraints (:mod:`mlip.md.constraints`) both
+    half-kicks are projected, so fixed atoms keep zero momenta and do not move at all.
 
     Args:
         state: current state with forces at its positions.
         force_fn: force function.
         dt: time step, ASE time units.
     """
-    momenta = torch.add(state.momenta, state.forces, alpha=0.5 * dt)
+    momenta = constrain_momenta(state, torch.add(state.momenta, state.forces, alpha=0.5 * dt))
     positions = torch.addcdiv(state.positions, momenta, state.masses[:, None], value=dt)
     moved = state.replace(positions=positions, momenta=momenta)
     out = force_fn(moved)
-    return moved.with_forces(out, momenta=torch.add(momenta, out.forces, alpha=0.5 * dt),
-                             step=state.step + 1)
+    momenta = constrain_momenta(state, torch.add(momenta, out.forces, alpha=0.5 * dt))
+    return moved.with_forces(out, momenta=momenta, step=state.step + 1)
 
 
 def nve_step(state: S, force_fn: ForceFn, *, dt: float) -> S:

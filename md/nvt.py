@@ -1,7 +1,8 @@
 """Canonical (NVT) dynamics: Langevin BAOAB and Nosé–Hoover chains.
 
 Symbols: p momenta (amu·Å/t), m masses (amu), F forces (eV/Å), dt time step (ASE time),
-kT = k_B·T (eV), γ friction (1/t), N_f = 3N degrees of freedom (ASE's convention).
+kT = k_B·T (eV), γ friction (1/t), N_f degrees of freedom: 3N minus those removed by the
+constraints (ASE's convention, :func:`mlip.md.state.degrees_of_freedom`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ from dataclasses import dataclass
 import torch
 
 from mlip.md.noise import atom_normals
-from mlip.md.nve import ForceFn, velocity_verlet
-from mlip.md.state import MDState, kinetic_energy, system_field
+from mlip.md.nve import ForceFn, total_energy, velocity_verlet
+from mlip.md.state import (
+    MDState,
+    constrain_momenta,
+    degrees_of_freedom,
+    kinetic_energy,
+    system_field,
+)
+from mlip.nn.scatter import scatter_sum
 from mlip.units import kB
 
 __all__ = ["LangevinState", "NoseHooverState", "langevin_init", "langevin_step", "nhc_init",
-           "nhc_step", "nhc_conserved_energy", "ornstein_uhlenbeck"]
+           "nhc_step", "nhc_conserved_energy", "ornstein_uhlenbeck", "langevin_conserved_energy",
+           "kinetic_energy_change"]
 
 #: Suzuki–Yoshida fourth-order weights (Yoshida 1990) used to split the thermostat propagator.
 _SUZUKI_YOSHIDA = (1.0 / (2.0 - 2.0 ** (1.0 / 3.0)),
@@ -28,9 +37,12 @@ _SUZUKI_YOSHIDA = (1.0 / (2.0 - 2.0 ** (1.0 / 3.0)),
 
 @dataclass(frozen=True, kw_only=True)
 class LangevinState(MDState):
-    """MD state with a noise seed.
+    """MD state with a noise seed and the energy exchanged with the bath.
 
     Attributes:
+        bath_work: (n_graphs,) eV, energy the thermostat (and barostat) put into each system
+            since the start of the run; E_tot − bath_work (+ P₀V in NPT) changes only by
+            integration error (:func:`langevin_conserved_energy`).
         rng_seed: base seed; system ``g`` of the batch draws its noise from its own stream
             with seed ``rng_seed + g`` (:mod:`mlip.md.noise`), as a pure function of the step.
             So a system's trajectory does not depend on the other systems of the batch (run
@@ -38,6 +50,7 @@ class LangevinState(MDState):
             the uninterrupted one bit for bit.
     """
 
+    bath_work: torch.Tensor = system_field()
     rng_seed: int = 0
 
     def system_seeds(self) -> torch.Tensor:
@@ -63,16 +76,34 @@ class NoseHooverState(MDState):
 def ornstein_uhlenbeck(state: LangevinState, momenta: torch.Tensor, c1: float,
                        kT: float) -> torch.Tensor:
     """Exact O step: p ← c1·p + √((1 − c1²)·m·kT)·ξ with ξ ~ N(0, 1) drawn per system from
-    the stream of (seed, step), (n_atoms, 3) amu·Å/t."""
+    the stream of (seed, step), projected onto the constraints (no kick on a fixed atom),
+    (n_atoms, 3) amu·Å/t."""
     noise = atom_normals(state.system_seeds(), state.step, 0, state.batch, state.first_atom,
                          momenta.dtype)
-    return c1 * momenta + torch.sqrt((1.0 - c1 * c1) * state.masses * kT)[:, None] * noise
+    return constrain_momenta(
+        state, c1 * momenta + torch.sqrt((1.0 - c1 * c1) * state.masses * kT)[:, None] * noise)
 
 
 def langevin_init(state: MDState, force_fn: ForceFn, *, seed: int = 0) -> LangevinState:
-    """Evaluate forces and attach the noise seed."""
+    """Evaluate forces and attach the noise seed (no bath work yet)."""
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState)}
-    return LangevinState(**fields, rng_seed=seed).with_forces(force_fn(state))
+    bath_work = torch.zeros(state.n_graphs, dtype=torch.float64, device=state.positions.device)
+    return LangevinState(**fields, bath_work=bath_work,
+                         rng_seed=seed).with_forces(force_fn(state))
+
+
+def kinetic_energy_change(state: MDState, before: torch.Tensor,
+                          after: torch.Tensor) -> torch.Tensor:
+    """K(after) − K(before) per system for two momenta of ``state``'s atoms, (n_graphs,) eV."""
+    per_atom = 0.5 * (after * after - before * before).sum(dim=1) / state.masses
+    return scatter_sum(per_atom, state.batch, state.n_graphs)
+
+
+def langevin_conserved_energy(state: LangevinState) -> torch.Tensor:
+    """E_pot + E_kin − bath work per system, (n_graphs,) eV: constant but for integration
+    error (the "effective energy" of Sivak, Chodera & Crooks, Phys. Rev. X 3, 011007, 2013;
+    LAMMPS' ``econserve``, GROMACS' "Conserved En.")."""
+    return total_energy(state) - state.bath_work
 
 
 def langevin_step(state: LangevinState, force_fn: ForceFn, *, dt: float, temperature_K: float,
@@ -80,19 +111,23 @@ def langevin_step(state: LangevinState, force_fn: ForceFn, *, dt: float, tempera
     """One BAOAB Langevin step (Leimkuhler & Matthews, Appl. Math. Res. Express 2013, 34).
 
     B: p += ½dt·F;  A: r += ½dt·p/m;  O: p = c1·p + √((1−c1²) m kT)·ξ, c1 = exp(−γ dt);
-    A: r += ½dt·p/m;  force call;  B: p += ½dt·F.
+    A: r += ½dt·p/m;  force call;  B: p += ½dt·F.  The kinetic energy changed by O is added
+    to ``bath_work``.
 
     Args:
         dt: time step, ASE time. temperature_K: target, K. friction: γ, 1/(ASE time).
     """
     inv_m = 1.0 / state.masses[:, None]
-    momenta = state.momenta + 0.5 * dt * state.forces
+    momenta = constrain_momenta(state, state.momenta + 0.5 * dt * state.forces)
     positions = state.positions + 0.5 * dt * momenta * inv_m
+    kicked = momenta
     momenta = ornstein_uhlenbeck(state, momenta, math.exp(-friction * dt), kB * temperature_K)
     positions = positions + 0.5 * dt * momenta * inv_m
-    moved = state.replace(positions=positions, momenta=momenta)
+    moved = state.replace(positions=positions, momenta=momenta, bath_work=state.bath_work
+                          + kinetic_energy_change(state, kicked, momenta))
     out = force_fn(moved)
-    return moved.with_forces(out, momenta=momenta + 0.5 * dt * out.forces, step=state.step + 1)
+    momenta = constrain_momenta(state, momenta + 0.5 * dt * out.forces)
+    return moved.with_forces(out, momenta=momenta, step=state.step + 1)
 
 
 def nhc_init(state: MDState, force_fn: ForceFn, *, temperature_K: float, damping: float,
@@ -104,7 +139,7 @@ def nhc_init(state: MDState, force_fn: ForceFn, *, temperature_K: float, damping
     """
     n_graphs = state.n_graphs
     kT = kB * temperature_K
-    n_dof = 3.0 * state.n_atoms.to(torch.float64)
+    n_dof = degrees_of_freedom(state)
     mass = torch.full((n_graphs, chain_length), kT * damping**2, dtype=torch.float64,
                       device=state.positions.device)
     mass[:, 0] = n_dof * kT * damping**2
@@ -127,7 +162,7 @@ def _nhc_half_step(state: NoseHooverState, dt: float, kT: float
     eta = list(state.eta.unbind(1))
     m = len(v)
     kin2 = 2.0 * kinetic_energy(state.momenta, state.masses, state.batch, state.n_graphs)
-    n_dof_kT = 3.0 * state.n_atoms.to(kin2.dtype) * kT
+    n_dof_kT = degrees_of_freedom(state).to(kin2.dtype) * kT
     scale = torch.ones_like(kin2)
 
     def force(k: int) -> torch.Tensor:
@@ -172,7 +207,7 @@ def nhc_step(state: NoseHooverState, force_fn: ForceFn, *, dt: float,
 def nhc_conserved_energy(state: NoseHooverState, temperature_K: float) -> torch.Tensor:
     """Extended energy E_pot + E_kin + Σ ½Q v_η² + N_f kT η₁ + kT Σ_{k>1} η_k, (n_graphs,) eV."""
     kT = kB * temperature_K
-    n_dof = 3.0 * state.n_atoms.to(torch.float64)
+    n_dof = degrees_of_freedom(state)
     kin = kinetic_energy(state.momenta, state.masses, state.batch, state.n_graphs)
     chain = 0.5 * (state.eta_mass * state.eta_velocity**2).sum(dim=1)
     coupling = n_dof * kT * state.eta[:, 0] + kT * state.eta[:, 1:].sum(dim=1)

@@ -12,6 +12,11 @@ are those of ASE's ``FrechetCellFilter``: atom coordinates x = r·F⁻ᵀ in the
 c·log F (c = number of atoms) for the deformation gradient F (cell = cell₀·Fᵀ); the generalised
 forces are f·F for the atoms and (1/c)·∂/∂log F ⟨exp(log F), W·F⁻ᵀ⟩ for the cell, with
 virial W = −V(σ + P₀·I). Convergence: every row of g (atoms and the three cell rows) below fmax.
+
+Constraints (:mod:`mlip.md.constraints`) act on the atomic forces before anything else, as
+ASE's ``atoms.get_forces()`` does: a fixed atom has g = 0, so it never moves (with the cell
+relaxed it keeps its fractional coordinates) and does not count in fmax; ``FixCom`` uses ASE's
+projection, so the displacements keep the centre of mass.
 """
 
 from __future__ import annotations
@@ -88,10 +93,14 @@ def generalized_forces(state: FireState, relax_cell: bool, pressure: float = 0.0
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """FIRE's forces on the atom coordinates (n_atoms, 3) and on c·log F (n_graphs, 3, 3).
 
-    Without ``relax_cell`` these are the atomic forces (eV/Å) and zeros. ``pressure`` P₀ in eV/Å³.
+    Without ``relax_cell`` these are the atomic forces (eV/Å) and zeros, projected onto the
+    constraints in both cases. ``pressure`` P₀ in eV/Å³.
     """
+    forces = state.forces
+    if state.constraints is not None:
+        forces = state.constraints.project_forces(forces, state.masses, state.batch)
     if not relax_cell:
-        return state.forces, torch.zeros_like(state.cell)
+        return forces, torch.zeros_like(state.cell)
     eye = torch.eye(3, dtype=state.cell.dtype, device=state.cell.device)
     virial = -volume(state.cell)[:, None, None] * (state.stress + pressure * eye)
     with torch.enable_grad():
@@ -100,7 +109,7 @@ def generalized_forces(state: FireState, relax_cell: bool, pressure: float = 0.0
         deform = deform_graph.detach()
         unit_cell_grad = virial @ torch.linalg.inv(deform.transpose(1, 2))  # W F^-T
         (log_grad,) = torch.autograd.grad((deform_graph * unit_cell_grad).sum(), log_deform)
-    atom_forces = torch.einsum("ni,nij->nj", state.forces, deform[state.batch])
+    atom_forces = torch.einsum("ni,nij->nj", forces, deform[state.batch])
     cell_factor = state.n_atoms.to(state.cell.dtype)[:, None, None]
     return atom_forces, log_grad / cell_factor
 

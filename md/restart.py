@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from mlip.errors import CheckpointMismatchError
+from mlip.md.constraints import Constraints
 from mlip.md.npt import CRescaleState
 from mlip.md.nvt import LangevinState, NoseHooverState
 from mlip.md.relax import FireState
@@ -51,8 +52,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     payload = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "state_type": type(state).__name__,
-        "state": {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
-                  for k, v in fields.items()},
+        "state": {k: _stored(v) for k, v in fields.items()},
         "settings": checkpoint.settings,
         "status": {k: v.detach().cpu() for k, v in checkpoint.status.items()},
     }
@@ -70,7 +70,24 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     cls = _STATE_TYPES.get(payload["state_type"])
     if cls is None:
         raise CheckpointMismatchError(f"{path}: unknown state type {payload['state_type']!r}")
-    state = cls(**{k: v.to(device) if isinstance(v, torch.Tensor) else v
-                   for k, v in payload["state"].items()})
+    state = cls(**{k: _restored(k, v, device) for k, v in payload["state"].items()})
     return Checkpoint(state=state, settings=payload["settings"],
                       status={k: v.to(device) for k, v in payload["status"].items()})
+
+
+def _stored(value: Any) -> Any:
+    """A state field as saved: tensors on the CPU, constraints as a dict of tensors."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, Constraints):
+        return value.to_dict()
+    return value
+
+
+def _restored(name: str, value: Any, device: str | torch.device) -> Any:
+    """Inverse of :func:`_stored` for the field ``name``, on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if name == "constraints" and value is not None:
+        return Constraints.from_dict(value, device)
+    return value

@@ -23,13 +23,15 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip.errors import InvalidStructureError
+from mlip.md.constraints import Constraints, constraints_from_atoms
 from mlip.md.noise import atom_normals
 from mlip.nn.scatter import scatter_sum
 from mlip.units import kB
 
 __all__ = ["MDState", "ForceOutput", "select_systems", "state_from_atoms", "state_to_atoms",
            "kinetic_energy", "temperature_K", "instantaneous_pressure", "volume",
-           "maxwell_boltzmann_momenta", "atom_field", "system_field"]
+           "maxwell_boltzmann_momenta", "atom_field", "system_field", "degrees_of_freedom",
+           "constrain_momenta"]
 
 S = TypeVar("S", bound="MDState")
 
@@ -80,6 +82,9 @@ class MDState:
         stress: (n_graphs, 3, 3) eV/Å³ (NaN when not computed).
         min_distance: (n_graphs,) Å, shortest neighbour distance at ``positions``.
         step: number of steps taken since the start of the run.
+        constraints: fixed atoms and fixed centres of mass (:mod:`mlip.md.constraints`), or
+            None when no system has any. They never change during a run, so they carry no
+            per-atom/per-system metadata and :func:`select_systems` takes them from ``new``.
     """
 
     positions: torch.Tensor = atom_field()
@@ -94,6 +99,7 @@ class MDState:
     stress: torch.Tensor = system_field()
     min_distance: torch.Tensor = system_field()
     step: int = 0
+    constraints: Constraints | None = None
 
     @property
     def n_graphs(self) -> int:
@@ -193,10 +199,31 @@ def kinetic_energy(momenta: torch.Tensor, masses: torch.Tensor, batch: torch.Ten
     return scatter_sum(per_atom, batch, n_graphs)
 
 
+def degrees_of_freedom(state: MDState) -> torch.Tensor:
+    """3N minus the degrees of freedom the constraints remove, per system (ASE's
+    ``get_number_of_degrees_of_freedom``), (n_graphs,) float64."""
+    n_dof = 3.0 * state.n_atoms.to(torch.float64)
+    if state.constraints is None:
+        return n_dof
+    return n_dof - state.constraints.removed_dof
+
+
 def temperature_K(state: MDState) -> torch.Tensor:
-    """Instantaneous temperature 2K/(3N k_B) per system (ASE's convention), (n_graphs,) K."""
+    """Instantaneous temperature 2K/(N_f k_B) per system, N_f from :func:`degrees_of_freedom`
+    (ASE's ``get_temperature``; 0 K for a system without degrees of freedom), (n_graphs,) K."""
     kin = kinetic_energy(state.momenta, state.masses, state.batch, state.n_graphs)
-    return 2.0 * kin / (3.0 * state.n_atoms.to(kin.dtype) * kB)
+    if state.constraints is None:
+        return 2.0 * kin / (3.0 * state.n_atoms.to(kin.dtype) * kB)
+    n_dof = degrees_of_freedom(state).to(kin.dtype)
+    return torch.where(n_dof > 0, 2.0 * kin / (n_dof.clamp_min(1.0) * kB), torch.zeros_like(kin))
+
+
+def constrain_momenta(state: MDState, momenta: torch.Tensor) -> torch.Tensor:
+    """``momenta`` (or MD forces) projected onto the constraints of ``state`` (unchanged
+    without constraints), (n_atoms, 3) in the units of ``momenta``."""
+    if state.constraints is None:
+        return momenta
+    return state.constraints.project_momenta(momenta, state.masses, state.batch)
 
 
 def volume(cell: torch.Tensor) -> torch.Tensor:
@@ -216,7 +243,8 @@ def instantaneous_pressure(state: MDState) -> torch.Tensor:
 
 
 def maxwell_boltzmann_momenta(masses: torch.Tensor, batch: torch.Tensor, n_graphs: int,
-                              temperature: float, seed: int) -> torch.Tensor:
+                              temperature: float, seed: int,
+                              constraints: Constraints | None = None) -> torch.Tensor:
     """Momenta drawn at ``temperature`` K with zero total momentum per system (if > 1 atom).
 
     The draw is rescaled so that each system's instantaneous temperature (3N convention) is
@@ -224,6 +252,8 @@ def maxwell_boltzmann_momenta(masses: torch.Tensor, batch: torch.Tensor, n_graph
     System g draws from its own counter-based stream with seed ``seed + g``
     (:mod:`mlip.md.noise`, stream 2 of step 0), so its momenta do not depend on the other
     systems of the batch (alone with seed ``seed + g`` it gets the same) nor on the device.
+    With ``constraints``, fixed atoms get zero momenta, ``FixCom`` systems zero total momentum,
+    and the temperature counts the remaining degrees of freedom (ASE's ``get_temperature``).
 
     Returns:
         (n_atoms, 3) amu·Å/t_ASE.
@@ -238,8 +268,12 @@ def maxwell_boltzmann_momenta(masses: torch.Tensor, batch: torch.Tensor, n_graph
     mass_sum = scatter_sum(masses, batch, n_graphs)
     drift = torch.where((counts > 1)[:, None], total / mass_sum[:, None], torch.zeros_like(total))
     momenta = momenta - masses[:, None] * drift[batch]
+    n_dof = 3.0 * counts
+    if constraints is not None:
+        momenta = constraints.project_momenta(momenta, masses, batch)
+        n_dof = n_dof - constraints.removed_dof
     kin = kinetic_energy(momenta, masses, batch, n_graphs)
-    target = 1.5 * counts * kB * temperature
+    target = 0.5 * n_dof * kB * temperature
     scale = torch.where(kin > 0, torch.sqrt(target / kin.clamp_min(1e-300)), torch.zeros_like(kin))
     return momenta * scale[batch, None]
 
@@ -247,8 +281,13 @@ def maxwell_boltzmann_momenta(masses: torch.Tensor, batch: torch.Tensor, n_graph
 def state_from_atoms(atoms: Sequence[Atoms], device: str | torch.device = "cpu") -> MDState:
     """A float64 state of one or several structures (momenta from ``atoms``, forces NaN).
 
+    ASE ``FixAtoms`` and ``FixCom`` constraints become the state's ``constraints`` (the momenta
+    are projected onto them); any other ASE constraint is refused.
+
     Raises:
         InvalidStructureError: for an empty list or an empty structure (names its index).
+        ConfigError: an ASE constraint other than ``FixAtoms``/``FixCom`` (names its class
+            and the structure index).
     """
     atoms = list(atoms)
     if not atoms:
@@ -260,29 +299,39 @@ def state_from_atoms(atoms: Sequence[Atoms], device: str | torch.device = "cpu")
     positions = torch.tensor(np.concatenate([a.positions for a in atoms]), **f64)
     n_graphs = len(atoms)
     nan = float("nan")
+    batch = torch.repeat_interleave(torch.arange(n_graphs, device=device),
+                                    torch.tensor([len(a) for a in atoms], device=device))
+    masses = torch.tensor(np.concatenate([a.get_masses() for a in atoms]), **f64)
+    momenta = torch.tensor(np.concatenate([a.get_momenta() for a in atoms]), **f64)
+    constraints = constraints_from_atoms(atoms, batch)
+    if constraints is not None:
+        momenta = constraints.project_momenta(momenta, masses, batch)
     return MDState(
         positions=positions,
-        momenta=torch.tensor(np.concatenate([a.get_momenta() for a in atoms]), **f64),
-        masses=torch.tensor(np.concatenate([a.get_masses() for a in atoms]), **f64),
+        momenta=momenta,
+        masses=masses,
         atomic_numbers=torch.tensor(np.concatenate([a.numbers for a in atoms]), device=device),
-        batch=torch.repeat_interleave(torch.arange(n_graphs, device=device),
-                                      torch.tensor([len(a) for a in atoms], device=device)),
+        batch=batch,
         cell=torch.tensor(np.stack([np.asarray(a.cell) for a in atoms]), **f64),
         pbc=torch.tensor(np.stack([a.pbc for a in atoms]), device=device),
         forces=torch.full_like(positions, nan),
         energy=torch.full((n_graphs,), nan, **f64),
         stress=torch.full((n_graphs, 3, 3), nan, **f64),
         min_distance=torch.full((n_graphs,), float("inf"), **f64),
+        constraints=constraints,
     )
 
 
 def state_to_atoms(state: MDState) -> list[Atoms]:
-    """One ``ase.Atoms`` per system with momenta and a calculator holding energy/forces/stress."""
+    """One ``ase.Atoms`` per system with momenta, its ASE constraints (``FixAtoms``,
+    ``FixCom``) and a calculator holding energy, raw forces and stress (``get_forces()``
+    applies the constraints, as ASE does)."""
     counts = state.n_atoms.tolist()
     arrays = {name: getattr(state, name).detach().cpu().numpy()
               for name in ("positions", "momenta", "masses", "atomic_numbers", "forces")}
     cells, pbcs = state.cell.detach().cpu().numpy(), state.pbc.cpu().numpy()
     energies, stresses = state.energy.detach().cpu().numpy(), state.stress.detach().cpu().numpy()
+    constraints = None if state.constraints is None else state.constraints.to_ase(counts)
     out, start = [], 0
     for g, n in enumerate(counts):
         sl = slice(start, start + n)
@@ -290,6 +339,8 @@ def state_to_atoms(state: MDState) -> list[Atoms]:
         atoms = Atoms(numbers=arrays["atomic_numbers"][sl], positions=arrays["positions"][sl],
                       cell=cells[g], pbc=pbcs[g], masses=arrays["masses"][sl],
                       momenta=arrays["momenta"][sl])
+        if constraints is not None:
+            atoms.set_constraint(constraints[g])
         results = {}
         if np.isfinite(energies[g]):
             results["energy"] = float(energies[g])

@@ -16,11 +16,14 @@ from ase.data import chemical_symbols
 from mlip.data.edges import frame_edge_counts
 from mlip.data.schema import LABEL_BITS
 from mlip.data.store import SnapshotStore
+from mlip.errors import ConfigError
 
 __all__ = [
     "DataStatistics",
     "compute_statistics",
     "fit_reference_energies",
+    "solve_reference_energies",
+    "require_separable_e0",
     "average_neighbors",
     "force_rms",
 ]
@@ -38,6 +41,8 @@ class DataStatistics:
         reference_energies: {Z: eV} least-squares per-element E0 (or the given ones).
         e0_rank: rank of the normal equations (< len(elements) means E0 is not unique; the
             minimum-norm solution is returned).
+        e0_undetermined: elements whose least-squares E0 the energies do not determine (see
+            :func:`solve_reference_energies`); empty when E0 were given or well determined.
         mean_energy_per_atom: eV, mean of E/N over frames with energy.
         mean_interaction_energy_per_atom: eV, mean of (E - Σ E0)/N.
         force_rms: eV/Å, root mean square of force components.
@@ -49,6 +54,7 @@ class DataStatistics:
     elements: list[int] = field(default_factory=list)
     reference_energies: dict[int, float] = field(default_factory=dict)
     e0_rank: int = 0
+    e0_undetermined: list[int] = field(default_factory=list)
     mean_energy_per_atom: float = float("nan")
     mean_interaction_energy_per_atom: float = float("nan")
     force_rms: float = float("nan")
@@ -62,7 +68,65 @@ class DataStatistics:
             chemical_symbols[z]: e for z, e in self.reference_energies.items()
         }
         out["elements"] = [chemical_symbols[z] for z in self.elements]
+        out["e0_undetermined"] = [chemical_symbols[z] for z in self.e0_undetermined]
         return out
+
+
+#: Eigenvalues of the normal matrix AᵀA below this fraction of the largest count as zero:
+#: condition numbers of A above ~3e4 (E0 then moves by eV for meV changes of the energies).
+E0_RELATIVE_TOLERANCE = 1e-9
+
+
+def solve_reference_energies(
+    ata: np.ndarray, aty: np.ndarray, elements: np.ndarray | list[int]
+) -> tuple[dict[int, float], int, list[int]]:
+    """Least-squares per-element E0 from the normal equations, and what they cannot determine.
+
+    Args:
+        ata: (n, n) ``AᵀA`` with ``A[k, i]`` the count of ``elements[i]`` in frame k (frames
+            with an energy only). aty: (n,) ``Aᵀy``, eV. elements: (n,) atomic numbers.
+
+    Returns:
+        ({Z: eV} minimum-norm solution, numerical rank, sorted atomic numbers of the elements
+        whose E0 lie (partly) in the null space of ``AᵀA``: their E0 cannot be separated from
+        each other's by these energies, e.g. H and C on data of one molecule).
+    """
+    elements = [int(z) for z in elements]
+    if not elements:
+        return {}, 0, []
+    values, vectors = np.linalg.eigh(ata)
+    tolerance = max(float(values.max()), 0.0) * E0_RELATIVE_TOLERANCE
+    null = vectors[:, values <= tolerance]
+    rank = len(elements) - null.shape[1]
+    solution = vectors[:, values > tolerance] @ (
+        (vectors[:, values > tolerance].T @ aty) / values[values > tolerance]
+    )
+    undetermined = sorted(
+        z for z, weight in zip(elements, (null**2).sum(axis=1)) if weight > 1e-12
+    )
+    return {z: float(e) for z, e in zip(elements, solution)}, rank, undetermined
+
+
+def require_separable_e0(undetermined: list[int], n_frames: int, source: str) -> None:
+    """Refuse a least-squares E0 fit that the energies do not determine.
+
+    Args:
+        undetermined: the third result of :func:`solve_reference_energies`.
+        n_frames: frames of the data. source: the data (for the message).
+
+    Raises:
+        ConfigError: naming the elements and pointing to ``data.isolated_atoms``/``data.e0``.
+    """
+    if not undetermined:
+        return
+    names = [chemical_symbols[z] for z in undetermined]
+    example = ", ".join(f"{n}: ..." for n in names)
+    raise ConfigError(
+        f"cannot fit E0 by least squares on {source}: the element counts of its {n_frames} "
+        f"frame(s) with energies do not separate the E0 of {', '.join(names)} (they occur in "
+        "fixed ratios, or too few distinct compositions); give isolated-atom energies in "
+        f"data.isolated_atoms (a file of one-atom frames) or explicit data.e0 ({{{example}}})"
+    )
 
 
 class _Accumulator:
@@ -160,10 +224,9 @@ def compute_statistics(
     if acc.n_energy:
         stats.mean_energy_per_atom = acc.sum_e_per_atom / acc.n_energy
         if reference_energies is None:
-            sub = acc.ata[np.ix_(elements, elements)]
-            sol, _, rank, _ = np.linalg.lstsq(sub, acc.aty[elements], rcond=None)
-            reference_energies = {int(z): float(e) for z, e in zip(elements, sol)}
-            stats.e0_rank = int(rank)
+            reference_energies, stats.e0_rank, stats.e0_undetermined = solve_reference_energies(
+                acc.ata[np.ix_(elements, elements)], acc.aty[elements], elements
+            )
         stats.reference_energies = {int(z): float(reference_energies[int(z)]) for z in elements}
         stats.mean_interaction_energy_per_atom = _interaction_mean(
             store, idx, stats.reference_energies, batch_frames

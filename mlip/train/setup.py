@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
+from mlip.data.stats import require_separable_e0
 from mlip.errors import ConfigError
 from mlip.models import Potential, build
 from mlip.models.checkpoint import read_payload
@@ -178,7 +179,9 @@ def _reference_e0(
             read_frames(data["isolated_atoms"]), str(data["isolated_atoms"])
         ), "isolated"
     if isinstance(train, StoreSplit):
-        return dict(train.statistics(None).reference_energies), "least_squares"
+        stats = train.statistics(None)
+        require_separable_e0(stats.e0_undetermined, stats.n_frames, train.source)
+        return dict(stats.reference_energies), "least_squares"
     return fit_e0(train, species), "least_squares"
 
 

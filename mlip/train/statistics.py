@@ -20,6 +20,7 @@ import torch
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
+from mlip.data.stats import require_separable_e0, solve_reference_energies
 from mlip.errors import ConfigError
 from mlip.train.data import FrameSet
 
@@ -77,10 +78,12 @@ def _energies(frames: FrameSet) -> tuple[np.ndarray, np.ndarray]:
 def fit_e0(
     frames: FrameSet, species: Sequence[int], residual: np.ndarray | None = None
 ) -> dict[int, float]:
-    """Least-squares per-element E0 (eV) from frame energies (or from given residuals, eV).
+    """Least-squares per-element E0 (eV) from frame energies (or from given residuals, eV),
+    solved by :func:`mlip.data.stats.solve_reference_energies` as streamed stores are.
 
     Raises:
-        ConfigError: no frame has an energy.
+        ConfigError: no frame has an energy, or the compositions do not determine the E0 of
+            some elements (named, see :func:`mlip.data.stats.require_separable_e0`).
     """
     energies, mask = _energies(frames)
     if residual is not None:
@@ -89,8 +92,11 @@ def fit_e0(
     if not mask.any():
         raise ConfigError(f"cannot fit E0: no frame of {frames.source} has an energy")
     counts = composition_matrix(frames, species)[mask]
-    solution, *_ = np.linalg.lstsq(counts, energies[mask], rcond=None)
-    return {int(z): float(e) for z, e in zip(species, solution)}
+    e0, _, undetermined = solve_reference_energies(
+        counts.T @ counts, counts.T @ energies[mask], list(species)
+    )
+    require_separable_e0(undetermined, len(frames), frames.source)
+    return e0
 
 
 def isolated_atom_e0(frames: Sequence[Atoms], source: str) -> dict[int, float]:

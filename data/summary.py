@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import ase.io
 from ase.data import chemical_symbols
 
 from mlip.data.store import SnapshotStore
@@ -70,18 +69,26 @@ def export_frames(
     batch_frames: int = 4096,
     fmt: str | None = None,
 ) -> int:
-    """Write frames (all, or a split) to any ASE-writable file, streaming; returns the count.
+    """Write frames (all, or a split) to a new file, streaming; returns the count.
 
-    extxyz (the default for ``.xyz``/``.extxyz``) keeps every label; ids go to ``info``.
+    The format follows the extension (:mod:`mlip.io`): ``.xyz``/``.extxyz`` (every label kept,
+    ids in ``info``), ``.traj`` or a ``.h5`` store (with this store's metadata); ``fmt``
+    (``extxyz``, ``traj``, ``h5``) overrides it.
+
+    Raises:
+        ConfigError: ``out`` exists, or its extension / ``fmt`` is not a supported format.
     """
+    from mlip.io import FrameWriter, output_format
+
     out = Path(out)
+    output_format(out, fmt)
     if out.exists():
         raise ConfigError(f"{out} exists; refusing to overwrite it")
-    fmt = fmt or ("extxyz" if out.suffix in (".xyz", ".extxyz") else None)
     indices = store.split_indices(split) if split else None
     count = 0
-    for batch in store.iter_batches(batch_frames, indices):
-        frames = batch.to_ase()
-        ase.io.write(out, frames, format=fmt, append=count > 0)
-        count += len(frames)
+    with FrameWriter(out, fmt=fmt, metadata=store.manifest.get("metadata")) as writer:
+        for batch in store.iter_batches(batch_frames, indices):
+            frames = batch.to_ase()
+            writer.write(frames)
+            count += len(frames)
     return count

@@ -11,10 +11,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from ase import Atoms
-from ase.io import Trajectory, write
-from ase.stress import voigt_6_to_full_3x3_stress
 
-from mlip.errors import ConfigError
+from mlip.io import FrameWriter, output_format
 from mlip.md.state import MDState, instantaneous_pressure, kinetic_energy, temperature_K, volume
 from mlip.units import GPa
 
@@ -22,7 +20,6 @@ __all__ = ["TrajectoryWriter", "ThermoLog", "THERMO_COLUMNS", "thermo_rows", "sy
 
 THERMO_COLUMNS = ("step", "time_ps", "system", "n_atoms", "T_K", "Epot_eV", "Ekin_eV", "Etot_eV",
                   "Econs_eV", "P_GPa", "V_A3", "nl_builds")
-_FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".traj": "traj", ".h5": "h5"}
 
 
 def system_paths(path: str | Path, n_graphs: int) -> list[Path]:
@@ -36,83 +33,55 @@ def system_paths(path: str | Path, n_graphs: int) -> list[Path]:
 class TrajectoryWriter:
     """Append frames of selected systems to one file per system (or one HDF5 store).
 
-    The format follows the suffix: ``.xyz``/``.extxyz`` (extended XYZ), ``.traj`` (ASE) or
-    ``.h5`` (an mlip snapshot store holding every system, frames tagged with ``system`` and
-    ``step``; committed at :meth:`flush`).
+    The format follows the suffix, as for every output of mlip (:mod:`mlip.io`):
+    ``.xyz``/``.extxyz`` (extended XYZ), ``.traj`` (ASE) or ``.h5`` (an mlip snapshot store
+    holding every system, frames tagged with ``system`` and ``step``; committed at :meth:`flush`).
 
     Args:
         path: output path. n_graphs: systems in the batch.
         append: keep existing files (restart) instead of overwriting them.
 
     Raises:
-        ConfigError: unknown suffix.
+        ConfigError: unknown suffix, naming the supported ones.
     """
 
     def __init__(self, path: str | Path, n_graphs: int, append: bool = False) -> None:
         path = Path(path)
-        self.format = _FORMATS.get(path.suffix.lower())
-        if self.format is None:
-            raise ConfigError(f"trajectory {path}: unknown suffix {path.suffix!r}; use one of "
-                              f"{sorted(_FORMATS)}")
+        self.format = output_format(path, what="trajectory")
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.paths = system_paths(path, n_graphs)
+        self._writers: dict[int, FrameWriter] = {}
         self._store = None
         if self.format == "h5":
-            from mlip.data.writer import StoreWriter
-
-            if path.exists() and not append:
-                raise ConfigError(f"trajectory store {path} already exists; remove it first "
-                                  "(only a restart appends to a store)")
-            self._store = StoreWriter(path, metadata={"provenance": "mlip md trajectory"})
+            self._store = FrameWriter(path, append=append,
+                                      metadata={"provenance": "mlip md trajectory"})
         elif not append:
             for p in self.paths:
                 p.unlink(missing_ok=True)
-        self._handles: dict[int, Trajectory] = {}
 
     def write(self, atoms: Sequence[Atoms], systems: Sequence[int], step: int) -> None:
         """Append ``atoms[k]`` as the next frame of system ``systems[k]`` at ``step``."""
         if self._store is not None:
-            self._write_store(atoms, systems, step)
+            self._store.write(atoms, [{"system": g, "step": step} for g in systems])
             return
         for frame, g in zip(atoms, systems):
-            frame.info["step"] = step
-            if self.format == "extxyz":
-                write(self.paths[g], frame, format="extxyz", append=True)
-            else:
-                if g not in self._handles:
-                    self._handles[g] = Trajectory(self.paths[g], "a")
-                self._handles[g].write(frame)
-
-    def _write_store(self, atoms: Sequence[Atoms], systems: Sequence[int], step: int) -> None:
-        from mlip.data.frames import FrameBuilder
-
-        builder = FrameBuilder()
-        for frame, g in zip(atoms, systems):
-            calc = frame.calc
-            results = {} if calc is None else calc.results
-            stress = results.get("stress")
-            if stress is not None:
-                stress = voigt_6_to_full_3x3_stress(stress)
-            builder.add(numbers=frame.numbers, positions=frame.positions,
-                        cell=np.asarray(frame.cell), pbc=frame.pbc,
-                        energy=results.get("energy", math.nan), forces=results.get("forces"),
-                        stress=stress, system=g, step=step, where=f"system {g} step {step}")
-        self._store.append(builder.build())
+            if g not in self._writers:
+                self._writers[g] = FrameWriter(self.paths[g], append=True)
+            self._writers[g].write([frame], [{"step": step}])
 
     def flush(self) -> None:
         """Make everything written so far durable (commits the HDF5 store)."""
         if self._store is not None:
-            self._store.commit()
+            self._store.flush()
 
     def close(self) -> None:
         """Flush and close all files."""
         if self._store is not None:
             self._store.close()
             self._store = None
-        for handle in self._handles.values():
-            handle.close()
-        self._handles = {}
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
 
 
 def thermo_rows(state: MDState, conserved: torch.Tensor, time_ps: float, nl_builds: int,

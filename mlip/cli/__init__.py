@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from mlip import __version__
@@ -28,7 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mlip`` console script; returns the exit status."""
+    """Entry point of the ``mlip`` console script; returns the exit status.
+
+    Every verb ends quietly (status 141, no traceback) when stdout is a closed pipe.
+    """
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
+    except SystemExit:  # argparse: --help, --version, usage errors
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _closed_pipe()
+        raise
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
@@ -46,3 +65,19 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         print(f"mlip {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _closed_pipe() -> int:
+    """End quietly when the reader of stdout went away (``mlip data info S | head -1``).
+
+    stdout is pointed at /dev/null so that the interpreter's final flush cannot raise again;
+    the status is 141 (128 + SIGPIPE), as for any Unix tool cut off by a closed pipe.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout has no file descriptor (captured): nothing will be flushed to it
+    finally:
+        os.close(devnull)
+    return 141

@@ -5,67 +5,103 @@ from __future__ import annotations
 import argparse
 import json
 
+from mlip.settings import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT_INTERVAL,
+    Group,
+    Range,
+    Setting,
+    Sum,
+)
+
+#: Compression filters of new shards (the same as mlip.data.schema.COMPRESSIONS; a test
+#: keeps them equal without importing the data package at CLI start).
+COMPRESSIONS = ("zstd", "lz4", "gzip", "lzf", "none")
+_SPLITS = ("train", "val", "test")
+
+IMPORT = Group("mlip data import SRC... -o STORE", (
+    Setting("--output", (str,), None, "store directory, e.g. store.h5", flags=("-o",),
+            required=True),
+    Setting("--format", (str,), None, "source format: extxyz, traj, ase-db, oc20, vasp, "
+            "pubchemqcr", nullable=True, default_text="from the file name"),
+    *(Setting(f"--{label}-key", (str,), None, f"name of the {label} field", nullable=True,
+              default_text="auto") for label in ("energy", "forces", "stress", "virial", "system")),
+    Setting("--on-error", (str,), "raise", "stop at the first bad frame, or skip and log it",
+            choices=("raise", "skip")),
+    Setting("--level-of-theory", (str,), None, "store metadata: the DFT level of theory",
+            nullable=True),
+    Setting("--license", (str,), None, "store metadata: the data's licence", nullable=True),
+    Setting("--energy-referencing", (str,), "total", "store metadata: what the energies are "
+            "relative to"),
+    Setting("--compression", (str,), "zstd", "filter of new shards", choices=COMPRESSIONS),
+    Setting("--shard-frames", (int,), 1 << 20, "frames per shard", range=AT_LEAST_ONE),
+))
+
+INFO = Group("mlip data info STORE", (
+    Setting("--json", (bool,), False, "print JSON instead of a table"),
+))
+
+SPLIT = Group("mlip data split STORE", (
+    Setting("--by", (str,), "trajectory", "what a split keeps together: whole trajectories "
+            "(alias system: no leakage) or single frames",
+            choices=("trajectory", "system", "frame")),
+    Setting("--fractions", (list,), [0.9, 0.05, 0.05], "fractions of train, val (and test)",
+            item=float, length=(2, 3), range=UNIT_INTERVAL),
+    Setting("--seed", (int,), 0, "seed of the permutation", range=NON_NEGATIVE),
+), rules=(Sum(("--fractions",), Range(1, 1)),))
+
+STATS = Group("mlip data stats STORE", (
+    Setting("--split", (str,), None, "statistics of this split only", choices=_SPLITS,
+            nullable=True, default_text="all frames"),
+    Setting("--cutoff", (float,), None, "also count neighbours within this cutoff", unit="Å",
+            range=POSITIVE, nullable=True),
+))
+
+EXPORT = Group("mlip data export STORE -o FILE", (
+    Setting("--output", (str,), None, "new file; the format follows the extension (.xyz, "
+            ".extxyz, .traj, .h5)", flags=("-o",), required=True),
+    Setting("--split", (str,), None, "export this split only", choices=_SPLITS, nullable=True,
+            default_text="all frames"),
+    Setting("--format", (str,), None, "output format", choices=("extxyz", "traj", "h5"),
+            nullable=True, default_text="from -o"),
+))
+
+GROUPS = (IMPORT, INFO, SPLIT, STATS, EXPORT)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mlip data {import,info,split,stats,export}``."""
     parser = subparsers.add_parser("data", help="build and inspect snapshot stores")
     verbs = parser.add_subparsers(dest="data_command", metavar="VERB", required=True)
 
-    _add_import(verbs)
-
-    p = verbs.add_parser("info", help="counts, elements, label coverage, size")
-    p.add_argument("store")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_info)
-
-    p = verbs.add_parser("split", help="train/val/test split without trajectory leakage")
-    p.add_argument("store")
-    p.add_argument("--by", choices=("trajectory", "system", "frame"), default="trajectory")
-    p.add_argument("--fractions", type=float, nargs="+", default=[0.9, 0.05, 0.05])
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_split)
-
-    p = verbs.add_parser("stats", help="E0 fit, mean energy per atom, force RMS, neighbours")
-    p.add_argument("store")
-    p.add_argument("--split", default=None, help="train, val or test (default: all frames)")
-    p.add_argument("--cutoff", type=float, default=None, help="Å; also count neighbours")
-    p.set_defaults(func=_stats)
-
-    p = verbs.add_parser("export", help="write frames back to extxyz (or any ASE format)")
-    p.add_argument("store")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--split", default=None)
-    p.add_argument("--format", default=None)
-    p.set_defaults(func=_export)
-
-
-def _add_import(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "import", help="import extxyz/traj/db/OC20/VASP/PubChemQCR files (resumable)"
     )
     p.add_argument("sources", nargs="+", metavar="SRC")
-    p.add_argument("-o", "--output", required=True, help="store directory, e.g. store.h5")
-    p.add_argument(
-        "--format",
-        default=None,
-        help="extxyz, traj, ase-db, oc20, vasp, pubchemqcr (default: from the file name)",
-    )
-    for label in ("energy", "forces", "stress", "virial", "system"):
-        p.add_argument(
-            f"--{label}-key", default=None, help=f"name of the {label} field (default: auto)"
-        )
-    p.add_argument(
-        "--on-error",
-        choices=("raise", "skip"),
-        default="raise",
-        help="stop at the first bad frame, or skip and log it",
-    )
-    p.add_argument("--level-of-theory", default=None)
-    p.add_argument("--license", default=None)
-    p.add_argument("--energy-referencing", default="total")
-    p.add_argument("--compression", default="zstd", help="zstd, lz4, gzip, lzf or none")
-    p.add_argument("--shard-frames", type=int, default=1 << 20)
-    p.set_defaults(func=_import)
+    IMPORT.add_arguments(p)
+    p.set_defaults(func=IMPORT.bind(_import))
+
+    p = verbs.add_parser("info", help="counts, elements, label coverage, size")
+    p.add_argument("store")
+    INFO.add_arguments(p)
+    p.set_defaults(func=INFO.bind(_info))
+
+    p = verbs.add_parser("split", help="train/val/test split without trajectory leakage")
+    p.add_argument("store")
+    SPLIT.add_arguments(p)
+    p.set_defaults(func=SPLIT.bind(_split))
+
+    p = verbs.add_parser("stats", help="E0 fit, mean energy per atom, force RMS, neighbours")
+    p.add_argument("store")
+    STATS.add_arguments(p)
+    p.set_defaults(func=STATS.bind(_stats))
+
+    p = verbs.add_parser("export", help="write frames to .xyz/.extxyz, .traj or a .h5 store")
+    p.add_argument("store")
+    EXPORT.add_arguments(p)
+    p.set_defaults(func=EXPORT.bind(_export))
 
 
 def _import(args: argparse.Namespace) -> int:

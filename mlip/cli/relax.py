@@ -5,7 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mlip.cli._simulation import add_potential_arguments, load_potential
+from mlip.cli._simulation import POTENTIAL_SETTINGS, load_potential
+from mlip.settings import NON_NEGATIVE, POSITIVE, Group, OnlyWith, Setting
+
+SETTINGS = Group("mlip relax MODEL IN", (
+    Setting("--output", (str,), None, "relaxed structures, format by extension: .xyz, .extxyz, "
+            ".traj or .h5 store", nullable=True, flags=("-o",), default_text="IN_STEM.relaxed.xyz"),
+    Setting("--fmax", (float,), 0.01, "force threshold", unit="eV/Å", range=POSITIVE),
+    Setting("--cell", (bool,), False, "relax the cell too (needs pbc)"),
+    Setting("--steps", (int,), 1000, "maximum FIRE steps", range=NON_NEGATIVE),
+    Setting("--pressure", (float,), 0.0, "external pressure of the cell relaxation", unit="GPa"),
+    *POTENTIAL_SETTINGS,
+), rules=(OnlyWith("--pressure", "--cell", (True,)),))
+
+GROUPS = (SETTINGS,)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,27 +29,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cell also relaxes the cell through a Fréchet cell filter.")
     parser.add_argument("model", help="potential file written by mlip train / save_model")
     parser.add_argument("input", help="structure file (all frames are relaxed)")
-    parser.add_argument("-o", "--output", help="relaxed structures (default: IN_STEM.relaxed.xyz)")
-    parser.add_argument("--fmax", type=float, default=0.01, help="force threshold, eV/Å")
-    parser.add_argument("--cell", action="store_true", help="relax the cell too (needs pbc)")
-    parser.add_argument("--steps", type=int, default=1000, help="maximum FIRE steps")
-    parser.add_argument("--pressure", type=float, default=0.0, help="external pressure, GPa")
-    add_potential_arguments(parser)
-    parser.set_defaults(func=run)
+    SETTINGS.add_arguments(parser)
+    parser.set_defaults(func=SETTINGS.bind(run))
 
 
 def run(args: argparse.Namespace) -> int:
     """Relax, write the structures and print one line per structure."""
     import ase.io
 
+    from mlip.io import output_format, write_frames
     from mlip.md import run_relax
 
+    output = args.output or str(Path(args.input).with_suffix("")) + ".relaxed.xyz"
+    output_format(output)  # an unsupported extension is refused before any work
     structures = ase.io.read(args.input, index=":")
     result = run_relax(load_potential(args), structures, fmax=args.fmax, relax_cell=args.cell,
                        steps=args.steps, pressure_GPa=args.pressure, skin=args.skin,
                        device=args.device, progress=True)
-    output = args.output or str(Path(args.input).with_suffix("")) + ".relaxed.xyz"
-    ase.io.write(output, result.atoms, format="extxyz")
+    write_frames(output, result.atoms)
     print(result.summary())
     print(f"relaxed structures: {output}")
     return 0 if all(result.converged) else 1

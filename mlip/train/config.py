@@ -73,6 +73,13 @@ CONFIG = Group("training config (mlip train CONFIG.yaml, --set KEY=VALUE)", (
     Setting("data.e0", (str, dict), "auto", "reference energies E0: auto (isolated_atoms if "
             "given, else least squares), least_squares, isolated, or {symbol: eV}",
             choices=("auto", "least_squares", "isolated"), item=float),
+    Setting("data.energy_key", (str,), None, "info key of the total energy (null: the first "
+            "of energy, REF_energy, dft_energy, DFT_energy, total_energy)", nullable=True),
+    Setting("data.forces_key", (str,), None, "arrays key of the forces (null: the first of "
+            "forces, REF_forces, dft_forces, DFT_forces)", nullable=True),
+    Setting("data.stress_key", (str,), None, "info key of the stress, ASE sign, 3x3 or Voigt "
+            "(null: the first of stress, REF_stress, dft_stress, DFT_stress, or -virial/V)",
+            nullable=True),
     Setting("data.config_type_weights", (dict,), {}, "loss weight per config_type of the "
             "frames' info", item=float, range=NON_NEGATIVE),
     Setting("data.streaming", (bool,), False, "stream a split store batch by batch instead of "

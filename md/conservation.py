@@ -50,7 +50,8 @@ def nve_conservation(model: Potential | str | os.PathLike, atoms: Atoms, *, time
 
     Args:
         model: a potential or checkpoint path (run it in float64 for meaningful numbers).
-        atoms: the structure (``FixAtoms``/``FixCom`` honoured). timestep_fs: fs. duration_fs: measured length, fs.
+        atoms: the structure (``FixAtoms``/``FixCom`` honoured). timestep_fs: fs.
+        duration_fs: measured length, fs.
         temperature_K: initial temperature, K. seed: momenta seed.
         equilibration_fs: NVE time discarded before measuring, fs.
         skin: neighbour-list skin, Å. device: torch device.

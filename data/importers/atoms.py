@@ -17,7 +17,14 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from mlip.errors import InvalidStructureError
 
-__all__ = ["LabelKeys", "FrameFields", "atoms_to_record", "fields_to_record", "SYSTEM_KEYS"]
+__all__ = [
+    "LabelKeys",
+    "FrameFields",
+    "atoms_to_record",
+    "fields_to_record",
+    "find_labels",
+    "SYSTEM_KEYS",
+]
 
 ENERGY_KEYS = ("energy", "REF_energy", "dft_energy", "DFT_energy", "total_energy")
 FORCES_KEYS = ("forces", "REF_forces", "dft_forces", "DFT_forces")
@@ -133,22 +140,40 @@ def fields_to_record(frame: FrameFields, keys: LabelKeys, where: str, **ids) -> 
         **ids: per-frame values overriding the detected ones (``system``, ``step``, ``source``,
             ``source_frame``, ``lot``, ``reference_energy``, ...).
     """
-    energy = _lookup(frame, (keys.energy,) if keys.energy else ENERGY_KEYS, False)
-    forces = _lookup(frame, (keys.forces,) if keys.forces else FORCES_KEYS, True)
+    energy, forces, stress = find_labels(frame, keys, where)
     record = {
         "numbers": frame.numbers,
         "positions": frame.positions,
         "cell": frame.cell,
         "pbc": frame.pbc,
-        "energy": float("nan") if energy is None else _scalar(energy, where),
-        "forces": None if forces is None else np.asarray(forces, dtype=np.float64),
-        "stress": _stress(frame, keys, where),
+        "energy": float("nan") if energy is None else energy,
+        "forces": forces,
+        "stress": stress,
         "where": where,
         "atom_extras": _atom_extras(frame),
     }
     record.update(_frame_extras(frame, keys))
     record.update(ids)
     return record
+
+
+def find_labels(
+    frame: FrameFields, keys: LabelKeys, where: str
+) -> tuple[float | None, np.ndarray | None, np.ndarray | None]:
+    """The energy (eV), forces ((n_atoms, 3) eV/Å) and stress ((3, 3) eV/Å³, ASE sign) of a
+    frame, each None when absent: under the names in ``keys``, else the first common name found
+    (``energy``, ``REF_energy`` (MACE), ``dft_energy``, ...; stress also from a virial).
+
+    Raises:
+        InvalidStructureError: a label of the wrong shape, naming ``where``.
+    """
+    energy = _lookup(frame, (keys.energy,) if keys.energy else ENERGY_KEYS, False)
+    forces = _lookup(frame, (keys.forces,) if keys.forces else FORCES_KEYS, True)
+    return (
+        None if energy is None else _scalar(energy, where),
+        None if forces is None else np.asarray(forces, dtype=np.float64),
+        _stress(frame, keys, where),
+    )
 
 
 def _scalar(value, where: str) -> float:

@@ -47,7 +47,8 @@ def train(
         resume: continue the run in ``run_dir`` from its ``last.ckpt``.
 
     Raises:
-        ConfigError: bad configuration, or a fresh run in a directory that already has a checkpoint.
+        ConfigError: bad configuration, a fresh run in a directory that already has a checkpoint,
+            or a resume of a run that already reached its epoch, step or time limit (naming it).
     """
     run_dir = Path(run_dir)
     state = None
@@ -105,6 +106,12 @@ def _run(
     trainer = Trainer(config, run_dir, splits, model, stats, ctx)
     if state is not None:
         trainer.load_state(state)
+        spent = trainer.spent_limits()
+        if spent:
+            raise ConfigError(
+                f"nothing to resume in {run_dir}: the run already reached "
+                f"{' and '.join(spent)}; raise the limit to train on"
+            )
     best = trainer.fit()
     if ctx.is_main:
         _final_report(best, splits, config, ctx)

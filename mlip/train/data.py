@@ -18,13 +18,16 @@ import ase.io
 import numpy as np
 import torch
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 
+from mlip.data.importers.atoms import FrameFields, LabelKeys, find_labels
 from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
 
 __all__ = [
     "FrameSet",
     "read_frames",
+    "label_keys",
     "resolve_path",
     "load_frameset",
     "split_frameset",
@@ -89,19 +92,25 @@ class FrameSet:
 
 
 def read_frames(
-    paths: str | os.PathLike | Sequence[str | os.PathLike], max_frames: int | None = None
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    max_frames: int | None = None,
+    keys: LabelKeys | None = None,
 ) -> list[Atoms]:
     """Read every frame of ASE-readable files or mlip stores (see :func:`resolve_path`).
 
+    Labels of files are found as ``mlip data import`` finds them (:func:`find_labels`: the names
+    in ``keys``, else ``energy``/``REF_energy``/``dft_energy``/..., ``forces``/``REF_forces``/...,
+    ``stress``/``REF_stress``/... or a virial) and attached as the frames' calculator results.
+
     Raises:
-        ConfigError: a path that does not exist or holds no frames.
+        ConfigError: a path that does not exist, cannot be read or holds no frames.
     """
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     frames: list[Atoms] = []
     for path in map(resolve_path, paths):
         if not path.exists():
             raise ConfigError(f"data file {path} does not exist")
-        read = read_store(path)["all"] if is_store(path) else ase.io.read(path, index=":")
+        read = read_store(path)["all"] if is_store(path) else _read_file(path, keys or LabelKeys())
         if not read:
             raise ConfigError(f"data file {path} holds no frames")
         _name_systems(read, path)
@@ -109,6 +118,37 @@ def read_frames(
         if max_frames is not None and len(frames) >= max_frames:
             return frames[:max_frames]
     return frames
+
+
+def _read_file(path: Path, keys: LabelKeys) -> list[Atoms]:
+    """Every frame of an ASE-readable file, with its labels as calculator results.
+
+    Raises:
+        ConfigError: one line naming the file and what ASE could not parse.
+        InvalidStructureError: a label of the wrong shape (naming the file and frame).
+    """
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as exc:  # ASE raises anything from ValueError to StopIteration on garbage
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(
+            f"cannot read data file {path} ({type(exc).__name__}: {reason[:200]}); give an "
+            "ASE-readable file (extxyz, traj, ...) or an mlip store"
+        ) from None
+    for k, atoms in enumerate(frames):
+        found = find_labels(FrameFields.from_atoms(atoms), keys, f"{path} frame {k}")
+        labels = dict(zip(("energy", "forces", "stress"), found))
+        atoms.calc = SinglePointCalculator(
+            atoms, **{name: value for name, value in labels.items() if value is not None}
+        )
+    return frames
+
+
+def label_keys(data: Mapping) -> LabelKeys:
+    """The label names of the ``data`` config section (``energy_key``, ``forces_key``,
+    ``stress_key``; None: auto-detect)."""
+    return LabelKeys(energy=data.get("energy_key"), forces=data.get("forces_key"),
+                     stress=data.get("stress_key"))
 
 
 def resolve_path(path: str | os.PathLike) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlip.data.importers.atoms import LabelKeys
 from mlip.graph import AtomicGraph
 from mlip.models import Potential
 from mlip.train.data import FrameSet
@@ -127,11 +128,14 @@ def evaluate_potential(
     device: str = "auto",
     max_frames: int | None = None,
     split: str | None = None,
+    keys: LabelKeys | None = None,
 ) -> tuple[str, list[Path]]:
     """Load a potential, evaluate it on data files, write parity plots.
 
     Args:
         split: ``train``, ``val`` or ``test``: only that split of each (split) store.
+        keys: label names in the files (None: auto-detect ``energy``/``REF_energy``/...,
+            as training does).
 
     Returns:
         the metrics table (text) and the paths of the plots written.
@@ -145,7 +149,7 @@ def evaluate_potential(
     from mlip.train.metrics import format_table
 
     model = load_model(model_path, device=resolve_device(device))
-    frames = load_frameset(_read(data, split, max_frames), model.cutoff, str(data))
+    frames = load_frameset(_read(data, split, max_frames, keys), model.cutoff, str(data))
     metrics = evaluate(
         model,
         frames,
@@ -161,13 +165,16 @@ def evaluate_potential(
     return f"{len(frames)} frames\n{table}", plots
 
 
-def _read(data: str | os.PathLike | list, split: str | None, max_frames: int | None) -> list:
+def _read(
+    data: str | os.PathLike | list, split: str | None, max_frames: int | None,
+    keys: LabelKeys | None,
+) -> list:
     """Frames of ``data`` (only ``split`` of each store when given)."""
     from mlip.errors import ConfigError
     from mlip.train.data import is_store, read_frames, read_store, resolve_path
 
     if split is None:
-        return read_frames(data, max_frames)
+        return read_frames(data, max_frames, keys)
     frames = []
     for path in [data] if isinstance(data, (str, os.PathLike)) else data:
         parts = read_store(path, max_frames) if is_store(resolve_path(path)) else {}

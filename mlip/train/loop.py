@@ -150,6 +150,22 @@ class Trainer:
             done = done or float(self.ctx.all_reduce(late)) > 0
         return done
 
+    def spent_limits(self) -> list[str]:
+        """The limits of ``train`` that the progress has reached, each with a ``--set`` that
+        raises it (empty while training can go on)."""
+        train, p = self.config["train"], self.progress
+        spent = []
+        if p.epoch >= int(train["max_epochs"]):
+            spent.append(f"train.max_epochs = {train['max_epochs']} (epoch {p.epoch}; e.g. "
+                         f"--set train.max_epochs={2 * int(train['max_epochs'])})")
+        if train["max_steps"] is not None and p.step >= int(train["max_steps"]):
+            spent.append(f"train.max_steps = {train['max_steps']} (step {p.step}; e.g. "
+                         f"--set train.max_steps={2 * int(train['max_steps'])})")
+        if train["max_time_s"] is not None and p.elapsed_s >= float(train["max_time_s"]):
+            spent.append(f"train.max_time_s = {train['max_time_s']} ({p.elapsed_s:.0f} s trained;"
+                         f" e.g. --set train.max_time_s={2 * float(train['max_time_s']):g})")
+        return spent
+
     def _run_epoch(self) -> None:
         p = self.progress
         n_batches = self.train_batches.n_batches(p.epoch, self.ctx.rank, self.ctx.world_size)

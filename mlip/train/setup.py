@@ -28,6 +28,7 @@ from mlip.models.registry import check_hparams
 from mlip.train.data import (
     FrameSet,
     is_store,
+    label_keys,
     load_frameset,
     read_frames,
     read_store,
@@ -79,8 +80,9 @@ def prepare_data(data: Mapping[str, Any], seed: int = 0) -> Splits:
                 for name, frames in zip(("train", "val", "test"), stored)
             )
         )
+    keys = label_keys(data)
     full = load_frameset(
-        read_frames(data["train"], data["max_frames"]), cutoff, str(data["train"]), weights
+        read_frames(data["train"], data["max_frames"], keys), cutoff, str(data["train"]), weights
     )
     fractions = [
         1.0,
@@ -89,9 +91,11 @@ def prepare_data(data: Mapping[str, Any], seed: int = 0) -> Splits:
     ]
     train, valid, test = split_frameset(full, fractions, int(data["split_seed"]))
     if data["valid"]:
-        valid = load_frameset(read_frames(data["valid"]), cutoff, str(data["valid"]), weights)
+        valid = load_frameset(read_frames(data["valid"], None, keys), cutoff, str(data["valid"]),
+                              weights)
     if data["test"]:
-        test = load_frameset(read_frames(data["test"]), cutoff, str(data["test"]), weights)
+        test = load_frameset(read_frames(data["test"], None, keys), cutoff, str(data["test"]),
+                             weights)
     for name, part in (("training", train), ("validation", valid)):
         if len(part) == 0:
             raise ConfigError(
@@ -113,7 +117,7 @@ def _store_splits(data: Mapping[str, Any]) -> tuple[list, list, list] | None:
     parts = read_store(train, data["max_frames"])
     if "train" not in parts:
         return None
-    test = read_frames(data["test"]) if data["test"] else parts["test"]
+    test = read_frames(data["test"], None, label_keys(data)) if data["test"] else parts["test"]
     return parts["train"], parts["val"], test
 
 

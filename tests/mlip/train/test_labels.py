@@ -95,3 +95,44 @@ def test_an_underdetermined_e0_fit_of_a_streamed_store_names_the_elements(
     config["data"]["e0"] = "least_squares"
     with pytest.raises(ConfigError, match=r"do not separate the E0 of O, Hf"):
         train(config, tmp_path / "run")
+
+
+def _relabel(frames, energy, forces):
+    """Copies of ``frames`` whose labels sit under other names (info/arrays, no calculator)."""
+    out = []
+    for original in frames:
+        atoms = original.copy()
+        atoms.info[energy] = original.get_potential_energy()
+        atoms.arrays[forces] = original.get_forces()
+        out.append(atoms)
+    return out
+
+
+def test_mace_ref_keys_are_read_by_train_and_eval(tiny_config, tmp_path, bpa_frames):
+    from mlip.train.evaluate import evaluate_potential
+
+    ase.io.write(tmp_path / "ref.xyz", _relabel(bpa_frames[:8], "REF_energy", "REF_forces"))
+    tiny_config["data"].update(train=str(tmp_path / "ref.xyz"), max_frames=None)
+    tiny_config["train"]["max_steps"] = 2
+    best = train(tiny_config, tmp_path / "run")
+    row = read_metrics(tmp_path / "run")[-1]
+    assert row["valid_energy_frames"] == 2 and row["valid_forces_frames"] == 2
+    table, _ = evaluate_potential(best, tmp_path / "ref.xyz", tmp_path / "eval")
+    assert table.splitlines()[-1].split()[-1] == "8/8/0"  # frames E/F/S
+
+
+def test_label_key_overrides(tiny_config, tmp_path, bpa_frames):
+    ase.io.write(tmp_path / "mine.xyz", _relabel(bpa_frames[:8], "my_E", "my_F"))
+    tiny_config["data"].update(train=str(tmp_path / "mine.xyz"), max_frames=None,
+                               energy_key="my_E", forces_key="my_F")
+    tiny_config["train"]["max_steps"] = 2
+    train(tiny_config, tmp_path / "run")
+    assert read_metrics(tmp_path / "run")[-1]["valid_forces_frames"] == 2
+
+
+def test_a_garbage_data_file_is_a_one_line_error(tiny_config, tmp_path):
+    (tmp_path / "garbage.xyz").write_bytes(bytes(range(256)) * 8)
+    tiny_config["data"].update(train=str(tmp_path / "garbage.xyz"), max_frames=None)
+    with pytest.raises(ConfigError, match=r"cannot read data file .*garbage.xyz \(") as error:
+        train(tiny_config, tmp_path / "run")
+    assert "\n" not in str(error.value)

@@ -1,27 +1,33 @@
-"""What ``mlip relax`` and ``mlip md`` share: how the potential is loaded and run."""
+"""What ``mlip relax`` and ``mlip md`` share: the potential's settings, and how it is loaded."""
 
 from __future__ import annotations
 
 import argparse
 from typing import TYPE_CHECKING
 
+from mlip.settings import DEVICE_PATTERN, NON_NEGATIVE, Setting, resolve_device
+
 if TYPE_CHECKING:  # the CLI imports torch only when a verb runs
     from mlip.models import Potential
 
-
-def add_potential_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--device``, ``--skin`` and ``--compile``."""
-    parser.add_argument("--device", default="cpu", help="torch device")
-    parser.add_argument("--skin", type=float, default=1.0, help="neighbour-list skin, Å")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the energy, forces and stress (the first step "
-                             "compiles, seconds to minutes; pays off for long runs of small "
-                             "systems or cheap models)")
+#: ``--device``, ``--skin`` and ``--compile``, declared once for both verbs.
+POTENTIAL_SETTINGS = (
+    Setting("--device", (str,), "auto", "torch device (auto: a GPU if torch sees one, else the "
+            "CPU)", pattern=DEVICE_PATTERN),
+    Setting("--skin", (float,), 1.0, "neighbour-list skin", unit="Å", range=NON_NEGATIVE),
+    Setting("--compile", (bool,), False, "torch.compile the energy, forces and stress (the "
+            "first step compiles, seconds to minutes; pays off for long runs of small systems "
+            "or cheap models)"),
+)
 
 
 def load_potential(args: argparse.Namespace) -> Potential:
-    """The potential of ``args.model`` on ``args.device``, compiled if ``args.compile``."""
+    """The potential of ``args.model`` on ``args.device``, compiled if ``args.compile``.
+
+    ``args.device`` becomes the resolved torch device (:func:`mlip.settings.resolve_device`).
+    """
     from mlip.md.force_field import resolve_model
 
+    args.device = resolve_device(args.device, setting="--device")
     model = resolve_model(args.model, device=args.device)
     return model.enable_compile() if args.compile else model

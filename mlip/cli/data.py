@@ -64,8 +64,8 @@ EXPORT = Group("mlip data export STORE -o FILE", (
             ".extxyz, .traj, .h5)", flags=("-o",), required=True),
     Setting("--split", (str,), None, "export this split only", choices=_SPLITS, nullable=True,
             default_text="all frames"),
-    Setting("--format", (str,), None, "output format", choices=("extxyz", "traj", "h5"),
-            nullable=True, default_text="from -o"),
+    Setting("--format", (str,), None, "output format: extxyz, traj or h5 (checked by "
+            "mlip.io.output_format)", nullable=True, default_text="from -o"),
 ))
 
 GROUPS = (IMPORT, INFO, SPLIT, STATS, EXPORT)

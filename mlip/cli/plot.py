@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mlip.settings import Group, Setting
+
+SETTINGS = Group("mlip plot RUN_DIR | FILE.csv", (
+    Setting("--out", (str,), None, "PNG path", nullable=True, flags=("-o",),
+            default_text="next to the source"),
+))
+
+GROUPS = (SETTINGS,)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``plot`` verb."""
@@ -12,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "plot", help="PNG learning curves of a run dir, or plots of a CSV log"
     )
     parser.add_argument("source", help="training run directory or CSV file (e.g. an MD thermo.csv)")
-    parser.add_argument("-o", "--out", help="PNG path (default: next to the source)")
-    parser.set_defaults(func=run)
+    SETTINGS.add_arguments(parser)
+    parser.set_defaults(func=SETTINGS.bind(run))
 
 
 def run(args: argparse.Namespace) -> int:

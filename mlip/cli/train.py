@@ -5,6 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mlip.settings import Group, Setting
+
+SETTINGS = Group("mlip train CONFIG.yaml", (
+    Setting("--run-dir", (str,), None, "output directory", nullable=True, flags=("-o",),
+            default_text="runs/CONFIG_STEM"),
+    Setting("--resume", (str,), None, "continue the run in RUN_DIR from its last.ckpt",
+            nullable=True, metavar="RUN_DIR"),
+    Setting("--set", (list,), [], "override config keys: KEY=VALUE ... (values are YAML; see "
+            "the training config table)", item=str, metavar="KEY=VALUE"),
+))
+
+GROUPS = (SETTINGS,)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` verb."""
@@ -17,19 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("config", nargs="?", help="YAML config file, or the name of a shipped "
                         "example (facet, tdn, equiformer_v3); not needed with --resume")
-    parser.add_argument("-o", "--run-dir", help="output directory (default: runs/<config name>)")
-    parser.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.ckpt"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )
-    parser.set_defaults(func=run)
+    SETTINGS.add_arguments(parser)
+    parser.set_defaults(func=SETTINGS.bind(run))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from mlip.train import shipped_config, train
 
     if args.resume:
-        best = train(None, args.resume, overrides=args.overrides, resume=True)
+        best = train(None, args.resume, overrides=args.set, resume=True)
     else:
         if not args.config:
             raise ConfigError("give a config file (mlip train CONFIG.yaml) or --resume RUN_DIR")
@@ -46,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
         if not config.exists() and shipped_config(args.config).is_file():
             config = shipped_config(args.config)
         run_dir = args.run_dir or str(Path("runs") / config.stem)
-        best = train(config, run_dir, overrides=args.overrides)
+        best = train(config, run_dir, overrides=args.set)
     print(f"best potential: {best}")
     return 0

@@ -105,6 +105,7 @@ class Setting:
         required: no default: the value must be given.
         flags: extra option strings (``-o``).
         default_text: how the default reads when it is not a plain value ("IN_STEM.xyz").
+        metavar: the value's name in ``--help`` ("N", "KEY=VALUE").
     """
 
     name: str
@@ -121,6 +122,7 @@ class Setting:
     required: bool = False
     flags: tuple[str, ...] = ()
     default_text: str | None = None
+    metavar: str | None = None
 
     @property
     def dest(self) -> str:
@@ -193,22 +195,23 @@ class Setting:
             items = [self._scalar(v, (self.item,) if self.item else (int, float, str, bool), value)
                      for v in value]
             if self.length and not self.length[0] <= len(items) <= self.length[1]:
-                self._refuse(value)
+                self._refuse(items)
             return items
         if isinstance(value, Mapping) and dict in self.types:
             kinds = (self.item,) if self.item else (int, float, str, bool)
             return {str(k): self._scalar(v, kinds, value) for k, v in value.items()}
-        return self._scalar(value, self.types, value)
+        return self._scalar(value, self.types)
 
-    def _scalar(self, value: Any, types: tuple[type, ...], shown: Any) -> Any:
-        """One value checked against ``types`` (and the choices, pattern and range)."""
+    def _scalar(self, value: Any, types: tuple[type, ...], container: Any = None) -> Any:
+        """One value checked against ``types`` (and the choices, pattern and range); an error
+        quotes the whole ``container`` it came from, else the value as read (``-5``)."""
         if isinstance(value, str):
             if str in types and self._text_ok(value):
                 return value
             value = _number(value, types)
         if isinstance(value, bool):
             if bool not in types:
-                self._refuse(shown)
+                self._refuse(value if container is None else container)
             return value
         if isinstance(value, int) and int not in types and float in types:
             value = float(value)
@@ -217,7 +220,7 @@ class Setting:
         if not isinstance(value, tuple(t for t in types if t in (int, float))) or not (
             math.isfinite(value) and (self.range is None or value in self.range)
         ):
-            self._refuse(shown)
+            self._refuse(value if container is None else container)
         return value
 
     def _text_ok(self, text: str) -> bool:
@@ -368,9 +371,14 @@ class Group:
                 parser.add_argument(*s.flags, s.name, action="store_true", default=None,
                                     help=helptext)
                 continue
-            metavar = "{" + ",".join(s.choices) + "}" if s.types == (str,) and s.choices else None
-            parser.add_argument(*s.flags, s.name, default=None, help=helptext, metavar=metavar,
-                                nargs="+" if list in s.types else None)
+            metavar = s.metavar or ("{" + ",".join(s.choices) + "}"
+                                    if s.types == (str,) and s.choices else None)
+            if list in s.types:  # repeatable and several per option: --set a=1 --set b=2 c=3
+                parser.add_argument(*s.flags, s.name, default=None, help=helptext,
+                                    metavar=metavar, action="extend", nargs="+")
+            else:
+                parser.add_argument(*s.flags, s.name, default=None, help=helptext,
+                                    metavar=metavar)
 
     def apply(self, args: argparse.Namespace, keep_unset: Collection[str] = ()
               ) -> argparse.Namespace:
@@ -441,7 +449,7 @@ def resolve_device(name: str, *, setting: str = "device", local_rank: int = 0) -
 
 #: Modules whose ``GROUPS`` are documented in docs/settings.md, in this order.
 DOCUMENTED = ("mlip.train.config", "mlip.cli.train", "mlip.cli.eval", "mlip.cli.plot",
-              "mlip.cli.relax", "mlip.cli.md", "mlip.cli.data")
+              "mlip.cli.relax", "mlip.cli.md", "mlip.cli.data", "mlip.cli.demo")
 
 _HEADER = """# Settings
 

@@ -91,7 +91,7 @@ def test_setting_checks_text_like_typed_values():
     fractions = Setting("--f", (list,), [0.5, 0.5], "fractions", item=float, length=(2, 3),
                         range=FRACTION)
     assert fractions.check(["0.25", "0.75"]) == [0.25, 0.75]
-    with pytest.raises(ConfigError, match=r"--f = \['0.5'\]: allowed a list of 2 to 3 numbers"):
+    with pytest.raises(ConfigError, match=r"--f = \[0.5\]: allowed a list of 2 to 3 numbers"):
         fractions.check(["0.5"])
 
 

@@ -22,6 +22,7 @@ import torch
 from mlip.data import SnapshotStore, import_files
 from mlip.md import MDOutputs, make_integrator, nve_conservation, plot_thermo, run_md, run_relax
 from mlip.models import load_model
+from mlip.settings import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Group, Setting
 from mlip.train import shipped_config, train
 from mlip.train.plot import plot_learning_curves
 
@@ -29,6 +30,18 @@ log = logging.getLogger("mlip.demo")
 
 DATASET = "3bpa_train_300K.xyz"
 ISOLATED_ATOMS = "3bpa_iso_atoms.xyz"
+
+
+SETTINGS = Group("mlip demo", (
+    Setting("--out", (str,), "mlip-demo", "output folder", flags=("-o",)),
+    Setting("--train-seconds", (float,), 150.0, "wall-clock budget of the training loop",
+            unit="s", range=POSITIVE),
+    Setting("--md-steps", (int,), 2000, "NVT steps (0.5 fs each)", range=NON_NEGATIVE),
+    Setting("--replicas", (int,), 4, "molecules simulated as one batch", range=AT_LEAST_ONE),
+    Setting("--retrain", (bool,), False, "train again even if a model exists"),
+))
+
+GROUPS = (SETTINGS,)
 
 
 def bundled_path(name: str) -> str:
@@ -44,19 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "-o", "--out", default="mlip-demo", help="output folder (default mlip-demo)"
-    )
-    parser.add_argument(
-        "--train-seconds",
-        type=float,
-        default=150.0,
-        help="wall-clock budget of the training loop, s (default 150)",
-    )
-    parser.add_argument("--md-steps", type=int, default=2000, help="NVT steps (0.5 fs each)")
-    parser.add_argument("--replicas", type=int, default=4, help="molecules simulated as one batch")
-    parser.add_argument("--retrain", action="store_true", help="train again even if a model exists")
-    parser.set_defaults(func=run)
+    SETTINGS.add_arguments(parser)
+    parser.set_defaults(func=SETTINGS.bind(run))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ global batch. Multi-node runs add ``--nnodes``, ``--node_rank`` and a rendezvous
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -64,10 +65,15 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def init_distributed(device_name: str) -> DistributedContext:
-    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1)."""
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1).
+
+    Ranks other than 0 log errors only (the ``mlip`` loggers), so a K-process run logs once.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if rank != 0:
+        logging.getLogger("mlip").setLevel(logging.ERROR)
     device = resolve_device(device_name, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -178,8 +179,7 @@ class Trainer:
             desc=f"epoch {p.epoch}",
             leave=False,
             unit="batch",
-            # None: shown on a terminal only (not in redirected logs)
-            disable=None if self.ctx.is_main and self.config["train"]["progress"] else True,
+            disable=not self._show_progress(),
         )
         for number, names, graph in self.train_batches.batches(
             p.epoch, self.ctx.rank, self.ctx.world_size, p.batch
@@ -210,6 +210,18 @@ class Trainer:
             self._evaluate(accumulator, epoch_done)
         p.train_sums = [] if epoch_done else accumulator.state()
         self._fit_schedule_to_time()
+
+    def _show_progress(self) -> bool:
+        """The bar is drawn by rank 0, with ``train.progress``, on a terminal only (never into
+        redirected output or logs)."""
+        stream = sys.stderr
+        return bool(
+            self.ctx.is_main
+            and self.config["train"]["progress"]
+            and stream is not None
+            and hasattr(stream, "isatty")
+            and stream.isatty()
+        )
 
     def _fit_schedule_to_time(self) -> None:
         """``schedule.fit_to_time``: size the cosine to the time budget, once, from the mean

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 from ase.data import chemical_symbols
@@ -12,10 +12,13 @@ from torch import nn
 
 from mlip.errors import ConfigError, UnknownElementError
 from mlip.graph import AtomicGraph
+from mlip.nn.cutoff import polynomial_envelope
+from mlip.nn.scatter import scatter_sum
 
-__all__ = ["Potential"]
+__all__ = ["Potential", "isolation_switch"]
 
 _N_ELEMENTS = len(chemical_symbols)
+_FLOAT64_BUFFERS = ("reference_energies", "energy_scale", "energy_shift")
 
 
 class Potential(nn.Module):
@@ -25,11 +28,16 @@ class Potential(nn.Module):
     take **keyword-only** constructor arguments, which are recorded in ``self.hparams`` and
     are what a checkpoint stores. The base class adds the energy normalisation
 
-        E_i = scale · e_i + shift + E0[Z_i]
+        E_i = E0[Z_i] + s_i · (scale · e_i + shift)
 
-    (``E0`` per-element reference energies, ``scale``/``shift`` dataset statistics; all eV) and
-    computes forces and stress through the single autograd path
-    :func:`mlip.models.forces.energy_forces_stress`.
+    (``E0`` per-element reference energies, ``scale``/``shift`` dataset statistics; all eV),
+    where s_i is the isolated-atom switch of :func:`isolation_switch`: 0 for an atom without
+    neighbours (its energy is exactly E0[Z_i], as is an empty graph's: the sum of E0) and 1 as
+    soon as its envelope-weighted neighbour count reaches 1/2, C² in between. The network runs
+    in the model's dtype; E0, scale, shift, s_i and the sums over atoms are float64, so
+    ``energy`` and ``node_energy`` are float64 for a float32 model too. Forces and stress
+    come from the single autograd path :func:`mlip.models.forces.energy_forces_stress` in the
+    model's dtype; a graph in another floating dtype is cast to the model's at the boundary.
 
     Args:
         species: atomic numbers the model knows.
@@ -38,6 +46,12 @@ class Potential(nn.Module):
 
     registry_name: str = ""
     hparams: dict[str, Any]
+    #: what the family promises under rotations: the largest relative energy error and force
+    #: (and stress) error of its default configuration in float64 (checked by
+    #: :class:`mlip.testing.ModelConformance`); exact families state round-off
+    symmetry_tolerance: ClassVar[dict[str, float]] = {"energy": 1e-10, "forces": 1e-10}
+    #: "E(3)": also invariant under reflections; "SO(3)": rotations only
+    symmetry_group: ClassVar[str] = "E(3)"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -113,15 +127,39 @@ class Potential(nn.Module):
         return idx
 
     def node_energy(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
-        """Per-atom energies E_i = scale·e_i + shift + E0[Z_i], (n_atoms,) eV."""
+        """Per-atom energies E_i = E0[Z_i] + s_i·(scale·e_i + shift), (n_atoms,) float64 eV."""
         species = self.species_indices(graph.atomic_numbers)
         learned = self.atomic_energies(graph, edge_vectors)
-        dtype = learned.dtype
-        return (
-            learned * self.energy_scale.to(dtype)
-            + self.energy_shift.to(dtype)
-            + self.reference_energies.to(dtype)[species]
-        )
+        return self.compose_node_energy(learned, species, graph.edge_index, edge_vectors)
+
+    def compose_node_energy(self, learned: torch.Tensor, species: torch.Tensor,
+                            edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """E_i = E0[Z_i] + s_i·(scale·e_i + shift) in float64 (see the class docstring).
+
+        Args:
+            learned: (n_atoms,) e_i in the model's dtype. species: (n_atoms,) species indices.
+            edge_index: (2, n_edges), row 0 the centre i. edge_vectors: (n_edges, 3) Å.
+
+        Returns:
+            (n_atoms,) float64 eV.
+        """
+        switch = isolation_switch(edge_index, edge_vectors, self.cutoff, learned.shape[0])
+        interaction = learned.to(torch.float64) * self.energy_scale + self.energy_shift
+        return self.reference_energies[species] + switch.to(torch.float64) * interaction
+
+    def model_dtype(self) -> torch.dtype:
+        """The floating dtype the network runs in (its parameters'; float64 without any)."""
+        return next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float64)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Potential:
+        """``.to``/``.float``/``.cuda``: E0, scale and shift follow the device but stay float64."""
+        kept = {name: self._buffers.pop(name) for name in _FLOAT64_BUFFERS}
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            for name, value in kept.items():
+                self._buffers[name] = value.to(device=fn(value).device)
+        return self
 
     def enable_compile(self, enabled: bool = True) -> Potential:
         """Compile inference (energy, forces, stress) with ``torch.compile``; ``False`` undoes it.
@@ -165,14 +203,19 @@ class Potential(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Energy, per-atom energy, forces and stress of a batch.
 
+        A graph in another floating dtype than the model's is cast to the model's first.
+
         Returns:
-            ``energy`` (n_graphs,) eV, ``node_energy`` (n_atoms,) eV, and when asked
-            ``forces`` (n_atoms, 3) eV/Å = -dE/dr and ``stress`` (n_graphs, 3, 3) eV/Å³
-            (ASE sign; NaN for non-periodic graphs). In training mode the autograd graph is
-            kept so that losses on forces and stress can be differentiated.
+            ``energy`` (n_graphs,) eV and ``node_energy`` (n_atoms,) eV, both float64, and when
+            asked ``forces`` (n_atoms, 3) eV/Å = -dE/dr and ``stress`` (n_graphs, 3, 3) eV/Å³
+            (ASE sign; NaN for non-periodic graphs), in the model's dtype. In training mode the
+            autograd graph is kept so that losses on forces and stress can be differentiated.
         """
         from mlip.models.forces import energy_forces_stress
 
+        dtype = self.model_dtype()
+        if graph.positions.dtype != dtype:  # e.g. AtomicGraph.from_ase (float64), float32 model
+            graph = graph.to(dtype=dtype)
         compiled = self.__dict__.get("_compiled_inference")
         if compiled is not None and compute_forces and not self.training:
             return compiled(graph, compute_stress)
@@ -196,3 +239,24 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):
         return value.item()
     return value
+
+
+def isolation_switch(edge_index: torch.Tensor, edge_vectors: torch.Tensor, cutoff: float,
+                     n_atoms: int) -> torch.Tensor:
+    """s_i = S(min(2 c_i, 1)), c_i = Σ_j f_6(r_ij / r_c): 0 for an atom without neighbours.
+
+    c_i is atom i's neighbour count weighted by the p = 6 polynomial envelope (C² at r_c) and
+    S(x) = 10x³ − 15x⁴ + 6x⁵ the C² smoothstep, so s_i is C² in the positions, exactly 0 when
+    no neighbour is inside r_c and exactly 1 once c_i ≥ 1/2 (one neighbour closer than about
+    0.68 r_c, or a few farther out).
+
+    Args:
+        edge_index: (2, n_edges) int64, row 0 the centre i. edge_vectors: (n_edges, 3) Å.
+        cutoff: r_c, Å. n_atoms: number of atoms.
+
+    Returns:
+        (n_atoms,) in [0, 1], dtype of ``edge_vectors``.
+    """
+    weight = polynomial_envelope(edge_vectors.norm(dim=1), cutoff, 6)
+    x = (2.0 * scatter_sum(weight, edge_index[0], n_atoms)).clamp(max=1.0)
+    return x * x * x * (10.0 + x * (-15.0 + 6.0 * x))

@@ -124,6 +124,8 @@ class EquiformerV3(DenoisingMixin, Potential):
         denoising: build the DeNS force encoder and noise head (:meth:`denoising_loss`).
     """
 
+    symmetry_group = "SO(3)"  # SO(3) irreps without parity, as the reference
+
     def __init__(self, *, species: Sequence[int], cutoff: float = 6.0, num_layers: int = 7,
                  channels: int = 128, lmax: int = 4, mmax: int = 2, num_heads: int = 8,
                  attn_hidden: int = 32, attn_alpha_channels: int = 64,
@@ -213,21 +215,20 @@ class EquiformerV3(DenoisingMixin, Potential):
         """Energy and **direct** (non-conservative) forces from one pass, for pre-training only.
 
         Returns:
-            ``energy`` (n_graphs,) eV and ``forces`` (n_atoms, 3) eV/Å read from the l = 1 block
-            of the force head (e3nn's l = 1 basis is (x, y, z)), scaled by ``energy_scale``.
+            ``energy`` (n_graphs,) float64 eV and ``forces`` (n_atoms, 3) eV/Å read from the
+            l = 1 block of the force head (e3nn's l = 1 basis is (x, y, z)), scaled by
+            ``energy_scale``.
         """
         if self.force_head is None:
             raise RuntimeError("this EquiformerV3 was built with direct_force_head=False")
-        edges = self.edge_context(graph, graph.edge_vectors())
+        edge_vectors = graph.edge_vectors()
+        edges = self.edge_context(graph, edge_vectors)
         x = self.node_features(graph, edges)
         learned = self.energy_head(x[:, 0]).squeeze(-1)
-        node_energy = self._scaled_node_energy(learned, edges["species"])
+        node_energy = self.compose_node_energy(learned, edges["species"], graph.edge_index,
+                                               edge_vectors)
         forces = self.force_head(x, edges["index"], edges["to_edge"], edges["features"],
                                  edges["envelope"])
         return {"energy": scatter_sum(node_energy, graph.batch, graph.n_graphs),
                 "forces": forces[:, 1:4, 0] * self.energy_scale.to(forces.dtype)}
 
-    def _scaled_node_energy(self, learned: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        dtype = learned.dtype
-        return (learned * self.energy_scale.to(dtype) + self.energy_shift.to(dtype)
-                + self.reference_energies.to(dtype)[species])

@@ -116,6 +116,11 @@ class TDN(Potential):
         cp_seed: seed of the ALS fit of the CP factors.
     """
 
+    #: rank-R CP products are approximately equivariant (docs/tdn.md): measured ≤ 2e-3 (E) and
+    #: 9e-2 (F, relative to the largest force) at the default rank on the conformance model
+    symmetry_tolerance = {"energy": 5e-3, "forces": 0.2}
+    symmetry_group = "SO(3)"  # irreps 0e+1e+2e...: no parity
+
     def __init__(self, *, species: Sequence[int], cutoff: float = 4.5, lmax: int = 2,
                  channels: int = 16, num_blocks: int = 2, num_heads: int = 2, num_basis: int = 16,
                  radial_hidden: int = 64, ffn_hidden: int | None = None, tensor_product: str = "cp",

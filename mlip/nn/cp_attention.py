@@ -140,15 +140,15 @@ class CPGraphAttention(nn.Module):
             (n_nodes, d, C) attention output.
         """
         receivers, senders = edge_index
-        n_edges, n_nodes, n_sph = receivers.shape[0], x.shape[0], sh.shape[1]
+        n_nodes = x.shape[0]
         weight = self.radial(basis, envelope)
         message = self.linear_src(x)[senders] + self.linear_dst(x)[receivers]  # (n_edges, d, C)
         message = self.tp_message(message, sh, weight)
         alpha = self.alpha_act(self.alpha_linear(message[:, 0]))
-        alpha = alpha.reshape(n_edges, self.num_heads, -1)  # (n_edges, H, C/H)
+        alpha = alpha.unflatten(1, (self.num_heads, -1))  # (n_edges, H, C/H)
         logits = (alpha * self.alpha_dot).sum(dim=2)  # (n_edges, H)
-        gates = self.gate_logits(message[:, 0]).reshape(n_edges, -1, self.channels)
+        gates = self.gate_logits(message[:, 0]).unflatten(1, (-1, self.channels))
         value = self.tp_value(self.gate(self.linear_value(message), gates), sh, weight)
         attention = smooth_softmax(logits, envelope, receivers, n_nodes, self.attn_eps)  # (E, H)
-        value = value.reshape(n_edges, n_sph, self.num_heads, -1) * attention[:, None, :, None]
-        return self.linear_out(scatter_sum(value.reshape(n_edges, n_sph, -1), receivers, n_nodes))
+        value = value.unflatten(2, (self.num_heads, -1)) * attention[:, None, :, None]
+        return self.linear_out(scatter_sum(value.flatten(2), receivers, n_nodes))

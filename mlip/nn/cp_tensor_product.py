@@ -106,7 +106,7 @@ def coupling_tensor(lmax: int, share_path_weights: bool = True) -> torch.Tensor:
 
 def to_e3nn_layout(x: torch.Tensor, lmax: int) -> torch.Tensor:
     """(n, d, C) component-major → (n, C·d) e3nn layout of ``C x 0e + C x 1e + ...``."""
-    blocks = [x[:, ell * ell:(ell + 1) ** 2, :].transpose(1, 2).reshape(x.shape[0], -1)
+    blocks = [x[:, ell * ell:(ell + 1) ** 2, :].transpose(1, 2).flatten(1)
               for ell in range(lmax + 1)]
     return torch.cat(blocks, dim=1)
 
@@ -174,7 +174,7 @@ class CGTensorProduct(_TensorProductBase):
         self._check(x, y, weight)
         if self.share_path_weights:
             weight = weight[:, None, :].expand(-1, len(self.paths), -1)
-        out = self.tp(to_e3nn_layout(x, self.lmax), y, weight.reshape(x.shape[0], -1))
+        out = self.tp(to_e3nn_layout(x, self.lmax), y, weight.flatten(1))
         return from_e3nn_layout(out, self.lmax, self.channels)
 
 

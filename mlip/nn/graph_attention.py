@@ -124,20 +124,20 @@ class EquivariantGraphAttention(nn.Module):
             (n_nodes, (L+1)², C_out).
         """
         receivers, senders = edge_index
-        n_edges, n_nodes = receivers.shape[0], x.shape[0]
+        n_nodes = x.shape[0]
         message = torch.cat([x[senders], x[receivers]], dim=2)  # (n_edges, n_sph, 2C)
         message = torch.einsum("eri,eic->erc", to_edge, message)  # (n_edges, n_rows, 2C)
-        radial = self.radial(edge_features).reshape(n_edges, self.lmax + 1, -1)
+        radial = self.radial(edge_features).unflatten(1, (self.lmax + 1, -1))
         message = message * radial[:, self.row_degree]
         h, z = self.so2_in(message)
         n_alpha = self.num_heads * self.alpha_channels
-        alpha = self.alpha_act(self.alpha_norm(z[:, :n_alpha].reshape(n_edges, self.num_heads, -1)))
+        alpha = self.alpha_act(self.alpha_norm(z[:, :n_alpha].unflatten(1, (self.num_heads, -1))))
         logits = (alpha * self.alpha_dot).sum(dim=2)  # (n_edges, n_heads)
         value, _ = self.so2_out(self.activation(h, z[:, n_alpha:]))
         weights = smooth_softmax(logits, envelope if self.smooth_cutoff else None, receivers,
                                  n_nodes, self.attn_eps)
         weights = self.dropout(weights)
-        value = value.reshape(n_edges, -1, self.num_heads, self.value_channels)
-        value = (value * weights[:, None, :, None]).reshape(n_edges, value.shape[1], -1)
+        value = value.unflatten(2, (self.num_heads, self.value_channels))
+        value = (value * weights[:, None, :, None]).flatten(2)
         value = torch.einsum("eri,erc->eic", to_edge, value)  # (n_edges, n_sph, H·value)
         return self.linear_out(scatter_sum(value, receivers, n_nodes))

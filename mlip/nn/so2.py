@@ -84,13 +84,13 @@ class SO2Linear(nn.Module):
         """
         n_edges = x.shape[0]
         n0 = self.lmax + 1
-        out0 = self.linear_m0(x[:, :n0].reshape(n_edges, -1))
+        out0 = self.linear_m0(x[:, :n0].flatten(1))
         pieces = [out0[:, : n0 * self.channels_out].reshape(n_edges, n0, self.channels_out)]
         start = n0
         for m, layer in enumerate(self.linear_m, start=1):
             n = self.lmax + 1 - m
-            plus = layer(x[:, start:start + n].reshape(n_edges, -1))
-            minus = layer(x[:, start + n:start + 2 * n].reshape(n_edges, -1))
+            plus = layer(x[:, start:start + n].flatten(1))
+            minus = layer(x[:, start + n:start + 2 * n].flatten(1))
             half = n * self.channels_out
             real_p, imag_p = plus[:, :half], plus[:, half:]
             real_m, imag_m = minus[:, :half], minus[:, half:]

@@ -41,7 +41,9 @@ class MLIPCalculator(Calculator):
     Provides ``energy`` and ``free_energy`` (eV, identical), ``forces`` (eV/Å), ``energies``
     (per-atom, eV; they sum to the energy) and, for periodic structures, ``stress`` (eV/Å³,
     Voigt order xx yy zz yz xz xy, ASE sign). Works with ``ase.md`` integrators,
-    ``ase.optimize`` and ``ase.filters.FrechetCellFilter``. The neighbour list is built with a
+    ``ase.optimize`` and ``ase.filters.FrechetCellFilter``. The forces are the potential's raw
+    forces: ASE applies the atoms' constraints (any kind) in ``atoms.get_forces()``, so fixed
+    atoms stay fixed under ``ase.md``/``ase.optimize``. The neighbour list is built with a
     Verlet skin and reused while no atom has moved more than half of it.
 
     Args:

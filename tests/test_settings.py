@@ -134,6 +134,10 @@ def test_device_rule(no_cuda):
         resolve_device("cuda:x")
     with pytest.raises(ConfigError, match="device = 'cuda:1': allowed auto or cpu"):
         _resolve("device=cuda:1")
+    from mlip.train.distributed import resolve_device as training_device  # the same rule
+
+    with pytest.raises(ConfigError, match="device = 'cuda': allowed auto or cpu"):
+        training_device("cuda")
 
 
 def test_device_index_beyond_the_visible_gpus(monkeypatch):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from mlip import settings
+
 __all__ = ["DistributedContext", "init_distributed"]
 
 
@@ -55,13 +57,9 @@ class DistributedContext:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → ``cuda:local_rank`` when CUDA is available, else ``cpu``."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
+    """``auto`` → ``cuda:local_rank`` when CUDA is available, else ``cpu`` (the one device rule
+    of every verb: :func:`mlip.settings.resolve_device`, which refuses a device torch lacks)."""
+    return settings.resolve_device(name, local_rank=local_rank)
 
 
 def init_distributed(device_name: str) -> DistributedContext:

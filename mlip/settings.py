@@ -106,6 +106,7 @@ class Setting:
         flags: extra option strings (``-o``).
         default_text: how the default reads when it is not a plain value ("IN_STEM.xyz").
         metavar: the value's name in ``--help`` ("N", "KEY=VALUE").
+        repeat: a list option takes one item per use (``--set a=1 --set b=2``), not several.
     """
 
     name: str
@@ -123,6 +124,7 @@ class Setting:
     flags: tuple[str, ...] = ()
     default_text: str | None = None
     metavar: str | None = None
+    repeat: bool = False
 
     @property
     def dest(self) -> str:
@@ -373,9 +375,10 @@ class Group:
                 continue
             metavar = s.metavar or ("{" + ",".join(s.choices) + "}"
                                     if s.types == (str,) and s.choices else None)
-            if list in s.types:  # repeatable and several per option: --set a=1 --set b=2 c=3
+            if list in s.types:  # --fractions 0.9 0.1, or one item per option: --set a=1
                 parser.add_argument(*s.flags, s.name, default=None, help=helptext,
-                                    metavar=metavar, action="extend", nargs="+")
+                                    metavar=metavar, action="append" if s.repeat else "extend",
+                                    nargs=None if s.repeat else "+")
             else:
                 parser.add_argument(*s.flags, s.name, default=None, help=helptext,
                                     metavar=metavar)

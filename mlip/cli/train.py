@@ -12,8 +12,8 @@ SETTINGS = Group("mlip train CONFIG.yaml", (
             default_text="runs/CONFIG_STEM"),
     Setting("--resume", (str,), None, "continue the run in RUN_DIR from its last.ckpt",
             nullable=True, metavar="RUN_DIR"),
-    Setting("--set", (list,), [], "override config keys: KEY=VALUE ... (values are YAML; see "
-            "the training config table)", item=str, metavar="KEY=VALUE"),
+    Setting("--set", (list,), [], "override a config key (repeatable; values are YAML; see the "
+            "training config table)", item=str, metavar="KEY=VALUE", repeat=True),
 ))
 
 GROUPS = (SETTINGS,)

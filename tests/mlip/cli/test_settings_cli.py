@@ -152,5 +152,7 @@ def test_help_shows_every_default():
         for action in parser._actions:
             if action.option_strings and not isinstance(action, argparse._HelpAction):
                 assert "(default: " in (action.help or ""), f"{name} {action.option_strings}"
+    args = verbs["mlip train"].parse_args(["--set", "a=1", "--set", "b=[1, 2]", "c.yaml"])
+    assert args.set == ["a=1", "b=[1, 2]"] and args.config == "c.yaml"
     text = verbs["mlip md"].format_help()
     assert "--steps STEPS" in text and "(default: 1000)" in text and "[fs] (default: 1.0)" in text

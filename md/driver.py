@@ -12,11 +12,13 @@ system is healthy.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from ase import Atoms
@@ -26,6 +28,8 @@ from mlip.errors import ConfigError
 from mlip.md.ensembles import Integrator, make_integrator
 from mlip.md.force_field import ForceField, resolve_model
 from mlip.md.guard import BlowUpLimits, check_step, describe_failure, healthy_cpu
+from mlip.md.npt import CRescaleState
+from mlip.md.nvt import LangevinState, NoseHooverState
 from mlip.md.output import ThermoLog, TrajectoryWriter, thermo_rows
 from mlip.md.restart import Checkpoint, load_checkpoint, save_checkpoint
 from mlip.md.state import (
@@ -38,10 +42,26 @@ from mlip.md.state import (
     volume,
 )
 from mlip.models import Potential
+from mlip.units import GPa
 
-__all__ = ["MDOutputs", "MDResult", "run_md"]
+__all__ = ["MDOutputs", "MDResult", "run_md", "DEFAULT_SETTINGS"]
 
 log = logging.getLogger(__name__)
+
+#: What ``run_md(ensemble=, temperature=, timestep=, pressure=)`` left as None means on a fresh
+#: run (a restart keeps the checkpoint's values instead), as ``make_integrator`` settings.
+DEFAULT_SETTINGS: dict[str, Any] = {"ensemble": "nvt_langevin", "temperature_K": 300.0,
+                                    "timestep_fs": 1.0, "pressure_GPa": 0.0}
+
+#: run_md keyword → make_integrator setting, for the settings a restart may change.
+_SETTING_NAMES = {"ensemble": "ensemble", "temperature": "temperature_K",
+                  "timestep": "timestep_fs", "pressure": "pressure_GPa"}
+
+#: The state type each ensemble integrates (a restart can switch to an ensemble whose state
+#: fields the checkpoint's state holds).
+_STATE_TYPES: dict[str, type[MDState]] = {"nve": MDState, "nvt_langevin": LangevinState,
+                                          "nvt_nhc": NoseHooverState,
+                                          "npt_crescale": CRescaleState}
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,19 @@ class MDOutputs:
     log_interval: int = 10
     checkpoint_interval: int = 1000
 
+    def __post_init__(self) -> None:
+        """Raises ConfigError for an interval that is not an integer >= 1 (named)."""
+        for name in ("trajectory_interval", "log_interval", "checkpoint_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"MDOutputs {name} = {value!r} is not allowed: an integer "
+                                  ">= 1 (steps)")
+
+    def plain(self) -> dict[str, Any]:
+        """The fields with paths as strings (what a checkpoint stores)."""
+        return {f.name: str(v) if isinstance(v, os.PathLike) else v
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
 
 @dataclass
 class MDResult:
@@ -72,7 +105,11 @@ class MDResult:
         state: final state (failed systems hold their last good frame).
         failures: system index → one-line reason, for the systems that were stopped.
         steps: last step number. wall_s: seconds spent in the loop.
-        atom_steps_per_s, ns_per_day: throughput of the loop. nl_builds: neighbour-list builds.
+        atom_steps_per_s, ns_per_day: throughput of the loop.
+        nl_builds: neighbour-list builds since the start of the run (a restart continues the
+            count). time_ps: simulated time since the start of the run.
+        changed_settings: on a restart, setting → (checkpoint's value, value used) for every
+            setting given anew (also logged).
     """
 
     state: MDState
@@ -82,6 +119,8 @@ class MDResult:
     atom_steps_per_s: float = 0.0
     ns_per_day: float = 0.0
     nl_builds: int = 0
+    time_ps: float = 0.0
+    changed_settings: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     def atoms(self) -> list[Atoms]:
         """Final structures, one per system."""
@@ -105,8 +144,12 @@ class _Run:
     """Mutable bookkeeping of one MD run (kept out of the pure state)."""
 
     def __init__(self, state: MDState, integrator: Integrator, force_field: ForceField,
-                 limits: BlowUpLimits, status: dict[str, torch.Tensor] | None) -> None:
+                 limits: BlowUpLimits, status: dict[str, torch.Tensor] | None,
+                 counters: dict[str, int | float]) -> None:
         self.state, self.integrator, self.force_field = state, integrator, force_field
+        self.start_step = state.step
+        self.start_time_ps = float(counters.get("time_ps", 0.0))
+        self.start_builds = int(counters.get("nl_builds", 0))
         self.limits = limits
         self.temperature_limit = limits.temperature_limit(integrator.temperature_K or
                                                           _initial_temperature(state))
@@ -166,6 +209,18 @@ class _Run:
     def healthy_systems(self) -> list[int]:
         return torch.nonzero(self.status["code"] == 0).flatten().tolist()
 
+    def time_ps(self) -> float:
+        """Simulated time since the start of the run (continued across restarts), ps."""
+        return (self.start_time_ps
+                + (self.state.step - self.start_step) * self.integrator.timestep_fs * 1e-3)
+
+    def nl_builds(self) -> int:
+        """Neighbour-list builds since the start of the run (continued across restarts)."""
+        return self.start_builds + self.force_field.neighbors.n_rebuilds
+
+    def counters(self) -> dict[str, int | float]:
+        return {"nl_builds": self.nl_builds(), "time_ps": self.time_ps()}
+
 
 def _initial_temperature(state: MDState) -> float:
     return float(temperature_K(state).max())
@@ -187,16 +242,16 @@ def _record(run: _Run, writer: TrajectoryWriter | None, thermo: ThermoLog | None
     healthy = run.healthy_systems()
     state = run.state
     if thermo is not None:
-        time_ps = state.step * run.integrator.timestep_fs * 1e-3
-        builds = run.force_field.neighbors.n_rebuilds
-        thermo.write(thermo_rows(state, run.conserved, time_ps, builds, healthy))
+        thermo.write(thermo_rows(state, run.conserved, run.time_ps(), run.nl_builds(), healthy))
     if writer is not None and write_frames and healthy:
         frames = state_to_atoms(state)
         writer.write([frames[g] for g in healthy], healthy, state.step)
 
 
-def _report_failures(run: _Run, writer: TrajectoryWriter | None) -> dict[int, str]:
-    """Warn about newly stopped systems and write their last good frame."""
+def _report_failures(run: _Run, writer: TrajectoryWriter | None,
+                     trajectory_interval: int) -> dict[int, str]:
+    """Warn about newly stopped systems and write their last good frame, unless it is
+    already in the trajectory (written at its trajectory step)."""
     messages = run.new_failures()
     for message in messages.values():
         log.warning(message)
@@ -204,7 +259,9 @@ def _report_failures(run: _Run, writer: TrajectoryWriter | None) -> dict[int, st
         frames = state_to_atoms(run.state)
         failed_at = run.status["step"].tolist()
         for g in sorted(messages):  # the frozen state is that of the step before the failure
-            writer.write([frames[g]], [g], failed_at[g] - 1)
+            last_good = failed_at[g] - 1
+            if last_good % trajectory_interval != 0:
+                writer.write([frames[g]], [g], last_good)
     return messages
 
 
@@ -218,44 +275,169 @@ def _progress(bar: tqdm, k: int, start_step: int, t0: float, n_atoms: int,
                     atom_steps_s=f"{n_atoms * done / elapsed:.3g}", refresh=False)
 
 
-def _save(path: str | os.PathLike, run: _Run, writer: TrajectoryWriter | None) -> None:
+def _save(outputs: MDOutputs, run: _Run, writer: TrajectoryWriter | None) -> None:
     """Flush outputs, write the checkpoint atomically, then drop the neighbour list so that
     this run and one restarted from the checkpoint rebuild it at the same positions."""
+    path = outputs.checkpoint
     if writer is not None:
         writer.flush()
     settings = {"ensemble": run.integrator.name, **run.integrator.settings}
-    save_checkpoint(path, Checkpoint(run.state, settings, run.status))
+    save_checkpoint(path, Checkpoint(run.state, settings, run.status, run.counters(),
+                                     outputs.plain()))
     run.force_field.neighbors.reset()
 
 
-def _start(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrator | None,
-           restart: str | os.PathLike | None, device: str | torch.device, skin: float,
-           initial_temperature_K: float | None, seed: int, max_atoms_per_call: int | str | None
-           ) -> tuple[MDState, Integrator, ForceField, dict | None]:
-    """The initial state, integrator and force field, fresh or from a checkpoint."""
-    if restart is not None:
-        ckpt = load_checkpoint(restart, device)
-        settings = dict(ckpt.settings)
-        integrator = make_integrator(settings.pop("ensemble"), **settings)
-        force_field = _force_field(model, integrator, ckpt.state, skin, max_atoms_per_call)
-        return ckpt.state, integrator, force_field, ckpt.status
-    if atoms is None or integrator is None:
-        raise ConfigError("run_md needs structures and an integrator unless it restarts "
-                          "from a checkpoint")
+@dataclass
+class _Start:
+    """Where a run starts: state, integrator, force field, and what a checkpoint carried."""
+
+    state: MDState
+    integrator: Integrator
+    force_field: ForceField
+    status: dict[str, torch.Tensor] | None = None
+    counters: dict[str, int | float] = field(default_factory=dict)
+    outputs: MDOutputs = MDOutputs()
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+def _fresh(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrator | None,
+           given: dict[str, Any], device: str | torch.device, skin: float,
+           initial_temperature_K: float | None, seed: int,
+           max_atoms_per_call: int | str | None, deterministic: bool = False) -> _Start:
+    """A new run: the integrator is ``integrator`` or built from ``given`` settings (the
+    missing ones from :data:`DEFAULT_SETTINGS`)."""
+    if atoms is None:
+        raise ConfigError("run_md needs structures unless it restarts from a checkpoint")
+    if integrator is None:
+        settings = {**DEFAULT_SETTINGS, **given}
+        _refuse_unused(settings["ensemble"], given)
+        integrator = make_integrator(settings.pop("ensemble"), seed=seed, **settings)
     state = state_from_atoms(atoms, device)
     if initial_temperature_K is not None:
         momenta = maxwell_boltzmann_momenta(state.masses, state.batch, state.n_graphs,
-                                            initial_temperature_K, seed, state.constraints)
+                                            initial_temperature_K, seed)
         state = state.replace(momenta=momenta)
-    force_field = _force_field(model, integrator, state, skin, max_atoms_per_call)
-    return integrator.init(state, force_field), integrator, force_field, None
+    force_field = _force_field(model, integrator, state, skin, max_atoms_per_call, deterministic)
+    return _Start(integrator.init(state, force_field), integrator, force_field)
+
+
+def _resume(model: Potential, restart: str | os.PathLike, integrator: Integrator | None,
+            given: dict[str, Any], device: str | torch.device, skin: float,
+            max_atoms_per_call: int | str | None, deterministic: bool = False) -> _Start:
+    """Continue a checkpoint with its settings, except those given anew (``integrator``'s
+    settings, or ``given``), which are honoured and logged; a change the checkpoint's state
+    cannot follow is refused."""
+    ckpt = load_checkpoint(restart, device)
+    saved = dict(ckpt.settings)
+    settings = dict(saved)
+    if integrator is not None:
+        settings.update(ensemble=integrator.name, **integrator.settings)
+    settings.update(given)
+    if (settings["ensemble"] != "npt_crescale" and "pressure_GPa" not in given
+            and integrator is None):
+        settings["pressure_GPa"] = 0.0  # the saved NPT target does not apply any more
+    _refuse_unused(settings["ensemble"], given)
+    changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+    state = _continued_state(ckpt.state, saved, settings, restart)
+    ensemble = settings.pop("ensemble")
+    integrator = make_integrator(ensemble, **settings)
+    for name, (old, new) in changed.items():
+        log.info("restart from %s at step %d: %s %r -> %r (the checkpoint's value replaced)",
+                 restart, state.step, name, old, new)
+    if changed.keys() & {"ensemble", "temperature_K", "damping_fs"} and (
+            ensemble in ("nve", "nvt_nhc") or saved["ensemble"] == "nvt_nhc"):
+        log.info("restart from %s: Econs_eV is not continuous across this change (it is the "
+                 "conserved quantity of the new settings from here on)", restart)
+    force_field = _force_field(model, integrator, state, skin, max_atoms_per_call, deterministic)
+    outputs = MDOutputs(**ckpt.outputs) if ckpt.outputs is not None else MDOutputs()
+    return _Start(state, integrator, force_field, ckpt.status, ckpt.counters, outputs, changed)
+
+
+def _continued_state(state: MDState, saved: dict[str, Any], settings: dict[str, Any],
+                     path: str | os.PathLike) -> MDState:
+    """The checkpoint's state as the (possibly new) ensemble's state type, with the bath and
+    thermostat terms adjusted to new settings.
+
+    * bath work: a new NPT target pressure P₀ (0 outside NPT) adds ΔP₀·V, so that Econs
+      (E_tot + P₀V − bath work) stays continuous;
+    * NHC: the chain masses Q ∝ kT·τ² follow a new temperature or damping time;
+    * a new seed becomes the noise seed from the next step on.
+
+    Raises:
+        ConfigError: the new ensemble needs state the checkpoint lacks (e.g. a Nosé–Hoover
+            chain), or NPT for a system that is not periodic.
+    """
+    ensemble = settings["ensemble"]
+    target = _STATE_TYPES[ensemble]
+    held = {f.name for f in dataclasses.fields(state)}
+    if type(state) is not target:
+        missing = sorted({f.name for f in dataclasses.fields(target)} - held)
+        if missing:
+            allowed = sorted(e for e, cls in _STATE_TYPES.items()
+                             if {f.name for f in dataclasses.fields(cls)} <= held)
+            raise ConfigError(f"ensemble = {ensemble!r} is not allowed on a restart from {path}: "
+                              f"its state needs {missing}, which the checkpoint "
+                              f"({saved['ensemble']}) lacks; allowed: {allowed}")
+        state = target(**{f.name: getattr(state, f.name) for f in dataclasses.fields(target)})
+    if ensemble == "npt_crescale":
+        not_periodic = torch.nonzero(~state.pbc.all(dim=1)).flatten().tolist()
+        if not_periodic:
+            raise ConfigError(f"ensemble = 'npt_crescale' is not allowed on a restart from "
+                              f"{path}: system {not_periodic[0]} is not periodic on all axes")
+    if isinstance(state, LangevinState):
+        work = (_barostat_pressure(settings) - _barostat_pressure(saved)) * GPa
+        state = state.replace(bath_work=state.bath_work + work * volume(state.cell))
+    if ensemble == "nvt_nhc":
+        def tau(s: dict[str, Any]) -> float:
+            return s["damping_fs"] if s["damping_fs"] is not None else 100.0 * s["timestep_fs"]
+
+        factor = settings["temperature_K"] / saved["temperature_K"] * (tau(settings)
+                                                                        / tau(saved)) ** 2
+        if factor != 1.0:
+            state = state.replace(eta_mass=state.eta_mass * factor)
+    if isinstance(state, LangevinState) and state.rng_seed != settings["seed"]:
+        state = state.replace(rng_seed=settings["seed"])
+    return state
+
+
+def _barostat_pressure(settings: dict[str, Any]) -> float:
+    """The NPT target pressure of integrator settings (0 outside NPT), GPa."""
+    return settings["pressure_GPa"] if settings["ensemble"] == "npt_crescale" else 0.0
+
+
+def _refuse_unused(ensemble: str, given: dict[str, Any]) -> None:
+    """A thermostat target given for NVE would be dropped: refuse it."""
+    if ensemble == "nve" and "temperature_K" in given:
+        raise ConfigError(f"temperature = {given['temperature_K']!r} is not allowed for ensemble "
+                          "'nve' (no thermostat): use initial_temperature_K on a fresh run")
 
 
 def _force_field(model: Potential, integrator: Integrator, state: MDState, skin: float,
-                 max_atoms_per_call: int | str | None) -> ForceField:
+                 max_atoms_per_call: int | str | None, deterministic: bool = False
+                 ) -> ForceField:
     periodic = bool(state.pbc.all(dim=1).any())
     return ForceField(model, skin=skin, compute_stress=integrator.needs_stress or periodic,
-                      max_atoms_per_call=max_atoms_per_call)
+                      max_atoms_per_call=max_atoms_per_call, deterministic=deterministic)
+
+
+def _check_request(steps: int, integrator: Integrator | None, given: dict[str, Any],
+                   restart: str | os.PathLike | None, atoms: Sequence[Atoms] | None,
+                   initial_temperature_K: float | None) -> None:
+    """Refuse a combination of run_md arguments that would be silently dropped."""
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
+        raise ConfigError(f"steps = {steps!r} is not allowed: an integer >= 0 (the total "
+                          "number of steps, a restart continues up to it)")
+    if integrator is not None and given:
+        names = sorted(k for k, v in _SETTING_NAMES.items() if v in given)
+        raise ConfigError(f"{names[0]} = {given[_SETTING_NAMES[names[0]]]!r} is not allowed "
+                          "together with an integrator: give the integrator or its settings")
+    if restart is not None and atoms is not None:
+        raise ConfigError(f"atoms are not allowed on a restart from {restart}: the run "
+                          "continues the checkpoint's structures")
+    if restart is not None and initial_temperature_K is not None:
+        raise ConfigError(f"initial_temperature_K = {initial_temperature_K!r} is not allowed on "
+                          f"a restart from {restart}: the run continues the checkpoint's momenta "
+                          "(give temperature= to change the thermostat target)")
 
 
 def run_md(
@@ -264,8 +446,12 @@ def run_md(
     integrator: Integrator | None = None,
     *,
     steps: int,
-    outputs: MDOutputs = MDOutputs(),
+    outputs: MDOutputs | None = None,
     restart: str | os.PathLike | None = None,
+    ensemble: str | None = None,
+    temperature: float | None = None,
+    timestep: float | None = None,
+    pressure: float | None = None,
     initial_temperature_K: float | None = None,
     seed: int = 0,
     skin: float = 1.0,
@@ -273,32 +459,67 @@ def run_md(
     limits: BlowUpLimits = BlowUpLimits(),
     progress: bool = False,
     max_atoms_per_call: int | str | None = "auto",
+    deterministic: bool = False,
 ) -> MDResult:
     """Run MD on a batch of structures (or continue a checkpoint) up to step ``steps``.
 
+    A fresh run integrates with ``integrator``, or with one built from ``ensemble``,
+    ``temperature``, ``timestep`` and ``pressure`` (None: :data:`DEFAULT_SETTINGS`; other
+    parameters at their ``make_integrator`` defaults, noise seed ``seed``). A restart
+    continues the checkpoint with its saved settings; a setting given anew (one of those four
+    keywords, or a whole ``integrator``) is honoured from the next step and logged (and listed
+    in ``MDResult.changed_settings``), or refused with a :class:`ConfigError` naming it where
+    the checkpoint cannot follow (an ensemble whose state it lacks, e.g. Nosé–Hoover from
+    Langevin). Step, simulated time, neighbour-list build count and bath work continue.
+
     Args:
         model: a potential or a checkpoint path.
-        atoms: the structures (one batch); ignored when ``restart`` is given.
-        integrator: from :func:`mlip.md.make_integrator`; taken from the checkpoint on restart.
-        steps: total number of steps (a restarted run continues up to it).
-        outputs: trajectory, log and checkpoint paths and intervals.
+        atoms: the structures (one batch); not allowed with ``restart``.
+        integrator: from :func:`mlip.md.make_integrator`; not together with the four settings.
+        steps: total number of steps (a restarted run continues up to it), >= 0.
+        outputs: trajectory, log and checkpoint paths and intervals; None: nothing on a fresh
+            run, the checkpoint's outputs (appended to) on a restart.
         restart: checkpoint to continue from; trajectory and log are appended to.
+        ensemble: ``nve``, ``nvt_langevin``, ``nvt_nhc`` or ``npt_crescale``.
+        temperature: thermostat target, K. timestep: fs. pressure: NPT target, GPa.
         initial_temperature_K: draw Maxwell–Boltzmann momenta at this temperature (else the
-            momenta stored in ``atoms`` are used).
-        seed: seed of the initial momenta. skin: neighbour-list skin, Å. device: torch device.
+            momenta stored in ``atoms`` are used); fresh runs only.
+        seed: seed of the initial momenta (and of the noise when ``integrator`` is None on a
+            fresh run); a restart keeps the checkpoint's noise seed.
+        skin: neighbour-list skin, Å. device: torch device.
         limits: blow-up thresholds. progress: show a progress bar with ns/day and atom-steps/s.
         max_atoms_per_call: evaluate the model on groups of whole systems of at most this many
             atoms; None: one call on the whole batch; ``"auto"``: on a CPU the fastest of both,
             timed at the first call (see :class:`mlip.md.ForceField`; helps heavy models).
+        deterministic: evaluate the model with deterministic kernels
+            (:func:`mlip.determinism.deterministic_mode`; ``"auto"`` then means None), so that
+            a float32 run repeats bit for bit on the same machine and thread count.
 
     Returns:
         :class:`MDResult`; stopped systems are listed in ``failures`` (also logged as warnings).
+
+    Raises:
+        ConfigError: a setting out of range, one that would be ignored, or a restart change
+            the checkpoint cannot follow (the message names it).
     """
+    given = {_SETTING_NAMES[k]: v for k, v in
+             dict(ensemble=ensemble, temperature=temperature, timestep=timestep,
+                  pressure=pressure).items() if v is not None}
+    _check_request(steps, integrator, given, restart, atoms, initial_temperature_K)
     model = resolve_model(model, device=device)
-    state, integrator, force_field, status = _start(model, atoms, integrator, restart, device,
-                                                    skin, initial_temperature_K, seed,
-                                                    max_atoms_per_call)
-    run = _Run(state, integrator, force_field, limits, status)
+    if restart is None:
+        start = _fresh(model, atoms, integrator, given, device, skin, initial_temperature_K,
+                       seed, max_atoms_per_call, deterministic)
+    else:
+        start = _resume(model, restart, integrator, given, device, skin, max_atoms_per_call,
+                        deterministic)
+        if steps < start.state.step:
+            raise ConfigError(f"steps = {steps} is not allowed on a restart from {restart}: "
+                              f"the checkpoint is at step {start.state.step} and steps is the "
+                              "total")
+    outputs = start.outputs if outputs is None else outputs
+    state, integrator, force_field = start.state, start.integrator, start.force_field
+    run = _Run(state, integrator, force_field, limits, start.status, start.counters)
     append = restart is not None
     writer = None if outputs.trajectory is None else TrajectoryWriter(outputs.trajectory,
                                                                         state.n_graphs, append)
@@ -317,15 +538,15 @@ def run_md(
             run.advance(want_stress=_output_step(k, steps, outputs))
             at_log = k % outputs.log_interval == 0 or k == steps
             if at_log:
-                failures.update(_report_failures(run, writer))
+                failures.update(_report_failures(run, writer, outputs.trajectory_interval))
                 _record(run, writer, thermo, write_frames=k % outputs.trajectory_interval == 0)
                 _progress(bar, k, start_step, t0, n_atoms, integrator.timestep_fs)
             elif writer is not None and k % outputs.trajectory_interval == 0:
                 _record(run, writer, None, write_frames=True)
             at_checkpoint = k % outputs.checkpoint_interval == 0 or k == steps
             if outputs.checkpoint is not None and at_checkpoint:
-                _save(outputs.checkpoint, run, writer)
-        failures.update(_report_failures(run, writer))
+                _save(outputs, run, writer)
+        failures.update(_report_failures(run, writer, outputs.trajectory_interval))
     finally:
         bar.close()
         if writer is not None:
@@ -337,4 +558,5 @@ def run_md(
     return MDResult(state=run.state, failures=failures, steps=run.state.step, wall_s=wall,
                     atom_steps_per_s=n_atoms * done / max(wall, 1e-12),
                     ns_per_day=done * integrator.timestep_fs * 1e-6 / max(wall, 1e-12) * 86400.0,
-                    nl_builds=force_field.neighbors.n_rebuilds)
+                    nl_builds=run.nl_builds(), time_ps=run.time_ps(),
+                    changed_settings=start.changed)

@@ -1,4 +1,5 @@
-"""MD checkpoints: the full state, the integrator settings and the per-system run status.
+"""MD checkpoints: the full state, the integrator settings, the per-system run status, the
+run's counters (neighbour-list builds, simulated time) and where it writes its outputs.
 
 A run restarted from a checkpoint reproduces the uninterrupted run bit for bit on the same
 device: the noise is a pure function of (seed, step), and the driver drops its neighbour list
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from mlip.models.checkpoint import atomic_torch_save, load_payload
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint"]
 
 FORMAT = "mlip-md-restart"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: counters and outputs; bath work in Langevin/NPT states
 _STATE_TYPES = {cls.__name__: cls for cls in (MDState, LangevinState, NoseHooverState,
                                               CRescaleState, FireState)}
 
@@ -38,11 +39,16 @@ class Checkpoint:
     Attributes:
         state: the MD state (any subclass). settings: ``make_integrator`` keyword arguments
         plus ``ensemble``. status: per-system run status tensors.
+        counters: ``nl_builds`` (neighbour-list builds so far) and ``time_ps`` (simulated
+            time, which a change of time step on restart keeps continuous).
+        outputs: the run's :class:`mlip.md.MDOutputs` fields (paths as strings), or None.
     """
 
     state: MDState
     settings: dict[str, Any]
     status: dict[str, torch.Tensor]
+    counters: dict[str, int | float] = field(default_factory=dict)
+    outputs: dict[str, Any] | None = None
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
@@ -55,6 +61,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
         "state": {k: _stored(v) for k, v in fields.items()},
         "settings": checkpoint.settings,
         "status": {k: v.detach().cpu() for k, v in checkpoint.status.items()},
+        "counters": dict(checkpoint.counters),
+        "outputs": checkpoint.outputs,
     }
     atomic_torch_save(payload, path)
 
@@ -72,7 +80,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointMismatchError(f"{path}: unknown state type {payload['state_type']!r}")
     state = cls(**{k: _restored(k, v, device) for k, v in payload["state"].items()})
     return Checkpoint(state=state, settings=payload["settings"],
-                      status={k: v.to(device) for k, v in payload["status"].items()})
+                      status={k: v.to(device) for k, v in payload["status"].items()},
+                      counters=payload["counters"], outputs=payload["outputs"])
 
 
 def _stored(value: Any) -> Any:

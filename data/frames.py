@@ -2,7 +2,8 @@
 
 A :class:`FrameBatch` is what the store writes and reads: per-atom arrays concatenated over its
 frames plus per-frame arrays, with the same column names as the shard datasets
-(:mod:`mlip.data.schema`). String columns (``system``, ``source``, ``lot``) hold Python strings.
+(:mod:`mlip.data.schema`). String columns (``system``, ``source``, ``lot``, ``config_type``) hold
+Python strings.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class FrameBatch:
         frames: per-frame columns, each (n_frames, ...): ``energy`` eV, ``cell`` Å (rows),
             ``pbc``, ``stress`` eV/Å³ (NaN = absent), ``weight``, ``step``, ``label_mask``, the
             string columns ``system``/``source``/``lot`` (object arrays), ``source_frame`` and
-            optional ``dipole``, ``charge``, ``spin``, ``reference_energy``.
+            optional ``dipole``, ``charge``, ``spin``, ``reference_energy`` and the string
+            column ``config_type``.
     """
 
     n_atoms: np.ndarray
@@ -135,7 +137,7 @@ def _attach_optional(atoms: Atoms, batch: FrameBatch, k: int, a: int, b: int) ->
     from ase.constraints import FixAtoms
 
     f = batch.frames
-    for key in ("system", "source", "lot"):
+    for key in TABLES:
         if key in f and f[key][k]:
             atoms.info[key] = str(f[key][k])
     for key in ("step", "source_frame"):
@@ -259,7 +261,8 @@ class FrameBuilder:
                 or None. where: location used in error messages.
             atom_extras: optional per-atom columns (``charges``, ``magmoms``, ``tags``, ``fixed``).
             **frame_values: per-frame columns (``system``, ``step``, ``source``, ``source_frame``,
-                ``lot``, ``weight``, ``dipole``, ``charge``, ``spin``, ``reference_energy``).
+                ``lot``, ``weight``, ``dipole``, ``charge``, ``spin``, ``reference_energy``,
+                ``config_type``).
         """
         numbers = np.asarray(numbers)
         positions = np.asarray(positions, dtype=np.float64)

@@ -91,10 +91,12 @@ FRAME_COLUMNS: dict[str, Column] = {
     "charge": Column("float64", (), NAN, optional=True),
     "spin": Column("float64", (), NAN, optional=True),
     "reference_energy": Column("float64", (), NAN, optional=True),
+    "config_type": Column("int64", (), -1, optional=True),
 }
 
-#: String tables indexed by the frame columns of the same name.
-TABLES = ("system", "source", "lot")
+#: String tables indexed by the frame columns of the same name (``config_type``: the frame's
+#: ``info["config_type"]``, e.g. for ``data.config_type_weights``; "" when it has none).
+TABLES = ("system", "source", "lot", "config_type")
 
 #: Bits of ``/frames/label_mask``: which labels a frame carries.
 LABEL_BITS = {"energy": 1, "forces": 2, "stress": 4, "charges": 8, "magmoms": 16, "dipole": 32}

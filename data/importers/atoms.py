@@ -216,4 +216,6 @@ def _frame_extras(frame: FrameFields, keys: LabelKeys) -> dict:
         out["dipole"] = np.asarray(frame.results["dipole"], dtype=np.float64)
     if isinstance(info.get("weight"), (int, float, np.number)):
         out["weight"] = float(info["weight"])
+    if info.get("config_type") is not None:
+        out["config_type"] = str(info["config_type"])
     return out

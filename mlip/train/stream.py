@@ -6,10 +6,13 @@ most ``data.max_atoms_per_batch`` atoms and ``data.batch_size`` frames, and deal
 to the ranks in turn; DataLoader workers (``data.num_workers``) read and build neighbour lists.
 The sequence is a pure function of (seed, epoch, rank, world size), so ``--resume`` restarts at
 the exact batch. Statistics come from one streaming pass (:func:`mlip.data.compute_statistics`).
+``data.config_type_weights`` multiply the stored frame weights by the frames' stored
+``config_type``, as they do in memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import cached_property
 from typing import Iterator, Mapping
@@ -47,15 +50,19 @@ class StoreSplit:
         path: store directory. split: ``train``, ``val`` or ``test``.
         cutoff: Å. max_atoms: atom budget per batch. max_graphs: frames per batch (or None).
         seed: shuffling seed. num_workers: DataLoader worker processes.
+        config_type_weights: {config_type: factor} applied to the stored per-frame weight of
+            the frames of that ``config_type`` ("Default" for frames without one).
     """
 
     def __init__(self, path: str | os.PathLike, split: str, cutoff: float, *, max_atoms: int,
-                 max_graphs: int | None, seed: int, num_workers: int = 0) -> None:
+                 max_graphs: int | None, seed: int, num_workers: int = 0,
+                 config_type_weights: Mapping[str, float] | None = None) -> None:
         from mlip.data import SnapshotStore, StoreDataset
 
         self.path, self.split, self.cutoff = str(path), split, float(cutoff)
         self.max_atoms, self.max_graphs, self.seed = int(max_atoms), max_graphs, int(seed)
         self.num_workers = int(num_workers)
+        self.config_type_weights = dict(config_type_weights or {})
         self.store = SnapshotStore(path)
         self.dataset = StoreDataset(path, split, cutoff)
         self.source = f"{path} ({split} split)"
@@ -82,7 +89,7 @@ class StoreSplit:
             num_workers=self.num_workers,
             sampler=self._sampler(epoch, rank, world_size, start, True))
         for number, (indices, graph) in enumerate(loader, start):
-            yield number, [f"{self.path}#{i}" for i in indices], graph
+            yield number, [f"{self.path}#{i}" for i in indices], self._weighted(graph, indices)
 
     def eval_graphs(self, batch_size: int, rank: int = 0, world_size: int = 1
                     ) -> Iterator[AtomicGraph]:
@@ -91,7 +98,39 @@ class StoreSplit:
         sampler.max_graphs = batch_size
         for k, indices in enumerate(sampler):
             if k % world_size == rank:
-                yield self.dataset[indices]
+                yield self._weighted(self.dataset[indices], indices)
+
+    def _weighted(self, graph: AtomicGraph, indices: list[int]) -> AtomicGraph:
+        """``graph`` with its frame weights times the ``config_type_weights`` factors."""
+        factors = self._config_type_factors
+        if factors is None:
+            return graph
+        weight = graph.targets.weight * torch.as_tensor(
+            factors[np.asarray(indices)], dtype=graph.targets.weight.dtype
+        )
+        return dataclasses.replace(graph, targets=dataclasses.replace(graph.targets, weight=weight))
+
+    def config_types(self) -> set[str]:
+        """The ``config_type`` values of the split's frames ("Default" for frames without)."""
+        return set(np.unique(self._config_type_names()[self.store.split_indices(self.split)]))
+
+    def _config_type_names(self) -> np.ndarray:
+        """(n_store_frames,) object array of every frame's config_type."""
+        names = []
+        for shard in range(self.store.n_shards):
+            a, b = self.store.shard_range(shard)
+            column = self.store.frame_column("config_type", shard)
+            column = np.full(b - a, "", dtype=object) if column is None else column
+            names.append(np.where(column == "", "Default", column).astype(object))
+        return np.concatenate(names) if names else np.zeros(0, dtype=object)
+
+    @cached_property
+    def _config_type_factors(self) -> np.ndarray | None:
+        """(n_store_frames,) ``config_type_weights`` factor of every frame (None: no weights)."""
+        if not self.config_type_weights:
+            return None
+        weights = self.config_type_weights
+        return np.array([float(weights.get(n, 1.0)) for n in self._config_type_names()])
 
     @cached_property
     def _label_mask(self) -> int:
@@ -160,7 +199,16 @@ def store_splits(data: Mapping, seed: int) -> tuple[StoreSplit, StoreSplit, Stor
         raise ConfigError("data.streaming uses the store's own split; unset data.valid, data.test "
                           "and data.max_frames")
     options = dict(max_atoms=data["max_atoms_per_batch"] or 4096, max_graphs=data["batch_size"],
-                   seed=seed, num_workers=data["num_workers"])
+                   seed=seed, num_workers=data["num_workers"],
+                   config_type_weights=data["config_type_weights"])
     parts = [StoreSplit(resolve_path(path), name, data["cutoff"], **options)
              for name in ("train", "val", "test")]
+    if data["config_type_weights"]:
+        present = parts[0].config_types()
+        missing = sorted(set(data["config_type_weights"]) - present)
+        if missing:
+            raise ConfigError(
+                f"data.config_type_weights names config types {missing} that no frame of "
+                f"{parts[0].source} has (present: {sorted(present)})"
+            )
     return parts[0], parts[1], parts[2] if len(parts[2]) else None

@@ -136,3 +136,33 @@ def test_a_garbage_data_file_is_a_one_line_error(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match=r"cannot read data file .*garbage.xyz \(") as error:
         train(tiny_config, tmp_path / "run")
     assert "\n" not in str(error.value)
+
+
+def _first_loss(run_dir):
+    import csv
+
+    with open(run_dir / "steps.csv") as handle:
+        return float(next(csv.DictReader(handle))["loss"])
+
+
+def test_config_type_weights_apply_when_streaming(tiny_config, tmp_path, bpa_frames):
+    frames = [a.copy() for a in bpa_frames[:8]]
+    for atoms, original in zip(frames, bpa_frames):
+        atoms.calc = type(original.calc)(atoms, **original.calc.results)
+        atoms.info["config_type"] = "md"
+    ase.io.write(tmp_path / "md.xyz", frames)
+    import_files([tmp_path / "md.xyz"], tmp_path / "store.h5")
+    make_split(tmp_path / "store.h5", fractions=(0.5, 0.5), by="frame", seed=0)
+    tiny_config["data"].update(train=str(tmp_path / "store.h5"), max_frames=None, streaming=True,
+                               max_atoms_per_batch=4 * 27)
+    tiny_config["train"]["max_steps"] = 1
+    train(tiny_config, tmp_path / "plain")
+    tiny_config["data"]["config_type_weights"] = {"md": 2.0}
+    train(tiny_config, tmp_path / "weighted")
+    assert _first_loss(tmp_path / "weighted") == pytest.approx(
+        2 * _first_loss(tmp_path / "plain"), rel=1e-12
+    )
+    tiny_config["data"]["config_type_weights"] = {"bulk": 2.0}
+    with pytest.raises(ConfigError, match=r"config types \['bulk'\] that no frame of .*"
+                       r"\(train split\) has \(present: \['md'\]\)"):
+        train(tiny_config, tmp_path / "bad")

@@ -18,7 +18,7 @@ from ase.io.trajectory import Trajectory
 
 from mlip.data.importers.atoms import SYSTEM_KEYS
 
-__all__ = ["read_traj", "read_ase_db"]
+__all__ = ["read_traj", "read_ase_db", "default_ids"]
 
 
 def read_traj(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]:
@@ -39,10 +39,11 @@ def read_ase_db(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]
     ):
         atoms = row.toatoms(add_additional_information=False)
         atoms.info.update(row.key_value_pairs)
-        yield k, atoms, _default_ids(atoms, path, k)
+        yield k, atoms, default_ids(atoms, path, k)
 
 
-def _default_ids(atoms: Atoms, path: Path, k: int) -> dict:
+def default_ids(atoms: Atoms, path: Path, k: int) -> dict:
+    """``{"system": "file:k"}`` unless ``atoms.info`` names its system (then nothing)."""
     if any(key in atoms.info for key in SYSTEM_KEYS):
         return {}
     return {"system": f"{path.name}:{k}"}

@@ -19,9 +19,12 @@ from ase import Atoms
 
 from mlip.data.frames import FrameBuilder
 from mlip.data.importers.ase_formats import read_ase_db, read_traj
+from mlip.data.importers.aselmdb import read_aselmdb
 from mlip.data.importers.atoms import FrameFields, LabelKeys, atoms_to_record, fields_to_record
 from mlip.data.importers.extxyz import read_extxyz
+from mlip.data.importers.lmdb import detect_lmdb_layout, is_lmdb
 from mlip.data.importers.oc20 import oc20_metadata_path, read_oc20
+from mlip.data.importers.oc20_lmdb import read_oc20_lmdb
 from mlip.data.importers.vasp import read_vasp
 from mlip.data.writer import StoreWriter
 from mlip.errors import ConfigError, MLIPError
@@ -31,10 +34,10 @@ __all__ = ["FORMATS", "ImportReport", "detect_format", "import_files"]
 log = logging.getLogger(__name__)
 
 
-def _pubchemqcr(path: Path, start: int = 0):
-    from mlip.data.importers.pubchemqcr import read_pubchemqcr
+def _pubchemqcr(path: Path, start: int = 0, stages: Sequence[str] | None = None):
+    from mlip.data.importers.pubchemqcr import read_pubchemqcr, resolve_stages
 
-    return read_pubchemqcr(path, start)
+    return read_pubchemqcr(path, start, resolve_stages(stages))
 
 
 #: format name → reader(path, start) yielding (frame_index, Atoms | FrameFields | record, ids).
@@ -45,6 +48,8 @@ FORMATS: dict[str, Callable[[Path, int], Iterator[tuple]]] = {
     "oc20": read_oc20,
     "vasp": read_vasp,
     "pubchemqcr": _pubchemqcr,
+    "oc20-lmdb": read_oc20_lmdb,
+    "aselmdb": read_aselmdb,
 }
 
 
@@ -60,11 +65,13 @@ class ImportReport:
 
 
 def detect_format(path: Path) -> str:
-    """Guess the format from the file name.
+    """The format of a source: an LMDB (file or folder) by its records, anything else by name.
 
     Raises:
-        ConfigError: the name matches no known format.
+        ConfigError: the name matches no known format, or an LMDB's records no known layout.
     """
+    if is_lmdb(path):
+        return detect_lmdb_layout(path)
     name = path.name.lower()
     if name.endswith((".extxyz", ".extxyz.xz")) and oc20_metadata_path(path) is not None:
         return "oc20"
@@ -76,8 +83,6 @@ def detect_format(path: Path) -> str:
         return "traj"
     if name.endswith((".db", ".json")):
         return "ase-db"
-    if name.endswith(".lmdb"):
-        return "pubchemqcr"
     if name.startswith(("vasprun", "outcar")) or name.endswith(".xml"):
         return "vasp"
     raise ConfigError(f"cannot tell the format of {path}; pass --format ({', '.join(FORMATS)})")
@@ -95,19 +100,23 @@ def import_files(
     compression: str = "zstd",
     shard_frames: int = 1 << 20,
     progress: bool = False,
+    stages: Sequence[str] | None = None,
 ) -> ImportReport:
     """Import files into a store (created if missing), resuming a previous partial import.
 
     Args:
         sources: input files.
         store: store directory.
-        fmt: format name from ``FORMATS``; None guesses from each file name.
+        fmt: format name from ``FORMATS``; None detects it per file (LMDBs from their
+            records, other files from their names).
         keys: label key names (extxyz, ASE db).
         on_error: ``"raise"`` stops at the first bad frame, ``"skip"`` skips and logs it.
         batch_frames: frames buffered in memory between writes.
         metadata: store metadata (level of theory, reference energies, licence, ...).
         compression: filter of new shards. shard_frames: frames per shard.
         progress: show a tqdm bar with ETA.
+        stages: PubChemQCR levels of theory to import (``pm3``, ``hf``, ``DFT_1st``,
+            ``DFT_2nd``; ``dft`` = both DFT stages, ``all``); None = the DFT stages.
     """
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -115,15 +124,19 @@ def import_files(
     for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"no such input file: {p}")
+    formats = [fmt or detect_format(p) for p in paths]
+    if stages is not None and "pubchemqcr" not in formats:
+        raise ConfigError("stages select PubChemQCR levels of theory, but no source is PubChemQCR")
     report = ImportReport()
     with StoreWriter(
         store, metadata=metadata, compression=compression, shard_frames=shard_frames
     ) as writer:
-        for path in paths:
+        for path, path_fmt in zip(paths, formats):
             _import_one(
                 writer,
                 path,
-                fmt or detect_format(path),
+                path_fmt,
+                stages if path_fmt == "pubchemqcr" else None,
                 keys,
                 on_error,
                 batch_frames,
@@ -137,6 +150,7 @@ def _import_one(
     writer: StoreWriter,
     path: Path,
     fmt: str,
+    stages: Sequence[str] | None,
     keys: LabelKeys,
     on_error: str,
     batch_frames: int,
@@ -150,12 +164,23 @@ def _import_one(
     if done.get("complete"):
         log.info("%s was already imported completely; skipping it", path)
         return
+    entry = {"format": fmt}
+    if fmt == "pubchemqcr":
+        from mlip.data.importers.pubchemqcr import resolve_stages
+
+        entry["stages"] = list(resolve_stages(stages))
+        before = done.get("stages", list(resolve_stages(None)))
+        if done.get("frames_read") and before != entry["stages"]:
+            raise ConfigError(
+                f"{path} was partly imported with stages {before}; resume it with the same "
+                f"stages, not {entry['stages']}"
+            )
     start = int(done.get("frames_read", 0))
     if start:
         report.sources_resumed.append(key)
         log.info("resuming %s at frame %d", path, start)
     builder, read = FrameBuilder(), start
-    frames = FORMATS[fmt](path, start)
+    frames = FORMATS[fmt](path, start, stages) if stages else FORMATS[fmt](path, start)
     for k, item, ids in _progress(frames, path, fmt, start) if progress else frames:
         try:
             record = _record(item, keys, f"{path} frame {k}", ids, key, k)
@@ -163,7 +188,7 @@ def _import_one(
         except MLIPError as exc:
             if on_error == "raise":
                 report.frames_written += _flush(
-                    writer, builder, {key: {"frames_read": k, "format": fmt}}
+                    writer, builder, {key: {"frames_read": k, **entry}}
                 )
                 raise
             log.warning("skipping %s", exc)
@@ -173,9 +198,9 @@ def _import_one(
         read = k + 1
         if len(builder) >= batch_frames:
             report.frames_written += _flush(
-                writer, builder, {key: {"frames_read": read, "format": fmt}}
+                writer, builder, {key: {"frames_read": read, **entry}}
             )
-    done = {key: {"frames_read": read, "format": fmt, "complete": True}}
+    done = {key: {"frames_read": read, **entry, "complete": True}}
     report.frames_written += _flush(writer, builder, done)
     report.sources_done.append(key)
 

@@ -16,18 +16,57 @@ from __future__ import annotations
 import gzip
 import pickle
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from ase.data import atomic_numbers
 
+from mlip.data.importers.lmdb import open_lmdb
 from mlip.errors import ConfigError, InvalidStructureError, UnknownElementError
 from mlip.units import Bohr, Hartree
 
-__all__ = ["read_pubchemqcr", "DFT_STAGES", "ALL_STAGES"]
+__all__ = ["read_pubchemqcr", "resolve_stages", "DFT_STAGES", "ALL_STAGES", "STAGE_ALIASES"]
 
 DFT_STAGES = ("DFT_1st", "DFT_2nd")
 ALL_STAGES = ("pm3", "hf", "DFT_1st", "DFT_2nd")
+#: Names ``--stage`` accepts (case-insensitive) → the stages they select.
+STAGE_ALIASES = {
+    "pm3": ("pm3",),
+    "hf": ("hf",),
+    "dft_1st": ("DFT_1st",),
+    "1st": ("DFT_1st",),
+    "dft_2nd": ("DFT_2nd",),
+    "2nd": ("DFT_2nd",),
+    "dft": DFT_STAGES,
+    "all": ALL_STAGES,
+}
+
+
+def resolve_stages(names: Sequence[str] | str | None) -> tuple[str, ...]:
+    """The PubChemQCR stages selected by level-of-theory names, in optimisation order.
+
+    Args:
+        names: stage names or aliases (``pm3``, ``hf``, ``DFT_1st``/``1st``, ``DFT_2nd``/``2nd``,
+            ``dft`` = both DFT stages, ``all``), case-insensitive; None = the DFT stages.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the accepted ones).
+    """
+    if names is None:
+        return DFT_STAGES
+    if isinstance(names, str):
+        names = [names]
+    chosen: set[str] = set()
+    for name in names:
+        stages = STAGE_ALIASES.get(str(name).lower())
+        if stages is None:
+            raise ConfigError(
+                f"unknown PubChemQCR stage {name!r}; choose from {', '.join(STAGE_ALIASES)}"
+            )
+        chosen.update(stages)
+    if not chosen:
+        raise ConfigError("no PubChemQCR stage selected")
+    return tuple(stage for stage in ALL_STAGES if stage in chosen)
 
 
 def read_pubchemqcr(
@@ -38,17 +77,10 @@ def read_pubchemqcr(
     Raises:
         ConfigError: ``lmdb`` is not installed or a stage name is unknown.
     """
-    try:
-        import lmdb
-    except ImportError:
-        raise ConfigError(
-            "reading PubChemQCR needs the optional package lmdb "
-            "(pip install 'mlip[pubchemqcr]' or pip install lmdb)"
-        ) from None
     unknown = set(stages) - set(ALL_STAGES)
     if unknown:
         raise ConfigError(f"unknown PubChemQCR stages {sorted(unknown)}; choose from {ALL_STAGES}")
-    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, readahead=False)
+    env = open_lmdb(path)
     k = 0
     try:
         with env.begin() as txn:
@@ -74,7 +106,16 @@ def _steps(value: bytes, stages: tuple[str, ...], path: Path, cid: str) -> list[
     try:
         molecule = pickle.loads(gzip.decompress(value))
     except (OSError, pickle.UnpicklingError, EOFError) as exc:
-        raise InvalidStructureError(f"{path} molecule {cid}: cannot decode value ({exc})") from None
+        raise InvalidStructureError(
+            f"{path} molecule {cid}: cannot decode value as a gzip-compressed pickle ({exc}); "
+            "not a PubChemQCR LMDB?"
+        ) from None
+    if not isinstance(molecule, dict) or not molecule.keys() & set(ALL_STAGES):
+        found = sorted(map(str, molecule))[:12] if isinstance(molecule, dict) else molecule
+        raise InvalidStructureError(
+            f"{path} molecule {cid}: not a PubChemQCR record (expected a dict of stages "
+            f"{ALL_STAGES}, found {type(molecule).__name__} {found!r:.200})"
+        )
     return [(stage, step) for stage in stages for step in (molecule.get(stage) or [])]
 
 

@@ -25,7 +25,11 @@ IMPORT = Group("mlip data import SRC... -o STORE", (
     Setting("--output", (str,), None, "store directory, e.g. store.h5", flags=("-o",),
             required=True),
     Setting("--format", (str,), None, "source format: extxyz, traj, ase-db, oc20, vasp, "
-            "pubchemqcr", nullable=True, default_text="from the file name"),
+            "pubchemqcr, oc20-lmdb, aselmdb", nullable=True,
+            default_text="LMDBs from their records, other files from their names"),
+    Setting("--stage", (list,), None, "PubChemQCR levels of theory to import: pm3, hf, "
+            "DFT_1st (1st), DFT_2nd (2nd), dft (both DFT stages), all", item=str,
+            nullable=True, default_text="dft"),
     *(Setting(f"--{label}-key", (str,), None, f"name of the {label} field", nullable=True,
               default_text="auto") for label in ("energy", "forces", "stress", "virial", "system")),
     Setting("--on-error", (str,), "raise", "stop at the first bad frame, or skip and log it",
@@ -132,6 +136,7 @@ def _import(args: argparse.Namespace) -> int:
         compression=args.compression,
         shard_frames=args.shard_frames,
         progress=True,
+        stages=args.stage,
     )
     print(
         f"imported {report.frames_written} frames into {args.output}; skipped "

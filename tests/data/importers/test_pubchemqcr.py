@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlip.data import SnapshotStore, import_files
-from mlip.errors import UnknownElementError
+from mlip.errors import ConfigError, UnknownElementError
 from mlip.units import Bohr, Hartree
 
 lmdb = pytest.importorskip("lmdb")
@@ -75,3 +75,35 @@ def test_unknown_element_names_molecule(tmp_path):
         UnknownElementError, match="molecule 000000001 DFT_2nd: unknown element 'Xx'"
     ):
         import_files([tmp_path / "bad.lmdb"], tmp_path / "s.h5")
+
+
+def _lots(store_path):
+    store = SnapshotStore(store_path)
+    return store.read(np.arange(len(store))).frames["lot"].tolist()
+
+
+def test_stages_selectable_from_import_files(tmp_path):
+    _write_lmdb(tmp_path / "Data06.lmdb", MOLECULES)
+    import_files([tmp_path / "Data06.lmdb"], tmp_path / "a.h5", stages=["hf", "PM3"])
+    assert _lots(tmp_path / "a.h5") == ["pm3", "hf"]  # optimisation order, not the given order
+    import_files([tmp_path / "Data06.lmdb"], tmp_path / "b.h5", stages="2nd")
+    assert _lots(tmp_path / "b.h5") == ["DFT_2nd", "DFT_2nd", "DFT_2nd"]
+
+
+def test_stages_selectable_from_the_cli(tmp_path):
+    from mlip.cli import main
+
+    _write_lmdb(tmp_path / "Data06.lmdb", MOLECULES)
+    code = main(["data", "import", str(tmp_path / "Data06.lmdb"), "-o", str(tmp_path / "s.h5"),
+                 "--stage", "all"])
+    assert code == 0
+    assert _lots(tmp_path / "s.h5") == ["pm3", "hf", "DFT_2nd", "DFT_2nd", "DFT_1st", "DFT_2nd"]
+
+
+def test_bad_stage_requests_are_refused(tmp_path):
+    _write_lmdb(tmp_path / "Data06.lmdb", MOLECULES)
+    with pytest.raises(ConfigError, match=r"unknown PubChemQCR stage 'b3lyp'; choose from pm3, "):
+        import_files([tmp_path / "Data06.lmdb"], tmp_path / "s.h5", stages=["b3lyp"])
+    (tmp_path / "x.xyz").write_text("1\nenergy=-1.0 pbc=\"F F F\"\nH 0 0 0\n")
+    with pytest.raises(ConfigError, match="no source is PubChemQCR"):
+        import_files([tmp_path / "x.xyz"], tmp_path / "t.h5", stages=["pm3"])

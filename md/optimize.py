@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -10,6 +12,7 @@ import torch
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from mlip.errors import ConfigError
 from mlip.md.force_field import ForceField, resolve_model
 from mlip.md.relax import fire_init, fire_step, max_force
 from mlip.md.state import state_from_atoms, state_to_atoms
@@ -47,6 +50,18 @@ class RelaxResult:
         return "\n".join(lines)
 
 
+def _check_relax_settings(fmax: float, steps: int, pressure_GPa: float,
+                          relax_cell: bool) -> None:
+    """Refuse relaxation settings that are out of range or would be ignored."""
+    if not (isinstance(fmax, numbers.Real) and math.isfinite(fmax) and fmax > 0):
+        raise ConfigError(f"fmax = {fmax!r} is not allowed: a finite number > 0 (eV/Å)")
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
+        raise ConfigError(f"steps = {steps!r} is not allowed: an integer >= 0 (maximum moves)")
+    if pressure_GPa != 0.0 and not relax_cell:
+        raise ConfigError(f"pressure_GPa = {pressure_GPa!r} is not allowed without "
+                          "relax_cell=True (only a cell relaxation feels a pressure)")
+
+
 def run_relax(
     model: Potential | str | os.PathLike,
     atoms: Sequence[Atoms],
@@ -69,7 +84,12 @@ def run_relax(
         fmax: eV/Å. relax_cell: also relax the cell (needs full pbc). steps: maximum moves.
         pressure_GPa: external pressure for cell relaxation, GPa. skin: Å. device: torch device.
         progress: show a progress bar.
+
+    Raises:
+        ConfigError: ``fmax`` not a finite number > 0, ``steps`` not an integer >= 0, or a
+            pressure without ``relax_cell`` (it would be ignored); the message names it.
     """
+    _check_relax_settings(fmax, steps, pressure_GPa, relax_cell)
     model = resolve_model(model, device=device)
     start = state_from_atoms(atoms, device)
     start = start.replace(momenta=torch.zeros_like(start.momenta))

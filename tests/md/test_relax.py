@@ -79,3 +79,14 @@ def test_cell_relaxation_needs_periodic_structures(lj_model):
     cluster.numbers[:] = 29
     with pytest.raises(ConfigError, match=r"system 1 has pbc=\[False, False, False\]"):
         run_relax(lj_model, [_strained(0), cluster], relax_cell=True)
+
+
+def test_nonsense_relax_settings_are_refused(lj_model):
+    crystal = [_strained(0)]
+    with pytest.raises(ConfigError, match=r"fmax = -0\.1 is not allowed: a finite number > 0"):
+        run_relax(lj_model, crystal, fmax=-0.1)
+    with pytest.raises(ConfigError, match=r"steps = -3 is not allowed: an integer >= 0"):
+        run_relax(lj_model, crystal, steps=-3)
+    with pytest.raises(ConfigError, match=r"pressure_GPa = 1\.0 is not allowed without "
+                       r"relax_cell=True"):
+        run_relax(lj_model, crystal, pressure_GPa=1.0)

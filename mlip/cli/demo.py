@@ -62,14 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo; returns 0 on success."""
+    """Run the demo; returns 0 on success, 2 when MD stopped some molecule (blow-up)."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     store = _import(out / "3bpa.h5")
     model_path = _train(store, out / "train", args.train_seconds, args.retrain)
     relaxed = _relax(model_path, out / "relaxed.xyz")
-    md_files = _md(model_path, relaxed, out, args.md_steps, args.replicas)
+    md_files, md_failures = _md(model_path, relaxed, out, args.md_steps, args.replicas)
     drift = nve_conservation(
         load_model(model_path, dtype=torch.float64),
         relaxed,
@@ -88,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         f"  NVE check (0.5 fs, 0.5 ps): drift {drift.drift_meV_per_atom_ps:.4f} meV/atom/ps, "
         f"fluctuation {drift.fluctuation_meV_per_atom:.4f} meV/atom"
     )
+    if md_failures:
+        print(f"\nFAILED: MD stopped {len(md_failures)} of {args.replicas} molecules "
+              f"(systems {sorted(md_failures)}; reasons above)")
+        return 2
     return 0
 
 
@@ -137,8 +141,13 @@ def _relax(model_path: Path, out: Path):
     return relaxed
 
 
-def _md(model_path: Path, relaxed, out: Path, steps: int, replicas: int) -> dict[str, Path]:
-    """Batched Langevin NVT at 300 K of ``replicas`` copies of the relaxed molecule."""
+def _md(model_path: Path, relaxed, out: Path, steps: int,
+        replicas: int) -> tuple[dict[str, Path], dict[int, str]]:
+    """Batched Langevin NVT at 300 K of ``replicas`` copies of the relaxed molecule.
+
+    Returns:
+        the output files by label, and system → reason for the molecules MD stopped.
+    """
     rng = np.random.default_rng(0)
     batch = []
     for _ in range(replicas):
@@ -175,4 +184,4 @@ def _md(model_path: Path, relaxed, out: Path, steps: int, replicas: int) -> dict
         for system, reason in result.failures.items():
             print(f"MD system {system} stopped: {reason}")
     files["thermo plot"] = plot_thermo(files["thermo log"])
-    return files
+    return files, result.failures

@@ -1,15 +1,28 @@
-"""Train/val/test splits by trajectory (system id) or by frame, stored beside the shards.
+"""Train/val/test splits by group (trajectory, source file, config_type) or by frame, stored
+beside the shards.
 
 Consecutive frames of a relaxation or MD trajectory are near-duplicates, so the default split
-assigns whole systems: the sorted unique system ids are permuted with ``seed`` and handed out in
-that order until each split holds its fraction of the *frames*. The result is ``split.npy``
-(uint8 per frame, codes in :data:`mlip.data.schema.SPLIT_CODES`) plus a manifest entry; a new
-import invalidates it.
+assigns whole groups: the sorted unique group ids are permuted with ``seed`` and handed out in
+that order until each split holds its fraction of the *frames*. What a group is (``by``):
+
+* ``trajectory`` (alias ``system``): the frame's system id, from the importer (``.traj`` file,
+  VASP run, OC20 system) or from ``atoms.info`` (``system_id``, ``system``, ``trajectory``, ...,
+  or the key given to ``mlip data import --system-key``). An extxyz frame without one is its own
+  group, so correlated frames of one MD run could land in different splits: a warning says how
+  many frames carry no id.
+* ``source``: the imported file (one MD run per file);
+* ``config_type``: the frames' ``info["config_type"]`` (frames without one form one group);
+* ``frame``: no grouping.
+
+The result is ``split.npy`` (uint8 per frame, codes in :data:`mlip.data.schema.SPLIT_CODES`)
+plus a manifest entry (``by``, ``n_groups``, ``frames_without_group_id``); a new import
+invalidates it.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -21,10 +34,21 @@ from mlip.data.schema import SPLIT_CODES
 from mlip.data.store import SnapshotStore
 from mlip.errors import ConfigError, CorruptStoreError
 
-__all__ = ["make_split", "check_split_leakage", "SPLIT_NAMES"]
+__all__ = ["make_split", "check_split_leakage", "SPLIT_NAMES", "GROUPINGS"]
+
+log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_FILE = "split.npy"
+
+#: ``by`` value → the per-frame string column whose values are the groups (None: by frame).
+GROUPINGS = {
+    "trajectory": "system",
+    "system": "system",
+    "source": "source",
+    "config_type": "config_type",
+    "frame": None,
+}
 
 
 def make_split(
@@ -38,48 +62,84 @@ def make_split(
     Args:
         path: store directory.
         fractions: target fractions of frames for (train, val[, test]); must sum to 1.
-        by: ``"trajectory"`` (alias ``"system"``: whole systems, no leakage) or ``"frame"``.
+        by: what a split keeps together, one of :data:`GROUPINGS`: ``"trajectory"`` (alias
+            ``"system"``), ``"source"`` (input file), ``"config_type"`` or ``"frame"``.
         seed: permutation seed.
 
     Returns:
         Frames per split name.
+
+    Raises:
+        ConfigError: bad fractions or ``by``, or an empty store.
     """
     fractions = [float(f) for f in fractions]
     if not 2 <= len(fractions) <= 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
         raise ConfigError(
             f"fractions must be 2 or 3 non-negative numbers summing to 1, got {fractions}"
         )
-    if by not in ("trajectory", "system", "frame"):
-        raise ConfigError(f"--by must be trajectory, system or frame, got {by!r}")
+    if by not in GROUPINGS:
+        raise ConfigError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
     store = SnapshotStore(path)
+    if len(store) == 0:
+        raise ConfigError(f"{store.root} is empty; nothing to split")
     rng = np.random.default_rng(seed)
-    if by == "frame":
+    without_id = _frames_without_system_id(store) if GROUPINGS[by] == "system" else 0
+    if GROUPINGS[by] is None:
         keys = rng.permutation(len(store))
         sizes = np.ones(len(store), dtype=np.int64)
         codes = _assign(sizes, fractions)[np.argsort(keys)]
+        n_groups = len(store)
     else:
-        systems = _system_codes(store)
-        counts = np.bincount(systems)
+        groups = _group_codes(store, GROUPINGS[by])
+        counts = np.bincount(groups)
         order = rng.permutation(len(counts))
-        per_system = np.empty(len(counts), dtype=np.uint8)
-        per_system[order] = _assign(counts[order], fractions)
-        codes = per_system[systems]
+        per_group = np.empty(len(counts), dtype=np.uint8)
+        per_group[order] = _assign(counts[order], fractions)
+        codes = per_group[groups]
+        n_groups = len(counts)
+    if without_id:
+        log.warning(
+            "%d of %d frames of %s carry no trajectory id (each is its own group), so correlated "
+            "frames of one MD run may land in different splits; re-import with --system-key KEY "
+            "(the atoms.info key naming the run) or split --by source (one run per file)",
+            without_id, len(store), store.root,
+        )
     counts = {name: int((codes == SPLIT_CODES[name]).sum()) for name in SPLIT_NAMES}
-    _save(
-        Path(path),
-        codes,
-        {"by": by, "fractions": fractions, "seed": seed, "counts": counts, "n_frames": len(store)},
-    )
+    entry = {"by": by, "fractions": fractions, "seed": seed, "counts": counts,
+             "n_frames": len(store), "n_groups": int(n_groups),
+             "frames_without_group_id": int(without_id)}
+    _save(Path(path), codes, entry)
     return counts
 
 
-def _system_codes(store: SnapshotStore) -> np.ndarray:
-    """(n_frames,) int64 index of each frame's system among the sorted unique system ids."""
-    names = [store.frame_column("system", shard) for shard in range(store.n_shards)]
-    if not names:
-        raise ConfigError(f"{store.root} is empty; nothing to split")
-    uniques, inverse = np.unique(np.concatenate(names).astype(str), return_inverse=True)
+def _column(store: SnapshotStore, name: str) -> np.ndarray:
+    """(n_frames,) str array of a string column over every shard ("" where absent)."""
+    parts = []
+    for shard in range(store.n_shards):
+        a, b = store.shard_range(shard)
+        values = store.frame_column(name, shard)
+        parts.append(np.full(b - a, "", dtype=object) if values is None else values)
+    return np.concatenate(parts).astype(str)
+
+
+def _group_codes(store: SnapshotStore, column: str) -> np.ndarray:
+    """(n_frames,) int64 index of each frame's group among the sorted unique values of
+    ``column``."""
+    _, inverse = np.unique(_column(store, column), return_inverse=True)
     return inverse.reshape(-1).astype(np.int64)
+
+
+def _frames_without_system_id(store: SnapshotStore) -> int:
+    """Frames whose system id is the importer's ``<file name>:<frame>`` stand-in (no id of
+    their own: each is its own group)."""
+    systems, sources = _column(store, "system"), _column(store, "source")
+    frames = np.concatenate(
+        [store.frame_column("source_frame", shard) for shard in range(store.n_shards)]
+    )
+    standin = np.array(
+        [f"{Path(src).name}:{k}" for src, k in zip(sources.tolist(), frames.tolist())]
+    )
+    return int((systems == standin).sum())
 
 
 def _assign(sizes: np.ndarray, fractions: list[float]) -> np.ndarray:

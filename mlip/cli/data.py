@@ -49,8 +49,9 @@ INFO = Group("mlip data info STORE", (
 
 SPLIT = Group("mlip data split STORE", (
     Setting("--by", (str,), "trajectory", "what a split keeps together: whole trajectories "
-            "(alias system: no leakage) or single frames",
-            choices=("trajectory", "system", "frame")),
+            "(alias system: the frames' system id; frames without one are warned about), "
+            "input files (source), info['config_type'] values (config_type), or single frames",
+            choices=("trajectory", "system", "source", "config_type", "frame")),
     Setting("--fractions", (list,), [0.9, 0.05, 0.05], "fractions of train, val (and test)",
             item=float, length=(2, 3), range=UNIT_INTERVAL),
     Setting("--seed", (int,), 0, "seed of the permutation", range=NON_NEGATIVE),
@@ -156,10 +157,12 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
-    from mlip.data import make_split
+    from mlip.data import SnapshotStore, make_split
 
     counts = make_split(args.store, args.fractions, by=args.by, seed=args.seed)
-    print(" ".join(f"{k}={v}" for k, v in counts.items()))
+    entry = SnapshotStore(args.store).manifest["split"]
+    print(f"split by {args.by} ({entry['n_groups']} groups): "
+          + " ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 
 

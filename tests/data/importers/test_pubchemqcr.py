@@ -98,6 +98,10 @@ def test_stages_selectable_from_the_cli(tmp_path):
                  "--stage", "all"])
     assert code == 0
     assert _lots(tmp_path / "s.h5") == ["pm3", "hf", "DFT_2nd", "DFT_2nd", "DFT_1st", "DFT_2nd"]
+    code = main(["data", "import", str(tmp_path / "Data06.lmdb"), "--stage", "hf", "--stage",
+                 "pm3", "-o", str(tmp_path / "t.h5")])
+    assert code == 0
+    assert _lots(tmp_path / "t.h5") == ["pm3", "hf"]
 
 
 def test_bad_stage_requests_are_refused(tmp_path):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mlip.errors import ConfigError
 from mlip.md.noise import atom_normals
 from mlip.md.nve import ForceFn, total_energy, velocity_verlet
 from mlip.md.state import (
@@ -95,8 +96,8 @@ def langevin_init(state: MDState, force_fn: ForceFn, *, seed: int = 0) -> Langev
 def kinetic_energy_change(state: MDState, before: torch.Tensor,
                           after: torch.Tensor) -> torch.Tensor:
     """K(after) − K(before) per system for two momenta of ``state``'s atoms, (n_graphs,) eV."""
-    per_atom = 0.5 * (after * after - before * before).sum(dim=1) / state.masses
-    return scatter_sum(per_atom, state.batch, state.n_graphs)
+    per_atom = torch.linalg.vecdot(after - before, after + before) / state.masses
+    return 0.5 * scatter_sum(per_atom, state.batch, state.n_graphs)
 
 
 def langevin_conserved_energy(state: LangevinState) -> torch.Tensor:
@@ -136,10 +137,18 @@ def nhc_init(state: MDState, force_fn: ForceFn, *, temperature_K: float, damping
 
     Args:
         damping: τ, ASE time units.
+
+    Raises:
+        ConfigError: a system whose constraints leave no degree of freedom to thermostat.
     """
     n_graphs = state.n_graphs
     kT = kB * temperature_K
     n_dof = degrees_of_freedom(state)
+    if state.constraints is not None:
+        frozen = torch.nonzero(n_dof <= 0).flatten().tolist()
+        if frozen:
+            raise ConfigError(f"system {frozen[0]}: its constraints leave no degree of freedom "
+                              "for the Nosé–Hoover thermostat (every atom fixed)")
     mass = torch.full((n_graphs, chain_length), kT * damping**2, dtype=torch.float64,
                       device=state.positions.device)
     mass[:, 0] = n_dof * kT * damping**2

@@ -77,7 +77,9 @@ def run_relax(
     """Relax a batch of structures with FIRE (and the Fréchet cell filter when ``relax_cell``).
 
     Each system stops moving once its generalised forces are below ``fmax``; the batch stops
-    when all have converged or after ``steps`` moves.
+    when all have converged or after ``steps`` moves. ASE ``FixAtoms``/``FixCom`` constraints
+    of ``atoms`` are honoured (fixed atoms never move and do not count in fmax; see
+    :mod:`mlip.md.constraints`); any other ASE constraint is refused (ConfigError).
 
     Args:
         model: a potential or a checkpoint path. atoms: the structures.

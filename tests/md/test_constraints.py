@@ -144,6 +144,18 @@ def test_nose_hoover_and_guard_use_the_constrained_degrees_of_freedom(lj_model):
     assert code.tolist() == [4] and float(value[0]) == pytest.approx(3600.0, rel=1e-12)
 
 
+def test_every_atom_fixed(lj_model, cu32):
+    """No degree of freedom left: 0 K, nothing moves, and Nosé–Hoover refuses the system."""
+    frozen = cu32.copy()
+    frozen.set_constraint(FixAtoms(indices=range(len(cu32))))
+    result = run_md(lj_model, [cu32, frozen], _integrator("nvt_langevin"), steps=5,
+                    initial_temperature_K=300.0, skin=0.5)
+    assert result.failures == {} and float(temperature_K(result.state)[1]) == 0.0
+    assert np.array_equal(result.atoms()[1].positions, frozen.positions)
+    with pytest.raises(ConfigError, match="system 1: its constraints leave no degree of freedom"):
+        run_md(lj_model, [cu32, frozen], _integrator("nvt_nhc"), steps=1)
+
+
 @pytest.mark.parametrize("relax_cell", [False, True])
 def test_relaxation_never_moves_fixed_atoms_and_ignores_their_forces(lj_model, relax_cell):
     slab = _slab()

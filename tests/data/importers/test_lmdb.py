@@ -79,6 +79,8 @@ def _s2ef_fields(k: int, new_keys: bool) -> dict:
         "fid": torch.tensor(k),
         "edge_index": torch.zeros(2, 0, dtype=torch.long),
     }
+    if not new_keys:  # numpy values as some converted LMDBs hold them
+        fields.update(sid=np.int64(1000 + k), distances=np.linspace(1.0, 2.0, 4))
     energy, forces = -10.0 - k, torch.rand(N, 3, generator=gen) - 0.5
     fields.update({"energy": energy, "forces": forces} if new_keys else
                   {"y": energy, "force": forces})

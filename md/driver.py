@@ -338,9 +338,9 @@ def _resume(model: Potential, restart: str | os.PathLike, integrator: Integrator
         settings["pressure_GPa"] = 0.0  # the saved NPT target does not apply any more
     _refuse_unused(settings["ensemble"], given)
     changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+    integrator = make_integrator(**settings)  # checks the new values first
     state = _continued_state(ckpt.state, saved, settings, restart)
-    ensemble = settings.pop("ensemble")
-    integrator = make_integrator(ensemble, **settings)
+    ensemble = settings["ensemble"]
     for name, (old, new) in changed.items():
         log.info("restart from %s at step %d: %s %r -> %r (the checkpoint's value replaced)",
                  restart, state.step, name, old, new)

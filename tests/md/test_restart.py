@@ -10,6 +10,7 @@ import logging
 import ase.io
 import numpy as np
 import pytest
+import torch
 from ase.build import bulk
 
 from mlip.errors import ConfigError
@@ -152,3 +153,11 @@ def test_fresh_run_from_settings_uses_the_documented_defaults(lj):
     result = run_md(lj, _crystals(1), steps=3, temperature=500.0)
     assert result.time_ps == pytest.approx(3e-3)  # timestep 1 fs
     assert float(temperature_K(result.state)[0]) > 0.0  # Langevin noise heated it from 0 K
+
+
+def test_nose_hoover_chain_masses_follow_a_new_temperature(lj, tmp_path):
+    """Q ∝ kT·τ²: at twice the temperature the chain keeps its time scale."""
+    _first_leg(lj, tmp_path, ensemble="nvt_nhc", temperature=300.0)
+    saved = load_checkpoint(tmp_path / "md.ckpt").state.eta_mass
+    hot = run_md(lj, steps=20, restart=tmp_path / "md.ckpt", temperature=600.0)
+    torch.testing.assert_close(hot.state.eta_mass, 2.0 * saved, rtol=1e-15, atol=0.0)

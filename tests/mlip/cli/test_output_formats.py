@@ -79,6 +79,8 @@ def test_data_export_refuses_unknown_format(tmp_path, capsys):
     assert main(["data", "export", str(tmp_path / "in.h5"), "-o", str(tmp_path / "o.pdb")]) == 2
     err = capsys.readouterr().err
     assert "o.pdb: unknown suffix '.pdb'" in err and "Traceback" not in err
+    assert main(["data", "export", str(tmp_path / "in.h5"), "-o", str(tmp_path / "o.foo")]) == 2
+    assert "o.foo: unknown suffix '.foo'" in capsys.readouterr().err
     assert main(["data", "export", str(tmp_path / "in.h5"), "-o", str(tmp_path / "o.xyz"),
                  "--format", "cif"]) == 2
     assert "unknown format 'cif'" in capsys.readouterr().err

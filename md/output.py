@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from mlip.errors import ConfigError
 from mlip.io import FrameWriter, output_format
 from mlip.md.state import MDState, instantaneous_pressure, kinetic_energy, temperature_K, volume
 from mlip.units import GPa
@@ -112,10 +113,16 @@ class ThermoLog:
 
     Args:
         path: file. append: continue an existing log (restart).
+
+    Raises:
+        ConfigError: any other suffix (the format follows the extension, as for every output).
     """
 
     def __init__(self, path: str | Path, append: bool = False) -> None:
         self.path = Path(path)
+        if self.path.suffix.lower() not in (".csv", ".jsonl"):
+            raise ConfigError(f"thermo log {self.path}: unknown suffix {self.path.suffix!r}; "
+                              "use .csv or .jsonl")
         self.jsonl = self.path.suffix.lower() == ".jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not append or not self.path.exists()

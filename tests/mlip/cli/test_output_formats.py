@@ -90,3 +90,12 @@ def test_frame_writer_refuses_to_replace_a_store(tmp_path):
     write_frames(tmp_path / "s.h5", _labelled(1))
     with pytest.raises(ConfigError, match=r"s\.h5 already exists"):
         FrameWriter(tmp_path / "s.h5")
+
+
+def test_md_refuses_unknown_extensions_before_running(files, capsys):
+    base = ["md", str(files / "lj.pt"), str(files / "in.xyz"), "--steps", "2"]
+    assert main([*base, "-o", str(files / "md.pdb"), "--log", str(files / "t.csv")]) == 2
+    assert "md.pdb: unknown suffix '.pdb'" in capsys.readouterr().err
+    assert main([*base, "-o", str(files / "md.xyz"), "--log", str(files / "t.txt")]) == 2
+    assert "t.txt: unknown suffix '.txt'; use .csv or .jsonl" in capsys.readouterr().err
+    assert not (files / "t.txt").exists() and not (files / "md.xyz").exists()

@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from mlip import __version__
 from mlip.errors import MLIPError
@@ -17,9 +18,17 @@ __all__ = ["main", "build_parser"]
 SUBCOMMAND_MODULES = ("demo", "data", "train", "eval", "relax", "md", "plot")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line, like every other refusal (the usage is in
+    ``--help``); sub-command parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(prog="mlip", description=__doc__)
+    parser = _Parser(prog="mlip", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mlip {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -24,7 +24,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping, NoReturn
 
 from mlip.errors import ConfigError
 
@@ -232,7 +232,7 @@ class Setting:
             return re.fullmatch(self.pattern[0], text) is not None
         return True
 
-    def _refuse(self, value: Any) -> None:
+    def _refuse(self, value: Any) -> NoReturn:
         raise ConfigError(f"{self.name} = {_show(value)}: allowed {self.allowed()}")
 
 

@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from mlip.determinism import deterministic_mode
 from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
 from mlip.md.state import ForceOutput, MDState
@@ -56,20 +57,26 @@ class ForceField:
             results are the same either way. On a CPU, a heavy model on a large batch of small
             systems runs faster in groups that stay in cache (facet-s on 64 3BPA molecules:
             about 3x with groups of ~200 atoms), a cheap one slower; on a GPU use None.
+        deterministic: evaluate the model under :func:`mlip.determinism.deterministic_mode`
+            (float32 forces repeat bit for bit on the same machine and thread count);
+            ``"auto"`` then means None (no choice by timing).
 
     Attributes:
         max_atoms_per_call: the group size in use (``"auto"`` until the first call chose one).
     """
 
     def __init__(self, model: Potential, *, skin: float = 1.0, compute_stress: bool = False,
-                 max_atoms_per_call: int | str | None = None) -> None:
+                 max_atoms_per_call: int | str | None = None, deterministic: bool = False
+                 ) -> None:
         if not (max_atoms_per_call is None or max_atoms_per_call == "auto"
                 or (isinstance(max_atoms_per_call, int) and max_atoms_per_call >= 1)):
             raise ConfigError("max_atoms_per_call must be a positive integer, None or 'auto', "
                               f"got {max_atoms_per_call!r}")
         self.model = model
         self.compute_stress = compute_stress
-        self.max_atoms_per_call = max_atoms_per_call
+        self.deterministic = deterministic
+        self.max_atoms_per_call = (None if deterministic and max_atoms_per_call == "auto"
+                                   else max_atoms_per_call)
         self._groups: tuple[torch.Tensor, list[tuple[int, int, int, int]]] | None = None
         self.neighbors = VerletList(model.cutoff, skin)
         self.model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
@@ -168,7 +175,8 @@ class ForceField:
         """Energy, forces, stress and shortest distance per system at ``state.positions``."""
         positions, batch = state.positions, state.batch
         edge_index, edge_shift = self.neighbors.update(positions, state.cell, state.pbc, batch)
-        out = self._evaluate(state, edge_index, edge_shift)
+        with deterministic_mode(self.deterministic):
+            out = self._evaluate(state, edge_index, edge_shift)
         stress = out.get("stress")
         stress = (self._nan_stress(state.n_graphs, positions.device) if stress is None
                   else _float64_constant(stress))

@@ -50,6 +50,9 @@ SETTINGS = Group("mlip md MODEL IN", (
             "structures of at most N atoms; all: the whole batch at once; auto: on a CPU the "
             "faster of both, timed at the first step", choices=("auto", "all"),
             range=AT_LEAST_ONE, metavar="N"),
+    Setting("--deterministic", (bool,), False, "deterministic torch kernels: a float32 run "
+            "repeats bit for bit on the same machine and thread count (auto group size then "
+            "means all)"),
     *POTENTIAL_SETTINGS,
 ), rules=(
     OnlyWith("--thermostat", "--ensemble", ("nvt",), values=("nhc",)),
@@ -98,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
                         checkpoint_interval=args.checkpoint_interval)
     group_size = None if args.max_atoms_per_call == "all" else args.max_atoms_per_call
     common = dict(steps=args.steps, outputs=outputs, seed=args.seed, skin=args.skin,
-                  device=args.device, progress=True, max_atoms_per_call=group_size)
+                  device=args.device, progress=True, max_atoms_per_call=group_size,
+                  deterministic=args.deterministic)
     if args.restart:
         result = run_md(model, restart=args.restart, **kept, **common)
     else:

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from mlip.determinism import deterministic_mode
 from mlip.errors import ConfigError
 from mlip.models import load_model
 from mlip.train.config import apply_overrides, load_config, resolve_config
@@ -65,7 +66,8 @@ def train(
     resolved = resolve_config(apply_overrides(raw, overrides))
     ctx = init_distributed(resolved["device"])
     try:
-        return _run(resolved, run_dir, state, ctx)
+        with deterministic_mode(resolved["deterministic"]):
+            return _run(resolved, run_dir, state, ctx)
     finally:
         if ctx.enabled and dist.is_initialized():
             dist.destroy_process_group()

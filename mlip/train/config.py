@@ -48,6 +48,8 @@ CONFIG = Group("training config (mlip train CONFIG.yaml, --set KEY=VALUE)", (
             pattern=DEVICE_PATTERN),
     Setting("dtype", (str,), "float64", "floating-point precision of the model",
             choices=("float32", "float64")),
+    Setting("deterministic", (bool,), False, "deterministic torch kernels: a float32 run "
+            "repeats bit for bit on the same machine and thread count (docs/training.md)"),
     Setting("data.train", (str, list), None, "training data: a path or a list of paths (ASE-"
             "readable files or mlip stores .h5; bundled:NAME for the bundled sets)",
             item=str, required=True),

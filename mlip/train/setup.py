@@ -272,7 +272,7 @@ def _finetune_model(
         e0 = {**e0_old, **e0}
     elif config["finetune"]["refit_e0"] or set(species) - set(old_species):
         present = splits.train.elements()
-        refit = _residual_e0(model, splits.train, present, scale, shift)
+        refit = _residual_e0(model, splits.train, present, scale, shift, e0_old)
         e0, method = {**e0_old, **refit}, "refit_residual"
     else:
         e0, method = e0_old, "from_model"
@@ -322,9 +322,11 @@ def _transfer_weights(
 
 @torch.no_grad()
 def _residual_e0(
-    model: Potential, train: FrameSet, species: list[int], scale: float, shift: float
+    model: Potential, train: FrameSet, species: list[int], scale: float, shift: float,
+    prior: dict[int, float],
 ) -> dict[int, float]:
-    """E0 of ``species`` by least squares on E_ref − (model energy without E0) over ``train``."""
+    """E0 of ``species`` by least squares on E_ref − (model energy without E0) over ``train``,
+    closest to the model's old E0 ``prior`` where the energies do not determine them."""
     model.set_energy_reference({}, scale, shift)
     model.eval()
     dtype = next(model.parameters()).dtype
@@ -335,4 +337,4 @@ def _residual_e0(
         predicted.append(model(graph, compute_forces=False)["energy"].double())
     energies = np.array([float(g.targets.energy[0]) for g in train.graphs])
     residual = energies - torch.cat(predicted).numpy()
-    return fit_e0(train, species, residual=residual)
+    return fit_e0(train, species, residual=residual, prior=prior)

@@ -12,6 +12,7 @@ Conventions follow engine.md §5.8/§6.3 (and MACE's ``rms_forces_scaling``):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
@@ -23,6 +24,8 @@ from ase.data import atomic_numbers, chemical_symbols
 from mlip.data.stats import require_separable_e0, solve_reference_energies
 from mlip.errors import ConfigError
 from mlip.train.data import FrameSet
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DataStatistics",
@@ -76,14 +79,26 @@ def _energies(frames: FrameSet) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_e0(
-    frames: FrameSet, species: Sequence[int], residual: np.ndarray | None = None
+    frames: FrameSet,
+    species: Sequence[int],
+    residual: np.ndarray | None = None,
+    prior: Mapping[int, float] | None = None,
 ) -> dict[int, float]:
     """Least-squares per-element E0 (eV) from frame energies (or from given residuals, eV),
     solved by :func:`mlip.data.stats.solve_reference_energies` as streamed stores are.
 
+    Args:
+        frames: the frames. species: the elements to fit.
+        residual: (n_frames,) eV to fit instead of the frame energies (NaN: no energy).
+        prior: {Z: eV} E0 to stay closest to (fine-tuning: the model's old E0). The fit is then
+            ``prior + δ`` with δ the minimum-norm least-squares fit of what the prior leaves, so
+            directions the energies do not determine keep the prior; elements without a prior
+            that the energies cannot separate are logged as a warning instead of refused.
+
     Raises:
-        ConfigError: no frame has an energy, or the compositions do not determine the E0 of
-            some elements (named, see :func:`mlip.data.stats.require_separable_e0`).
+        ConfigError: no frame has an energy, or (without ``prior``) the compositions do not
+            determine the E0 of some elements (named, see
+            :func:`mlip.data.stats.require_separable_e0`).
     """
     energies, mask = _energies(frames)
     if residual is not None:
@@ -92,11 +107,23 @@ def fit_e0(
     if not mask.any():
         raise ConfigError(f"cannot fit E0: no frame of {frames.source} has an energy")
     counts = composition_matrix(frames, species)[mask]
-    e0, _, undetermined = solve_reference_energies(
-        counts.T @ counts, counts.T @ energies[mask], list(species)
+    base = np.array([float((prior or {}).get(z, 0.0)) for z in species])
+    target = energies[mask] - counts @ base
+    delta, _, undetermined = solve_reference_energies(
+        counts.T @ counts, counts.T @ target, list(species)
     )
-    require_separable_e0(undetermined, len(frames), frames.source)
-    return e0
+    if prior is None:
+        require_separable_e0(undetermined, len(frames), frames.source)
+    else:
+        new = [chemical_symbols[z] for z in undetermined if z not in prior]
+        if new:
+            log.warning(
+                "the energies of %s do not separate the E0 of new element(s) %s from the others "
+                "(fixed ratios); their refitted E0 only hold for these compositions. Give "
+                "data.isolated_atoms or data.e0 for a transferable reference",
+                frames.source, ", ".join(new),
+            )
+    return {int(z): float(b + delta[int(z)]) for z, b in zip(species, base)}
 
 
 def isolated_atom_e0(frames: Sequence[Atoms], source: str) -> dict[int, float]:

@@ -1,3 +1,5 @@
+import logging
+
 import ase.io
 import numpy as np
 import pytest
@@ -12,7 +14,9 @@ from mlip.train.data import load_frameset, read_frames, split_frameset
 from mlip.train.statistics import composition_matrix
 
 
-def test_finetune_on_new_elements_keeps_weights_and_refits_e0(tiny_config, tmp_path, hfo2_frames):
+def test_finetune_on_new_elements_keeps_weights_and_refits_e0(
+    tiny_config, tmp_path, hfo2_frames, caplog
+):
     tiny_config["train"]["max_steps"] = 3
     base_path = train(tiny_config, tmp_path / "base")
     base = load_model(base_path)
@@ -25,8 +29,12 @@ def test_finetune_on_new_elements_keeps_weights_and_refits_e0(tiny_config, tmp_p
     }
     tiny_config["model"] = {}
     tiny_config["finetune"] = {"from": str(base_path)}
-    tiny_config["train"]["max_steps"] = 0
-    tuned = load_model(train(tiny_config, tmp_path / "tuned").parent / "final.pt")
+    tiny_config["train"]["max_steps"] = 1
+    tiny_config["optimizer"]["lr"] = 1e-300  # one step that leaves the weights as they are
+    with caplog.at_level(logging.WARNING, logger="mlip.train"):
+        tuned = load_model(train(tiny_config, tmp_path / "tuned").parent / "final.pt")
+    # Hf:O is 1:2 in every frame: the new Hf cannot be separated from O (kept closest to its E0)
+    assert "do not separate the E0 of new element(s) Hf from the others" in caplog.text
     assert tuned.species == sorted(set(base.species) | {8, 72})
     assert torch.equal(tuned.sigma.detach(), base.sigma.detach())
     assert torch.equal(tuned.epsilon.detach(), base.epsilon.detach())
@@ -57,3 +65,16 @@ def test_finetune_rejects_architecture_keys_and_another_cutoff(tiny_config, tmp_
     tiny_config["data"]["cutoff"] = 5.0
     with pytest.raises(ConfigError, match=r"data.cutoff = 5.0 Å differs from the cutoff 4.0 Å of"):
         train(tiny_config, tmp_path / "b")
+
+
+def test_finetune_refit_on_one_molecule_keeps_e0_near_the_model(tiny_config, tmp_path):
+    tiny_config["train"]["max_steps"] = 2
+    base = load_model(train(tiny_config, tmp_path / "base"))
+    tiny_config["model"] = {}
+    tiny_config["finetune"] = {"from": str(tmp_path / "base" / "best.pt")}
+    tiny_config["data"].pop("isolated_atoms")
+    tuned = load_model(train(tiny_config, tmp_path / "tuned"))
+    # one composition: only Σ_z n_z E0_z is determined; each E0 moves by < 1 eV, not hundreds
+    for z in (1, 6, 7, 8):
+        old = float(base.reference_energies[base.species.index(z)])
+        assert abs(float(tuned.reference_energies[tuned.species.index(z)]) - old) < 1.0

@@ -8,7 +8,7 @@ Block diagram (features x (n_atoms, (L+1)², C), SO(3) irreps ``C x (0e + 1e + .
 
     x⁰  = Embed(Z) (scalars) + EdgeDegreeEmbedding(Y(r̂_ij), φ(r_ij), f(r_ij))
     for each block:  x = x + CPGraphAttention(LN(x)) ;  x = x + GatedFFN(LN(x))
-    e_i = MLP(LN(x)_i[0])          E = Σ_i (scale · e_i + shift + E0[Z_i])   (base class)
+    e_i = MLP(LN(x)_i[0])          E = Σ_i (E0[Z_i] + s_i·(scale · e_i + shift))   (base class)
     F   = −∂E/∂r, σ = (1/V) ∂E/∂ε                                          (base class)
 
 φ are Graphormer's learnable Gaussians of r/r_c, f the polynomial envelope. Deliberate

@@ -9,8 +9,9 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-from ase.build import fcc111
+from ase.build import bulk, fcc111
 from ase.constraints import FixAtoms, FixBondLengths, FixCartesian, FixCom, FixedLine
+from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
 from mlip.calculators import MLIPCalculator
@@ -26,6 +27,7 @@ from mlip.md import (
 )
 from mlip.md.guard import BlowUpLimits, check_step
 from mlip.md.nvt import nhc_init
+from mlip.md.relax import fire_init, fire_step
 from mlip.md.state import (
     maxwell_boltzmann_momenta,
     state_from_atoms,
@@ -175,6 +177,32 @@ def test_relaxation_never_moves_fixed_atoms_and_ignores_their_forces(lj_model, r
                                    rtol=0, atol=1e-12)
     else:
         assert np.array_equal(frame.positions[fixed], slab.positions[fixed])
+
+
+@pytest.mark.parametrize("relax_cell", [False, True])
+@pytest.mark.parametrize("kind", ["FixAtoms", "FixCom"])
+def test_constrained_fire_follows_ase_fire_step_by_step(lj_model, kind, relax_cell):
+    """Batched FIRE (+ Fréchet cell filter) with a constraint = ase.optimize.FIRE on the
+    constrained atoms, step for step (unequal masses make FixCom's projection matter)."""
+    start = bulk("Cu", "fcc", a=3.5, cubic=True).repeat((2, 1, 1))
+    start.set_cell(start.cell * [1.02, 0.98, 1.01], scale_atoms=True)
+    start.rattle(0.08, seed=0)
+    start.set_masses(np.linspace(30.0, 100.0, len(start)))
+    start.set_constraint(FixAtoms(indices=[0, 3, 5]) if kind == "FixAtoms" else FixCom())
+    reference = start.copy()
+    reference.calc = MLIPCalculator(lj_model)
+    ase_fire = FIRE(FrechetCellFilter(reference) if relax_cell else reference, logfile=None)
+    path = []
+    ase_fire.attach(lambda: path.append((reference.positions.copy(),
+                                         np.asarray(reference.cell).copy())))
+    ase_fire.run(fmax=1e-3, steps=100)
+    assert ase_fire.nsteps > 20
+    force_field = ForceField(lj_model, compute_stress=relax_cell)
+    state = fire_init(state_from_atoms([start]), force_field, relax_cell=relax_cell)
+    for positions, cell in path[1:]:
+        state = fire_step(state, force_field, fmax=1e-3, relax_cell=relax_cell)
+        np.testing.assert_allclose(state.positions.numpy(), positions, rtol=0, atol=1e-8)
+        np.testing.assert_allclose(state.cell[0].numpy(), cell, rtol=0, atol=1e-8)
 
 
 def test_relaxation_with_fix_com(lj_model, cu32):

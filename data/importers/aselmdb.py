@@ -24,7 +24,7 @@ from mlip.data.importers.ase_formats import default_ids
 from mlip.data.importers.lmdb import open_lmdb
 from mlip.errors import InvalidStructureError
 
-__all__ = ["read_aselmdb"]
+__all__ = ["read_aselmdb", "count_rows"]
 
 
 def _decode(value: bytes, where: str):
@@ -32,6 +32,25 @@ def _decode(value: bytes, where: str):
         return json.loads(zlib.decompress(value))
     except (zlib.error, ValueError) as exc:
         raise InvalidStructureError(f"{where}: not a zlib-compressed JSON row ({exc})") from None
+
+
+def _row_ids(txn, path: Path) -> list[int]:
+    """Ids of the rows present: 1 .. nextid-1 without the deleted ones."""
+    nextid = txn.get(b"nextid")
+    nextid = 1 if nextid is None else int(_decode(nextid, f"{path} key 'nextid'"))
+    deleted = txn.get(b"deleted_ids")
+    deleted = set() if deleted is None else set(_decode(deleted, f"{path} key 'deleted_ids'"))
+    return [i for i in range(1, nextid) if i not in deleted]
+
+
+def count_rows(path: Path) -> int:
+    """Rows of an ASE-LMDB."""
+    env = open_lmdb(path)
+    try:
+        with env.begin() as txn:
+            return len(_row_ids(txn, path))
+    finally:
+        env.close()
 
 
 def read_aselmdb(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]:
@@ -43,18 +62,11 @@ def read_aselmdb(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]
     env = open_lmdb(path)
     try:
         with env.begin() as txn:
-            nextid = txn.get(b"nextid")
-            nextid = 1 if nextid is None else int(_decode(nextid, f"{path} key 'nextid'"))
-            deleted = txn.get(b"deleted_ids")
-            deleted = set() if deleted is None else set(_decode(deleted, f"{path} deleted_ids"))
-            ids = (i for i in range(1, nextid) if i not in deleted)
-            for k, idx in enumerate(ids):
-                if k < start:
-                    continue
+            for k, idx in enumerate(_row_ids(txn, path)[start:], start):
                 where = f"{path} row {idx}"
                 value = txn.get(str(idx).encode("ascii"))
                 if value is None:
-                    raise InvalidStructureError(f"{where}: missing (nextid is {nextid})")
+                    raise InvalidStructureError(f"{where}: missing (neither stored nor deleted)")
                 row = _decode(value, where)
                 if not isinstance(row, dict) or not {"numbers", "positions"} <= row.keys():
                     raise InvalidStructureError(f"{where}: not an ASE row ({_keys(row)})")

@@ -38,7 +38,7 @@ import numpy as np
 from mlip.data.importers.lmdb import RESERVED_KEYS, open_lmdb
 from mlip.errors import InvalidStructureError
 
-__all__ = ["PyGRecord", "safe_loads", "read_oc20_lmdb", "record_fields"]
+__all__ = ["PyGRecord", "safe_loads", "read_oc20_lmdb", "record_fields", "count_frames"]
 
 
 class PyGRecord:
@@ -261,6 +261,23 @@ def read_oc20_lmdb(path: Path, start: int = 0) -> Iterator[tuple[int, dict, dict
                     if k >= start:
                         ids.setdefault("system", f"{path.name}:{key.decode()}")
                         yield k, frame, ids
+    finally:
+        env.close()
+
+
+def count_frames(path: Path) -> int | None:
+    """Frames of an OC20 LMDB (from its ``length`` key and first record); None without one."""
+    env = open_lmdb(path)
+    try:
+        with env.begin() as txn:
+            length = txn.get(b"length")
+            if length is None:
+                return None
+            n = int(safe_loads(length))
+            if n == 0:
+                return 0
+            where = f"{path} record 0"
+            return n * len(_frames(_fields(txn.get(b"0"), where), where))
     finally:
         env.close()
 

@@ -244,6 +244,14 @@ def _count_frames(path: Path, fmt: str) -> int | None:
         import ase.db
 
         return ase.db.connect(str(path)).count()
+    if fmt == "oc20-lmdb":
+        from mlip.data.importers.oc20_lmdb import count_frames
+
+        return count_frames(path)
+    if fmt == "aselmdb":
+        from mlip.data.importers.aselmdb import count_rows
+
+        return count_rows(path)
     if fmt in ("extxyz", "oc20") and path.suffix in (".xyz", ".extxyz"):
         n = 0
         with open(path, "rb") as fh:

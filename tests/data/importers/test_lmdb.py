@@ -17,7 +17,8 @@ from ase.constraints import FixAtoms
 from ase.db.row import AtomsRow
 
 from mlip.data import SnapshotStore, import_files
-from mlip.data.importers.oc20_lmdb import read_oc20_lmdb
+from mlip.data.importers.aselmdb import count_rows
+from mlip.data.importers.oc20_lmdb import count_frames, read_oc20_lmdb
 from mlip.data.importers.pipeline import detect_format
 from mlip.errors import ConfigError
 
@@ -163,6 +164,19 @@ def test_oc20_is2re_gives_initial_and_relaxed_frames(tmp_path, monkeypatch):
     # resuming in the middle of a record starts at the right frame
     resumed = [(k, f["energy"]) for k, f, _ in read_oc20_lmdb(src, start=1)]
     assert resumed == [(1, -0.5), (2, 2.5), (3, -1.5)]
+    assert count_frames(src) == 4
+
+
+def test_cli_imports_an_oc20_lmdb(tmp_path, monkeypatch, capsys):
+    from mlip.cli import main
+
+    src = tmp_path / "data.0003.lmdb"
+    _oc20_lmdb(src, monkeypatch, new_layout=True, n=2)
+    assert main(["data", "import", str(src), "-o", str(tmp_path / "s.h5"),
+                 "--energy-referencing", "oc20-adsorption"]) == 0
+    assert "imported 2 frames" in capsys.readouterr().out
+    assert SnapshotStore(tmp_path / "s.h5").manifest["metadata"]["energy_referencing"] == (
+        "oc20-adsorption")
 
 
 def test_unsafe_pickle_is_refused_and_never_run(tmp_path):
@@ -248,6 +262,7 @@ def test_aselmdb_rows_in_id_order_without_deleted(tmp_path, encoder):
         txn.put(b"metadata", zlib.compress(dumps({})))
     env.close()
     assert detect_format(src) == "aselmdb"
+    assert count_rows(src) == 3
     import_files([src], tmp_path / "s.h5")
     store = SnapshotStore(tmp_path / "s.h5")
     b = store.read(np.arange(len(store)))

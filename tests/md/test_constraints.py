@@ -12,6 +12,7 @@ import torch
 from ase.build import bulk, fcc111
 from ase.constraints import FixAtoms, FixBondLengths, FixCartesian, FixCom, FixedLine
 from ase.filters import FrechetCellFilter
+from ase.md.verlet import VelocityVerlet
 from ase.optimize import FIRE
 
 from mlip.calculators import MLIPCalculator
@@ -35,7 +36,7 @@ from mlip.md.state import (
     temperature_K,
 )
 from mlip.models import build, save_model
-from mlip.units import kB
+from mlip.units import fs, kB
 
 ENSEMBLES = ["nve", "nvt_langevin", "nvt_nhc", "npt_crescale"]
 
@@ -118,6 +119,20 @@ def test_fix_com_keeps_the_centre_of_mass(lj_model, cu32, ensemble):
     assert np.abs(frame.positions - cu32.positions).max() > 1e-3
     assert float(temperature_K(result.state)[0]) == pytest.approx(frame.get_temperature(),
                                                                   rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["FixAtoms", "FixCom"])
+def test_constrained_nve_follows_ase_velocity_verlet(lj_model, cu32, kind):
+    cu32.set_masses(np.linspace(30.0, 100.0, len(cu32)))
+    cu32.set_constraint(FixAtoms(indices=[0, 7, 9]) if kind == "FixAtoms" else FixCom())
+    cu32.set_momenta(np.random.default_rng(0).normal(0.0, 2.0, (len(cu32), 3)))  # projected
+    reference = cu32.copy()
+    reference.calc = MLIPCalculator(lj_model, skin=0.5)
+    VelocityVerlet(reference, timestep=2.0 * fs).run(15)
+    result = run_md(lj_model, [cu32], _integrator("nve"), steps=15, skin=0.5)
+    frame = result.atoms()[0]
+    np.testing.assert_allclose(frame.positions, reference.positions, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(frame.get_momenta(), reference.get_momenta(), rtol=0, atol=1e-9)
 
 
 def test_nve_with_fixed_atoms_conserves_energy(lj_model):

@@ -1,5 +1,5 @@
 """The conformance suite (:class:`mlip.testing.ModelConformance`) over every registered model,
-and the unknown-element error on every path (model, calculator, MD driver, evaluation)."""
+and the unknown-element error on every path (calculator, MD, relaxation, evaluation)."""
 
 from __future__ import annotations
 
@@ -11,20 +11,25 @@ from mlip.errors import UnknownElementError
 from mlip.models import MODELS, build
 from mlip.testing import ModelConformance, conformance_model
 
-#: checks too heavy for the default run of the big families (run with ``-m slow``)
+#: (registry name, check) pairs too heavy for the default run (~5-10 s each on 2 cores)
 SLOW = {("equiformer_v3", "supercell"), ("tdn", "supercell")}
 
+CASES = [pytest.param(name, check, id=f"{name}-{check}",
+                      marks=[pytest.mark.slow] if (name, check) in SLOW else [])
+         for name in sorted(MODELS) for check in ModelConformance.CHECKS]
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
-def suite(request) -> ModelConformance:
-    return ModelConformance(conformance_model(request.param))
+
+@pytest.fixture(scope="module")
+def suites() -> dict[str, ModelConformance]:
+    """One conformance model per registry name, built on first use."""
+    return {}
 
 
-@pytest.mark.parametrize("check", ModelConformance.CHECKS)
-def test_conformance(suite, check):
-    if (type(suite.model).registry_name, check) in SLOW:
-        pytest.skip("slow: run with -m slow")
-    getattr(suite, f"check_{check}")()
+@pytest.mark.parametrize("name, check", CASES)
+def test_conformance(suites, name, check):
+    if name not in suites:
+        suites[name] = ModelConformance(conformance_model(name))
+    getattr(suites[name], f"check_{check}")()
 
 
 # ---------------------------------------------------------------- unknown elements, every path
@@ -51,6 +56,13 @@ def test_md_names_an_unknown_element(lennard_jones, gold_molecule):
 
     with pytest.raises(UnknownElementError, match=r"Au \(Z=79\)"):
         run_md(lennard_jones, [gold_molecule], make_integrator("nve", timestep_fs=0.5), steps=2)
+
+
+def test_relaxation_names_an_unknown_element(lennard_jones, gold_molecule):
+    from mlip.md import run_relax
+
+    with pytest.raises(UnknownElementError, match=r"Au \(Z=79\)"):
+        run_relax(lennard_jones, [gold_molecule], steps=2)
 
 
 def test_evaluation_names_an_unknown_element(lennard_jones, gold_molecule, tmp_path):

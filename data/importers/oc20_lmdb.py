@@ -4,9 +4,9 @@ The OC20 preprocessing writes one pickled ``torch_geometric.data.Data`` per ASCI
 (``b"0"``, ``b"1"``, ...) and the record count under ``b"length"``. The pickles are read by
 :func:`safe_loads`, a restricted unpickler: every ``torch_geometric`` class (``Data``,
 ``DataEdgeAttr``, ``DataTensorAttr``, the storages of PyG >= 2, ...) becomes a
-:class:`PyGRecord` that only collects attributes, tensors are rebuilt by torch's own weights-only
-loader, a few numpy/collections builtins are allowed, and any other global is refused — so a
-record can neither run code nor need torch_geometric installed.
+:class:`PyGRecord` that only collects attributes, tensors become numpy arrays
+(:mod:`mlip.data.importers.torch_pickle`), a few numpy/collections builtins are allowed, and any
+other global is refused — so a record can neither run code nor need torch_geometric installed.
 
 Fields (old PyG attributes or the ``_store`` mapping of PyG >= 2; old and new key names):
 
@@ -36,6 +36,7 @@ from typing import Iterator
 import numpy as np
 
 from mlip.data.importers.lmdb import RESERVED_KEYS, open_lmdb
+from mlip.data.importers.torch_pickle import load_storage, rebuild_tensor
 from mlip.errors import InvalidStructureError
 
 __all__ = ["PyGRecord", "safe_loads", "read_oc20_lmdb", "record_fields", "count_frames"]
@@ -71,25 +72,16 @@ def _standin(module: str, name: str) -> type[PyGRecord]:
     return _STANDINS[qualname]
 
 
-def _load_storage(data: bytes):
-    """A torch storage pickled by ``TypedStorage.__reduce__``, read weights-only (no code)."""
-    import torch
-
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-
-
 @functools.lru_cache(maxsize=1)
 def _allowed() -> dict[tuple[str, str], object]:
     import collections
     import copyreg
 
-    import torch._utils
-
     allowed = {
-        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-        ("torch.storage", "_load_from_bytes"): _load_storage,
-        ("torch", "Size"): torch.Size,
+        ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor"): rebuild_tensor,
+        ("torch.storage", "_load_from_bytes"): load_storage,
+        ("torch", "Size"): tuple,
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("copyreg", "_reconstructor"): copyreg._reconstructor,
         ("builtins", "object"): object,

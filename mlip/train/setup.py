@@ -180,7 +180,7 @@ def _reference_e0(
         )
     if data["isolated_atoms"] and method != "least_squares":
         return isolated_atom_e0(
-            read_frames(data["isolated_atoms"], None, label_keys(data)), str(data["isolated_atoms"])
+            read_frames(data["isolated_atoms"]), str(data["isolated_atoms"])
         ), "isolated"
     if isinstance(train, StoreSplit):
         stats = train.statistics(None)

@@ -184,7 +184,7 @@ def load_config(source: str | os.PathLike | Mapping[str, Any] | None) -> dict[st
     try:
         loaded = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{path}: invalid YAML{_where(exc)}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -192,6 +192,15 @@ def load_config(source: str | os.PathLike | Mapping[str, Any] | None) -> dict[st
             f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}"
         )
     return loaded
+
+
+def _where(error: yaml.YAMLError) -> str:
+    """Where and what of a YAML error, on one line (PyYAML's own text spans several)."""
+    mark = getattr(error, "problem_mark", None)
+    place = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    what = " ".join(str(text) for text in (getattr(error, "context", None),
+                                           getattr(error, "problem", None)) if text)
+    return place + (f": {what}" if what else "")
 
 
 def apply_overrides(

@@ -120,6 +120,13 @@ def test_train_refuses_nonsense_config_values(tmp_path, capsys, no_cuda, overrid
     assert not (tmp_path / "run").exists()
 
 
+def test_invalid_yaml_is_one_line(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("data: [unclosed\n")
+    _refused(["train", str(config)], f"{config}: invalid YAML at line 2, column 1: while "
+             "parsing a flow sequence expected ',' or ']', but got '<stream end>'", capsys)
+
+
 def test_data_verbs_refuse_nonsense(tmp_path, capsys):
     store = str(tmp_path / "s.h5")
     _refused(["data", "split", store, "--fractions", "0.9", "0.2"],
@@ -133,6 +140,17 @@ def test_data_verbs_refuse_nonsense(tmp_path, capsys):
     _refused(["data", "stats", store, "--cutoff", "-1"],
              "--cutoff = -1: allowed a number > 0 or null", capsys)
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_usage_errors_are_one_line(capsys):
+    for argv, message in ((["md", "m.pt", "in.xyz", "--stpes", "5"],
+                           "mlip: error: unrecognized arguments: --stpes 5 (see mlip --help)"),
+                          (["data", "split"], "mlip data split: error: the following arguments "
+                           "are required: store (see mlip data split --help)")):
+        with pytest.raises(SystemExit) as caught:
+            main(argv)
+        assert caught.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [message]
 
 
 def _verbs(parser: argparse.ArgumentParser, prefix: str = "mlip"):

@@ -19,7 +19,7 @@ from ase.io.trajectory import Trajectory
 
 from mlip.errors import ConfigError
 
-__all__ = ["OUTPUT_FORMATS", "output_format", "FrameWriter", "write_frames"]
+__all__ = ["OUTPUT_FORMATS", "output_format", "check_output", "FrameWriter", "write_frames"]
 
 #: file extension → output format.
 OUTPUT_FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".traj": "traj", ".h5": "h5"}
@@ -47,6 +47,22 @@ def output_format(path: str | os.PathLike, fmt: str | None = None, what: str = "
     return OUTPUT_FORMATS[suffix]
 
 
+def check_output(path: str | os.PathLike, fmt: str | None = None, append: bool = False) -> str:
+    """Refuse an output before any work is done: unknown format, or an existing ``.h5`` store
+    that only a restart (``append``) may extend. Returns the format.
+
+    Raises:
+        ConfigError: naming the path and what is wrong.
+    """
+    path = Path(path)
+    fmt = output_format(path, fmt)
+    if fmt == "h5" and path.exists() and not append:
+        raise ConfigError(
+            f"store {path} already exists; remove it first (only a restart appends to a store)"
+        )
+    return fmt
+
+
 class FrameWriter:
     """Append ``ase.Atoms`` frames to one output file, format by extension.
 
@@ -69,18 +85,13 @@ class FrameWriter:
         metadata: dict | None = None,
     ) -> None:
         self.path = Path(path)
-        self.format = output_format(self.path, fmt)
+        self.format = check_output(self.path, fmt, append)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._traj: Trajectory | None = None
         self._store = None
         if self.format == "h5":
             from mlip.data.writer import StoreWriter
 
-            if self.path.exists() and not append:
-                raise ConfigError(
-                    f"store {self.path} already exists; remove it first "
-                    "(only a restart appends to a store)"
-                )
             self._store = StoreWriter(self.path, metadata=metadata)
         elif not append:
             self.path.unlink(missing_ok=True)

@@ -37,11 +37,11 @@ def run(args: argparse.Namespace) -> int:
     """Relax, write the structures and print one line per structure."""
     import ase.io
 
-    from mlip.io import output_format, write_frames
+    from mlip.io import check_output, write_frames
     from mlip.md import run_relax
 
     output = args.output or str(Path(args.input).with_suffix("")) + ".relaxed.xyz"
-    output_format(output)  # an unsupported extension is refused before any work
+    check_output(output)  # an unsupported extension or existing store: refused before any work
     structures = ase.io.read(args.input, index=":")
     result = run_relax(load_potential(args), structures, fmax=args.fmax, relax_cell=args.cell,
                        steps=args.steps, pressure_GPa=args.pressure, skin=args.skin,

@@ -99,3 +99,11 @@ def test_md_refuses_unknown_extensions_before_running(files, capsys):
     assert main([*base, "-o", str(files / "md.xyz"), "--log", str(files / "t.txt")]) == 2
     assert "t.txt: unknown suffix '.txt'; use .csv or .jsonl" in capsys.readouterr().err
     assert not (files / "t.txt").exists() and not (files / "md.xyz").exists()
+
+
+def test_relax_refuses_an_existing_store_before_relaxing(files, capsys):
+    write_frames(files / "old.h5", _labelled(1))
+    code = main(["relax", str(files / "lj.pt"), str(files / "in.xyz"), "-o", str(files / "old.h5")])
+    assert code == 2
+    assert "old.h5 already exists" in capsys.readouterr().err
+    assert len(SnapshotStore(files / "old.h5")) == 1

@@ -141,3 +141,14 @@ def test_bad_outputs_and_checkpoints_are_named(lj_hcu, tmp_path):
     torch.save({"hello": 1}, foreign)
     with pytest.raises(CheckpointMismatchError, match="not an mlip MD checkpoint"):
         load_checkpoint(foreign)
+
+
+def test_system_failing_at_the_first_step_writes_its_start_frame_once(lj_hcu, tmp_path):
+    from ase import Atoms
+
+    crushed = Atoms("H2", positions=[[0.0, 0.0, 0.0], [0.3, 0.0, 0.0]], cell=[8.0] * 3)
+    outputs = MDOutputs(trajectory=tmp_path / "md.xyz", trajectory_interval=5, log_interval=5)
+    result = run_md(lj_hcu, [_crystal("Cu"), crushed], make_integrator("nve", timestep_fs=1.0),
+                    steps=10, outputs=outputs)
+    assert result.failures[1].startswith("system 1 stopped at step 1:")
+    assert [f.info["step"] for f in ase.io.read(tmp_path / "md.1.xyz", index=":")] == [0]

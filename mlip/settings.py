@@ -132,6 +132,11 @@ class Setting:
         return self.name.lstrip("-").replace("-", "_")
 
     @property
+    def is_option(self) -> bool:
+        """A command-line option (``--steps``), not a config key."""
+        return self.name.startswith("-")
+
+    @property
     def is_flag(self) -> bool:
         """A CLI switch without a value (``--cell``)."""
         return self.types == (bool,)
@@ -145,11 +150,14 @@ class Setting:
         if isinstance(self.default, bool):
             return "on" if self.default else "off"
         if isinstance(self.default, (list, tuple)):
-            return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in self.default)
+            return " ".join(f"{v:g}" if isinstance(v, float) else str(v)
+                            for v in self.default) or "none"
         return str(self.default) if self.default != {} else "{}"
 
     def allowed(self) -> str:
         """What the setting accepts, in words ("an integer >= 1", "one of 'mse', 'huber'")."""
+        if self.is_flag and self.is_option:
+            return "a switch (no value)"
         parts = []
         for kind in self.types:
             if kind is str and self.choices:
@@ -162,7 +170,7 @@ class Setting:
                 parts.append(f"{_NOUNS[kind]} {self.range}")
             else:
                 parts.append(_NOUNS[kind])
-        if self.nullable:
+        if self.nullable and not self.is_option:  # a CLI option is null by not being given
             parts.append("null")
         if len(parts) == 1 and self.types == (str,) and self.choices:
             return f"one of {parts[0]}"
@@ -281,16 +289,17 @@ class OnlyWith:
         raise ConfigError(f"{self.setting} = {_show(value)}: allowed only with {self._needed()} "
                           f"(got {self.other} = {_show(other)})")
 
-    def _needed(self) -> str:
+    def _needed(self, quote: str = "") -> str:
+        other = f"{quote}{self.other}{quote}"
         if self.other_values == (True,):
-            return self.other
+            return other
         if not self.other_values:
-            return f"{self.other} set"
-        return f"{self.other} " + " or ".join(str(v) for v in self.other_values)
+            return f"{other} set"
+        return f"{other} " + " or ".join(str(v) for v in self.other_values)
 
     def __str__(self) -> str:
-        when = " or ".join(f"{self.setting} {v}" for v in self.values) or self.setting
-        return f"{when} only with {self._needed()}"
+        when = " or ".join(f"`{self.setting}` {v}" for v in self.values) or f"`{self.setting}`"
+        return f"{when} only with {self._needed('`')}"
 
 
 @dataclass(frozen=True)
@@ -307,13 +316,12 @@ class Sum:
         if not self.range.near(total):
             raise ConfigError(f"{self._label()} = {total:g}: allowed {self.range}")
 
-    def _label(self) -> str:
-        if len(self.settings) == 1:
-            return f"sum of {self.settings[0]}"
-        return " + ".join(self.settings)
+    def _label(self, quote: str = "") -> str:
+        names = [f"{quote}{name}{quote}" for name in self.settings]
+        return f"sum of {names[0]}" if len(names) == 1 else " + ".join(names)
 
     def __str__(self) -> str:
-        return f"{self._label()} {self.range}"
+        return f"{self._label('`')} {self.range}"
 
 
 @dataclass(frozen=True)

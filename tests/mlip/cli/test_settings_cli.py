@@ -91,9 +91,9 @@ def test_relax_refuses_nonsense(files, capsys, options, message):
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--max-frames", "0"], "--max-frames = 0: allowed an integer >= 1 or null"),
+    (["--max-frames", "0"], "--max-frames = 0: allowed an integer >= 1"),
     (["--batch-size", "0"], "--batch-size = 0: allowed an integer >= 1"),
-    (["--split", "everything"], "--split = 'everything': allowed 'train', 'val', 'test' or null"),
+    (["--split", "everything"], "--split = 'everything': allowed one of 'train', 'val', 'test'"),
 ])
 def test_eval_refuses_nonsense(files, capsys, options, message):
     _refused(["eval", str(files / "lj.pt"), str(files / "in.xyz"), *options], message, capsys)
@@ -138,7 +138,7 @@ def test_data_verbs_refuse_nonsense(tmp_path, capsys):
     _refused(["data", "import", "a.xyz", "-o", store, "--compression", "zip"],
              "--compression = 'zip': allowed one of 'zstd', 'lz4', 'gzip', 'lzf', 'none'", capsys)
     _refused(["data", "stats", store, "--cutoff", "-1"],
-             "--cutoff = -1: allowed a number > 0 or null", capsys)
+             "--cutoff = -1: allowed a number > 0", capsys)
     assert not (tmp_path / "s.h5").exists()
 
 

@@ -12,7 +12,6 @@ from torch import nn
 
 from mlip.errors import ConfigError, UnknownElementError
 from mlip.graph import AtomicGraph
-from mlip.nn.cutoff import polynomial_envelope
 from mlip.nn.scatter import scatter_sum
 
 __all__ = ["Potential", "isolation_switch"]
@@ -33,7 +32,7 @@ class Potential(nn.Module):
     (``E0`` per-element reference energies, ``scale``/``shift`` dataset statistics; all eV),
     where s_i is the isolated-atom switch of :func:`isolation_switch`: 0 for an atom without
     neighbours (its energy is exactly E0[Z_i], as is an empty graph's: the sum of E0) and 1 as
-    soon as its envelope-weighted neighbour count reaches 1/2, C² in between. The network runs
+    soon as it has one neighbour closer than about 0.6 r_c, C² in between. The network runs
     in the model's dtype; E0, scale, shift, s_i and the sums over atoms are float64, so
     ``energy`` and ``node_energy`` are float64 for a float32 model too. Forces and stress
     come from the single autograd path :func:`mlip.models.forces.energy_forces_stress` in the
@@ -243,12 +242,13 @@ def _plain(value: Any) -> Any:
 
 def isolation_switch(edge_index: torch.Tensor, edge_vectors: torch.Tensor, cutoff: float,
                      n_atoms: int) -> torch.Tensor:
-    """s_i = S(min(2 c_i, 1)), c_i = Σ_j f_6(r_ij / r_c): 0 for an atom without neighbours.
+    """s_i = S(min(4 c_i, 1)), c_i = Σ_j (1 − r_ij²/r_c²)³: 0 for an atom without neighbours.
 
-    c_i is atom i's neighbour count weighted by the p = 6 polynomial envelope (C² at r_c) and
-    S(x) = 10x³ − 15x⁴ + 6x⁵ the C² smoothstep, so s_i is C² in the positions, exactly 0 when
-    no neighbour is inside r_c and exactly 1 once c_i ≥ 1/2 (one neighbour closer than about
-    0.68 r_c, or a few farther out).
+    c_i is atom i's neighbour count weighted by (1 − r²/r_c²)³ (zero with its first two
+    derivatives at r_c, and free of square roots) and S(x) = 10x³ − 15x⁴ + 6x⁵ the C²
+    smoothstep, so s_i is C² in the positions, exactly 0 when no neighbour is inside r_c and
+    exactly 1 once c_i ≥ 1/4 (one neighbour closer than about 0.6 r_c, or a few farther out).
+    Edges beyond r_c (a Verlet list's skin) count zero.
 
     Args:
         edge_index: (2, n_edges) int64, row 0 the centre i. edge_vectors: (n_edges, 3) Å.
@@ -257,6 +257,6 @@ def isolation_switch(edge_index: torch.Tensor, edge_vectors: torch.Tensor, cutof
     Returns:
         (n_atoms,) in [0, 1], dtype of ``edge_vectors``.
     """
-    weight = polynomial_envelope(edge_vectors.norm(dim=1), cutoff, 6)
-    x = (2.0 * scatter_sum(weight, edge_index[0], n_atoms)).clamp(max=1.0)
+    inside = (1.0 - (edge_vectors * edge_vectors).sum(dim=1) * (1.0 / cutoff**2)).clamp(min=0.0)
+    x = (4.0 * scatter_sum(inside * inside * inside, edge_index[0], n_atoms)).clamp(max=1.0)
     return x * x * x * (10.0 + x * (-15.0 + 6.0 * x))

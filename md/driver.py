@@ -131,9 +131,9 @@ class MDResult:
         temps = temperature_K(self.state).tolist()
         energies = self.state.energy.tolist()
         counts = self.state.n_atoms.tolist()
-        lines = [f"{self.steps} steps in {self.wall_s:.1f} s: {self.ns_per_day:.3g} ns/day, "
-                 f"{self.atom_steps_per_s:.3g} atom-steps/s, "
-                 f"{self.nl_builds} neighbour-list builds"]
+        lines = [f"step {self.steps} ({self.time_ps:.4g} ps), {self.nl_builds} neighbour-list "
+                 f"builds; this call {self.wall_s:.1f} s: {self.ns_per_day:.3g} ns/day, "
+                 f"{self.atom_steps_per_s:.3g} atom-steps/s"]
         for g, (n, t, e) in enumerate(zip(counts, temps, energies)):
             status = self.failures.get(g, "ok")
             lines.append(f"  system {g}: {n} atoms, T = {t:.1f} K, E_pot = {e:.6f} eV  [{status}]")
@@ -315,7 +315,7 @@ def _fresh(model: Potential, atoms: Sequence[Atoms] | None, integrator: Integrat
     state = state_from_atoms(atoms, device)
     if initial_temperature_K is not None:
         momenta = maxwell_boltzmann_momenta(state.masses, state.batch, state.n_graphs,
-                                            initial_temperature_K, seed)
+                                            initial_temperature_K, seed, state.constraints)
         state = state.replace(momenta=momenta)
     force_field = _force_field(model, integrator, state, skin, max_atoms_per_call, deterministic)
     return _Start(integrator.init(state, force_field), integrator, force_field)

@@ -84,6 +84,7 @@ def test_counters_continue_across_a_restart(lj, tmp_path):
     resumed = run_md(lj, steps=40, restart=split_dir / "md.ckpt", skin=0.3)
     assert resumed.nl_builds == straight.nl_builds and resumed.nl_builds > 1
     assert resumed.time_ps == pytest.approx(straight.time_ps, rel=1e-12)
+    assert resumed.summary().startswith(f"step 40 (0.08 ps), {straight.nl_builds} neighbour")
     straight_rows, split_rows = _rows(straight_dir / "thermo.csv"), _rows(split_dir / "thermo.csv")
     for column in ("step", "time_ps", "nl_builds", "Econs_eV"):
         assert [r[column] for r in split_rows] == [r[column] for r in straight_rows]

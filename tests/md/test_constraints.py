@@ -121,6 +121,22 @@ def test_fix_com_keeps_the_centre_of_mass(lj_model, cu32, ensemble):
                                                                   rel=1e-12)
 
 
+def test_run_md_starts_at_the_requested_temperature_over_the_free_degrees_of_freedom(
+        lj_model, tmp_path):
+    slab = _slab()
+    slab.set_constraint([FixAtoms(indices=_fixed(slab)), FixCom()])
+    log = tmp_path / "thermo.csv"
+    run_md(lj_model, [slab], _integrator("nve"), steps=1, initial_temperature_K=400.0,
+           outputs=MDOutputs(log=log, log_interval=1, trajectory=tmp_path / "md.traj",
+                             trajectory_interval=1))
+    first = ase.io.read(tmp_path / "md.traj", index=0)
+    assert first.info["step"] == 0 and first.get_temperature() == pytest.approx(400.0, rel=1e-9)
+    assert np.all(first.get_momenta()[_fixed(slab)] == 0.0)
+    rows = log.read_text().splitlines()
+    t_column = rows[0].split(",").index("T_K")
+    assert float(rows[1].split(",")[t_column]) == pytest.approx(400.0, rel=1e-9)
+
+
 @pytest.mark.parametrize("kind", ["FixAtoms", "FixCom"])
 def test_constrained_nve_follows_ase_velocity_verlet(lj_model, cu32, kind):
     cu32.set_masses(np.linspace(30.0, 100.0, len(cu32)))

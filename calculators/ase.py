@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 
 import numpy as np
@@ -20,19 +19,6 @@ from mlip.neighbors import VerletList
 __all__ = ["MLIPCalculator"]
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-def _own_copy(model: Potential | str | os.PathLike, device: str | torch.device,
-              dtype: torch.dtype | None) -> Potential | str | os.PathLike:
-    """The caller's module itself when it can run as it is (same device and dtype, eval
-    mode); otherwise a deep copy, so that moving, casting or switching it to eval mode never
-    changes the object the caller passed. Paths are returned unchanged."""
-    if not isinstance(model, torch.nn.Module):
-        return model
-    tensors = [*model.parameters(), *model.buffers()]
-    same_device = all(t.device == torch.device(device) for t in tensors)
-    same_dtype = dtype is None or all(t.dtype == dtype for t in tensors if t.is_floating_point())
-    return model if same_device and same_dtype and not model.training else copy.deepcopy(model)
 
 
 class MLIPCalculator(Calculator):
@@ -68,9 +54,7 @@ class MLIPCalculator(Calculator):
             if dtype not in _DTYPES:
                 raise ConfigError(f"dtype {dtype!r} is not supported; use one of {sorted(_DTYPES)}")
             dtype = _DTYPES[dtype]
-        self.model = resolve_model(_own_copy(model, device, dtype), device=device, dtype=dtype)
-        if compile:
-            self.model.enable_compile()
+        self.model = resolve_model(model, device=device, dtype=dtype, compile=compile)
         self.device = torch.device(device)
         self.dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()),
                           torch.float64)

@@ -29,5 +29,4 @@ def load_potential(args: argparse.Namespace) -> Potential:
     from mlip.md.force_field import resolve_model
 
     args.device = resolve_device(args.device, setting="--device")
-    model = resolve_model(args.model, device=args.device)
-    return model.enable_compile() if args.compile else model
+    return resolve_model(args.model, device=args.device, compile=args.compile)

@@ -128,3 +128,13 @@ def test_the_callers_model_is_never_converted_in_place():
     reference.calc = MLIPCalculator(mine.eval())
     assert energy32 == pytest.approx(reference.get_potential_energy(), rel=1e-5)
     assert reference.calc.model is mine  # nothing to convert: no copy
+
+
+@pytest.mark.compiles
+def test_compile_applies_to_a_copy_of_the_callers_model():
+    """compile=True compiles the calculator's copy: the caller's module stays eager."""
+    mine = build("lennard_jones", species=[29], cutoff=5.0, epsilon=0.4, sigma=2.3).eval()
+    calc = MLIPCalculator(mine, compile=True)
+    assert calc.model is not mine
+    assert "_compiled_inference" in calc.model.__dict__
+    assert "_compiled_inference" not in mine.__dict__

@@ -185,6 +185,11 @@ def load_config(source: str | os.PathLike | Mapping[str, Any] | None) -> dict[st
         loaded = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML{_where(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a YAML config (not UTF-8 text: byte {exc.start} is "
+            f"{exc.object[exc.start:exc.start + 1]!r})"
+        ) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -43,3 +43,12 @@ def test_ranks_other_than_zero_log_errors_only(monkeypatch):
         assert logging.getLogger("mlip.train").isEnabledFor(logging.ERROR)
     finally:
         logger.setLevel(level)
+
+
+def test_a_binary_config_file_is_a_one_line_error(tmp_path):
+    from mlip.cli import main
+
+    (tmp_path / "garbage.yaml").write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(ConfigError, match=r"garbage.yaml: not a YAML config \(not UTF-8 text"):
+        train(tmp_path / "garbage.yaml", tmp_path / "run")
+    assert main(["train", str(tmp_path / "garbage.yaml"), "-o", str(tmp_path / "run")]) == 2

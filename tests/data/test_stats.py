@@ -147,3 +147,10 @@ def test_average_neighbors_of_bundled_slab(bundled_store):
         for a in store.to_ase(idx)
     )
     assert average_neighbors(store, 4.0, indices=idx) == pytest.approx(ref / (3 * 49), rel=1e-12)
+
+
+def test_e0_fit_names_the_elements_it_cannot_separate(bundled_store):
+    stats = compute_statistics(SnapshotStore(bundled_store))
+    # Na and Tl occur only in the OC20 trajectory, always in the same ratio
+    assert stats.e0_undetermined == [11, 81] and stats.e0_rank == len(stats.elements) - 1
+    assert stats.as_dict()["e0_undetermined"] == ["Na", "Tl"]

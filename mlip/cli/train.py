@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from mlip.settings import Group, Setting
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train (or resume) and print the path of the best potential."""
+    """Train (or resume) and print the path of the best potential (rank 0 only under torchrun)."""
     from mlip.errors import ConfigError
     from mlip.train import shipped_config, train
 
@@ -49,5 +50,6 @@ def run(args: argparse.Namespace) -> int:
             config = shipped_config(args.config)
         run_dir = args.run_dir or str(Path("runs") / config.stem)
         best = train(config, run_dir, overrides=args.set)
-    print(f"best potential: {best}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"best potential: {best}")
     return 0

@@ -37,6 +37,7 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tiny_conf
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("best potential:") == 1  # rank 0 only
     single, ddp = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")
     assert len(single) == len(ddp) == 6
     assert ddp == pytest.approx(single, rel=1e-10)

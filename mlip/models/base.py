@@ -12,6 +12,7 @@ from torch import nn
 
 from mlip.errors import ConfigError, UnknownElementError
 from mlip.graph import AtomicGraph
+from mlip.nn.precision import flush_tiny_
 from mlip.nn.scatter import scatter_sum
 
 __all__ = ["Potential", "isolation_switch"]
@@ -88,6 +89,7 @@ class Potential(nn.Module):
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros((), dtype=torch.float64))
         self._last_species: tuple = ()  # (atomic_numbers, its version, indices) of the last call
+        self.register_load_state_dict_post_hook(_flush_tiny_weights)
 
     # ------------------------------------------------------------------ to implement
     def atomic_energies(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
@@ -151,13 +153,18 @@ class Potential(nn.Module):
         return next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float64)
 
     def _apply(self, fn: Any, recurse: bool = True) -> Potential:
-        """``.to``/``.float``/``.cuda``: E0, scale and shift follow the device but stay float64."""
+        """``.to``/``.float``/``.cuda``: E0, scale and shift follow the device but stay float64.
+
+        Weights below :func:`mlip.nn.precision.tiny_threshold` of the new dtype (subnormal or
+        near it, e.g. float64 weights decayed to 1e-40 cast to float32) become exact zeros.
+        """
         kept = {name: self._buffers.pop(name) for name in _FLOAT64_BUFFERS}
         try:
             super()._apply(fn, recurse)
         finally:
             for name, value in kept.items():
                 self._buffers[name] = value.to(device=fn(value).device)
+        _flush_tiny_weights(self)
         return self
 
     def enable_compile(self, enabled: bool = True) -> Potential:
@@ -225,6 +232,15 @@ class Potential(nn.Module):
             compute_stress=compute_stress,
             create_graph=self.training,
         )
+
+
+def _flush_tiny_weights(model: nn.Module, *_: Any) -> None:
+    """Zero parameters and floating buffers below the tiny threshold (also a load hook).
+
+    Subnormal weights slow CPU matrix products 50–100× (see :mod:`mlip.nn.precision`).
+    """
+    flush_tiny_(p for p in model.parameters())
+    flush_tiny_(b for b in model.buffers())
 
 
 def _plain(value: Any) -> Any:

@@ -13,6 +13,7 @@ from torch import nn
 
 from mlip.errors import ConfigError
 from mlip.nn.cutoff import polynomial_envelope
+from mlip.nn.precision import flush_tiny, tiny_threshold
 
 __all__ = ["BesselBasis", "GaussianBasis", "CubicBSplineBasis", "SplineRadial"]
 
@@ -49,7 +50,9 @@ class BesselBasis(nn.Module):
 class GaussianBasis(nn.Module):
     """g_k(r) = exp(-(r - μ_k)² / (2 Δμ²)), K centres μ_k evenly spaced on [start, r_c].
 
-    The Gaussian smearing of SchNet and EquiformerV2/V3; Δμ is the centre spacing.
+    The Gaussian smearing of SchNet and EquiformerV2/V3; Δμ is the centre spacing. Tails below
+    :func:`mlip.nn.precision.tiny_threshold` (beyond ≈ 9.3 Δμ in float32) are exact zeros, so
+    neither the values nor their gradients hold subnormal numbers.
 
     Args:
         cutoff: r_c, Å (last centre).
@@ -67,7 +70,10 @@ class GaussianBasis(nn.Module):
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         """Args: r: (n_edges,) Å. Returns: (n_edges, num_basis) dimensionless."""
-        return torch.exp(self.coefficient * (r[:, None] - self.centres.to(r.dtype)) ** 2)
+        exponent = self.coefficient * (r[:, None] - self.centres.to(r.dtype)) ** 2
+        # exp(-inf) = 0 with a zero gradient, where exp of the tail would be a subnormal
+        underflow = exponent < math.log(tiny_threshold(r.dtype))
+        return torch.exp(exponent.masked_fill(underflow, -math.inf))
 
 
 class CubicBSplineBasis(nn.Module):
@@ -112,7 +118,9 @@ class SplineRadial(nn.Module):
 
     The Facet replacement for a radial MLP: a linear map on a local spline basis, so each output
     channel is its own cubic spline (C²) with ``num_basis`` learnable control values, and the
-    polynomial envelope f_p makes every output vanish C²-smoothly at r_c.
+    polynomial envelope f_p makes every output vanish C²-smoothly at r_c. Products f_p · φ below
+    :func:`mlip.nn.precision.tiny_threshold` are exact zeros (no subnormal numbers in the
+    matrix products of the forward and backward pass; see :mod:`mlip.nn.precision`).
 
     Args:
         cutoff: r_c, Å.
@@ -141,4 +149,4 @@ class SplineRadial(nn.Module):
         """
         envelope = polynomial_envelope(r, self.cutoff, self.envelope_p)  # (n_edges,)
         control = self.control if columns is None else self.control[:, columns]
-        return (self.basis(r) * envelope[:, None]) @ control
+        return flush_tiny(self.basis(r) * envelope[:, None]) @ control

@@ -18,6 +18,7 @@ from mlip.errors import BatchTooLargeError, TrainingDivergedError
 from mlip.graph import AtomicGraph
 from mlip.models import Potential, build, save_model
 from mlip.models.checkpoint import model_payload
+from mlip.nn.precision import flush_tiny_
 from mlip.train.data import Batcher, MemoryBatches
 from mlip.train.distributed import DistributedContext
 from mlip.train.ema import ExponentialMovingAverage
@@ -272,6 +273,9 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
+        # weights that get no gradient decay geometrically under weight decay: zero them before
+        # they turn subnormal and slow every matrix product they enter (mlip.nn.precision)
+        flush_tiny_([*self.model.parameters(), *(self.ema.shadow if self.ema else [])])
         accumulator.update(prediction, graph)
         return float(check[0]), lr
 

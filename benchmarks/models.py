@@ -66,14 +66,26 @@ def write_systems(folder: Path, n_molecules: int) -> dict[str, Path]:
     return paths
 
 
+#: The MACE release every benchmark compares against (issue 16), and the torch both venvs use.
+MACE_VERSION = "0.3.16"
+TORCH_VERSION = "2.13.0"
+
+
 def ensure_mace_venv() -> None:
-    """Create .venv-mace (torch pinned first so pip never pulls another torch)."""
-    if MACE_PYTHON.exists():
-        return
-    subprocess.run(["python3", "-m", "venv", str(ROOT / ".venv-mace")], check=True)
-    pip = [str(ROOT / ".venv-mace/bin/pip"), "install", "-q"]
-    subprocess.run(pip + ["torch==2.13.0"], check=True)
-    subprocess.run(pip + ["torch==2.13.0", "mace-torch", "ase", "matscipy"], check=True)
+    """Create .venv-mace with ``mace-torch==MACE_VERSION`` (torch pinned first so pip never pulls
+    another torch); refuse a venv that holds another mace-torch version."""
+    if not MACE_PYTHON.exists():
+        subprocess.run(["python3", "-m", "venv", str(ROOT / ".venv-mace")], check=True)
+        pip = [str(ROOT / ".venv-mace/bin/pip"), "install", "-q"]
+        subprocess.run(pip + [f"torch=={TORCH_VERSION}"], check=True)
+        subprocess.run(pip + [f"torch=={TORCH_VERSION}", f"mace-torch=={MACE_VERSION}", "ase",
+                              "matscipy"], check=True)
+    found = subprocess.run(
+        [str(MACE_PYTHON), "-c", "import importlib.metadata as m; print(m.version('mace-torch'))"],
+        capture_output=True, text=True, check=False).stdout.strip()
+    if found != MACE_VERSION:
+        raise RuntimeError(f"{ROOT / '.venv-mace'} holds mace-torch {found or '(none)'}, the "
+                           f"benchmarks need {MACE_VERSION}: delete the folder to rebuild it")
 
 
 def run_case(label: str, structure: Path, args: argparse.Namespace) -> dict:

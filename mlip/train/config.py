@@ -118,6 +118,22 @@ CONFIG = Group("training config (mlip train CONFIG.yaml, --set KEY=VALUE)", (
             "before the lr drops", range=NON_NEGATIVE),
     Setting("ema.decay", (float,), 0.99, "exponential moving average of the weights (null: off)",
             range=FRACTION, nullable=True),
+    Setting("stage_two.start_fraction", (float,), None, "start the second stage (MACE's "
+            "stage two / SWA) at this fraction of the budget that ends the run first (train."
+            "max_time_s, max_steps or max_epochs); null: one stage (docs/training.md)",
+            range=Range(0, 1, low_open=True, high_open=True), nullable=True),
+    Setting("stage_two.energy_weight", (float,), 1000.0, "stage two: weight of the energy term "
+            "(null: loss.energy_weight)", unit="1/(eV/atom)²", range=NON_NEGATIVE,
+            nullable=True),
+    Setting("stage_two.forces_weight", (float,), None, "stage two: weight of the force term "
+            "(null: loss.forces_weight)", unit="1/(eV/Å)²", range=NON_NEGATIVE, nullable=True),
+    Setting("stage_two.stress_weight", (float,), None, "stage two: weight of the stress term "
+            "(null: loss.stress_weight)", unit="1/(eV/Å³)²", range=NON_NEGATIVE, nullable=True),
+    Setting("stage_two.lr", (float,), 1.0e-3, "stage two: learning rate from the switch on "
+            "(replaces the stage-one schedule, warm-up and plateau factor)", range=POSITIVE),
+    Setting("stage_two.schedule", (str,), "constant", "stage two: constant lr, or cosine from "
+            "stage_two.lr to stage_two.lr * schedule.min_lr_ratio at the end of the budget",
+            choices=("constant", "cosine")),
     Setting("train.max_epochs", (int,), 100, "stop after this many epochs", range=AT_LEAST_ONE),
     Setting("train.max_steps", (int,), None, "stop after this many steps", range=AT_LEAST_ONE,
             nullable=True),

@@ -31,7 +31,7 @@ from mlip.train.setup import Splits
 from mlip.train.state import CHECKPOINT_NAME, Progress, save_training_state, set_rng_state
 from mlip.train.statistics import DataStatistics
 
-__all__ = ["Trainer", "BEST_NAME", "FINAL_NAME", "STEPS_NAME"]
+__all__ = ["Trainer", "BEST_NAME", "BEST_STAGE_ONE_NAME", "FINAL_NAME", "STEPS_NAME"]
 
 log = logging.getLogger("mlip.train")
 
@@ -40,6 +40,8 @@ log = logging.getLogger("mlip.train")
 _FIT_PROBE_STEPS = 200
 
 BEST_NAME = "best.pt"
+#: best.pt of stage one, kept when stage two starts (best.pt then restarts from the stage-two loss).
+BEST_STAGE_ONE_NAME = "best_stage_one.pt"
 FINAL_NAME = "final.pt"
 STEPS_NAME = "steps.csv"
 
@@ -73,9 +75,11 @@ class Trainer:
         self.dtype = getattr(torch, config["dtype"])
         self.model = model.to(device=ctx.device, dtype=self.dtype)
         self.loss_config = LossConfig(**config["loss"])
+        self.stage_two_loss = _stage_two_loss(config)
+        stress_weights = [c.stress_weight for c in (self.loss_config, self.stage_two_loss) if c]
         self.compute_forces = splits.train.has_label("forces") or splits.valid.has_label("forces")
         self.compute_stress = (
-            splits.train.has_label("stress") and self.loss_config.stress_weight > 0
+            splits.train.has_label("stress") and max(stress_weights) > 0
         ) or splits.valid.has_label("stress")
         train = config["train"]
         self.train_batches = _training_batches(splits, config)
@@ -105,6 +109,8 @@ class Trainer:
         if self.ema is not None and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
         self.progress = state["progress"]
+        if self.progress.stage_two_step is not None:
+            self.loss_config = self.stage_two_loss
         set_rng_state(state["rng"])
         if self.ctx.is_main:
             self.records.truncate_after(self.progress.step)
@@ -185,6 +191,7 @@ class Trainer:
         for number, names, graph in self.train_batches.batches(
             p.epoch, self.ctx.rank, self.ctx.world_size, p.batch
         ):
+            self._maybe_start_stage_two(accumulator, n_batches)
             graph = graph.to(self.ctx.device, self.dtype)
             loss, lr = self._train_step(graph, names, number, accumulator)
             p.batch, p.step = number + 1, p.step + 1
@@ -236,6 +243,46 @@ class Trainer:
         )
         log.info("cosine schedule sized to %d steps for the %s s budget",
                  self.schedule.total_steps, self.config["train"]["max_time_s"])
+
+    # ------------------------------------------------------------------ stage two
+    def _budget_fraction(self, n_batches: int) -> float:
+        """How much of the budget that ends the run first is spent, in [0, 1]: the largest of
+        elapsed/max_time_s, step/max_steps and epochs/max_epochs (the same on every rank)."""
+        train, p = self.config["train"], self.progress
+        fractions = [(p.epoch + p.batch / max(1, n_batches)) / int(train["max_epochs"])]
+        if train["max_steps"] is not None:
+            fractions.append(p.step / int(train["max_steps"]))
+        if train["max_time_s"] is not None:
+            elapsed = self.ctx.all_reduce(torch.tensor([p.elapsed_s], dtype=torch.float64))
+            fractions.append(float(elapsed) / self.ctx.world_size / float(train["max_time_s"]))
+        return max(fractions)
+
+    def _maybe_start_stage_two(self, accumulator: MetricAccumulator, n_batches: int) -> None:
+        """Switch to stage two before the next step once ``stage_two.start_fraction`` of the
+        budget is spent: its loss weights, its lr (schedule), and a fresh best-model selection.
+
+        The validation loss after the switch is the stage-two loss (other weights), so it is not
+        compared with stage-one values: the best stage-one model is kept as
+        :data:`BEST_STAGE_ONE_NAME` and ``best.pt`` becomes the best model by the stage-two
+        validation loss (as MACE selects on each stage's own loss). EMA averaging goes on.
+        """
+        two, p = self.config["stage_two"], self.progress
+        if two["start_fraction"] is None or p.stage_two_step is not None:
+            return
+        fraction = self._budget_fraction(n_batches)
+        if fraction < float(two["start_fraction"]):
+            return
+        end = max(p.step + 1, round(p.step / fraction)) if fraction > 0 else p.step + 1
+        self.schedule.start_stage_two(p.step, end, float(two["lr"]), two["schedule"])
+        self.loss_config = accumulator.loss_config = self.stage_two_loss
+        p.stage_two_step, p.best_valid_loss, p.best_step = p.step, math.inf, -1
+        if self.ctx.is_main and (self.run_dir / BEST_NAME).is_file():
+            (self.run_dir / BEST_NAME).replace(self.run_dir / BEST_STAGE_ONE_NAME)
+        log.info("stage two from step %d (%.0f %% of the budget, planned end step %d): lr %.3g "
+                 "(%s), loss weights E %g F %g S %g; best.pt now selects on this loss", p.step,
+                 100 * fraction, end, float(two["lr"]), two["schedule"],
+                 self.loss_config.energy_weight, self.loss_config.forces_weight,
+                 self.loss_config.stress_weight)
 
     # ------------------------------------------------------------------ one step
     def _train_step(
@@ -320,6 +367,7 @@ class Trainer:
             "step": p.step,
             "lr": self.optimizer.param_groups[0]["lr"],
             "time_s": round(p.elapsed_s, 3),
+            "stage": 1 if p.stage_two_step is None else 2,
             **reduced.summary("train_"),
             **valid.summary("valid_"),
         }
@@ -375,6 +423,15 @@ class Trainer:
                 handle.write("step,epoch,batch,loss,lr\n")
             p = self.progress
             handle.write(f"{p.step},{p.epoch},{p.batch - 1},{loss!r},{lr!r}\n")
+
+
+def _stage_two_loss(config: Mapping[str, Any]) -> LossConfig | None:
+    """The stage-two loss: ``loss`` with the weights ``stage_two`` sets (None: no stage two)."""
+    two = config["stage_two"]
+    if two["start_fraction"] is None:
+        return None
+    weights = {f"{t}_weight": two[f"{t}_weight"] for t in ("energy", "forces", "stress")}
+    return LossConfig(**{**config["loss"], **{k: v for k, v in weights.items() if v is not None}})
 
 
 def _training_batches(splits: Splits, config: Mapping[str, Any]):

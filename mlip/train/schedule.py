@@ -42,6 +42,9 @@ class LRSchedule:
     (``name: cosine``; 1 otherwise), and p the product of plateau factors (``name: plateau``:
     multiplied by ``plateau_factor`` after ``plateau_patience`` evaluations without a new best).
 
+    From :meth:`start_stage_two` on (step s₂, planned end e₂) the rate is lr₂, constant or
+    lr₂ · c₂(t) with c₂ the same cosine over [s₂, e₂]; warm-up and plateau no longer apply.
+
     Args:
         optimizer: its parameter groups' lr are set by :meth:`step`.
         config: the ``schedule`` section.
@@ -68,19 +71,33 @@ class LRSchedule:
         self.plateau = 1.0
         self.best = math.inf
         self.bad_evals = 0
+        self.stage_two: dict[str, Any] | None = None  # {start, end, lr, name} once started
         self.set_step(0)
 
     def lr_at(self, step: int) -> float:
         """The learning rate used for optimiser step ``step`` (0-based)."""
+        two = self.stage_two
+        if two is not None and step >= two["start"]:
+            if two["name"] != "cosine":
+                return two["lr"]
+            return two["lr"] * self._cosine(step - two["start"], two["end"] - two["start"])
         lr = self.base_lr * self.plateau
         if self.warmup > 0:
             lr *= min(1.0, (step + 1) / self.warmup)
         if self.name == "cosine":
-            progress = min(1.0, step / self.total_steps)
-            lr *= self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (
-                1.0 + math.cos(math.pi * progress)
-            )
+            lr *= self._cosine(step, self.total_steps)
         return lr
+
+    def _cosine(self, step: int, length: int) -> float:
+        """r + (1 − r)(1 + cos(π min(1, step/length)))/2."""
+        progress = min(1.0, step / max(1, length))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def start_stage_two(self, step: int, end_step: int, lr: float, name: str) -> None:
+        """From optimiser step ``step`` on, use ``lr`` (``name``: constant, or cosine down to
+        ``lr · min_lr_ratio`` at ``end_step``, the planned last step)."""
+        self.stage_two = {"start": int(step), "end": max(int(step) + 1, int(end_step)),
+                          "lr": float(lr), "name": name}
 
     def set_step(self, step: int) -> float:
         """Set the optimiser's lr for step ``step``; return it."""
@@ -90,8 +107,8 @@ class LRSchedule:
         return lr
 
     def observe(self, metric: float) -> None:
-        """Record a validation loss (only ``plateau`` reacts)."""
-        if self.name != "plateau" or not math.isfinite(metric):
+        """Record a validation loss (only ``plateau`` reacts, and only in stage one)."""
+        if self.name != "plateau" or self.stage_two is not None or not math.isfinite(metric):
             return
         if metric < self.best:
             self.best, self.bad_evals = metric, 0
@@ -112,7 +129,8 @@ class LRSchedule:
     def state_dict(self) -> dict:
         """Checkpointable state."""
         return {"plateau": self.plateau, "best": self.best, "bad_evals": self.bad_evals,
-                "total_steps": self.total_steps, "fitted": self.fitted}
+                "total_steps": self.total_steps, "fitted": self.fitted,
+                "stage_two": dict(self.stage_two) if self.stage_two else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
@@ -121,3 +139,5 @@ class LRSchedule:
         self.bad_evals = int(state["bad_evals"])
         self.total_steps = int(state.get("total_steps", self.total_steps))
         self.fitted = bool(state.get("fitted", False))
+        two = state.get("stage_two")
+        self.stage_two = dict(two) if two else None

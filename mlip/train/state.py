@@ -43,6 +43,7 @@ class Progress:
         step: optimiser steps taken. elapsed_s: training wall time so far, s.
         best_valid_loss: best validation loss seen. best_step: step at which it was seen.
         train_sums: running metric sums of the current epoch (see MetricAccumulator.state).
+        stage_two_step: the step at which stage two began (None: still in stage one).
     """
 
     epoch: int = 0
@@ -52,6 +53,7 @@ class Progress:
     best_valid_loss: float = float("inf")
     best_step: int = -1
     train_sums: list = field(default_factory=list)
+    stage_two_step: int | None = None
 
 
 def rng_state() -> dict[str, Any]:

@@ -21,6 +21,7 @@ import re
 import shlex
 import subprocess
 import sys
+import unittest
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,29 @@ def test_documented_example_runs(path: Path, index: int, tmp_path_factory, monke
         example.evaluate()
     except NotEvaluated:
         pass
+    except unittest.SkipTest as skip:
+        pytest.skip(f"{path.name}:{example.line}: {skip}")
+
+
+def test_every_skip_marker_gives_a_reason():
+    for path in DOCUMENTS:
+        for line, text in enumerate(path.read_text().splitlines(), start=1):
+            if text.lstrip().startswith("<!-- skip"):
+                assert re.fullmatch(r'\s*<!-- skip: next "[^"]+" -->', text), (
+                    f"{path.name}:{line}: write <!-- skip: next \"why\" -->")
+
+
+def test_a_broken_example_fails(tmp_path, monkeypatch):
+    """The runner is not a no-op: a failing command, a failing python line and a skip."""
+    page = tmp_path / "page.md"
+    page.write_text('```bash\nmlip data info missing.h5\n```\n\n```python\nx = 1\nassert x == 2\n'
+                    '```\n\n<!-- skip: next "a reason" -->\n```python\nraise ValueError\n```\n')
+    monkeypatch.chdir(tmp_path)
+    bash, python, marker, skipped = SYBIL.parse(page)
+    with pytest.raises(AssertionError, match=r"page.md:1: `mlip data info missing.h5` exited"):
+        bash.evaluate()
+    with pytest.raises(AssertionError):
+        python.evaluate()
+    marker.evaluate()
+    with pytest.raises(unittest.SkipTest, match="a reason"):
+        skipped.evaluate()

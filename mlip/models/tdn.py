@@ -38,6 +38,7 @@ from mlip.nn.cutoff import polynomial_envelope
 from mlip.nn.degree_norm import DegreeLayerNorm
 from mlip.nn.embedding import SpeciesEmbedding
 from mlip.nn.gate import GatedFeedForward
+from mlip.nn.precision import tiny_threshold
 
 __all__ = ["TDN", "LearnableGaussianBasis"]
 
@@ -66,7 +67,10 @@ class LearnableGaussianBasis(nn.Module):
         """Args: r: (n_edges,) Å. Returns: (n_edges, K) dimensionless."""
         u = self.mul * (r / self.cutoff) + self.offset
         std = self.std.abs() + 1e-5
-        gauss = torch.exp(-0.5 * ((u[:, None] - self.mean) / std) ** 2)  # (n_edges, K)
+        exponent = -0.5 * ((u[:, None] - self.mean) / std) ** 2  # (n_edges, K)
+        # tails below √tiny are exact zeros, never subnormal (mlip.nn.precision)
+        underflow = exponent < math.log(tiny_threshold(exponent.dtype))
+        gauss = torch.exp(exponent.masked_fill(underflow, -math.inf))
         return gauss / (math.sqrt(2 * math.pi) * std)
 
 

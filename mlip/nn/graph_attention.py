@@ -19,6 +19,7 @@ import math
 import torch
 from torch import nn
 
+from mlip.nn.precision import tiny_threshold
 from mlip.nn.s2_swiglu import SwiGLUS2
 from mlip.nn.scatter import scatter_sum
 from mlip.nn.so2 import SO2Linear, degrees_of_order, m_primary_order
@@ -44,7 +45,10 @@ def smooth_softmax(logits: torch.Tensor, envelope: torch.Tensor | None, receiver
     index = receivers[:, None].expand_as(logits)
     peak = logits.new_full((n_nodes, logits.shape[1]), -torch.inf)
     peak = peak.scatter_reduce(0, index, logits.detach(), reduce="amax", include_self=True)
-    exp = torch.exp(logits - peak[receivers])  # the shift cancels in the ratio
+    shifted = logits - peak[receivers]  # the shift cancels in the ratio
+    # weights below √tiny of the peak's are exact zeros, never subnormal (mlip.nn.precision)
+    underflow = shifted < math.log(tiny_threshold(logits.dtype))
+    exp = torch.exp(shifted.masked_fill(underflow, -math.inf))
     if envelope is None:
         return exp / scatter_sum(exp, receivers, n_nodes)[receivers]
     weighted = exp * envelope[:, None]

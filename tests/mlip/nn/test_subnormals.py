@@ -16,6 +16,8 @@ from torch.utils._pytree import tree_flatten
 
 from mlip.graph import AtomicGraph
 from mlip.models import build, load_model
+from mlip.models.tdn import LearnableGaussianBasis
+from mlip.nn.graph_attention import smooth_softmax
 from mlip.nn.precision import flush_tiny, flush_tiny_, tiny_threshold
 from mlip.nn.radial import GaussianBasis, SplineRadial
 from mlip.train import train
@@ -144,6 +146,31 @@ def test_gaussian_tails_are_exact_zeros_in_values_and_gradients():
     # float32 centres and exponents: relative errors up to ~2e-5; values
     # within rounding of the threshold (1.1e-19) may be zeroed
     assert torch.allclose(values.double(), exact, rtol=1e-4, atol=1e-18)
+
+
+def test_learnable_gaussian_tails_are_exact_zeros_in_values_and_gradients():
+    basis = LearnableGaussianBasis(cutoff=5.0, num_basis=4).float()
+    with torch.no_grad():
+        basis.std.fill_(0.02)  # narrow: exp(-0.5 (u/0.02)²) underflows beyond u ≈ 0.19
+    r = torch.linspace(0.5, 5.0, 50, requires_grad=True)
+    with SubnormalCounter() as counter:
+        values = basis(r)
+        torch.autograd.grad(values.sum(), [r, *basis.parameters()])
+    assert dict(counter.counts) == {}
+    assert (values == 0).any() and (values > 0).any()
+
+
+@pytest.mark.parametrize("with_envelope", [True, False])
+def test_attention_weights_far_below_the_peak_are_exact_zeros(with_envelope):
+    logits = torch.tensor([[0.0], [-30.0], [-100.0], [-200.0]], requires_grad=True)
+    receivers = torch.zeros(4, dtype=torch.long)
+    envelope = torch.full((4,), 0.5) if with_envelope else None
+    with SubnormalCounter() as counter:
+        weights = smooth_softmax(logits, envelope, receivers, n_nodes=1)
+        torch.autograd.grad(weights[:, 0] @ torch.arange(4.0), logits)
+    assert dict(counter.counts) == {}
+    assert torch.equal(weights[2:], torch.zeros(2, 1))
+    assert weights[1, 0] > 0
 
 
 def test_spline_radial_drops_basis_values_that_make_subnormal_gradients():

@@ -1,16 +1,23 @@
-"""MACE side of benchmarks/train_vs_mace.py; runs inside .venv-mace (mace-torch pins e3nn 0.4.4).
+"""MACE side of benchmarks/accuracy.py; runs inside .venv-mace (mace-torch 0.3.16, e3nn 0.4.4).
 
-Reads one JSON case from argv[1]: trains a ScaleShiftMACE from scratch with the same recipe as
-the mlip run (E0 = isolated atoms, scale = force RMS, shift = mean interaction energy per atom;
-loss w_E·MSE(E/N) + w_F·MSE(F); Adam+AMSGrad, grad clip 10, EMA; best EMA weights by validation
-loss) until the wall-clock budget is spent, then prints one JSON line with test RMSEs.
-It must not import mlip.
+Reads one JSON case from argv[1] and trains a ScaleShiftMACE from scratch with the recipe the
+mlip runs get: E0 = isolated-atom energies when the case names a file, else least squares on the
+training split; scale = force RMS, shift = mean interaction energy per atom; loss
+w_E·MSE(E/N) + w_F·MSE(F) + w_S·MSE(σ) (9 components; stress only where labelled);
+Adam+AMSGrad, grad clip 10, EMA with the same warm-up as mlip's; best EMA weights by validation
+loss. Schedules as mlip's ``schedule`` section: ``constant``, ``plateau`` (torch's
+ReduceLROnPlateau, MACE's default, on the validation loss of every epoch) or ``cosine`` sized to
+the time budget from the step rate after the first epoch or 200 steps (mlip's
+``schedule.fit_to_time``). The EMA weights are saved at the case's ``snapshot_s`` times and
+evaluated on the test split after the budget is spent (evaluation does not use the budget).
+Prints one JSON line. It must not import mlip.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -18,6 +25,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import torch
+from ase.neighborlist import neighbor_list
 from mace import data, tools
 from mace.data.utils import KeySpecification
 from mace.tools import torch_geometric
@@ -25,44 +33,101 @@ from mace.tools import torch_geometric
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mace_worker import build_mace  # noqa: E402
 
+#: Steps after which the cosine is sized to the budget (as mlip.train.loop._FIT_PROBE_STEPS).
+FIT_PROBE_STEPS = 200
 
-def loader(path: str, z_table, cutoff: float, batch_size: int, shuffle: bool, seed: int):
-    """A MACE DataLoader over an extxyz file (labels copied to REF_ keys)."""
+
+def read_labelled(path: str) -> list:
+    """Frames with their labels copied to REF_ keys (stress as a 3x3 where present)."""
     frames = ase.io.read(path, index=":")
-    keys = KeySpecification(
-        info_keys={"energy": "REF_energy"}, arrays_keys={"forces": "REF_forces"}
-    )
-    items = []
     for atoms in frames:
         atoms.info["REF_energy"] = atoms.get_potential_energy()
         atoms.arrays["REF_forces"] = atoms.get_forces()
+        if atoms.pbc.all():
+            try:
+                atoms.info["REF_stress"] = atoms.get_stress(voigt=False)
+            except Exception:  # no stress label on this frame (ASE raises its own types)
+                pass
+    return frames
+
+
+def loader(frames: list, z_table, cutoff: float, batch_size: int, shuffle: bool, seed: int):
+    """A MACE DataLoader over ``frames`` (molecules get a large box: matscipy needs a cell)."""
+    keys = KeySpecification(info_keys={"energy": "REF_energy", "stress": "REF_stress"},
+                            arrays_keys={"forces": "REF_forces"})
+    items = []
+    for atoms in frames:
+        atoms = atoms.copy()
         if not atoms.pbc.any():
             atoms.set_cell(np.eye(3) * (np.ptp(atoms.positions, axis=0).max() + 4 * cutoff))
             atoms.center()
-        items.append(
-            data.AtomicData.from_config(
-                data.config_from_atoms(atoms, key_specification=keys),
-                z_table=z_table,
-                cutoff=cutoff,
-            )
-        )
+        items.append(data.AtomicData.from_config(
+            data.config_from_atoms(atoms, key_specification=keys), z_table=z_table,
+            cutoff=cutoff))
     generator = torch.Generator().manual_seed(seed)
-    return frames, torch_geometric.dataloader.DataLoader(
-        items, batch_size=batch_size, shuffle=shuffle, generator=generator
-    )
+    return torch_geometric.dataloader.DataLoader(items, batch_size=batch_size, shuffle=shuffle,
+                                                 generator=generator)
 
 
-def errors(model, batches) -> tuple[float, float, float]:
-    """(loss-weighted sum pieces) energy MSE per atom, force MSE, and counts -> RMSE in meV."""
-    se_e = se_f = n_e = n_f = 0.0
+def e0_values(case: dict, frames: list, zs: list[int]) -> dict[int, float]:
+    """Isolated-atom energies, or the least-squares fit of energy on composition."""
+    if case.get("isolated_atoms"):
+        return {int(a.numbers[0]): a.get_potential_energy()
+                for a in ase.io.read(case["isolated_atoms"], index=":")}
+    counts = np.array([[np.sum(a.numbers == z) for z in zs] for a in frames], dtype=float)
+    energies = np.array([a.info["REF_energy"] for a in frames])
+    solution = np.linalg.lstsq(counts, energies, rcond=None)[0]
+    return dict(zip(zs, solution.tolist()))
+
+
+def batch_loss(out: dict, batch, case: dict, stress: bool) -> tuple[torch.Tensor, dict]:
+    """The weighted loss and the (squared-error sum, count) of each term."""
+    n = (batch.ptr[1:] - batch.ptr[:-1]).to(out["energy"].dtype)
+    terms = {"energy": (((out["energy"] - batch.energy) / n) ** 2, None),
+             "forces": ((out["forces"] - batch.forces) ** 2, None)}
+    if stress:
+        labelled = batch.stress.flatten(1).abs().sum(1) > 0  # unlabelled frames hold zeros
+        terms["stress"] = ((out["stress"] - batch.stress)[labelled] ** 2, None)
+    sums = {t: (float(v.sum()), v.numel()) for t, (v, _) in terms.items()}
+    loss = sum(case[f"{t}_weight"] * v.mean() for t, (v, _) in terms.items() if v.numel())
+    return loss, sums
+
+
+def errors(model, batches, case: dict, stress: bool) -> dict:
+    """Test/valid RMSE (meV/atom, meV/Å, meV/Å³) and the weighted loss."""
+    total: dict[str, list[float]] = {}
     for batch in batches:
-        out = model(batch.to_dict(), training=False, compute_force=True)
-        n = (batch.ptr[1:] - batch.ptr[:-1]).to(out["energy"].dtype)
-        se_e += float((((out["energy"] - batch.energy) / n) ** 2).sum())
-        se_f += float(((out["forces"] - batch.forces) ** 2).sum())
-        n_e += len(n)
-        n_f += batch.forces.numel()
-    return se_e / n_e, se_f / n_f
+        out = model(batch.to_dict(), training=False, compute_force=True, compute_stress=stress)
+        _, sums = batch_loss(out, batch, case, stress)
+        for term, (sq, n) in sums.items():
+            acc = total.setdefault(term, [0.0, 0])
+            acc[0], acc[1] = acc[0] + sq, acc[1] + n
+    mse = {t: (sq / n if n else math.nan) for t, (sq, n) in total.items()}
+    out = {f"{t}_rmse": 1000 * math.sqrt(v) for t, v in mse.items()}
+    out["loss"] = sum(case[f"{t}_weight"] * v for t, v in mse.items() if math.isfinite(v))
+    return out
+
+
+def averaged(model, ema: list[torch.Tensor]) -> dict:
+    """The state dict of ``model`` with the EMA weights."""
+    live = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for param, average in zip(model.parameters(), ema):
+            param.copy_(average)
+    state = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        for param, value in zip(model.parameters(), live):
+            param.copy_(value)
+    return state
+
+
+def lr_at(case: dict, step: int, total: int, plateau: float) -> float:
+    """mlip's LRSchedule formula: constant, plateau factor, or cosine to min_lr_ratio."""
+    lr = case["lr"] * plateau
+    if case["schedule"] == "cosine":
+        r = case["min_lr_ratio"]
+        lr *= r + (1 - r) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total))))
+    return lr
 
 
 def main() -> None:
@@ -70,35 +135,50 @@ def main() -> None:
     torch.set_num_threads(case["threads"])
     torch.manual_seed(case["seed"])
     torch.set_default_dtype(getattr(torch, case["dtype"]))
-    iso = {
-        int(a.numbers[0]): a.get_potential_energy()
-        for a in ase.io.read(case["isolated_atoms"], index=":")
-    }
-    zs = sorted(iso)
+    run_dir = Path(case["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_frames = read_labelled(case["train"])
+    stress = case["stress_weight"] > 0 and any("REF_stress" in a.info for a in train_frames)
+    zs = sorted({int(z) for a in train_frames for z in a.numbers})
     z_table = tools.AtomicNumberTable(zs)
-    train_frames, train = loader(
-        case["train"], z_table, case["cutoff"], case["batch_size"], True, case["seed"]
-    )
-    _, valid = loader(case["valid"], z_table, case["cutoff"], 16, False, 0)
-    _, test = loader(case["test"], z_table, case["cutoff"], 16, False, 0)
+    iso = e0_values(case, train_frames, zs)
+    cutoff = case["cutoff"]
+    train = loader(train_frames, z_table, cutoff, case["batch_size"], True, case["seed"])
+    valid = loader(read_labelled(case["valid"]), z_table, cutoff, 16, False, 0)
+    test = loader(read_labelled(case["test"]), z_table, cutoff, 16, False, 0)
     forces = np.concatenate([a.arrays["REF_forces"].ravel() for a in train_frames])
-    inter = [(a.info["REF_energy"] - sum(iso[z] for z in a.numbers)) / len(a) for a in train_frames]
-    model = build_mace(dict(case, avg_num_neighbors=case["avg_num_neighbors"]), zs)
+    inter = [(a.info["REF_energy"] - sum(iso[z] for z in a.numbers)) / len(a)
+             for a in train_frames]
+    neighbours = sum(len(neighbor_list("i", a, cutoff)) for a in train_frames)
+    model = build_mace(dict(case, avg_num_neighbors=neighbours / len(forces) * 3), zs)
     model.atomic_energies_fn.atomic_energies.copy_(torch.tensor([iso[z] for z in zs]))
     model.scale_shift.scale.fill_(float(np.sqrt(np.mean(forces**2))))
     model.scale_shift.shift.fill_(float(np.mean(inter)))
-    optimizer = torch.optim.Adam(model.parameters(), lr=case["lr"], amsgrad=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=case["lr"], amsgrad=True,
+                                 weight_decay=case["weight_decay"])
+    plateau_sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=case["plateau_factor"], patience=case["plateau_patience"])
     ema = [p.detach().clone() for p in model.parameters()]
-    best, best_loss, updates = None, float("inf"), 0
+    best, best_loss, updates, epochs = None, float("inf"), 0, 0
+    total_steps = case["max_epochs"] * len(train)
+    fitted = case["schedule"] != "cosine"
+    snapshots, pending = [], sorted(case["snapshot_s"])
     start = time.perf_counter()
+
+    def fit_cosine() -> None:
+        nonlocal total_steps, fitted
+        elapsed = time.perf_counter() - start
+        total_steps = max(updates + 1, min(total_steps, int(updates * case["budget_s"] / elapsed)))
+        fitted = True
+
     while time.perf_counter() - start < case["budget_s"]:
         for batch in train:
-            out = model(batch.to_dict(), training=True, compute_force=True)
-            n = (batch.ptr[1:] - batch.ptr[:-1]).to(out["energy"].dtype)
-            loss = (
-                case["energy_weight"] * (((out["energy"] - batch.energy) / n) ** 2).mean()
-                + case["forces_weight"] * ((out["forces"] - batch.forces) ** 2).mean()
-            )
+            if case["schedule"] != "plateau":
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(case, updates, total_steps, 1.0)
+            out = model(batch.to_dict(), training=True, compute_force=True,
+                        compute_stress=stress)
+            loss, _ = batch_loss(out, batch, case, stress)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -108,35 +188,46 @@ def main() -> None:
             with torch.no_grad():
                 for average, param in zip(ema, model.parameters()):
                     average.lerp_(param, 1 - decay)
-            if time.perf_counter() - start >= case["budget_s"]:
+            now = time.perf_counter() - start
+            if pending and now >= pending[0]:
+                path = run_dir / f"snapshot_{len(snapshots):02d}.pt"
+                torch.save(averaged(model, ema), path)
+                snapshots.append({"time_s": now, "step": updates, "path": str(path)})
+                while pending and now >= pending[0]:
+                    pending.pop(0)
+            if not fitted and updates == FIT_PROBE_STEPS:
+                fit_cosine()
+            if now >= case["budget_s"]:
                 break
-        live = [p.detach().clone() for p in model.parameters()]
-        with torch.no_grad():
-            for param, average in zip(model.parameters(), ema):
-                param.copy_(average)
-        mse_e, mse_f = errors(model, valid)
-        valid_loss = case["energy_weight"] * mse_e + case["forces_weight"] * mse_f
+        else:
+            epochs += 1
+        if not fitted:
+            fit_cosine()
+        state = averaged(model, ema)
+        live = copy.deepcopy(model.state_dict())
+        model.load_state_dict(state)
+        valid_loss = errors(model, valid, case, stress)["loss"]
+        model.load_state_dict(live)
+        if case["schedule"] == "plateau":
+            plateau_sched.step(valid_loss)
         if valid_loss < best_loss:
-            best_loss, best = valid_loss, copy.deepcopy(model.state_dict())
-        with torch.no_grad():
-            for param, value in zip(model.parameters(), live):
-                param.copy_(value)
+            best_loss, best = valid_loss, state
     elapsed = time.perf_counter() - start
+    final = averaged(model, ema)
+    curve = []
+    for snap in snapshots + [{"time_s": elapsed, "step": updates, "state": final}]:
+        model.load_state_dict(snap.get("state") or torch.load(snap["path"]))
+        curve.append({"time_s": snap["time_s"], "step": snap["step"],
+                      **{f"test_{k}": v for k, v in errors(model, test, case, stress).items()}})
     model.load_state_dict(best)
-    mse_e, mse_f = errors(model, test)
-    print(
-        json.dumps(
-            {
-                "params": sum(p.numel() for p in model.parameters()),
-                "epochs": updates / len(train),
-                "steps": updates,
-                "train_s": elapsed,
-                "s_per_epoch": elapsed / (updates / len(train)),
-                "test_energy_rmse": 1000 * mse_e**0.5,
-                "test_forces_rmse": 1000 * mse_f**0.5,
-            }
-        )
-    )
+    result = {f"test_{k}": v for k, v in errors(model, test, case, stress).items()}
+    print(json.dumps({
+        "params": sum(p.numel() for p in model.parameters()),
+        "epochs": updates / len(train), "full_epochs": epochs, "steps": updates,
+        "train_s": elapsed, **result, "curve": curve,
+        "e0": "isolated atoms" if case.get("isolated_atoms") else "least squares",
+        "final_lr": optimizer.param_groups[0]["lr"],
+    }))
 
 
 if __name__ == "__main__":

@@ -3,10 +3,15 @@
 Each (model, system) case runs in its own subprocess (a clean peak-RSS measurement): mlip models
 with this interpreter, MACE with ``.venv-mace/bin/python benchmarks/_mace_worker.py`` because
 mace-torch pins e3nn 0.4.4 (the venv is created on first use). Cases run interleaved, so ratios
-come from the same machine state; on a shared CPU the absolute numbers are noisy (±20 % or more).
+come from the same machine state: ``--rounds`` rounds each run every case once, in the same order,
+and a row reports the median over the rounds (``ms_rounds`` keeps each round's time). On a shared
+CPU the absolute numbers are noisy (±20 % or more). The table (benchmarks/results/models.json)
+is always written from one complete run; a run with ``--only`` writes
+benchmarks/results/models_only.json instead and never touches the table.
 Systems: a rattled 256-atom fcc Cu cell and a batch of 3BPA molecules, r_c = 5 Å, float32.
 
-    python benchmarks/models.py [--threads 2] [--repeats 3] [--molecules 8] [--only facet]
+    python benchmarks/models.py [--threads 2] [--repeats 3] [--rounds 3] [--molecules 8]
+        [--only facet]
 
 More models join the table through ``MLIP_CASES`` (registry name + hyper-parameters).
 """
@@ -113,29 +118,45 @@ def main() -> None:
     parser.add_argument("--molecules", type=int, default=8)
     parser.add_argument("--avg-neighbors", type=float, default=30.0)
     parser.add_argument("--compile", action="store_true", help="torch.compile the mlip models")
-    parser.add_argument("--only", default="", help="comma-separated substrings of case labels")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds over all cases; rows report the median")
+    parser.add_argument("--only", default="", help="comma-separated substrings of case labels "
+                        "(written to models_only.json, not to the table)")
     args = parser.parse_args()
     ensure_mace_venv()
     labels = [*MLIP_CASES, *MACE_CASES]
     if args.only:
         labels = [lab for lab in labels if any(s in lab for s in args.only.split(","))]
-    results: dict[str, dict[str, dict]] = {}
+    runs: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        for system, path in write_systems(Path(folder), args.molecules).items():
-            results[system] = {}
-            for label in labels:
-                results[system][label] = run_case(label, path, args)
-                print_row(system, label, results[system][label])
-    out = ROOT / "benchmarks/results/models.json"
-    if args.only and out.is_file():  # a partial run updates its rows of the saved table
-        saved = json.loads(out.read_text())["results"]
-        for system, rows in results.items():
-            saved.setdefault(system, {}).update(rows)
-        results = saved
+        systems = write_systems(Path(folder), args.molecules)
+        for round_ in range(args.rounds):
+            for system, path in systems.items():
+                for label in labels:
+                    row = run_case(label, path, args)
+                    runs.setdefault(system, {}).setdefault(label, []).append(row)
+                    print_row(f"{system} r{round_ + 1}", label, row)
+    results = {system: {label: median_row(rows) for label, rows in by_label.items()}
+               for system, by_label in runs.items()}
+    for system, rows in results.items():
+        for label, row in rows.items():
+            print_row(system, label, row)
+    name = "models_only.json" if args.only else "models.json"
+    out = ROOT / "benchmarks/results" / name
     ratios = report_ratios(results)
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "settings": vars(args),
                                "results": results, "ratios": ratios}, indent=1))
     print(f"wrote {out}")
+
+
+def median_row(rows: list[dict]) -> dict:
+    """One case over the rounds: the round with the median time, with every round's time (an
+    error if any round failed)."""
+    failed = [r for r in rows if "error" in r]
+    if failed:
+        return failed[0]
+    ordered = sorted(rows, key=lambda r: r["ms"])
+    return {**ordered[(len(ordered) - 1) // 2], "ms_rounds": [r["ms"] for r in rows]}
 
 
 def print_row(system: str, label: str, row: dict) -> None:

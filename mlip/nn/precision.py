@@ -59,14 +59,14 @@ def flush_tiny_(tensors: Iterable[torch.Tensor]) -> int:
     """Zero, in place, every entry below :func:`tiny_threshold` of floating tensors.
 
     Meant for parameters (``model.parameters()``, an EMA's averages) after a cast, a load or an
-    optimiser step; non-floating tensors are skipped.
+    optimiser step; non-floating tensors and tensors without data (meta) are skipped.
 
     Returns:
         How many non-zero entries were zeroed.
     """
     counts = []
     for tensor in tensors:
-        if tensor.is_floating_point() and tensor.numel():
+        if tensor.is_floating_point() and tensor.numel() and not tensor.is_meta:
             small = (tensor.abs() < tiny_threshold(tensor.dtype)) & (tensor != 0)
             counts.append(small.sum())
             tensor.masked_fill_(small, 0.0)

@@ -1,16 +1,16 @@
 """MACE side of benchmarks/accuracy.py; runs inside .venv-mace (mace-torch 0.3.16, e3nn 0.4.4).
 
 Reads one JSON case from argv[1] and trains a ScaleShiftMACE from scratch with the recipe the
-mlip runs get: E0 = isolated-atom energies when the case names a file, else least squares on the
-training split; scale = force RMS, shift = mean interaction energy per atom; loss
-w_E·MSE(E/N) + w_F·MSE(F) + w_S·MSE(σ) (9 components; stress only where labelled);
-Adam+AMSGrad, grad clip 10, EMA with the same warm-up as mlip's; best EMA weights by validation
-loss. Schedules as mlip's ``schedule`` section: ``constant``, ``plateau`` (torch's
-ReduceLROnPlateau, MACE's default, on the validation loss of every epoch) or ``cosine`` sized to
-the time budget from the step rate after the first epoch or 200 steps (mlip's
-``schedule.fit_to_time``). The EMA weights are saved at the case's ``snapshot_s`` times and
-evaluated on the test split after the budget is spent (evaluation does not use the budget).
-Prints one JSON line. It must not import mlip.
+mlip runs get: E0 = isolated-atom energies when the case names a file, else the case's ``e0``
+({symbol: eV}, the least-squares values benchmarks/accuracy.py gives every code); scale = force
+RMS, shift = mean interaction energy per atom; loss w_E·MSE(E/N) + w_F·MSE(F) + w_S·MSE(σ) (9
+components; stress only where labelled); Adam+AMSGrad, grad clip 10, EMA with the same warm-up
+as mlip's; best EMA weights by validation loss. Schedules as mlip's ``schedule`` section:
+``constant``, ``plateau`` (torch's ReduceLROnPlateau, MACE's default, on the validation loss of
+every epoch) or ``cosine`` sized to the time budget from the step rate after the first epoch or
+200 steps (mlip's ``schedule.fit_to_time``). The EMA weights are saved at the case's
+``snapshot_s`` times and evaluated on the test split after the budget is spent (evaluation does
+not use the budget). Prints one JSON line. It must not import mlip.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import torch
+from ase.data import atomic_numbers
 from ase.neighborlist import neighbor_list
 from mace import data, tools
 from mace.data.utils import KeySpecification
@@ -69,15 +70,12 @@ def loader(frames: list, z_table, cutoff: float, batch_size: int, shuffle: bool,
                                                  generator=generator)
 
 
-def e0_values(case: dict, frames: list, zs: list[int]) -> dict[int, float]:
-    """Isolated-atom energies, or the least-squares fit of energy on composition."""
+def e0_values(case: dict) -> dict[int, float]:
+    """{Z: E0 (eV)}: the isolated-atom energies, else the case's ``e0`` {symbol: eV}."""
     if case.get("isolated_atoms"):
         return {int(a.numbers[0]): a.get_potential_energy()
                 for a in ase.io.read(case["isolated_atoms"], index=":")}
-    counts = np.array([[np.sum(a.numbers == z) for z in zs] for a in frames], dtype=float)
-    energies = np.array([a.info["REF_energy"] for a in frames])
-    solution = np.linalg.lstsq(counts, energies, rcond=None)[0]
-    return dict(zip(zs, solution.tolist()))
+    return {atomic_numbers[symbol]: float(e) for symbol, e in case["e0"].items()}
 
 
 def batch_loss(out: dict, batch, case: dict, stress: bool) -> tuple[torch.Tensor, dict]:
@@ -141,7 +139,7 @@ def main() -> None:
     stress = case["stress_weight"] > 0 and any("REF_stress" in a.info for a in train_frames)
     zs = sorted({int(z) for a in train_frames for z in a.numbers})
     z_table = tools.AtomicNumberTable(zs)
-    iso = e0_values(case, train_frames, zs)
+    iso = e0_values(case)
     cutoff = case["cutoff"]
     train = loader(train_frames, z_table, cutoff, case["batch_size"], True, case["seed"])
     valid = loader(read_labelled(case["valid"]), z_table, cutoff, 16, False, 0)
@@ -225,7 +223,7 @@ def main() -> None:
         "params": sum(p.numel() for p in model.parameters()),
         "epochs": updates / len(train), "full_epochs": epochs, "steps": updates,
         "train_s": elapsed, **result, "curve": curve,
-        "e0": "isolated atoms" if case.get("isolated_atoms") else "least squares",
+        "e0": {str(z): e for z, e in iso.items()},
         "final_lr": optimizer.param_groups[0]["lr"],
     }))
 

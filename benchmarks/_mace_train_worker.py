@@ -10,7 +10,10 @@ as mlip's; best EMA weights by validation loss. Schedules as mlip's ``schedule``
 every epoch) or ``cosine`` sized to the time budget from the step rate after the first epoch or
 200 steps (mlip's ``schedule.fit_to_time``). The EMA weights are saved at the case's
 ``snapshot_s`` times and evaluated on the test split after the budget is spent (evaluation does
-not use the budget). Prints one JSON line. It must not import mlip.
+not use the budget). With ``stage_two`` ({start_fraction, energy_weight, lr}) the last part of
+the budget uses that energy weight and a constant lr, and the best model is chosen on that
+stage's validation loss (mlip's ``stage_two`` section).
+Prints one JSON line. It must not import mlip.
 """
 
 from __future__ import annotations
@@ -157,7 +160,7 @@ def main() -> None:
     plateau_sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=case["plateau_factor"], patience=case["plateau_patience"])
     ema = [p.detach().clone() for p in model.parameters()]
-    best, best_loss, updates, epochs = None, float("inf"), 0, 0
+    best, best_loss, updates, epochs, stage_two = None, float("inf"), 0, 0, False
     total_steps = case["max_epochs"] * len(train)
     fitted = case["schedule"] != "cosine"
     snapshots, pending = [], sorted(case["snapshot_s"])
@@ -171,7 +174,16 @@ def main() -> None:
 
     while time.perf_counter() - start < case["budget_s"]:
         for batch in train:
-            if case["schedule"] != "plateau":
+            two = case.get("stage_two")
+            if two and not stage_two and time.perf_counter() - start >= (
+                    two["start_fraction"] * case["budget_s"]):
+                # mlip's stage_two: new loss weights and lr, EMA goes on, best restarts
+                stage_two, best_loss = True, float("inf")
+                case.update(energy_weight=two["energy_weight"])
+            if stage_two:
+                for group in optimizer.param_groups:
+                    group["lr"] = two["lr"]
+            elif case["schedule"] != "plateau":
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(case, updates, total_steps, 1.0)
             out = model(batch.to_dict(), training=True, compute_force=True,
@@ -207,7 +219,8 @@ def main() -> None:
         valid_loss = errors(model, valid, case, stress)["loss"]
         model.load_state_dict(live)
         if case["schedule"] == "plateau":
-            plateau_sched.step(valid_loss)
+            if not stage_two:
+                plateau_sched.step(valid_loss)
         if valid_loss < best_loss:
             best_loss, best = valid_loss, state
     elapsed = time.perf_counter() - start
@@ -224,7 +237,7 @@ def main() -> None:
         "epochs": updates / len(train), "full_epochs": epochs, "steps": updates,
         "train_s": elapsed, **result, "curve": curve,
         "e0": {str(z): e for z, e in iso.items()},
-        "final_lr": optimizer.param_groups[0]["lr"],
+        "final_lr": optimizer.param_groups[0]["lr"], "stage_two": stage_two,
     }))
 
 

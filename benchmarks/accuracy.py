@@ -21,6 +21,10 @@ steps: mlip's ``schedule.fit_to_time``, reimplemented in the MACE worker with th
 or ``plateau`` (×0.8 after ``--plateau-patience`` epochs without a better validation loss:
 mlip's plateau schedule and torch's ReduceLROnPlateau, MACE's default).
 
+``--stage-two 0.8`` adds MACE's second stage to every code for the last 20 % of the budget
+(energy weight 1000, constant lr 1e-3, best model chosen on that stage's validation loss; mlip's
+``stage_two`` config section, reimplemented in the MACE worker); off by default.
+
 Budgets: ``--budgets 240 900`` s (3600 optional); two trainings run at a time (``--parallel 2``,
 each a separate process with one thread) on the 2 cores, in an interleaved order (the codes of
 one dataset and budget run next to each other), so ratios compare trainings that saw the same
@@ -79,6 +83,8 @@ RECIPE = {"energy_weight": 1.0, "forces_weight": 100.0, "stress_weight": 1.0,
 #: MACE's size and step settings (its 3BPA recipe, CPU-sized).
 MACE_CASE = {"hidden_irreps": "32x0e+32x1o", "max_ell": 2, "correlation": 3,
              "num_interactions": 2, "cutoff": 5.0, "batch_size": 5, "lr": 0.01}
+#: Stage two (``--stage-two FRACTION``): the same for every code.
+STAGE_TWO = {"energy_weight": 1000.0, "lr": 1.0e-3}
 #: Snapshots for the learning curve at budget / 2**k, k = SNAPSHOT_HALVINGS … 1.
 SNAPSHOT_HALVINGS = 6
 
@@ -145,7 +151,9 @@ def make_jobs(args: argparse.Namespace, splits: dict, work: Path) -> list[dict]:
                     jobs.append({"dataset": dataset, "budget_s": budget, "schedule": schedule,
                                  "family": family, "run_dir": str(run_dir),
                                  "split": splits[dataset], "seed": args.seed,
-                                 "plateau_patience": args.plateau_patience})
+                                 "plateau_patience": args.plateau_patience,
+                                 "stage_two": ({**STAGE_TWO, "start_fraction": args.stage_two}
+                                               if args.stage_two else None)})
     return jobs
 
 
@@ -173,7 +181,7 @@ def mace_case(job: dict) -> dict:
     """The MACE worker's case for ``job``."""
     split = job["split"]
     return {**MACE_CASE, **RECIPE, **split["paths"], "isolated_atoms": split["isolated_atoms"],
-            "e0": split["e0"],
+            "e0": split["e0"], "stage_two": job["stage_two"],
             "budget_s": job["budget_s"], "schedule": job["schedule"], "threads": 1,
             "seed": job["seed"], "dtype": "float32", "max_epochs": 100_000,
             "plateau_patience": job["plateau_patience"], "run_dir": job["run_dir"],
@@ -210,6 +218,8 @@ def mlip_config(job: dict) -> dict:
     else:
         config["schedule"] = {"name": "plateau", "plateau_factor": RECIPE["plateau_factor"],
                               "plateau_patience": job["plateau_patience"]}
+    if job["stage_two"]:
+        config["stage_two"] = {**job["stage_two"], "schedule": "constant"}
     config["train"] = {"max_time_s": job["budget_s"], "max_epochs": 100_000, "progress": False,
                        "checkpoint_every_steps": 100_000}
     config.update(device="cpu", dtype="float32", seed=job["seed"])
@@ -272,7 +282,7 @@ def mlip_worker(job: dict) -> None:
         "epochs": last["step"] / per_epoch, "full_epochs": last["epoch"], "steps": last["step"],
         "train_s": last["time_s"], **test(best), "curve": curve,
         "e0": "isolated atoms" if job["split"]["isolated_atoms"] else job["split"]["e0"],
-        "final_lr": last["lr"],
+        "final_lr": last["lr"], "stage_two": last.get("stage") == 2,
     }))
 
 
@@ -357,6 +367,8 @@ def main() -> None:
     parser.add_argument("--schedules", nargs="+", default=["cosine"],
                         choices=["cosine", "plateau"])
     parser.add_argument("--plateau-patience", type=int, default=5)
+    parser.add_argument("--stage-two", type=float, default=None, metavar="FRACTION",
+                        help="stage two for every code from this fraction of the budget")
     parser.add_argument("--parallel", type=int, default=2, help="trainings at a time")
     parser.add_argument("--seed", type=int, default=0, help="weights and batch order")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared/data")

@@ -109,7 +109,7 @@ class Trainer:
         if self.ema is not None and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
         self.progress = state["progress"]
-        if self.progress.stage_two_step is not None:
+        if self.progress.stage_two_step is not None and self.stage_two_loss is not None:
             self.loss_config = self.stage_two_loss
         set_rng_state(state["rng"])
         if self.ctx.is_main:

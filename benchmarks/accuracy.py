@@ -198,8 +198,9 @@ def mlip_config(job: dict) -> dict:
 
     config = yaml.safe_load(shipped_config(job["family"]).read_text())
     split = job["split"]
+    # no data.test: the test split is read by the worker after training, never by the run
     config["data"].update(train=split["paths"]["train"], valid=split["paths"]["valid"],
-                          test=split["paths"]["test"], split_seed=0)
+                          test_fraction=0.0, split_seed=0)
     config["data"].pop("valid_fraction", None)
     if split["isolated_atoms"]:
         config["data"].update(isolated_atoms=split["isolated_atoms"], e0="isolated")

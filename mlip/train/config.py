@@ -63,6 +63,9 @@ CONFIG = Group("training config (mlip train CONFIG.yaml, --set KEY=VALUE)", (
             "data.test is not given", range=FRACTION),
     Setting("data.split_seed", (int,), 0, "seed of the train/valid/test split",
             range=NON_NEGATIVE),
+    Setting("data.split_key", (str,), None, "info key whose value keeps frames together in the "
+            "valid/test fractions (null: the importer's trajectory keys, else each frame alone)",
+            nullable=True),
     Setting("data.max_frames", (int,), None, "use only the first N frames of train (quick runs)",
             range=AT_LEAST_ONE, nullable=True),
     Setting("data.cutoff", (float,), 5.0, "neighbour cutoff, also the model's", unit="Å",

@@ -27,6 +27,8 @@ from mlip.graph import AtomicGraph
 __all__ = [
     "FrameSet",
     "read_frames",
+    "group_by_info_key",
+    "frames_without_group",
     "label_keys",
     "resolve_path",
     "load_frameset",
@@ -185,13 +187,34 @@ def read_store(path: str | os.PathLike, max_frames: int | None = None) -> dict[s
         store.close()
 
 
+def group_by_info_key(frames: Sequence[Atoms], key: str, source: str) -> None:
+    """Set every frame's split group (``info["split_group"]``) to ``str(atoms.info[key])``.
+
+    Raises:
+        ConfigError: frames without ``key`` (naming how many and the first one).
+    """
+    missing = [k for k, atoms in enumerate(frames) if key not in atoms.info]
+    if missing:
+        raise ConfigError(
+            f"data.split_key = {key!r}: {len(missing)} of {len(frames)} frames of {source} have "
+            f"no info[{key!r}] (first: frame {missing[0]})"
+        )
+    for atoms in frames:
+        atoms.info["split_group"] = str(atoms.info[key])
+
+
+def frames_without_group(frames: Sequence[Atoms]) -> int:
+    """How many frames fell back to being their own split group (no trajectory key)."""
+    return sum(1 for atoms in frames if not any(key in atoms.info for key in SYSTEM_KEYS))
+
+
 def _name_systems(frames: list[Atoms], path: Path) -> None:
-    """Give every frame a ``system_id``: the first of the importer's ``SYSTEM_KEYS`` in its info
-    (``system_id``, ``system`` (stores), ``sid``, ``trajectory``, ``traj_id``, ``mol_id``, ...),
-    else ``FILE:index`` (the frame is its own group when splitting)."""
+    """Give every frame its split group ``info["split_group"]``: the first of the importer's
+    ``SYSTEM_KEYS`` in its info (``system_id``, ``system`` (stores), ``sid``, ``trajectory``,
+    ``traj_id``, ``mol_id``, ...), else ``FILE:index`` (the frame is its own group)."""
     for k, atoms in enumerate(frames):
         found = next((atoms.info[key] for key in SYSTEM_KEYS if key in atoms.info), None)
-        atoms.info["system_id"] = str(found) if found is not None else f"{path.name}:{k}"
+        atoms.info["split_group"] = str(found) if found is not None else f"{path.name}:{k}"
 
 
 def load_frameset(
@@ -222,7 +245,7 @@ def load_frameset(
             graph.targets, weight=torch.full((1,), weight, dtype=torch.float64)
         )
         graphs.append(dataclasses.replace(graph, targets=targets))
-    return FrameSet(graphs, [str(a.info["system_id"]) for a in frames], source)
+    return FrameSet(graphs, [str(a.info["split_group"]) for a in frames], source)
 
 
 def split_frameset(frames: FrameSet, fractions: Sequence[float], seed: int) -> list[FrameSet]:

@@ -27,6 +27,8 @@ from mlip.models.checkpoint import read_payload
 from mlip.models.registry import check_hparams
 from mlip.train.data import (
     FrameSet,
+    frames_without_group,
+    group_by_info_key,
     is_store,
     label_keys,
     load_frameset,
@@ -81,14 +83,22 @@ def prepare_data(data: Mapping[str, Any], seed: int = 0) -> Splits:
             )
         )
     keys = label_keys(data)
-    full = load_frameset(
-        read_frames(data["train"], data["max_frames"], keys), cutoff, str(data["train"]), weights
-    )
+    frames = read_frames(data["train"], data["max_frames"], keys)
     fractions = [
         1.0,
         0.0 if data["valid"] else float(data["valid_fraction"]),
         0.0 if data["test"] else float(data["test_fraction"]),
     ]
+    if data["split_key"] is not None:
+        group_by_info_key(frames, data["split_key"], str(data["train"]))
+    elif sum(fractions[1:]) > 0 and (alone := frames_without_group(frames)):
+        log.warning(
+            "%d of %d frames of %s carry no trajectory id: the validation/test fractions are "
+            "drawn frame by frame, so correlated frames of one MD run can land on both sides; "
+            "name the info key that groups them with data.split_key", alone, len(frames),
+            data["train"],
+        )
+    full = load_frameset(frames, cutoff, str(data["train"]), weights)
     train, valid, test = split_frameset(full, fractions, int(data["split_seed"]))
     if data["valid"]:
         valid = load_frameset(read_frames(data["valid"], None, keys), cutoff, str(data["valid"]),

@@ -1,0 +1,55 @@
+"""The in-memory train/valid split keeps the frames of one group together (data.split_key)
+and says when frames carry no group id."""
+
+from __future__ import annotations
+
+import logging
+
+import ase.io
+import pytest
+
+from mlip.errors import ConfigError
+from mlip.train.config import resolve_config
+from mlip.train.setup import prepare_data
+
+
+def _data(tiny_config, path, **changes):
+    config = resolve_config({**tiny_config, "data": {**tiny_config["data"], "train": str(path),
+                                                     **changes}})
+    return config["data"]
+
+
+@pytest.fixture()
+def runs_file(bpa_frames, tmp_path):
+    """20 3BPA frames in 5 'MD runs' of 4 consecutive frames (info key ``run``)."""
+    frames = [atoms.copy() for atoms in bpa_frames]
+    for k, (atoms, source) in enumerate(zip(frames, bpa_frames)):
+        atoms.calc = source.calc
+        atoms.info["run"] = k // 4
+    path = tmp_path / "runs.xyz"
+    ase.io.write(path, frames)
+    return path
+
+
+def _runs(part) -> set[str]:
+    return set(part.system_ids)
+
+
+def test_split_key_keeps_each_run_on_one_side(tiny_config, runs_file):
+    splits = prepare_data(_data(tiny_config, runs_file, split_key="run", max_frames=None,
+                                valid_fraction=0.4))
+    train, valid = _runs(splits.train), _runs(splits.valid)
+    assert train and valid and not train & valid
+    assert train | valid == {str(k) for k in range(5)}
+    assert len(splits.valid) % 4 == 0
+
+
+def test_split_key_missing_from_frames_is_named(tiny_config, runs_file):
+    with pytest.raises(ConfigError, match=r"data.split_key = 'temperature': 20 of 20 frames"):
+        prepare_data(_data(tiny_config, runs_file, split_key="temperature", max_frames=None))
+
+
+def test_frames_without_group_id_are_warned_about(tiny_config, runs_file, caplog):
+    with caplog.at_level(logging.WARNING, logger="mlip.train.setup"):
+        prepare_data(_data(tiny_config, runs_file, max_frames=None))
+    assert "20 of 20 frames" in caplog.text and "data.split_key" in caplog.text

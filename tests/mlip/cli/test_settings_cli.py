@@ -19,12 +19,13 @@ def no_cuda(monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", None)
 
 
-def _refused(argv: list[str], message: str, capsys) -> None:
-    """``mlip ARGV`` exits with 2 and prints exactly ``mlip VERB: error: MESSAGE``."""
+def _refused(argv: list[str], message: str, capsys) -> str:
+    """``mlip ARGV`` exits with 2 and prints exactly ``mlip VERB: error: MESSAGE`` (returned)."""
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [f"mlip {argv[0]}: error: {message}"]
     assert captured.out == ""
+    return captured.err.strip()
 
 
 @pytest.mark.parametrize("options, message", [
@@ -44,17 +45,17 @@ def _refused(argv: list[str], message: str, capsys) -> None:
      "--max-atoms-per-call = 0: allowed an integer >= 1 or 'auto', 'all'"),
 ])
 def test_md_refuses_nonsense_before_running(files, capsys, options, message):
-    _refused(["md", str(files / "lj.pt"), str(files / "in.xyz"), "-o", str(files / "md.xyz"),
+    assert _refused(["md", str(files / "lj.pt"), str(files / "in.xyz"), "-o", str(files / "md.xyz"),
               *options], message, capsys)
     assert not (files / "md.xyz").exists()
 
 
 def test_md_restart_refuses_what_it_cannot_change(files, capsys):
     base = ["md", str(files / "lj.pt"), str(files / "in.xyz"), "--restart", str(files / "x.ckpt")]
-    _refused(base + ["--friction", "0.1"], "--friction = 0.1: allowed only on a fresh run (a "
-             "--restart keeps the checkpoint's)", capsys)
-    _refused(base + ["--thermostat", "nhc"], "--thermostat = 'nhc': allowed on a --restart "
-             "only with --ensemble", capsys)
+    assert _refused(base + ["--friction", "0.1"], "--friction = 0.1: allowed only on a fresh "
+                    "run (a --restart keeps the checkpoint's)", capsys)
+    assert _refused(base + ["--thermostat", "nhc"], "--thermostat = 'nhc': allowed on a "
+                    "--restart only with --ensemble", capsys)
 
 
 def test_md_restart_passes_only_the_options_given_again(files, monkeypatch):
@@ -86,7 +87,8 @@ class _Done:
     (["--pressure", "1"], "--pressure = 1: allowed only with --cell (got --cell = False)"),
 ])
 def test_relax_refuses_nonsense(files, capsys, options, message):
-    _refused(["relax", str(files / "lj.pt"), str(files / "in.xyz"), *options], message, capsys)
+    argv = ["relax", str(files / "lj.pt"), str(files / "in.xyz"), *options]
+    assert _refused(argv, message, capsys)
     assert not (files / "in.relaxed.xyz").exists()
 
 
@@ -96,12 +98,13 @@ def test_relax_refuses_nonsense(files, capsys, options, message):
     (["--split", "everything"], "--split = 'everything': allowed one of 'train', 'val', 'test'"),
 ])
 def test_eval_refuses_nonsense(files, capsys, options, message):
-    _refused(["eval", str(files / "lj.pt"), str(files / "in.xyz"), *options], message, capsys)
+    argv = ["eval", str(files / "lj.pt"), str(files / "in.xyz"), *options]
+    assert _refused(argv, message, capsys)
 
 
 @pytest.mark.parametrize("verb", ["md", "relax", "eval"])
 def test_cuda_on_a_cpu_torch_is_one_line_for_every_verb(files, capsys, no_cuda, verb):
-    _refused([verb, str(files / "lj.pt"), str(files / "in.xyz"), "--device", "cuda"],
+    assert _refused([verb, str(files / "lj.pt"), str(files / "in.xyz"), "--device", "cuda"],
              "--device = 'cuda': allowed auto or cpu (this torch build has no CUDA)", capsys)
 
 
@@ -115,7 +118,7 @@ def test_train_refuses_nonsense_config_values(tmp_path, capsys, no_cuda, overrid
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"data": {"train": "bundled:3bpa_train_300K.xyz",
                                                "valid_fraction": 0.1}}))
-    _refused(["train", str(config), "-o", str(tmp_path / "run"), "--set", override], message,
+    assert _refused(["train", str(config), "-o", str(tmp_path / "run"), "--set", override], message,
              capsys)
     assert not (tmp_path / "run").exists()
 
@@ -123,21 +126,21 @@ def test_train_refuses_nonsense_config_values(tmp_path, capsys, no_cuda, overrid
 def test_invalid_yaml_is_one_line(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("data: [unclosed\n")
-    _refused(["train", str(config)], f"{config}: invalid YAML at line 2, column 1: while "
+    assert _refused(["train", str(config)], f"{config}: invalid YAML at line 2, column 1: while "
              "parsing a flow sequence expected ',' or ']', but got '<stream end>'", capsys)
 
 
 def test_data_verbs_refuse_nonsense(tmp_path, capsys):
     store = str(tmp_path / "s.h5")
-    _refused(["data", "split", store, "--fractions", "0.9", "0.2"],
+    assert _refused(["data", "split", store, "--fractions", "0.9", "0.2"],
              "sum of --fractions = 1.1: allowed = 1", capsys)
-    _refused(["data", "split", store, "--fractions", "0.5", "0.3", "0.1", "0.1"],
+    assert _refused(["data", "split", store, "--fractions", "0.5", "0.3", "0.1", "0.1"],
              "--fractions = [0.5, 0.3, 0.1, 0.1]: allowed a list of 2 to 3 numbers in [0, 1]",
              capsys)
-    _refused(["data", "import", "a.xyz"], "--output is required: allowed text", capsys)
-    _refused(["data", "import", "a.xyz", "-o", store, "--compression", "zip"],
+    assert _refused(["data", "import", "a.xyz"], "--output is required: allowed text", capsys)
+    assert _refused(["data", "import", "a.xyz", "-o", store, "--compression", "zip"],
              "--compression = 'zip': allowed one of 'zstd', 'lz4', 'gzip', 'lzf', 'none'", capsys)
-    _refused(["data", "stats", store, "--cutoff", "-1"],
+    assert _refused(["data", "stats", store, "--cutoff", "-1"],
              "--cutoff = -1: allowed a number > 0", capsys)
     assert not (tmp_path / "s.h5").exists()
 

@@ -239,8 +239,8 @@ def _flush_tiny_weights(model: nn.Module, *_: Any) -> None:
 
     Subnormal weights slow CPU matrix products 50–100× (see :mod:`mlip.nn.precision`).
     """
-    flush_tiny_(p for p in model.parameters())
-    flush_tiny_(b for b in model.buffers())
+    flush_tiny_(model.parameters(), count=False)
+    flush_tiny_(model.buffers(), count=False)
 
 
 def _plain(value: Any) -> Any:

@@ -55,19 +55,26 @@ def flush_tiny(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def flush_tiny_(tensors: Iterable[torch.Tensor]) -> int:
+def flush_tiny_(tensors: Iterable[torch.Tensor], *, count: bool = True) -> int | None:
     """Zero, in place, every entry below :func:`tiny_threshold` of floating tensors.
 
     Meant for parameters (``model.parameters()``, an EMA's averages) after a cast, a load or an
     optimiser step; non-floating tensors and tensors without data (meta) are skipped.
 
+    Args:
+        count: also return how many non-zero entries were zeroed (one device sync); the
+            training step passes False and stays free of host reads.
+
     Returns:
-        How many non-zero entries were zeroed.
+        The number zeroed, or None when ``count`` is False.
     """
     counts = []
     for tensor in tensors:
         if tensor.is_floating_point() and tensor.numel() and not tensor.is_meta:
-            small = (tensor.abs() < tiny_threshold(tensor.dtype)) & (tensor != 0)
-            counts.append(small.sum())
+            small = tensor.abs() < tiny_threshold(tensor.dtype)
+            if count:
+                counts.append((small & (tensor != 0)).sum())
             tensor.masked_fill_(small, 0.0)
+    if not count:
+        return None
     return int(torch.stack(counts).sum()) if counts else 0  # one device sync

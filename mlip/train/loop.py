@@ -322,7 +322,8 @@ class Trainer:
             self.ema.update(self.model)
         # weights that get no gradient decay geometrically under weight decay: zero them before
         # they turn subnormal and slow every matrix product they enter (mlip.nn.precision)
-        flush_tiny_([*self.model.parameters(), *(self.ema.shadow if self.ema else [])])
+        flush_tiny_([*self.model.parameters(), *(self.ema.shadow if self.ema else [])],
+                    count=False)
         accumulator.update(prediction, graph)
         return float(check[0]), lr
 

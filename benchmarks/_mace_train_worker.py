@@ -232,6 +232,10 @@ def main() -> None:
                       **{f"test_{k}": v for k, v in errors(model, test, case, stress).items()}})
     model.load_state_dict(best)
     result = {f"test_{k}": v for k, v in errors(model, test, case, stress).items()}
+    for name, path in case.get("extra_tests", {}).items():
+        batches = loader(read_labelled(path), z_table, cutoff, 16, False, 0)
+        result.update({f"extra_{name}_{k}": v
+                       for k, v in errors(model, batches, case, stress).items()})
     print(json.dumps({
         "params": sum(p.numel() for p in model.parameters()),
         "epochs": updates / len(train), "full_epochs": epochs, "steps": updates,

@@ -32,6 +32,11 @@ machine state. During training each code saves its EMA weights at log-spaced tim
 budget/2); after the budget they and the final weights are evaluated on the test split, which
 gives the learning curve (test force RMSE vs training time, log-log, one PNG per dataset).
 
+``--extra-test DATASET=NAME=PATH`` adds a second held-out set for a dataset (e.g. 3BPA frames
+sampled at 300–1200 K: ``3bpa=mixedT=train_mixedT.xyz`` of the BOTNet-datasets repository,
+``dataset_3BPA/``, commit 29e6d46); frames that also occur in the dataset's source file are
+dropped, and each code's selected model is tested on it too (``extra_NAME_*_rmse`` columns).
+
 Reported per (dataset, budget, schedule, code): test E RMSE (meV/atom), F RMSE (meV/Å), stress
 RMSE (meV/Å³, 9 components), parameters, epochs and steps, and the force RMSE over MACE's.
 The JSON (``--out``, default benchmarks/results/accuracy.json) holds exactly one run of this
@@ -90,9 +95,11 @@ SNAPSHOT_HALVINGS = 6
 
 
 # ---------------------------------------------------------------------- splits
-def write_splits(data_dir: Path, folder: Path, names: list[str]) -> dict[str, dict]:
+def write_splits(data_dir: Path, folder: Path, names: list[str],
+                 extra_tests: dict[str, dict[str, Path]] | None = None) -> dict[str, dict]:
     """The fixed train/valid/test extxyz files of each dataset, with their sizes and a hash
-    of the test frames (so runs can prove they used the same test split)."""
+    of the test frames (so runs can prove they used the same test split); ``extra_tests``
+    ({dataset: {name: path}}) are written alongside without the frames of the source file."""
     import ase.io
     import numpy as np
 
@@ -117,7 +124,39 @@ def write_splits(data_dir: Path, folder: Path, names: list[str]) -> dict[str, di
             "sizes": {k: len(v) for k, v in parts.items()},
             "test_sha256": hashlib.sha256(paths["test"].read_bytes()).hexdigest(),
             "stress": bool(frames[0].pbc.all()),
+            "extra_tests": {},
         }
+        for extra, source in (extra_tests or {}).get(name, {}).items():
+            kept = unseen_frames(ase.io.read(source, index=":"), frames)
+            path = folder / name / f"extra_{extra}.xyz"
+            ase.io.write(path, kept)
+            out[name]["extra_tests"][extra] = {"path": str(path), "frames": len(kept),
+                                               "sha256": hashlib.sha256(path.read_bytes())
+                                               .hexdigest()}
+    return out
+
+
+def unseen_frames(candidates: list, seen: list, tolerance: float = 1e-6) -> list:
+    """The frames of ``candidates`` whose positions (Å) match no frame of ``seen``."""
+    import numpy as np
+
+    by_size: dict[int, list] = {}
+    for atoms in seen:
+        by_size.setdefault(len(atoms), []).append(atoms.positions)
+    return [atoms for atoms in candidates
+            if not any(np.allclose(atoms.positions, other, atol=tolerance, rtol=0.0)
+                       for other in by_size.get(len(atoms), []))]
+
+
+def parse_extra_tests(items: list[str]) -> dict[str, dict[str, Path]]:
+    """``["DATASET=NAME=PATH", ...]`` as {dataset: {name: path}}, refusing unknown datasets."""
+    out: dict[str, dict[str, Path]] = {}
+    for item in items:
+        parts = item.split("=", 2)
+        if len(parts) != 3 or parts[0] not in DATASETS or not Path(parts[2]).is_file():
+            raise SystemExit(f"--extra-test {item!r}: expected DATASET=NAME=PATH with DATASET "
+                             f"in {sorted(DATASETS)} and an existing file")
+        out.setdefault(parts[0], {})[parts[1]] = Path(parts[2])
     return out
 
 
@@ -181,6 +220,7 @@ def mace_case(job: dict) -> dict:
     """The MACE worker's case for ``job``."""
     split = job["split"]
     return {**MACE_CASE, **RECIPE, **split["paths"], "isolated_atoms": split["isolated_atoms"],
+            "extra_tests": {k: v["path"] for k, v in split["extra_tests"].items()},
             "e0": split["e0"], "stage_two": job["stage_two"],
             "budget_s": job["budget_s"], "schedule": job["schedule"], "threads": 1,
             "seed": job["seed"], "dtype": "float32", "max_epochs": 100_000,
@@ -264,9 +304,9 @@ def mlip_worker(job: dict) -> None:
     test_frames = read_frames(job["split"]["paths"]["test"])
     stress = job["split"]["stress"]
 
-    def test(path: Path) -> dict:
+    def test(path: Path, labelled: list = test_frames) -> dict:
         model = load_model(path)
-        frames = load_frameset(test_frames, model.cutoff, "test")
+        frames = load_frameset(labelled, model.cutoff, "test")
         summary = evaluate(model, frames, LossConfig(**config["loss"]),
                            compute_stress=stress).summary()
         return {f"test_{t}_rmse": summary[f"{t}_rmse"] for t in ("energy", "forces", "stress")}
@@ -275,13 +315,17 @@ def mlip_worker(job: dict) -> None:
     curve = [{"time_s": s["time_s"], "step": s["step"], **test(Path(s["path"]))}
              for s in snapshots]
     curve.append({"time_s": last["time_s"], "step": last["step"], **test(run_dir / "final.pt")})
+    extra = {}
+    for name, spec in job["split"]["extra_tests"].items():
+        scores = test(best, read_frames(spec["path"]))
+        extra.update({f"extra_{name}_{k[5:]}": v for k, v in scores.items()})
     model = load_model(best)
     n_train = job["split"]["sizes"]["train"]
     per_epoch = -(-n_train // int(config["data"]["batch_size"]))
     print(json.dumps({
         "params": sum(p.numel() for p in model.parameters()),
         "epochs": last["step"] / per_epoch, "full_epochs": last["epoch"], "steps": last["step"],
-        "train_s": last["time_s"], **test(best), "curve": curve,
+        "train_s": last["time_s"], **test(best), **extra, "curve": curve,
         "e0": "isolated atoms" if job["split"]["isolated_atoms"] else job["split"]["e0"],
         "final_lr": last["lr"], "stage_two": last.get("stage") == 2,
     }))
@@ -297,9 +341,13 @@ def ratios(rows: list[dict]) -> list[dict]:
         peer = mace.get(tuple(row[k] for k in key))
         if row["family"] == "mace" or peer is None or "error" in row:
             continue
+        extra = {f"{k[:-len('_forces_rmse')]}_forces_rmse_over_mace": v / peer[k]
+                 for k, v in row.items()
+                 if k.startswith("extra_") and k.endswith("_forces_rmse") and peer.get(k)}
         out.append({**{k: row[k] for k in key}, "family": row["family"],
                     "forces_rmse_over_mace": row["test_forces_rmse"] / peer["test_forces_rmse"],
-                    "energy_rmse_over_mace": row["test_energy_rmse"] / peer["test_energy_rmse"]})
+                    "energy_rmse_over_mace": row["test_energy_rmse"] / peer["test_energy_rmse"],
+                    **extra})
     return out
 
 
@@ -312,8 +360,10 @@ def print_table(rows: list[dict]) -> None:
             print(f"{head} ERROR {r['error'].splitlines()[-1]}")
             continue
         stress = r.get("test_stress_rmse", math.nan)
+        extra = "".join(f" {k[6:-12]} F {v:.2f}" for k, v in r.items()
+                        if k.startswith("extra_") and k.endswith("_forces_rmse"))
         print(f"{head} {r['params']:8d} {r['epochs']:7.1f} {r['test_energy_rmse']:9.2f} "
-              f"{r['test_forces_rmse']:8.2f} {stress:9.2f}")
+              f"{r['test_forces_rmse']:8.2f} {stress:9.2f}{extra}")
 
 
 def plot_curves(rows: list[dict], folder: Path) -> list[str]:
@@ -375,6 +425,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared/data")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--extra-test", nargs="+", default=[], metavar="DATASET=NAME=PATH",
+                        help="a further held-out set for a dataset (its training frames removed)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/accuracy.json")
     parser.add_argument("--plots-dir", type=Path, default=ROOT / "benchmarks/results")
     args = parser.parse_args()
@@ -384,7 +436,8 @@ def main() -> None:
         ensure_mace_venv()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
-        splits = write_splits(args.data_dir, work / "splits", args.datasets)
+        splits = write_splits(args.data_dir, work / "splits", args.datasets,
+                              parse_extra_tests(args.extra_test))
         jobs = make_jobs(args, splits, work / "runs")
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
@@ -396,7 +449,8 @@ def main() -> None:
     result = {"started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
               "settings": settings, "recipe": RECIPE, "mace": MACE_CASE,
-              "splits": {k: {kk: v[kk] for kk in ("sizes", "test_sha256", "isolated_atoms", "e0")}
+              "splits": {k: {kk: v[kk] for kk in ("sizes", "test_sha256", "isolated_atoms", "e0",
+                                                   "extra_tests")}
                          for k, v in splits.items()},
               "results": rows, "ratios": ratios(rows), "plots": plots}
     args.out.parent.mkdir(parents=True, exist_ok=True)

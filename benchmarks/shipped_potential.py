@@ -1,0 +1,74 @@
+"""Test errors of a trained potential on the accuracy benchmark's fixed 3BPA test split.
+
+The shipped ``data/bundled/facet_3bpa.pt`` is trained on the 3BPA 300 K train + valid splits of
+:mod:`accuracy` (never on its test split), so its error on that test split is a held-out
+measurement. ``--extra-test NAME=PATH`` adds further sets (frames of the 300 K source file are
+dropped), e.g. the 3BPA frames sampled at 300, 600 and 1200 K (``train_mixedT.xyz`` of the
+BOTNet-datasets repository, ``dataset_3BPA/``, commit 29e6d46; 469 frames remain).
+
+    python benchmarks/shipped_potential.py [--model data/bundled/facet_3bpa.pt]
+        [--extra-test mixedT=PATH] [--out benchmarks/results/shipped_potential.json]
+
+Reports energy (meV/atom) and force (meV/Å) RMSE per set, in float64, one JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from accuracy import parse_extra_tests, write_splits  # noqa: E402
+
+
+def errors(model_path: Path, frames_path: Path) -> dict:
+    """E (meV/atom) and F (meV/Å) RMSE of the model on the frames, float64."""
+    import torch
+
+    from mlip.models import load_model
+    from mlip.train.data import load_frameset, read_frames
+    from mlip.train.evaluate import evaluate
+    from mlip.train.loss import LossConfig
+
+    model = load_model(model_path).to(torch.float64)
+    frames = load_frameset(read_frames(frames_path), model.cutoff, "test")
+    summary = evaluate(model, frames, LossConfig(), compute_stress=False).summary()
+    return {"frames": len(frames), "energy_rmse": summary["energy_rmse"],
+            "forces_rmse": summary["forces_rmse"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "data/bundled/facet_3bpa.pt")
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared/data")
+    parser.add_argument("--extra-test", nargs="+", default=[], metavar="NAME=PATH")
+    parser.add_argument("--out", type=Path,
+                        default=ROOT / "benchmarks/results/shipped_potential.json")
+    args = parser.parse_args()
+    extra = parse_extra_tests([f"3bpa={item}" for item in args.extra_test])
+    with tempfile.TemporaryDirectory() as tmp:
+        split = write_splits(args.data_dir, Path(tmp), ["3bpa"], extra)["3bpa"]
+        sets = {"test_300K": {"path": split["paths"]["test"], "sha256": split["test_sha256"]},
+                **split["extra_tests"]}
+        results = {name: {**errors(args.model, Path(spec["path"])), "sha256": spec["sha256"]}
+                   for name, spec in sets.items()}
+    for name, row in results.items():
+        print(f"{name:10s} {row['frames']:5d} frames  E {row['energy_rmse']:7.2f} meV/atom  "
+              f"F {row['forces_rmse']:7.2f} meV/Å")
+    out = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "model": str(args.model),
+           "model_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest(),
+           "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,12 +7,12 @@ RMS, shift = mean interaction energy per atom; loss w_E·MSE(E/N) + w_F·MSE(F) 
 components; stress only where labelled); Adam+AMSGrad, grad clip 10, EMA with the same warm-up
 as mlip's; best EMA weights by validation loss. Schedules as mlip's ``schedule`` section:
 ``constant``, ``plateau`` (torch's ReduceLROnPlateau, MACE's default, on the validation loss of
-every epoch) or ``cosine`` sized to the time budget from the step rate after the first epoch or
-200 steps (mlip's ``schedule.fit_to_time``). The EMA weights are saved at the case's
-``snapshot_s`` times and evaluated on the test split after the budget is spent (evaluation does
-not use the budget). With ``stage_two`` ({start_fraction, energy_weight, lr}) the last part of
-the budget uses that energy weight and a constant lr, and the best model is chosen on that
-stage's validation loss (mlip's ``stage_two`` section).
+every epoch) or ``cosine`` sized to the time budget from the mean step rate after the first
+epoch or 200 steps and again after every epoch (mlip's ``schedule.fit_to_time``). The EMA
+weights are saved at the case's ``snapshot_s`` times and evaluated on the test split after the
+budget is spent (evaluation does not use the budget). With ``stage_two`` ({start_fraction,
+energy_weight, lr}) the last part of the budget uses that energy weight and a constant lr, and
+the best model is chosen on that stage's validation loss (mlip's ``stage_two`` section).
 Prints one JSON line. It must not import mlip.
 """
 
@@ -161,7 +161,7 @@ def main() -> None:
         optimizer, factor=case["plateau_factor"], patience=case["plateau_patience"])
     ema = [p.detach().clone() for p in model.parameters()]
     best, best_loss, updates, epochs, stage_two = None, float("inf"), 0, 0, False
-    total_steps = case["max_epochs"] * len(train)
+    planned_steps = total_steps = case["max_epochs"] * len(train)
     fitted = case["schedule"] != "cosine"
     snapshots, pending = [], sorted(case["snapshot_s"])
     start = time.perf_counter()
@@ -169,7 +169,8 @@ def main() -> None:
     def fit_cosine() -> None:
         nonlocal total_steps, fitted
         elapsed = time.perf_counter() - start
-        total_steps = max(updates + 1, min(total_steps, int(updates * case["budget_s"] / elapsed)))
+        total_steps = max(updates + 1,
+                          min(planned_steps, int(updates * case["budget_s"] / elapsed)))
         fitted = True
 
     while time.perf_counter() - start < case["budget_s"]:
@@ -211,8 +212,8 @@ def main() -> None:
                 break
         else:
             epochs += 1
-        if not fitted:
-            fit_cosine()
+        if case["schedule"] == "cosine":
+            fit_cosine()  # every epoch, as mlip's fit_to_time
         state = averaged(model, ema)
         live = copy.deepcopy(model.state_dict())
         model.load_state_dict(state)

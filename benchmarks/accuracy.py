@@ -16,8 +16,9 @@ MACE (``mace-torch==0.3.16`` in ``.venv-mace``, built by benchmarks/models.py) t
 batch 5, lr 0.01: its 3BPA recipe at a CPU size). Every code gets the same loss weights
 (1·MSE(E/N) + 100·MSE(F) + 1·MSE(σ)), Adam+AMSGrad, clip 10, EMA 0.99, the best EMA weights by
 validation loss, float32, one thread, and the same schedule, chosen with ``--schedules``:
-``cosine`` (decay to 1 % sized to the budget from the step rate after the first epoch or 200
-steps: mlip's ``schedule.fit_to_time``, reimplemented in the MACE worker with the same formula)
+``cosine`` (decay to 1 % sized to the budget from the mean step rate after the first epoch or
+200 steps and again after every epoch: mlip's ``schedule.fit_to_time``, reimplemented in the MACE
+worker with the same formula)
 or ``plateau`` (×0.8 after ``--plateau-patience`` epochs without a better validation loss:
 mlip's plateau schedule and torch's ReduceLROnPlateau, MACE's default).
 

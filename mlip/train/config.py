@@ -114,7 +114,7 @@ CONFIG = Group("training config (mlip train CONFIG.yaml, --set KEY=VALUE)", (
     Setting("schedule.min_lr_ratio", (float,), 0.01, "cosine: final lr = lr * min_lr_ratio",
             range=UNIT_INTERVAL),
     Setting("schedule.fit_to_time", (bool,), False, "cosine + train.max_time_s: size the decay "
-            "to the steps that fit in the time budget (measured once, kept on resume)"),
+            "to the steps that fit in the time budget (step rate measured again every epoch)"),
     Setting("schedule.plateau_factor", (float,), 0.8, "plateau: lr factor on a plateau",
             range=Range(0, 1, low_open=True, high_open=True)),
     Setting("schedule.plateau_patience", (int,), 50, "plateau: evaluations without improvement "

@@ -199,7 +199,7 @@ class Trainer:
             self._log_step(loss, lr)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
-            if p.step == _FIT_PROBE_STEPS:  # a step count, so every rank fits at once
+            if p.step == _FIT_PROBE_STEPS and not self.schedule.fitted:  # every rank at once
                 self._fit_schedule_to_time()
             if p.step % int(self.config["train"]["checkpoint_every_steps"]) == 0:
                 p.train_sums = accumulator.state()
@@ -232,17 +232,20 @@ class Trainer:
         )
 
     def _fit_schedule_to_time(self) -> None:
-        """``schedule.fit_to_time``: size the cosine to the time budget, once, from the mean
-        rate over the ranks (the same number everywhere)."""
-        if not self.config["schedule"]["fit_to_time"] or self.schedule.fitted:
+        """``schedule.fit_to_time``: size the cosine to the time budget from the mean step rate
+        so far over the ranks (the same number everywhere); at the probe step and after every
+        epoch, so a machine that slows down or speeds up still ends the decay at the budget."""
+        if not self.config["schedule"]["fit_to_time"]:
             return
         p = self.progress
         elapsed = self.ctx.all_reduce(torch.tensor([p.elapsed_s], dtype=torch.float64))
+        before, first = self.schedule.total_steps, not self.schedule.fitted
         self.schedule.fit_to_time(
             p.step, float(elapsed) / self.ctx.world_size, float(self.config["train"]["max_time_s"])
         )
-        log.info("cosine schedule sized to %d steps for the %s s budget",
-                 self.schedule.total_steps, self.config["train"]["max_time_s"])
+        if first or abs(self.schedule.total_steps - before) > 0.05 * before:
+            log.info("cosine schedule sized to %d steps for the %s s budget",
+                     self.schedule.total_steps, self.config["train"]["max_time_s"])
 
     # ------------------------------------------------------------------ stage two
     def _budget_fraction(self, n_batches: int) -> float:

@@ -67,6 +67,7 @@ class LRSchedule:
         self.patience = int(config["plateau_patience"])
         self.base_lr = float(base_lr)
         self.total_steps = max(1, int(total_steps))
+        self.planned_steps = self.total_steps  # the max_epochs/max_steps plan: fits never exceed it
         self.fitted = False  # fit_to_time: whether total_steps was sized to the time budget
         self.plateau = 1.0
         self.best = math.inf
@@ -119,11 +120,14 @@ class LRSchedule:
             self.bad_evals = 0
 
     def fit_to_time(self, step: int, elapsed_s: float, budget_s: float) -> None:
-        """Shorten the cosine to the steps that fit in ``budget_s`` at the rate measured so far
-        (``step`` steps in ``elapsed_s`` seconds, validation included); done once."""
+        """Size the cosine to the steps that fit in ``budget_s`` at the mean rate so far
+        (``step`` steps in ``elapsed_s`` seconds, validation included), never beyond the
+        max_epochs/max_steps plan. Called again as the run goes (every epoch), so the decay
+        follows the budget when the machine's speed changes: right after a fit, step/total_steps
+        equals elapsed_s/budget_s."""
         if step > 0 and elapsed_s > 0:
             fitting = int(step * budget_s / elapsed_s)
-            self.total_steps = max(step + 1, min(self.total_steps, fitting))
+            self.total_steps = max(step + 1, min(self.planned_steps, fitting))
         self.fitted = True
 
     def state_dict(self) -> dict:

@@ -72,6 +72,18 @@ def test_batcher_is_seeded_covers_every_frame_and_shards_global_batches():
     assert by_atoms.global_batches(0) == [[0, 1], [2, 3]]
 
 
+def test_cosine_fit_follows_a_step_rate_that_changes_but_never_exceeds_the_plan():
+    schedule = _schedule(name="cosine")  # planned: 100 steps
+    schedule.fit_to_time(step=10, elapsed_s=1.0, budget_s=5.0)
+    assert schedule.total_steps == 50
+    schedule.fit_to_time(step=20, elapsed_s=3.0, budget_s=5.0)  # the machine slowed down
+    assert schedule.total_steps == 33
+    schedule.fit_to_time(step=40, elapsed_s=4.0, budget_s=5.0)  # and sped up again
+    assert schedule.total_steps == 50
+    schedule.fit_to_time(step=90, elapsed_s=4.5, budget_s=5.0)  # 100 would fit: the plan caps
+    assert schedule.total_steps == 100
+
+
 def test_cosine_fitted_to_a_time_budget_is_kept_in_the_state():
     schedule = _schedule(name="cosine", min_lr_ratio=0.0)
     schedule.fit_to_time(step=50, elapsed_s=10.0, budget_s=12.0)  # 60 steps fit

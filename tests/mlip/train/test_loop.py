@@ -9,6 +9,7 @@ import mlip.train.loop as loop
 from mlip.errors import CheckpointMismatchError, ConfigError
 from mlip.models import load_model
 from mlip.train import BatchTooLargeError, TrainingDivergedError, train
+from mlip.train.schedule import LRSchedule
 
 
 def _losses(run_dir):
@@ -68,6 +69,22 @@ def test_cosine_fit_to_time_sizes_the_decay_to_the_budget(tiny_config, tmp_path)
     tiny_config["schedule"] = {"name": "plateau", "fit_to_time": True}
     with pytest.raises(ConfigError, match="allowed only with schedule.name cosine"):
         train(tiny_config, tmp_path / "bad")
+
+
+def test_cosine_fit_to_time_is_refitted_after_every_epoch(tiny_config, tmp_path, monkeypatch):
+    tiny_config["schedule"] = {"name": "cosine", "fit_to_time": True}
+    tiny_config["train"].update(max_time_s=1e6, max_epochs=3)
+    fits = []
+    real = LRSchedule.fit_to_time
+
+    def counting(self, step, elapsed_s, budget_s):
+        fits.append(step)
+        real(self, step, elapsed_s, budget_s)
+
+    monkeypatch.setattr(LRSchedule, "fit_to_time", counting)
+    train(tiny_config, tmp_path / "run")
+    steps_per_epoch = fits[0]
+    assert fits == [steps_per_epoch, 2 * steps_per_epoch, 3 * steps_per_epoch]
 
 
 def test_nan_loss_stops_names_the_batch_and_keeps_last_good_checkpoint(

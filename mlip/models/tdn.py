@@ -49,7 +49,10 @@ class LearnableGaussianBasis(nn.Module):
     """Graphormer's Gaussian basis of u = a·(r/r_c) + b with learnable centres and widths.
 
     g_k(u) = exp(−½((u − μ_k)/s_k)²) / (√(2π) s_k),  s_k = |σ_k| + 1e-5,
-    μ ~ U(0, 1), σ ~ U(1/K, 1), a = 1, b = 0 at init (all trainable).
+    at init μ_k = k/(K − 1) evenly spaced on [0, 1], σ_k = 1/(K − 1) (one spacing), a = 1,
+    b = 0 (all trainable). Graphormer's random init (μ ~ U(0, 1), σ ~ U(1/K, 1)) left most of
+    the K = 16 functions wider than half the cutoff: a blurred radial resolution that cost TDN
+    hundreds of steps to sharpen (docs/training.md, "Why TDN lagged").
 
     Args:
         cutoff: r_c, Å. num_basis: K.
@@ -58,8 +61,9 @@ class LearnableGaussianBasis(nn.Module):
     def __init__(self, cutoff: float, num_basis: int) -> None:
         super().__init__()
         self.cutoff = float(cutoff)
-        self.mean = nn.Parameter(torch.rand(num_basis))
-        self.std = nn.Parameter(torch.rand(num_basis) * (1 - 1 / num_basis) + 1 / num_basis)
+        spacing = 1.0 / max(num_basis - 1, 1)
+        self.mean = nn.Parameter(torch.linspace(0.0, 1.0, num_basis))
+        self.std = nn.Parameter(torch.full((num_basis,), spacing))
         self.mul = nn.Parameter(torch.ones(()))
         self.offset = nn.Parameter(torch.zeros(()))
 

@@ -30,11 +30,16 @@ __all__ = ["RadialMLP", "EdgeDegreeEmbedding", "CPGraphAttention"]
 
 TensorProductFactory = Callable[[], nn.Module]
 
+#: E[SiLU(z)²] for z ~ N(0, 1) (numerical integral, 0.3557)
+SILU_SECOND_MOMENT = 0.3557
+
 
 class RadialMLP(nn.Module):
     """Equiformer's radial function: Linear → LayerNorm → SiLU → Linear → LayerNorm → SiLU → Linear.
 
-    The output is multiplied by the cutoff envelope, so each weight vanishes at r_c.
+    The output is multiplied by the cutoff envelope, so each weight vanishes at r_c. The last
+    layer starts with zero bias and weights N(0, 1/(0.356·hidden)), so the radial weights start
+    with unit RMS (before the envelope).
 
     Args:
         num_basis: K radial basis functions in. hidden: width of the two hidden layers.
@@ -47,6 +52,11 @@ class RadialMLP(nn.Module):
         self.net = nn.Sequential(nn.Linear(num_basis, hidden), nn.LayerNorm(hidden), nn.SiLU(),
                                  nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.SiLU(),
                                  nn.Linear(hidden, math.prod(self.out_shape)))
+        # unit-RMS weights at init: the last hidden layer, SiLU(LayerNorm(.)), has per-unit second
+        # moment E[SiLU(z)²] = 0.356 for z ~ N(0, 1). PyTorch's default init gave RMS ~0.3 here,
+        # and the attention branch, whose value is weighted by it twice, started ~15x below the FFN.
+        nn.init.normal_(self.net[-1].weight, std=1.0 / math.sqrt(SILU_SECOND_MOMENT * hidden))
+        nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, basis: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
         """Args: basis: (n_edges, K). envelope: (n_edges,) f(r_ij).

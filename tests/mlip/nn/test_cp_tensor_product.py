@@ -146,3 +146,15 @@ def test_factors_are_buffers_that_follow_dtype_and_inputs_are_checked():
     assert CPTensorProduct(1, 2).factor_in1.abs().max() > 0.1  # the cached fit is not aliased
     with pytest.raises(ValueError, match=r"expected x \(n, 4, 2\), y \(n, 4\), weight \(n, 2\)"):
         cp(x[:, :3], y, w)
+
+
+@pytest.mark.parametrize("channels", [2, 16])
+def test_both_contraction_orders_compute_the_rank_r_sum(channels):
+    """C = 16 > d takes the kernel-first order (C diag(b) Aᵀ per edge), C = 2 the factor order;
+    both equal out[k, u] = w[u] Σ_r C[k, r] (Σ_i A[i, r] x[i, u]) (Σ_j B[j, r] y[j])."""
+    with float64_construction():
+        tp = CPTensorProduct(2, channels)
+    x, y, w = _inputs(2, channels, (channels,), n=7)
+    a, b, c = tp.factor_in1, tp.factor_in2, tp.factor_out
+    reference = torch.einsum("kr,nru,nr,nu->nku", c, torch.einsum("ir,niu->nru", a, x), y @ b, w)
+    torch.testing.assert_close(tp(x, y, w), reference, rtol=1e-12, atol=1e-12)

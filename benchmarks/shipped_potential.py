@@ -8,8 +8,11 @@ BOTNet-datasets repository, ``dataset_3BPA/``, commit 29e6d46; 469 frames remain
 
     python benchmarks/shipped_potential.py [--model data/bundled/facet_3bpa.pt]
         [--extra-test mixedT=PATH] [--out benchmarks/results/shipped_potential.json]
+    python benchmarks/shipped_potential.py --write-training-splits DIR
 
 Reports energy (meV/atom) and force (meV/Å) RMSE per set, in float64, one JSON file.
+``--write-training-splits DIR`` writes only ``DIR/train.xyz`` and ``DIR/valid.xyz`` (the frames
+the shipped potential is trained and selected on; data/bundled/PROVENANCE.md has the command).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -44,6 +48,16 @@ def errors(model_path: Path, frames_path: Path) -> dict:
             "forces_rmse": summary["forces_rmse"]}
 
 
+def write_training_splits(data_dir: Path, folder: Path) -> None:
+    """The train and valid files of the fixed 3BPA split in ``folder`` (never the test split)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_splits(data_dir, Path(tmp), ["3bpa"])["3bpa"]["paths"]
+        for part in ("train", "valid"):
+            shutil.copyfile(paths[part], folder / f"{part}.xyz")
+    print(f"wrote {folder / 'train.xyz'} and {folder / 'valid.xyz'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "data/bundled/facet_3bpa.pt")
@@ -51,7 +65,11 @@ def main() -> None:
     parser.add_argument("--extra-test", nargs="+", default=[], metavar="NAME=PATH")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks/results/shipped_potential.json")
+    parser.add_argument("--write-training-splits", type=Path, default=None, metavar="DIR")
     args = parser.parse_args()
+    if args.write_training_splits:
+        write_training_splits(args.data_dir, args.write_training_splits)
+        return
     extra = parse_extra_tests([f"3bpa={item}" for item in args.extra_test])
     with tempfile.TemporaryDirectory() as tmp:
         split = write_splits(args.data_dir, Path(tmp), ["3bpa"], extra)["3bpa"]

@@ -12,6 +12,18 @@ subnormal operands (AMD Zen barely does, Intel cores do, 50–100×) and the loa
 
 Without ``--model`` only the shipped Facet runs. TDN and EquiformerV3 weights come from their
 shipped configs, e.g. ``mlip train tdn -o /tmp/tdn --set train.max_time_s=120``.
+
+Second part, the MD driver against torch-sim (``torch-sim-atomistic`` 0.3.0, in
+``.venv-torchsim``, built on first use): NVT Langevin (300 K, 1 fs, γ = 0.01/fs on both sides)
+with the same potential, the shipped Facet through :mod:`benchmarks._torchsim_adapter`
+(torch-sim rebuilds the neighbour list every step, its way), float32 and float64, on 1, 16 and
+64 molecules, plus Lennard-Jones (each engine's own) as a sanity row. Both sides run in one
+worker process (``.venv-torchsim``'s interpreter, which also holds mlip) and alternate, ours,
+theirs, ours, ... (``--md-repeats`` each, ``--md-steps`` timed steps per repeat after the
+initial force call); a row reports the median atom-steps/s of each side and their ratio. The
+adapter's energies and forces are checked against mlip's own call first (the run aborts on a
+mismatch). ``--profile`` adds a per-phase timing of mlip's step. Both parts go into the one
+JSON file. ``--skip-md`` leaves the second part out.
 """
 
 from __future__ import annotations
@@ -74,14 +86,227 @@ def subnormal_matmul_slowdown(repeats: int) -> float:
     return statistics.median(times["subnormal"]) / statistics.median(times["normal"])
 
 
+#: Molecule counts of the driver comparison, and the shipped potential it drives.
+MD_MOLECULES = (1, 16, 64)
+SHIPPED = ROOT / "data/bundled/facet_3bpa.pt"
+MD_TEMPERATURE_K, MD_TIMESTEP_FS, MD_FRICTION_PER_FS = 300.0, 1.0, 0.01
+
+
+def _lennard_jones(dtype: torch.dtype):
+    """mlip's Lennard-Jones model (3BPA's elements, ε = 0.02 eV, σ = 1 Å, r_c = 5 Å, as in
+    benchmarks/md.py), eval mode, in ``dtype``."""
+    from mlip.models import build
+
+    return build("lennard_jones", species=[1, 6, 7, 8], cutoff=5.0, epsilon=0.02,
+                 sigma=1.0).to(dtype).eval()
+
+
+def _ours(model, frames, steps: int, group) -> float:
+    """atom-steps/s of ``mlip.md.run_md`` (the loop after the initial force call)."""
+    from mlip.md import run_md
+
+    result = run_md(model, frames, steps=steps, temperature=MD_TEMPERATURE_K,
+                    timestep=MD_TIMESTEP_FS, initial_temperature_K=MD_TEMPERATURE_K, seed=0,
+                    max_atoms_per_call=group)
+    return result.atom_steps_per_s
+
+
+def _theirs(ts_model, frames, steps: int, dtype: torch.dtype) -> float:
+    """atom-steps/s of torch-sim's NVT Langevin on ``ts_model`` (the loop after its init,
+    as in ``torch_sim.integrate``)."""
+    import torch_sim as ts
+
+    units = ts.units.MetalUnits
+    state = ts.io.atoms_to_state(frames, torch.device("cpu"), dtype)
+    dt = torch.tensor(MD_TIMESTEP_FS * 1e-3 * units.time, dtype=dtype)
+    kT = torch.tensor(MD_TEMPERATURE_K * units.temperature, dtype=dtype)
+    gamma = MD_FRICTION_PER_FS / (1e-3 * units.time)  # 1/fs → torch-sim's time unit
+    init, update = ts.nvt_langevin(ts_model, dt=dt, kT=kT, gamma=torch.tensor(gamma, dtype=dtype),
+                                   seed=0)
+    state = init(state)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state = update(state, kT=kT)
+    return state.positions.shape[0] * steps / (time.perf_counter() - start)
+
+
+def _check_adapter(model, ts_model, frames, dtype: torch.dtype) -> float:
+    """Largest |ΔF| (eV/Å) between the adapter and mlip's own call; raises on a mismatch
+    (energies and forces beyond a few hundred ulps of their scale)."""
+    import torch_sim as ts
+
+    theirs = ts_model(ts.io.atoms_to_state(frames, torch.device("cpu"), dtype))
+    graph = AtomicGraph.from_ase(frames, model.cutoff)
+    graph = AtomicGraph(**{**{f: getattr(graph, f) for f in graph.__slots__},
+                           "positions": graph.positions.to(dtype), "cell": graph.cell.to(dtype)})
+    ours = model(graph)
+    eps = torch.finfo(dtype).eps
+    for key in ("energy", "forces"):
+        scale = float(ours[key].abs().max()) + 1.0
+        diff = float((theirs[key] - ours[key]).abs().max())
+        if diff > 300 * eps * scale:
+            raise RuntimeError(f"torch-sim adapter {key} differ from mlip's by {diff:.3g} "
+                               f"({dtype}, {len(frames)} molecules)")
+    return float((theirs["forces"] - ours["forces"]).abs().max())
+
+
+class _PhaseTimer:
+    """Wall time of each call of chosen functions (patched for the duration of a ``with``)."""
+
+    def __init__(self, targets: dict[str, tuple[object, str]]) -> None:
+        self.targets, self.seconds = targets, {name: [] for name in targets}
+        self._saved: list[tuple[object, str, object]] = []
+
+    def _wrap(self, name: str, function):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[name].append(time.perf_counter() - start)
+        return timed
+
+    def __enter__(self) -> _PhaseTimer:
+        for name, (owner, attribute) in self.targets.items():
+            own = vars(owner).get(attribute)  # None: inherited (deleted again on exit)
+            self._saved.append((owner, attribute, own))
+            setattr(owner, attribute, self._wrap(name, getattr(owner, attribute)))
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for owner, attribute, own in reversed(self._saved):
+            if own is None:
+                delattr(owner, attribute)
+            else:
+                setattr(owner, attribute, own)
+
+
+def profile_md_step(dtype: torch.dtype, args: argparse.Namespace) -> dict[str, float]:
+    """ms per step of each phase of ``run_md`` (shipped Facet, NVT Langevin, ``--molecules``
+    molecules, ``--md-steps`` steps after the initial call): neighbour list, graph building
+    and casts, model forward (energy), backward (forces), the rest of the force call, the
+    integrator with thermostat and blow-up screen, and the loop's own overhead (logging,
+    progress, checks)."""
+    from mlip.md import driver, run_md
+    from mlip.md.force_field import ForceField
+    from mlip.neighbors import VerletList
+
+    model = load_model(SHIPPED, dtype=dtype).eval()
+    frames = ase.io.read(ROOT / "data/bundled/3bpa_train_300K.xyz", index=f":{args.molecules}")
+    run_md(model, frames, steps=2, max_atoms_per_call=None)  # warm-up
+    targets = {"step": (driver._Run, "advance"), "force call": (ForceField, "__call__"),
+               "neighbour list": (VerletList, "update"), "graph + casts": (ForceField, "_graph"),
+               "model forward": (type(model), "node_energy"),
+               "backward": (torch.autograd, "grad")}
+    with _PhaseTimer(targets) as timer:
+        result = run_md(model, frames, steps=args.md_steps, temperature=MD_TEMPERATURE_K,
+                        initial_temperature_K=MD_TEMPERATURE_K, seed=0, max_atoms_per_call=None)
+    # the initial force call (integrator init) is not part of a step: drop each phase's first
+    per_step = {name: sum(calls[0 if name == "step" else 1:]) * 1e3 / args.md_steps
+                for name, calls in timer.seconds.items()}
+    inside = sum(per_step[k] for k in ("neighbour list", "graph + casts", "model forward",
+                                       "backward"))
+    whole = result.wall_s * 1e3 / args.md_steps
+    return {
+        "neighbour list": per_step["neighbour list"],
+        "graph + casts": per_step["graph + casts"],
+        "model forward": per_step["model forward"],
+        "backward": per_step["backward"],
+        "rest of the force call": per_step["force call"] - inside,
+        "integrator + thermostat + screen": per_step["step"] - per_step["force call"],
+        "loop (logging, outputs)": whole - per_step["step"],
+        "whole step": whole,
+    }
+
+
+def md_worker(spec: dict) -> list[dict]:
+    """Run the driver comparison (in ``.venv-torchsim``): one row per (model, dtype, molecules),
+    the sides alternating ``spec['repeats']`` times each."""
+    import sys
+
+    from torch_sim.models.lennard_jones import LennardJonesModel
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _torchsim_adapter import MlipModel
+
+    from mlip.md import ForceField, state_from_atoms
+
+    torch.set_num_threads(spec["threads"])
+    rows = []
+    for label in spec["models"]:
+        for dtype in DTYPES:
+            if label == "facet":
+                model = load_model(SHIPPED, dtype=dtype).eval()
+                ts_model = MlipModel(model)
+            else:
+                model = _lennard_jones(dtype)
+                ts_model = LennardJonesModel(sigma=1.0, epsilon=0.02, cutoff=5.0, dtype=dtype)
+            for n in spec["molecules"]:
+                frames = ase.io.read(ROOT / "data/bundled/3bpa_train_300K.xyz", index=f":{n}")
+                diff = _check_adapter(model, ts_model, frames, dtype) if label == "facet" else None
+                force_field = ForceField(model, max_atoms_per_call="auto")
+                force_field(state_from_atoms(frames))  # the group size run_md's "auto" keeps
+                group = force_field.max_atoms_per_call
+                _ours(model, frames, 2, group)  # warm-up (numba's first compile, caches)
+                _theirs(ts_model, frames, 2, dtype)
+                rates: dict[str, list[float]] = {"mlip": [], "torch_sim": []}
+                for _ in range(spec["repeats"]):
+                    rates["mlip"].append(_ours(model, frames, spec["steps"], group))
+                    rates["torch_sim"].append(_theirs(ts_model, frames, spec["steps"], dtype))
+                mlip, theirs = (statistics.median(rates[k]) for k in ("mlip", "torch_sim"))
+                rows.append({"model": label, "dtype": str(dtype).removeprefix("torch."),
+                             "molecules": n, "atoms": sum(len(a) for a in frames),
+                             "max_atoms_per_call": group,
+                             "mlip_atom_steps_per_s": round(mlip, 1),
+                             "torch_sim_atom_steps_per_s": round(theirs, 1),
+                             "ratio": round(mlip / theirs, 3),
+                             "mlip_all": [round(r, 1) for r in rates["mlip"]],
+                             "torch_sim_all": [round(r, 1) for r in rates["torch_sim"]],
+                             "adapter_max_force_diff_eV_per_A": diff})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def driver_comparison(args: argparse.Namespace) -> dict:
+    """The driver comparison, run by ``.venv-torchsim``'s interpreter (built on first use)."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from models import TORCHSIM_VERSION, ensure_torchsim_venv
+
+    python = ensure_torchsim_venv()
+    spec = {"threads": args.threads, "repeats": args.md_repeats, "steps": args.md_steps,
+            "molecules": args.md_molecules, "models": ["facet", "lennard_jones"]}
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    done = subprocess.run([str(python), str(Path(__file__).resolve()), "--md-worker",
+                           json.dumps(spec)], stdout=subprocess.PIPE, env=env, text=True)
+    if done.returncode:
+        raise RuntimeError("the driver comparison worker failed (its stderr is above)")
+    return {"torch_sim": TORCHSIM_VERSION, "thermostat": (
+        f"NVT Langevin {MD_TEMPERATURE_K:g} K, {MD_TIMESTEP_FS:g} fs, "
+        f"friction {MD_FRICTION_PER_FS:g}/fs"), **spec,
+            "rows": json.loads(done.stdout.strip().splitlines()[-1])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", default=None, metavar="LABEL=PATH")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--molecules", type=int, default=16)
+    parser.add_argument("--md-molecules", type=int, nargs="+", default=list(MD_MOLECULES))
+    parser.add_argument("--md-steps", type=int, default=20, help="timed steps per repeat")
+    parser.add_argument("--md-repeats", type=int, default=3, help="alternations per side")
+    parser.add_argument("--skip-md", action="store_true", help="no driver comparison")
+    parser.add_argument("--profile", action="store_true",
+                        help="per-phase timing of mlip's MD step (16 molecules)")
+    parser.add_argument("--md-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/cpu_speed.json")
     args = parser.parse_args()
+    if args.md_worker is not None:
+        print(json.dumps(md_worker(json.loads(args.md_worker))))
+        return
     torch.set_num_threads(args.threads)
     specs = args.model or [f"facet={ROOT / 'data/bundled/facet_3bpa.pt'}"]
     files = {label: Path(path).resolve() for label, path in (spec.split("=", 1) for spec in specs)}
@@ -132,12 +357,22 @@ def main() -> None:
         "loadavg_after": [round(x, 2) for x in load_after],
         "results": results,
     }
+    if args.profile:
+        report["md_step_profile"] = {str(d).removeprefix("torch."): profile_md_step(d, args)
+                                     for d in DTYPES}
+    if not args.skip_md:
+        report["driver_vs_torch_sim"] = driver_comparison(args)
+        report["loadavg_after_md"] = [round(x, 2) for x in os.getloadavg()]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=1) + "\n")
     print(f"{'model':<16}{'float32 ms':>12}{'float64 ms':>12}{'f64/f32':>9}{'max|ΔF|':>10}")
     for row in results:
         print(f"{row['model']:<16}{row['float32_ms']:>12.1f}{row['float64_ms']:>12.1f}"
               f"{row['float32_speedup']:>9.2f}{row['max_force_diff_eV_per_A']:>10.1e}")
+    for row in report.get("driver_vs_torch_sim", {}).get("rows", []):
+        print(f"{row['model']:<14}{row['dtype']:<8}{row['molecules']:>4} mol  mlip "
+              f"{row['mlip_atom_steps_per_s']:>9.0f}  torch-sim "
+              f"{row['torch_sim_atom_steps_per_s']:>9.0f} atom-steps/s  ratio {row['ratio']:.2f}")
 
 
 if __name__ == "__main__":

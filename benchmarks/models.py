@@ -93,6 +93,33 @@ def ensure_mace_venv() -> None:
                            f"benchmarks need {MACE_VERSION}: delete the folder to rebuild it")
 
 
+#: The torch-sim release the driver comparison runs against (issue 24), in its own venv.
+TORCHSIM_VERSION = "0.3.0"
+TORCHSIM_PYTHON = ROOT / ".venv-torchsim/bin/python"
+
+
+def ensure_torchsim_venv() -> Path:
+    """Create .venv-torchsim with ``torch-sim-atomistic==TORCHSIM_VERSION`` and mlip (editable),
+    torch pinned first so pip never pulls another torch; refuse a venv that holds another
+    torch-sim version. Returns its python."""
+    if not TORCHSIM_PYTHON.exists():
+        subprocess.run(["python3", "-m", "venv", str(ROOT / ".venv-torchsim")], check=True)
+        pip = [str(ROOT / ".venv-torchsim/bin/pip"), "install", "-q"]
+        subprocess.run(pip + [f"torch=={TORCH_VERSION}"], check=True)
+        subprocess.run(pip + [f"torch=={TORCH_VERSION}",
+                              f"torch-sim-atomistic=={TORCHSIM_VERSION}"], check=True)
+        subprocess.run(pip + [f"torch=={TORCH_VERSION}", "-e", str(ROOT)], check=True)
+    found = subprocess.run(
+        [str(TORCHSIM_PYTHON), "-c",
+         "import importlib.metadata as m; print(m.version('torch-sim-atomistic'))"],
+        capture_output=True, text=True, check=False).stdout.strip()
+    if found != TORCHSIM_VERSION:
+        raise RuntimeError(f"{ROOT / '.venv-torchsim'} holds torch-sim-atomistic "
+                           f"{found or '(none)'}, the benchmarks need {TORCHSIM_VERSION}: delete "
+                           "the folder to rebuild it")
+    return TORCHSIM_PYTHON
+
+
 def run_case(label: str, structure: Path, args: argparse.Namespace) -> dict:
     """Run one case in a subprocess and return its JSON result."""
     common = dict(cutoff=CUTOFF, structure_file=str(structure), threads=args.threads,

@@ -152,3 +152,18 @@ def test_system_failing_at_the_first_step_writes_its_start_frame_once(lj_hcu, tm
                     steps=10, outputs=outputs)
     assert result.failures[1].startswith("system 1 stopped at step 1:")
     assert [f.info["step"] for f in ase.io.read(tmp_path / "md.1.xyz", index=":")] == [0]
+
+
+@pytest.mark.compiles
+def test_compile_runs_the_same_trajectory_on_a_compiled_copy(lj_hcu):
+    """run_md(compile=True) integrates with compiled forces: the trajectory equals the eager
+    one within rounding, and the caller's module stays eager."""
+    frames = [_crystal(seed=3), _crystal("H", seed=4)]
+    kwargs = dict(steps=4, temperature=300.0, initial_temperature_K=300.0, seed=1)
+    eager = run_md(lj_hcu, frames, **kwargs)
+    compiled = run_md(lj_hcu, frames, compile=True, **kwargs)
+    assert "_compiled_inference" not in lj_hcu.__dict__
+    assert compiled.failures == {} and compiled.steps == 4
+    torch.testing.assert_close(compiled.state.positions, eager.state.positions,
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(compiled.state.forces, eager.state.forces, rtol=1e-9, atol=1e-10)

@@ -17,13 +17,21 @@ Second part, the MD driver against torch-sim (``torch-sim-atomistic`` 0.3.0, in
 ``.venv-torchsim``, built on first use): NVT Langevin (300 K, 1 fs, γ = 0.01/fs on both sides)
 with the same potential, the shipped Facet through :mod:`benchmarks._torchsim_adapter`
 (torch-sim rebuilds the neighbour list every step, its way), float32 and float64, on 1, 16 and
-64 molecules, plus Lennard-Jones (each engine's own) as a sanity row. Both sides run in one
-worker process (``.venv-torchsim``'s interpreter, which also holds mlip) and alternate, ours,
-theirs, ours, ... (``--md-repeats`` each, ``--md-steps`` timed steps per repeat after the
-initial force call); a row reports the median atom-steps/s of each side and their ratio. The
-adapter's energies and forces are checked against mlip's own call first (the run aborts on a
-mismatch). ``--profile`` adds a per-phase timing of mlip's step. Both parts go into the one
-JSON file. ``--skip-md`` leaves the second part out.
+64 molecules, plus Lennard-Jones (each engine's own) as a sanity row. mlip runs twice: its
+default (``run_md``, eager model, ``max_atoms_per_call="auto"``, chosen once per case) and
+``run_md(compile=True)`` (compile time reported apart; ``--no-compile`` leaves it out). All
+sides run in one worker process (``.venv-torchsim``'s interpreter, which also holds mlip) and
+alternate, ours, ours compiled, theirs, ours, ... (``--md-repeats`` each, ``--md-steps`` timed
+steps per repeat after the initial force call); a row reports the median atom-steps/s of each
+side and the ratios. The adapter's energies and forces are checked against mlip's own call
+first (the run aborts on a mismatch). A per-phase timing of mlip's step (``--molecules``
+molecules, eager and compiled; ``--skip-profile`` leaves it out) comes first. All parts go
+into the one JSON file (``--skip-md`` leaves the comparison out). On a shared CPU the
+absolute numbers are noisy, the ratios of the interleaved sides much less so; an
+oversubscribed CPU makes two-thread runs meaningless (each OpenMP region waits for a
+descheduled thread): use ``--threads 1`` there.
+
+    python benchmarks/cpu_speed.py    # the whole thing, < 10 min on a quiet 2-core CPU
 """
 
 from __future__ import annotations
@@ -181,38 +189,44 @@ class _PhaseTimer:
                 setattr(owner, attribute, own)
 
 
-def profile_md_step(dtype: torch.dtype, args: argparse.Namespace) -> dict[str, float]:
+def profile_md_step(dtype: torch.dtype, args: argparse.Namespace,
+                    compile: bool = False) -> dict[str, float | None]:
     """ms per step of each phase of ``run_md`` (shipped Facet, NVT Langevin, ``--molecules``
-    molecules, ``--md-steps`` steps after the initial call): neighbour list, graph building
-    and casts, model forward (energy), backward (forces), the rest of the force call, the
-    integrator with thermostat and blow-up screen, and the loop's own overhead (logging,
-    progress, checks)."""
+    molecules in one model call, ``--md-steps`` steps after the initial call): neighbour list,
+    graph building and casts, the model call (eager: its forward to the energy and the
+    backward to the forces; compiled: both in one compiled function, not split), the rest of
+    the force call, the integrator with thermostat and blow-up screen, and the loop's own
+    overhead (logging, progress, checks)."""
     from mlip.md import driver, run_md
-    from mlip.md.force_field import ForceField
+    from mlip.md.force_field import ForceField, resolve_model
     from mlip.neighbors import VerletList
 
-    model = load_model(SHIPPED, dtype=dtype).eval()
+    model = resolve_model(SHIPPED, dtype=dtype, compile=compile)
     frames = ase.io.read(ROOT / "data/bundled/3bpa_train_300K.xyz", index=f":{args.molecules}")
-    run_md(model, frames, steps=2, max_atoms_per_call=None)  # warm-up
+    run_md(model, frames, steps=2, max_atoms_per_call=None)  # warm-up (and compile)
     targets = {"step": (driver._Run, "advance"), "force call": (ForceField, "__call__"),
                "neighbour list": (VerletList, "update"), "graph + casts": (ForceField, "_graph"),
-               "model forward": (type(model), "node_energy"),
-               "backward": (torch.autograd, "grad")}
+               "model call": (type(model), "forward")}
+    if not compile:  # traced into the compiled function otherwise
+        targets.update({"model forward": (type(model), "node_energy"),
+                        "backward": (torch.autograd, "grad")})
     with _PhaseTimer(targets) as timer:
         result = run_md(model, frames, steps=args.md_steps, temperature=MD_TEMPERATURE_K,
                         initial_temperature_K=MD_TEMPERATURE_K, seed=0, max_atoms_per_call=None)
     # the initial force call (integrator init) is not part of a step: drop each phase's first
     per_step = {name: sum(calls[0 if name == "step" else 1:]) * 1e3 / args.md_steps
                 for name, calls in timer.seconds.items()}
-    inside = sum(per_step[k] for k in ("neighbour list", "graph + casts", "model forward",
-                                       "backward"))
     whole = result.wall_s * 1e3 / args.md_steps
+    model_call = per_step["model call"]
+    split = ("model forward", "backward")
     return {
         "neighbour list": per_step["neighbour list"],
         "graph + casts": per_step["graph + casts"],
-        "model forward": per_step["model forward"],
-        "backward": per_step["backward"],
-        "rest of the force call": per_step["force call"] - inside,
+        "model call": model_call,
+        **{name: per_step.get(name) for name in split},
+        "model call, other": None if compile else model_call - sum(per_step[k] for k in split),
+        "rest of the force call": per_step["force call"] - model_call
+        - per_step["neighbour list"] - per_step["graph + casts"],
         "integrator + thermostat + screen": per_step["step"] - per_step["force call"],
         "loop (logging, outputs)": whole - per_step["step"],
         "whole step": whole,
@@ -230,14 +244,18 @@ def md_worker(spec: dict) -> list[dict]:
     from _torchsim_adapter import MlipModel
 
     from mlip.md import ForceField, state_from_atoms
+    from mlip.md.force_field import resolve_model
 
     torch.set_num_threads(spec["threads"])
     rows = []
     for label in spec["models"]:
         for dtype in DTYPES:
+            compiled = None
             if label == "facet":
                 model = load_model(SHIPPED, dtype=dtype).eval()
                 ts_model = MlipModel(model)
+                if spec["compile"]:
+                    compiled = resolve_model(SHIPPED, dtype=dtype, compile=True)
             else:
                 model = _lennard_jones(dtype)
                 ts_model = LennardJonesModel(sigma=1.0, epsilon=0.02, cutoff=5.0, dtype=dtype)
@@ -249,20 +267,30 @@ def md_worker(spec: dict) -> list[dict]:
                 group = force_field.max_atoms_per_call
                 _ours(model, frames, 2, group)  # warm-up (numba's first compile, caches)
                 _theirs(ts_model, frames, 2, dtype)
-                rates: dict[str, list[float]] = {"mlip": [], "torch_sim": []}
+                sides = {"mlip": (model, group)}
+                compile_s = None
+                if compiled is not None:  # the compiled model makes one call per step
+                    start = time.perf_counter()
+                    _ours(compiled, frames, 2, None)  # compiles (or loads torch's cache)
+                    compile_s = time.perf_counter() - start
+                    sides["mlip_compiled"] = (compiled, None)
+                rates: dict[str, list[float]] = {name: [] for name in [*sides, "torch_sim"]}
                 for _ in range(spec["repeats"]):
-                    rates["mlip"].append(_ours(model, frames, spec["steps"], group))
+                    for name, (potential, size) in sides.items():
+                        rates[name].append(_ours(potential, frames, spec["steps"], size))
                     rates["torch_sim"].append(_theirs(ts_model, frames, spec["steps"], dtype))
-                mlip, theirs = (statistics.median(rates[k]) for k in ("mlip", "torch_sim"))
-                rows.append({"model": label, "dtype": str(dtype).removeprefix("torch."),
-                             "molecules": n, "atoms": sum(len(a) for a in frames),
-                             "max_atoms_per_call": group,
-                             "mlip_atom_steps_per_s": round(mlip, 1),
-                             "torch_sim_atom_steps_per_s": round(theirs, 1),
-                             "ratio": round(mlip / theirs, 3),
-                             "mlip_all": [round(r, 1) for r in rates["mlip"]],
-                             "torch_sim_all": [round(r, 1) for r in rates["torch_sim"]],
-                             "adapter_max_force_diff_eV_per_A": diff})
+                median = {name: statistics.median(r) for name, r in rates.items()}
+                row = {"model": label, "dtype": str(dtype).removeprefix("torch."),
+                       "molecules": n, "atoms": sum(len(a) for a in frames),
+                       "max_atoms_per_call": group,
+                       **{f"{name}_atom_steps_per_s": round(v, 1) for name, v in median.items()},
+                       "ratio": round(median["mlip"] / median["torch_sim"], 3)}
+                if compiled is not None:
+                    row["ratio_compiled"] = round(median["mlip_compiled"] / median["torch_sim"], 3)
+                    row["compile_s"] = round(compile_s, 1)
+                row.update({f"{name}_all": [round(r, 1) for r in v] for name, v in rates.items()})
+                row["adapter_max_force_diff_eV_per_A"] = diff
+                rows.append(row)
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -277,7 +305,8 @@ def driver_comparison(args: argparse.Namespace) -> dict:
 
     python = ensure_torchsim_venv()
     spec = {"threads": args.threads, "repeats": args.md_repeats, "steps": args.md_steps,
-            "molecules": args.md_molecules, "models": ["facet", "lennard_jones"]}
+            "molecules": args.md_molecules, "models": ["facet", "lennard_jones"],
+            "compile": not args.no_compile}
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     done = subprocess.run([str(python), str(Path(__file__).resolve()), "--md-worker",
                            json.dumps(spec)], stdout=subprocess.PIPE, env=env, text=True)
@@ -296,11 +325,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--molecules", type=int, default=16)
     parser.add_argument("--md-molecules", type=int, nargs="+", default=list(MD_MOLECULES))
-    parser.add_argument("--md-steps", type=int, default=20, help="timed steps per repeat")
+    parser.add_argument("--md-steps", type=int, default=10, help="timed steps per repeat")
     parser.add_argument("--md-repeats", type=int, default=3, help="alternations per side")
     parser.add_argument("--skip-md", action="store_true", help="no driver comparison")
-    parser.add_argument("--profile", action="store_true",
-                        help="per-phase timing of mlip's MD step (16 molecules)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="leave out mlip's compiled-inference side of the comparison")
+    parser.add_argument("--skip-profile", action="store_true",
+                        help="no per-phase timing of mlip's MD step")
     parser.add_argument("--md-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/cpu_speed.json")
     args = parser.parse_args()
@@ -357,9 +388,11 @@ def main() -> None:
         "loadavg_after": [round(x, 2) for x in load_after],
         "results": results,
     }
-    if args.profile:
-        report["md_step_profile"] = {str(d).removeprefix("torch."): profile_md_step(d, args)
-                                     for d in DTYPES}
+    if not args.skip_profile:
+        report["md_step_profile"] = {
+            f"{str(d).removeprefix('torch.')}{' compiled' if c else ''}":
+                profile_md_step(d, args, c)
+            for d in DTYPES for c in ([False] if args.no_compile else [False, True])}
     if not args.skip_md:
         report["driver_vs_torch_sim"] = driver_comparison(args)
         report["loadavg_after_md"] = [round(x, 2) for x in os.getloadavg()]
@@ -372,7 +405,8 @@ def main() -> None:
     for row in report.get("driver_vs_torch_sim", {}).get("rows", []):
         print(f"{row['model']:<14}{row['dtype']:<8}{row['molecules']:>4} mol  mlip "
               f"{row['mlip_atom_steps_per_s']:>9.0f}  torch-sim "
-              f"{row['torch_sim_atom_steps_per_s']:>9.0f} atom-steps/s  ratio {row['ratio']:.2f}")
+              f"{row['torch_sim_atom_steps_per_s']:>9.0f} atom-steps/s  ratio {row['ratio']:.2f}"
+              + (f"  compiled {row['ratio_compiled']:.2f}" if "ratio_compiled" in row else ""))
 
 
 if __name__ == "__main__":

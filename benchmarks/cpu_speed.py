@@ -233,6 +233,16 @@ def profile_md_step(dtype: torch.dtype, args: argparse.Namespace,
     }
 
 
+def _auto_group(model, frames) -> int | None:
+    """The group size (atoms per model call) that run_md's ``max_atoms_per_call="auto"``
+    chooses at its first force call, chosen once here so that every repeat uses it."""
+    from mlip.md import ForceField, state_from_atoms
+
+    force_field = ForceField(model, max_atoms_per_call="auto")
+    force_field(state_from_atoms(frames))
+    return force_field.max_atoms_per_call
+
+
 def md_worker(spec: dict) -> list[dict]:
     """Run the driver comparison (in ``.venv-torchsim``): one row per (model, dtype, molecules),
     the sides alternating ``spec['repeats']`` times each."""
@@ -243,7 +253,6 @@ def md_worker(spec: dict) -> list[dict]:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _torchsim_adapter import MlipModel
 
-    from mlip.md import ForceField, state_from_atoms
     from mlip.md.force_field import resolve_model
 
     torch.set_num_threads(spec["threads"])
@@ -262,18 +271,16 @@ def md_worker(spec: dict) -> list[dict]:
             for n in spec["molecules"]:
                 frames = ase.io.read(ROOT / "data/bundled/3bpa_train_300K.xyz", index=f":{n}")
                 diff = _check_adapter(model, ts_model, frames, dtype) if label == "facet" else None
-                force_field = ForceField(model, max_atoms_per_call="auto")
-                force_field(state_from_atoms(frames))  # the group size run_md's "auto" keeps
-                group = force_field.max_atoms_per_call
+                group = _auto_group(model, frames)
                 _ours(model, frames, 2, group)  # warm-up (numba's first compile, caches)
                 _theirs(ts_model, frames, 2, dtype)
                 sides = {"mlip": (model, group)}
                 compile_s = None
-                if compiled is not None:  # the compiled model makes one call per step
+                if compiled is not None:
                     start = time.perf_counter()
                     _ours(compiled, frames, 2, None)  # compiles (or loads torch's cache)
                     compile_s = time.perf_counter() - start
-                    sides["mlip_compiled"] = (compiled, None)
+                    sides["mlip_compiled"] = (compiled, _auto_group(compiled, frames))
                 rates: dict[str, list[float]] = {name: [] for name in [*sides, "torch_sim"]}
                 for _ in range(spec["repeats"]):
                     for name, (potential, size) in sides.items():
@@ -283,6 +290,7 @@ def md_worker(spec: dict) -> list[dict]:
                 row = {"model": label, "dtype": str(dtype).removeprefix("torch."),
                        "molecules": n, "atoms": sum(len(a) for a in frames),
                        "max_atoms_per_call": group,
+                       "max_atoms_per_call_compiled": sides.get("mlip_compiled", (0, None))[1],
                        **{f"{name}_atom_steps_per_s": round(v, 1) for name, v in median.items()},
                        "ratio": round(median["mlip"] / median["torch_sim"], 3)}
                 if compiled is not None:

@@ -76,21 +76,31 @@ MACE_VERSION = "0.3.16"
 TORCH_VERSION = "2.13.0"
 
 
-def ensure_mace_venv() -> None:
-    """Create .venv-mace with ``mace-torch==MACE_VERSION`` (torch pinned first so pip never pulls
-    another torch); refuse a venv that holds another mace-torch version."""
-    if not MACE_PYTHON.exists():
-        subprocess.run(["python3", "-m", "venv", str(ROOT / ".venv-mace")], check=True)
-        pip = [str(ROOT / ".venv-mace/bin/pip"), "install", "-q"]
+def ensure_peer_venv(folder: str, package: str, version: str, extras: list[str]) -> Path:
+    """Create ROOT/``folder`` with ``package==version`` and ``extras`` (torch pinned first and
+    with every install, so pip never pulls another torch); refuse a venv that holds another
+    version of ``package``. Returns its python."""
+    venv = ROOT / folder
+    python = venv / "bin/python"
+    if not python.exists():
+        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin/pip"), "install", "-q"]
         subprocess.run(pip + [f"torch=={TORCH_VERSION}"], check=True)
-        subprocess.run(pip + [f"torch=={TORCH_VERSION}", f"mace-torch=={MACE_VERSION}", "ase",
-                              "matscipy"], check=True)
+        subprocess.run(pip + [f"torch=={TORCH_VERSION}", f"{package}=={version}"], check=True)
+        if extras:
+            subprocess.run(pip + [f"torch=={TORCH_VERSION}", *extras], check=True)
     found = subprocess.run(
-        [str(MACE_PYTHON), "-c", "import importlib.metadata as m; print(m.version('mace-torch'))"],
+        [str(python), "-c", f"import importlib.metadata as m; print(m.version({package!r}))"],
         capture_output=True, text=True, check=False).stdout.strip()
-    if found != MACE_VERSION:
-        raise RuntimeError(f"{ROOT / '.venv-mace'} holds mace-torch {found or '(none)'}, the "
-                           f"benchmarks need {MACE_VERSION}: delete the folder to rebuild it")
+    if found != version:
+        raise RuntimeError(f"{venv} holds {package} {found or '(none)'}, the benchmarks need "
+                           f"{version}: delete the folder to rebuild it")
+    return python
+
+
+def ensure_mace_venv() -> None:
+    """.venv-mace with ``mace-torch==MACE_VERSION``, ase and matscipy."""
+    ensure_peer_venv(".venv-mace", "mace-torch", MACE_VERSION, ["ase", "matscipy"])
 
 
 #: The torch-sim release the driver comparison runs against (issue 24), in its own venv.
@@ -99,25 +109,9 @@ TORCHSIM_PYTHON = ROOT / ".venv-torchsim/bin/python"
 
 
 def ensure_torchsim_venv() -> Path:
-    """Create .venv-torchsim with ``torch-sim-atomistic==TORCHSIM_VERSION`` and mlip (editable),
-    torch pinned first so pip never pulls another torch; refuse a venv that holds another
-    torch-sim version. Returns its python."""
-    if not TORCHSIM_PYTHON.exists():
-        subprocess.run(["python3", "-m", "venv", str(ROOT / ".venv-torchsim")], check=True)
-        pip = [str(ROOT / ".venv-torchsim/bin/pip"), "install", "-q"]
-        subprocess.run(pip + [f"torch=={TORCH_VERSION}"], check=True)
-        subprocess.run(pip + [f"torch=={TORCH_VERSION}",
-                              f"torch-sim-atomistic=={TORCHSIM_VERSION}"], check=True)
-        subprocess.run(pip + [f"torch=={TORCH_VERSION}", "-e", str(ROOT)], check=True)
-    found = subprocess.run(
-        [str(TORCHSIM_PYTHON), "-c",
-         "import importlib.metadata as m; print(m.version('torch-sim-atomistic'))"],
-        capture_output=True, text=True, check=False).stdout.strip()
-    if found != TORCHSIM_VERSION:
-        raise RuntimeError(f"{ROOT / '.venv-torchsim'} holds torch-sim-atomistic "
-                           f"{found or '(none)'}, the benchmarks need {TORCHSIM_VERSION}: delete "
-                           "the folder to rebuild it")
-    return TORCHSIM_PYTHON
+    """.venv-torchsim with ``torch-sim-atomistic==TORCHSIM_VERSION`` and mlip (editable)."""
+    return ensure_peer_venv(".venv-torchsim", "torch-sim-atomistic", TORCHSIM_VERSION,
+                            ["-e", str(ROOT)])
 
 
 def run_case(label: str, structure: Path, args: argparse.Namespace) -> dict:

@@ -268,16 +268,29 @@ def mlip_config(job: dict) -> dict:
     return config
 
 
+def test_errors(model_path: Path, labelled: list, stress: bool,
+                dtype: Any = None) -> dict[str, float]:
+    """E (meV/atom), F (meV/Å) and stress (meV/Å³) RMSE of a saved potential on labelled
+    frames (``dtype``: evaluate in it, e.g. torch.float64; default the saved dtype)."""
+    from mlip.models import load_model
+    from mlip.train.data import load_frameset
+    from mlip.train.evaluate import evaluate
+    from mlip.train.loss import LossConfig
+
+    model = load_model(model_path, dtype=dtype)
+    frames = load_frameset(labelled, model.cutoff, "test")
+    summary = evaluate(model, frames, LossConfig(), compute_stress=stress).summary()
+    return {f"{t}_rmse": summary[f"{t}_rmse"] for t in ("energy", "forces", "stress")}
+
+
 def mlip_worker(job: dict) -> None:
     """Train one mlip family (EMA snapshots at the job's times), then test: one JSON line."""
     import torch
 
     import mlip.train.api as api
     from mlip.models import load_model
-    from mlip.train.data import load_frameset, read_frames
-    from mlip.train.evaluate import evaluate
+    from mlip.train.data import read_frames
     from mlip.train.loop import Trainer
-    from mlip.train.loss import LossConfig
     from mlip.train.records import read_metrics
 
     torch.set_num_threads(1)
@@ -306,11 +319,7 @@ def mlip_worker(job: dict) -> None:
     stress = job["split"]["stress"]
 
     def test(path: Path, labelled: list = test_frames) -> dict:
-        model = load_model(path)
-        frames = load_frameset(labelled, model.cutoff, "test")
-        summary = evaluate(model, frames, LossConfig(**config["loss"]),
-                           compute_stress=stress).summary()
-        return {f"test_{t}_rmse": summary[f"{t}_rmse"] for t in ("energy", "forces", "stress")}
+        return {f"test_{t}": v for t, v in test_errors(path, labelled, stress).items()}
 
     last = rows[-1]
     curve = [{"time_s": s["time_s"], "step": s["step"], **test(Path(s["path"]))}

@@ -29,23 +29,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import parse_extra_tests, write_splits  # noqa: E402
+from accuracy import parse_extra_tests, test_errors, write_splits  # noqa: E402
 
 
 def errors(model_path: Path, frames_path: Path) -> dict:
     """E (meV/atom) and F (meV/Å) RMSE of the model on the frames, float64."""
     import torch
 
-    from mlip.models import load_model
-    from mlip.train.data import load_frameset, read_frames
-    from mlip.train.evaluate import evaluate
-    from mlip.train.loss import LossConfig
+    from mlip.train.data import read_frames
 
-    model = load_model(model_path).to(torch.float64)
-    frames = load_frameset(read_frames(frames_path), model.cutoff, "test")
-    summary = evaluate(model, frames, LossConfig(), compute_stress=False).summary()
-    return {"frames": len(frames), "energy_rmse": summary["energy_rmse"],
-            "forces_rmse": summary["forces_rmse"]}
+    labelled = read_frames(frames_path)
+    rmse = test_errors(model_path, labelled, stress=False, dtype=torch.float64)
+    return {"frames": len(labelled), "energy_rmse": rmse["energy_rmse"],
+            "forces_rmse": rmse["forces_rmse"]}
 
 
 def write_training_splits(data_dir: Path, folder: Path) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
 from mlip.models.base import Potential
 from mlip.models.equiformer_v3_dens import DenoisingMixin
@@ -183,6 +184,9 @@ class EquiformerV3(DenoisingMixin, Potential):
 
     def _scale_init(self, gain: float) -> None:
         """Multiply the initial weight matrices of the degree embedding and blocks by ``gain``."""
+        if not (math.isfinite(gain) and gain > 0):
+            raise ConfigError(f"model.init_gain = {gain!r}: must be a positive finite number "
+                              "(1.0 is torch's default init, √3 the shipped one)")
         if gain == 1.0:
             return
         with torch.no_grad():

@@ -13,6 +13,7 @@ import torch
 from ase.md.verlet import VelocityVerlet
 
 from mlip.calculators import MLIPCalculator
+from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
 from mlip.models import build, load_model, save_model
 from mlip.models.equiformer_v3 import PRESETS, EquiformerV3
@@ -208,6 +209,12 @@ def test_init_gain_scales_the_weight_matrices_only():
                                 or (leaf == "weight" and a.dim() >= 2 and "norm" not in name))
         torch.testing.assert_close(b, 2.0 * a if matrix else a, rtol=1e-6, atol=0, msg=name)
     assert scaled.hparams["init_gain"] == 2.0
+
+
+@pytest.mark.parametrize("gain", [0.0, -1.0, float("nan")])
+def test_init_gain_must_be_positive(gain):
+    with pytest.raises(ConfigError, match="model.init_gain"):
+        EquiformerV3.from_preset("cpu", species=[1, 6], init_gain=gain)
 
 
 def test_default_init_is_variance_preserving():

@@ -63,7 +63,7 @@ class MlipModel(ModelInterface):
                             cutoff=float(self.model.cutoff), periodic=bool(state.pbc))
         with torch.enable_grad():
             out = self.model(graph, compute_forces=True, compute_stress=self._compute_stress)
-        results = {"energy": out["energy"].detach(), "forces": out["forces"].detach()}
+        results = {"energy": out.energy.detach(), "forces": out.forces.detach()}
         if self._compute_stress:
-            results["stress"] = out["stress"].detach()
+            results["stress"] = out.stress.detach()
         return results

@@ -43,7 +43,7 @@ def measure(graph: AtomicGraph, lmax: int, mixer: str, grid: tuple[int, int], tr
     hparams = dict(FACET_PRESETS["facet-s"], hidden_irreps=HIDDEN[lmax], sh_lmax=lmax,
                    residual_init=1.0, avg_num_neighbors=graph.n_edges / n_atoms)
     model = build("facet", species=[1, 6, 7, 8], mixer=mixer, grid_res=list(grid), **hparams).eval()
-    energy = model(graph)["energy"].abs().max().item()
+    energy = model(graph).energy.abs().max().item()
     worst = {"energy": 0.0, "forces": 0.0}
     for seed in range(trials):
         errors = equivariance_errors(model, graph, random_rotation(seed, reflect=bool(seed % 2)))

@@ -199,7 +199,7 @@ def check_models(device: str) -> dict:
         model = model.double().eval()
         ref = model(small, compute_forces=True, compute_stress=True)
         gpu = model.to(device)(small.to(device), compute_forces=True, compute_stress=True)
-        row = {key: _max_difference(ref[key], gpu[key].cpu())
+        row = {key: _max_difference(getattr(ref, key), getattr(gpu, key).cpu())
                for key in ("energy", "forces", "stress")}
         model = model.float()
         for case, graph in timed_cases.items():
@@ -255,7 +255,7 @@ def check_compile(device: str) -> dict:
         t0 = time.perf_counter()
         got = compiled.double()(mixed, compute_forces=True, compute_stress=True)
         row = {"first_call_s": time.perf_counter() - t0}
-        row.update({key: _max_difference(ref[key], got[key])
+        row.update({key: _max_difference(getattr(ref, key), getattr(got, key))
                     for key in ("energy", "forces", "stress")})
         eager, compiled = eager.float(), compiled.float()
         for case, graph in timed.items():

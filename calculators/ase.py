@@ -75,15 +75,15 @@ class MLIPCalculator(Calculator):
         periodic = bool(atoms.pbc.any())
         with torch.enable_grad():
             out = self.model(graph, compute_forces=True, compute_stress=periodic)
-        energy = float(out["energy"][0])
+        energy = float(out.energy[0])
         self.results = {
             "energy": energy,
             "free_energy": energy,
-            "forces": out["forces"].detach().cpu().numpy().astype(np.float64),
-            "energies": out["node_energy"].detach().cpu().numpy().astype(np.float64),
+            "forces": out.forces.detach().cpu().numpy().astype(np.float64),
+            "energies": out.node_energy.detach().cpu().numpy().astype(np.float64),
         }
         if periodic:
-            s = out["stress"][0].detach().cpu().numpy().astype(np.float64)
+            s = out.stress[0].detach().cpu().numpy().astype(np.float64)
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2],
                                                s[1, 2], s[0, 2], s[0, 1]])
 

@@ -14,7 +14,7 @@ from mlip.determinism import deterministic_mode
 from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
 from mlip.md.state import ForceOutput, MDState
-from mlip.models import Potential, load_model
+from mlip.models import Potential, PotentialOutput, load_model
 from mlip.neighbors import VerletList
 
 __all__ = ["AUTO_GROUP_SIZES", "ForceField", "resolve_model"]
@@ -137,7 +137,7 @@ class ForceField:
             periodic=self.neighbors.periodic)
 
     def _evaluate(self, state: MDState, edge_index: torch.Tensor,
-                  edge_shift: torch.Tensor) -> dict[str, torch.Tensor]:
+                  edge_shift: torch.Tensor) -> PotentialOutput:
         """Model outputs for the whole batch, in one call or group by group."""
         if self.max_atoms_per_call == "auto":
             return self._choose_group_size(state, edge_index, edge_shift)
@@ -155,7 +155,7 @@ class ForceField:
                 graph = self._graph(state, edge_index[:, e0:e1], edge_shift[e0:e1], group)
                 outs.append(self.model(graph, compute_forces=True,
                                        compute_stress=self.compute_stress))
-        return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
+        return PotentialOutput.concat(outs)
 
     def _choose_group_size(self, state: MDState, edge_index: torch.Tensor,
                            edge_shift: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -203,11 +203,10 @@ class ForceField:
         edge_index, edge_shift = self.neighbors.update(positions, state.cell, state.pbc, batch)
         with deterministic_mode(self.deterministic):
             out = self._evaluate(state, edge_index, edge_shift)
-        stress = out.get("stress")
-        stress = (self._nan_stress(state.n_graphs, positions.device) if stress is None
-                  else _float64_constant(stress))
-        return ForceOutput(energy=_float64_constant(out["energy"]),
-                           forces=_float64_constant(out["forces"]), stress=stress,
+        stress = (self._nan_stress(state.n_graphs, positions.device) if out.stress is None
+                  else _float64_constant(out.stress))
+        return ForceOutput(energy=_float64_constant(out.energy),
+                           forces=_float64_constant(out.forces), stress=stress,
                            min_distance=self.neighbors.shortest_distance)
 
 

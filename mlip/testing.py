@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mlip.graph import AtomicGraph
+from mlip.models.output import PotentialOutput
 
 __all__ = [
     "random_rotation",
@@ -31,9 +32,9 @@ __all__ = [
 ]
 
 
-def _outputs(model: torch.nn.Module, graph: AtomicGraph, **kwargs) -> dict[str, torch.Tensor]:
+def _outputs(model: torch.nn.Module, graph: AtomicGraph, **kwargs) -> PotentialOutput:
     """The model's outputs, detached (a model in training mode keeps its autograd graph)."""
-    return {key: value.detach() for key, value in model(graph, **kwargs).items()}
+    return model(graph, **kwargs).detach()
 
 
 def random_rotation(
@@ -87,17 +88,17 @@ def equivariance_errors(
     out = _outputs(
         model, transform_graph(graph, rotation), compute_forces=True, compute_stress=compute_stress
     )
-    rot = rotation.to(ref["forces"])
+    rot = rotation.to(ref.forces)
 
     def rel(a: torch.Tensor, b: torch.Tensor) -> float:
         return float((a - b).detach().abs().max() / b.detach().abs().max().clamp_min(1e-300))
 
     errors = {
-        "energy": rel(out["energy"], ref["energy"]),
-        "forces": rel(out["forces"], ref["forces"] @ rot.T),
+        "energy": rel(out.energy, ref.energy),
+        "forces": rel(out.forces, ref.forces @ rot.T),
     }
     if compute_stress:
-        errors["stress"] = rel(out["stress"], rot @ ref["stress"] @ rot.T)
+        errors["stress"] = rel(out.stress, rot @ ref.stress @ rot.T)
     return errors
 
 
@@ -129,7 +130,7 @@ def assert_equivariant(
     )
     out = _outputs(model, shifted, compute_forces=True)
     err = float(
-        (out["energy"] - ref["energy"]).abs().max() / ref["energy"].abs().max().clamp_min(1e-300)
+        (out.energy - ref.energy).abs().max() / ref.energy.abs().max().clamp_min(1e-300)
     )
     assert err < tol, f"energy not translation invariant: relative error {err:.3e}"
     perm = torch.cat(
@@ -144,11 +145,11 @@ def assert_equivariant(
         compute_forces=True,
     )
     err_e = float(
-        (out["energy"] - ref["energy"]).abs().max() / ref["energy"].abs().max().clamp_min(1e-300)
+        (out.energy - ref.energy).abs().max() / ref.energy.abs().max().clamp_min(1e-300)
     )
     err_f = float(
-        (out["forces"] - ref["forces"][perm]).abs().max()
-        / ref["forces"].abs().max().clamp_min(1e-300)
+        (out.forces - ref.forces[perm]).abs().max()
+        / ref.forces.abs().max().clamp_min(1e-300)
     )
     assert err_e < tol and err_f < tol, (
         f"not permutation equivariant: energy {err_e:.3e}, forces {err_f:.3e}"
@@ -170,13 +171,13 @@ def assert_forces_are_gradients(
     """
     graph = graph.to(dtype=torch.float64)
     out = _outputs(model, graph, compute_forces=True, compute_stress=check_stress)
-    forces = out["forces"]
+    forces = out.forces
 
     def energy_at(positions: torch.Tensor, cell: torch.Tensor | None = None) -> float:
         moved = dataclasses.replace(
             graph, positions=positions, cell=graph.cell if cell is None else cell
         )
-        return float(model(moved, compute_forces=False)["energy"].detach().sum())
+        return float(model(moved, compute_forces=False).energy.detach().sum())
 
     scale = float(forces.detach().abs().max().clamp_min(1e-12))
     atoms = torch.linspace(
@@ -195,7 +196,7 @@ def assert_forces_are_gradients(
             )
     if not check_stress:
         return
-    stress = out["stress"]
+    stress = out.stress
     volume = torch.linalg.det(graph.cell).abs()
     sscale = float(stress.abs().max().clamp_min(1e-12))
     for a in range(3):
@@ -213,7 +214,7 @@ def assert_forces_are_gradients(
                     model(
                         dataclasses.replace(graph, positions=pos, cell=graph.cell @ deform),
                         compute_forces=False,
-                    )["energy"].detach()
+                    ).energy.detach()
                 )
             fd = (energies[0] - energies[1]) / (2 * h) / volume
             err = float((fd - stress[:, a, b].detach()).abs().max()) / sscale
@@ -360,9 +361,9 @@ class ModelConformance:
     """
 
     #: the checks :meth:`run` runs, in order
-    CHECKS = ("isolated_atoms", "fragments_add", "batch_equals_single", "permutation_translation",
-              "rotation_reflection", "periodic_images", "supercell", "cutoff_smoothness",
-              "finite_differences", "float32", "no_gradient_between_frames",
+    CHECKS = ("output_fields", "virial", "isolated_atoms", "fragments_add", "batch_equals_single",
+              "permutation_translation", "rotation_reflection", "periodic_images", "supercell",
+              "cutoff_smoothness", "finite_differences", "float32", "no_gradient_between_frames",
               "checkpoint_round_trip", "unknown_species")
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -375,7 +376,7 @@ class ModelConformance:
         return AtomicGraph.from_ase(atoms, self.cutoff, dtype=dtype, with_targets=False)
 
     def evaluate(self, graph: AtomicGraph, stress: bool = False,
-                 model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+                 model: torch.nn.Module | None = None) -> PotentialOutput:
         """Energy, forces (and stress) of ``graph``, detached."""
         return _outputs(model or self.model, graph, compute_forces=True, compute_stress=stress)
 
@@ -391,6 +392,54 @@ class ModelConformance:
             getattr(self, f"check_{name}")()
 
     # ------------------------------------------------------------------ checks
+    def check_output_fields(self) -> None:
+        """The model returns a :class:`PotentialOutput`: float64 ``energy`` (n_graphs,) and
+        ``node_energy`` (n_atoms,) summing to it, and exactly the derivatives asked for, in the
+        model's dtype (forces (n_atoms, 3); stress and virial (n_graphs, 3, 3))."""
+        graph = self.graph([_small_molecule(), _crystal()])
+        n_atoms, dtype = graph.positions.shape[0], self.model.model_dtype()
+        for forces, stress in ((False, False), (True, False), (True, True), (False, True)):
+            out = self.model(graph, compute_forces=forces, compute_stress=stress)
+            asked = f"compute_forces={forces}, compute_stress={stress}"
+            assert isinstance(out, PotentialOutput), f"{asked}: returned {type(out).__name__}"
+            assert out.energy.shape == (2,) and out.energy.dtype == torch.float64, (
+                f"{asked}: energy {tuple(out.energy.shape)} {out.energy.dtype}")
+            assert (out.node_energy.shape == (n_atoms,)
+                    and out.node_energy.dtype == torch.float64), (
+                f"{asked}: node_energy {tuple(out.node_energy.shape)} {out.node_energy.dtype}")
+            summed = torch.stack([part.sum() for part in out.node_energy.split(
+                graph.n_atoms.tolist())])
+            assert_close_ulps(summed, out.energy.detach(), ulps=64, name="Σ node_energy")
+            assert (out.forces is not None) == forces, f"{asked}: forces {out.forces is None}"
+            if forces:
+                assert out.forces.shape == (n_atoms, 3) and out.forces.dtype == dtype
+            for name in ("stress", "virial"):
+                value = getattr(out, name)
+                assert (value is not None) == stress, f"{asked}: {name} present: {not stress}"
+                if stress:
+                    assert value.shape == (2, 3, 3) and value.dtype == dtype, (
+                        f"{name}: {tuple(value.shape)} {value.dtype}")
+
+    def check_virial(self) -> None:
+        """W = -σ·V (eV), NaN for a non-periodic system; for a molecule alone in a periodic box
+        (no image within r_c) W = sym(Σ_i r_i ⊗ F_i), the LAMMPS/ASE sign (positive trace =
+        the atoms push outwards)."""
+        crystal, molecule = _crystal(), _small_molecule()
+        out = self.evaluate(self.graph([molecule, crystal]), stress=True)
+        assert torch.isnan(out.virial[0]).all(), "the virial of a molecule is not NaN"
+        volume = abs(float(np.linalg.det(crystal.cell.array)))
+        assert_close_ulps(out.virial[1], -out.stress[1] * volume, ulps=8,
+                          scale=_max_abs(out.virial[1]), name="virial vs -stress·V")
+        molecule.center(vacuum=self.cutoff + 1.0)
+        molecule.pbc = True
+        out = self.evaluate(self.graph(molecule), stress=True)
+        positions = torch.as_tensor(molecule.positions)
+        moment = positions.T @ out.forces
+        expected = 0.5 * (moment + moment.T)
+        err = _max_abs(out.virial[0] - expected) / max(1e-12, _max_abs(expected))
+        assert err < 1e-10, (f"virial {out.virial[0].tolist()} != sym(Σ r⊗F) "
+                             f"{expected.tolist()} (relative error {err:.2e})")
+
     def check_isolated_atoms(self) -> None:
         """An isolated atom, atoms farther apart than r_c (alone and inside a batch with an
         interacting molecule), a periodic cell without neighbours: E = Σ E0, F = 0, σ = 0."""
@@ -406,16 +455,16 @@ class ModelConformance:
         alone = [self.evaluate(self.graph(a), stress=True, model=model) for a in isolated]
         for k, (atoms, out) in enumerate(zip(isolated, alone)):
             expected = sum(CONFORMANCE_E0[int(z)] for z in atoms.numbers)
-            in_batch = float(batch["energy"][frames.index(atoms)])
-            for energy in (float(out["energy"][0]), in_batch):
+            in_batch = float(batch.energy[frames.index(atoms)])
+            for energy in (float(out.energy[0]), in_batch):
                 assert abs(energy - expected) <= 1e-12 * abs(expected), (
                     f"isolated structure {k} ({atoms.get_chemical_formula()}): energy "
                     f"{energy!r} eV, sum of E0 {expected!r} eV")
-            assert _max_abs(out["forces"]) == 0.0, f"isolated structure {k}: forces not zero"
-        assert _max_abs(batch["forces"][:1]) == 0.0 and _max_abs(batch["forces"][-4:]) == 0.0
-        assert _max_abs(alone[2]["stress"]) == 0.0 and _max_abs(batch["stress"][3]) == 0.0, (
+            assert _max_abs(out.forces) == 0.0, f"isolated structure {k}: forces not zero"
+        assert _max_abs(batch.forces[:1]) == 0.0 and _max_abs(batch.forces[-4:]) == 0.0
+        assert _max_abs(alone[2].stress) == 0.0 and _max_abs(batch.stress[3]) == 0.0, (
             "stress of a periodic cell without neighbours is not zero")
-        assert batch["energy"].dtype == torch.float64, "energies must be float64"
+        assert batch.energy.dtype == torch.float64, "energies must be float64"
 
     def check_fragments_add(self) -> None:
         """Two molecules farther apart than r_c in one structure: E = E_A + E_B, F joined."""
@@ -424,11 +473,11 @@ class ModelConformance:
         second.positions += [0.0, 0.0, 2.0 * self.cutoff + 6.0]
         joined = self.evaluate(self.graph(first + second))
         parts = [self.evaluate(self.graph(a)) for a in (first, second)]
-        energy = float(parts[0]["energy"][0] + parts[1]["energy"][0])
-        assert abs(float(joined["energy"][0]) - energy) <= 1e-11 * max(1.0, abs(energy)), (
-            f"fragments: {float(joined['energy'][0])!r} eV != sum of parts {energy!r} eV")
-        forces = torch.cat([p["forces"] for p in parts])
-        err = _max_abs(joined["forces"] - forces)
+        energy = float(parts[0].energy[0] + parts[1].energy[0])
+        assert abs(float(joined.energy[0]) - energy) <= 1e-11 * max(1.0, abs(energy)), (
+            f"fragments: {float(joined.energy[0])!r} eV != sum of parts {energy!r} eV")
+        forces = torch.cat([p.forces for p in parts])
+        err = _max_abs(joined.forces - forces)
         assert err <= 1e-11 * max(1.0, _max_abs(forces)), f"fragment forces differ by {err:.2e}"
 
     def check_batch_equals_single(self) -> None:
@@ -441,14 +490,14 @@ class ModelConformance:
         offset = 0
         for k, atoms in enumerate(frames):
             single = self.evaluate(self.graph(atoms), stress=True, model=model)
-            e_b, e_s = float(batch["energy"][k]), float(single["energy"][0])
+            e_b, e_s = float(batch.energy[k]), float(single.energy[0])
             assert abs(e_b - e_s) <= 1e-13 * abs(e_s) + 1e-12, (
                 f"structure {k}: batched energy {e_b!r} eV, alone {e_s!r} eV")
-            forces = batch["forces"][offset:offset + len(atoms)]
-            err = _max_abs(forces - single["forces"])
-            assert err <= 1e-10 * max(1.0, _max_abs(single["forces"])), (
+            forces = batch.forces[offset:offset + len(atoms)]
+            err = _max_abs(forces - single.forces)
+            assert err <= 1e-10 * max(1.0, _max_abs(single.forces)), (
                 f"structure {k}: batched forces differ from alone by {err:.2e} eV/Å")
-            assert torch.allclose(batch["stress"][k], single["stress"][0], rtol=1e-10,
+            assert torch.allclose(batch.stress[k], single.stress[0], rtol=1e-10,
                                   atol=1e-12, equal_nan=True), f"structure {k}: stress differs"
             offset += len(atoms)
 
@@ -465,9 +514,9 @@ class ModelConformance:
                  "permutation": (transform_graph(graph, eye, permutation=perm), perm)}
         for what, (moved, order) in cases.items():
             out = self.evaluate(moved, stress=True)
-            err_e = _max_abs(out["energy"] - ref["energy"]) / _max_abs(ref["energy"])
-            err_f = _max_abs(out["forces"] - ref["forces"][order]) / _max_abs(ref["forces"])
-            err_s = _max_abs(out["stress"][1] - ref["stress"][1]) / _max_abs(ref["stress"][1])
+            err_e = _max_abs(out.energy - ref.energy) / _max_abs(ref.energy)
+            err_f = _max_abs(out.forces - ref.forces[order]) / _max_abs(ref.forces)
+            err_s = _max_abs(out.stress[1] - ref.stress[1]) / _max_abs(ref.stress[1])
             assert max(err_e, err_f, err_s) < 1e-10, (
                 f"{what}: relative errors energy {err_e:.2e}, forces {err_f:.2e}, "
                 f"stress {err_s:.2e}")
@@ -503,7 +552,8 @@ class ModelConformance:
         for what, variant in (("unwrapped", unwrapped), ("another cell", other_cell)):
             out = self.evaluate(self.graph(variant), stress=True)
             for key in ("energy", "forces", "stress"):
-                err = _max_abs(out[key] - ref[key]) / max(1e-12, _max_abs(ref[key]))
+                new, old = getattr(out, key), getattr(ref, key)
+                err = _max_abs(new - old) / max(1e-12, _max_abs(old))
                 assert err < 1e-10, f"{what}: {key} changed by {err:.2e} (relative)"
 
     def check_supercell(self) -> None:
@@ -511,10 +561,10 @@ class ModelConformance:
         atoms = _crystal()
         ref = self.evaluate(self.graph(atoms), stress=True)
         big = self.evaluate(self.graph(atoms * (2, 2, 2)), stress=True)
-        ratio = float(big["energy"][0] / ref["energy"][0])
+        ratio = float(big.energy[0] / ref.energy[0])
         assert abs(ratio - 8.0) < 1e-10, f"supercell energy ratio {ratio!r}, expected 8"
-        err_f = _max_abs(big["forces"][:len(atoms)] - ref["forces"]) / _max_abs(ref["forces"])
-        err_s = _max_abs(big["stress"] - ref["stress"]) / _max_abs(ref["stress"])
+        err_f = _max_abs(big.forces[:len(atoms)] - ref.forces) / _max_abs(ref.forces)
+        err_s = _max_abs(big.stress - ref.stress) / _max_abs(ref.stress)
         assert err_f < 1e-10 and err_s < 1e-10, (
             f"supercell forces/stress differ: {err_f:.2e}, {err_s:.2e} (relative)")
 
@@ -535,8 +585,8 @@ class ModelConformance:
                 else:
                     atoms = ase.Atoms("CO", positions=[[0, 0, 0], [0, 0, d]])
                 out = self.evaluate(self.graph(atoms), model=model)
-                energies.append(float(out["energy"][0]))
-                forces.append(out["forces"].numpy())
+                energies.append(float(out.energy[0]))
+                forces.append(out.forces.numpy())
             e_jump = energies[2] - (3 * energies[1] - 2 * energies[0])
             f_jump = float(np.abs(forces[2] - (3 * forces[1] - 2 * forces[0])).max())
             assert abs(e_jump) < 1e-8 and f_jump < 1e-8, (
@@ -546,7 +596,7 @@ class ModelConformance:
                                                                               self.cutoff]])),
                             model=model)
         isolated = CONFORMANCE_E0[6] + CONFORMANCE_E0[8]
-        assert abs(float(far["energy"][0]) - isolated) > 1e-7, (
+        assert abs(float(far.energy[0]) - isolated) > 1e-7, (
             "the dimer does not interact inside the cutoff: the smoothness check tests nothing")
 
     def check_finite_differences(self) -> None:
@@ -571,13 +621,13 @@ class ModelConformance:
         molecule, other = _bpa_molecule(), _small_molecule()
         graph = self.graph(molecule)
         ref, out = self.evaluate(graph, model=model64), self.evaluate(graph, model=model32)
-        assert out["energy"].dtype == torch.float64 and out["forces"].dtype == torch.float32
-        err = abs(float(out["energy"][0]) - float(ref["energy"][0]))
+        assert out.energy.dtype == torch.float64 and out.forces.dtype == torch.float32
+        err = abs(float(out.energy[0]) - float(ref.energy[0]))
         assert err <= 5e-4, f"float32 energy off float64 by {err * 1e3:.3f} meV"
         batch = self.evaluate(self.graph([other, molecule]), model=model32)
-        err = abs(float(batch["energy"][1]) - float(out["energy"][0]))
+        err = abs(float(batch.energy[1]) - float(out.energy[0]))
         assert err <= 2e-4, f"float32: batched vs alone energy differs by {err * 1e3:.3f} meV"
-        err_f = _max_abs(out["forces"].double() - ref["forces"]) / _max_abs(ref["forces"])
+        err_f = _max_abs(out.forces.double() - ref.forces) / _max_abs(ref.forces)
         assert err_f < 1e-4, f"float32 forces off float64 by {err_f:.2e} (relative)"
 
     def check_no_gradient_between_frames(self) -> None:
@@ -588,7 +638,7 @@ class ModelConformance:
         positions = graph.positions.clone().requires_grad_(True)
         graph = dataclasses.replace(graph, positions=positions)
         energy = energy_forces_stress(self.model, graph, compute_forces=False,
-                                      create_graph=True)["energy"]
+                                      create_graph=True).energy
         for a in range(graph.n_graphs):
             (grad,) = torch.autograd.grad(energy[a], positions, retain_graph=True,
                                           allow_unused=True, materialize_grads=True)
@@ -612,8 +662,9 @@ class ModelConformance:
             loaded = load_model(Path(tmp) / "model.pt")
         out = self.evaluate(graph, stress=True, model=loaded)
         assert loaded.hparams == model.hparams, "hyper-parameters changed in the checkpoint"
-        for key in ("energy", "forces", "stress"):
-            assert torch.equal(out[key].nan_to_num(), ref[key].nan_to_num()), (
+        for key in ("energy", "node_energy", "forces", "stress", "virial"):
+            new, old = getattr(out, key), getattr(ref, key)
+            assert torch.equal(new.nan_to_num(), old.nan_to_num()), (
                 f"{key} differs after the checkpoint round trip")
 
     def check_unknown_species(self) -> None:

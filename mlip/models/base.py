@@ -12,6 +12,7 @@ from torch import nn
 
 from mlip.errors import ConfigError, UnknownElementError
 from mlip.graph import AtomicGraph
+from mlip.models.output import PotentialOutput
 from mlip.nn.precision import flush_tiny_
 from mlip.nn.scatter import scatter_sum
 
@@ -206,16 +207,17 @@ class Potential(nn.Module):
 
     def forward(
         self, graph: AtomicGraph, compute_forces: bool = True, compute_stress: bool = False
-    ) -> dict[str, torch.Tensor]:
-        """Energy, per-atom energy, forces and stress of a batch.
+    ) -> PotentialOutput:
+        """Energy, per-atom energy, forces, stress and virial of a batch.
 
         A graph in another floating dtype than the model's is cast to the model's first.
 
         Returns:
             ``energy`` (n_graphs,) eV and ``node_energy`` (n_atoms,) eV, both float64, and when
-            asked ``forces`` (n_atoms, 3) eV/Å = -dE/dr and ``stress`` (n_graphs, 3, 3) eV/Å³
-            (ASE sign; NaN for non-periodic graphs), in the model's dtype. In training mode the
-            autograd graph is kept so that losses on forces and stress can be differentiated.
+            asked ``forces`` (n_atoms, 3) eV/Å = -dE/dr, ``stress`` (n_graphs, 3, 3) eV/Å³ (ASE
+            sign; NaN for non-periodic graphs) and ``virial`` (n_graphs, 3, 3) eV = -stress·V,
+            in the model's dtype (None when not asked). In training mode the autograd graph is
+            kept so that losses on forces and stress can be differentiated.
         """
         from mlip.models.forces import energy_forces_stress
 

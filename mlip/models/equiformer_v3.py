@@ -22,6 +22,7 @@ are available; neither is used by ``forward``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -31,6 +32,7 @@ from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
 from mlip.models.base import Potential
 from mlip.models.equiformer_v3_dens import DenoisingMixin
+from mlip.models.output import PotentialOutput
 from mlip.models.registry import register_model
 from mlip.nn.cutoff import polynomial_envelope
 from mlip.nn.embedding import SpeciesEmbedding
@@ -43,7 +45,7 @@ from mlip.nn.scatter import scatter_sum
 from mlip.nn.so2 import m_primary_order
 from mlip.nn.wigner import WignerD, edge_rotation
 
-__all__ = ["EquiformerV3", "PRESETS"]
+__all__ = ["EdgeContext", "EquiformerV3", "PRESETS"]
 
 #: Hyper-parameter sets: ``paper`` = the MPtrj L=4 configuration (30 M parameters), ``cpu`` = the
 #: tiny configuration used by the tests (models.md §4.10).
@@ -63,6 +65,26 @@ def _is_weight_matrix(name: str, param: torch.Tensor) -> bool:
     if leaf.startswith("grid_"):
         return True
     return leaf == "weight" and param.dim() >= 2 and "norm" not in name
+
+
+@dataclass(frozen=True)
+class EdgeContext:
+    """The per-edge (and species) tensors of one batch that every layer reads.
+
+    Attributes:
+        index: (2, n_edges) int64, row 0 the receiver (centre) i, row 1 the sender j.
+        to_edge: (n_edges, n_rows, (L+1)²) m-truncated Wigner-D rows of the rotation R_ij
+            that takes the edge onto the polar axis (R_ij r̂_ij = e_y).
+        features: (n_edges, num_rbf + 2·edge_channels) invariants s_ij, the model's dtype.
+        envelope: (n_edges,) cutoff envelope f(r_ij) in [0, 1].
+        species: (n_atoms,) int64 species index of each atom.
+    """
+
+    index: torch.Tensor
+    to_edge: torch.Tensor
+    features: torch.Tensor
+    envelope: torch.Tensor
+    species: torch.Tensor
 
 
 class EdgeDegreeEmbedding(nn.Module):
@@ -103,11 +125,11 @@ class TransformerBlock(nn.Module):
         keep = torch.rand(n_graphs, device=update.device) >= self.drop_path
         return update * (keep.to(update.dtype) / (1.0 - self.drop_path))[batch][:, None, None]
 
-    def forward(self, x: torch.Tensor, edges: dict[str, torch.Tensor], batch: torch.Tensor,
+    def forward(self, x: torch.Tensor, edges: EdgeContext, batch: torch.Tensor,
                 n_graphs: int) -> torch.Tensor:
         """(n_atoms, n_sph, C) -> (n_atoms, n_sph, C); ``edges`` from ``edge_context``."""
-        update = self.attention(self.norm_attention(x), edges["index"], edges["to_edge"],
-                                edges["features"], edges["envelope"])
+        update = self.attention(self.norm_attention(x), edges.index, edges.to_edge,
+                                edges.features, edges.envelope)
         x = x + self._drop(update, batch, n_graphs)
         return x + self._drop(self.feed_forward(self.norm_ffn(x)), batch, n_graphs)
 
@@ -200,15 +222,9 @@ class EquiformerV3(DenoisingMixin, Potential):
         """Build from ``PRESETS[preset]`` ("paper" or "cpu") with keyword overrides."""
         return cls(species=species, **{**PRESETS[preset], **overrides})
 
-    def edge_context(self, graph: AtomicGraph,
-                     edge_vectors: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-edge tensors shared by all layers.
-
-        Returns:
-            ``index`` (2, n_edges), ``to_edge`` (n_edges, n_rows, n_sph) m-truncated Wigner rows,
-            ``features`` (n_edges, num_rbf + 2·edge_channels), ``envelope`` (n_edges,) and
-            ``species`` (n_atoms,) species indices.
-        """
+    def edge_context(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> EdgeContext:
+        """Per-edge tensors shared by all layers (see :class:`EdgeContext`), from the edge
+        vectors (n_edges, 3) Å."""
         species = self.species_indices(graph.atomic_numbers)
         receivers, senders = graph.edge_index
         distance = edge_vectors.norm(dim=1)
@@ -216,19 +232,19 @@ class EquiformerV3(DenoisingMixin, Potential):
                               self.target_embedding(species[receivers])], dim=1)
         to_edge = self.wigner(edge_rotation(edge_vectors), self.edge_rows)
         envelope = polynomial_envelope(distance, self.cutoff, self.envelope_p)
-        return {"index": graph.edge_index, "to_edge": to_edge, "features": features,
-                "envelope": envelope, "species": species}
+        return EdgeContext(index=graph.edge_index, to_edge=to_edge, features=features,
+                           envelope=envelope, species=species)
 
-    def node_features(self, graph: AtomicGraph, edges: dict[str, torch.Tensor],
+    def node_features(self, graph: AtomicGraph, edges: EdgeContext,
                       extra: torch.Tensor | None = None) -> torch.Tensor:
         """Final normalised node features (n_atoms, (L+1)², C); ``extra`` is added to x⁰."""
         n_atoms = graph.positions.shape[0]
-        dtype = edges["features"].dtype
-        x = edges["features"].new_zeros(n_atoms, (self.lmax + 1) ** 2, self.channels)
-        x[:, 0] = self.node_embedding(edges["species"]).to(dtype)
-        weight = edges["envelope"] if self.smooth_cutoff else torch.ones_like(edges["envelope"])
-        x = x + self.degree_embedding(edges["features"], edges["to_edge"], weight,
-                                      edges["index"][0], n_atoms)
+        dtype = edges.features.dtype
+        x = edges.features.new_zeros(n_atoms, (self.lmax + 1) ** 2, self.channels)
+        x[:, 0] = self.node_embedding(edges.species).to(dtype)
+        weight = edges.envelope if self.smooth_cutoff else torch.ones_like(edges.envelope)
+        x = x + self.degree_embedding(edges.features, edges.to_edge, weight,
+                                      edges.index[0], n_atoms)
         if extra is not None:
             x = x + extra
         for block in self.blocks:
@@ -240,13 +256,13 @@ class EquiformerV3(DenoisingMixin, Potential):
         edges = self.edge_context(graph, edge_vectors)
         return self.energy_head(self.node_features(graph, edges)[:, 0]).squeeze(-1)
 
-    def direct_forces(self, graph: AtomicGraph) -> dict[str, torch.Tensor]:
+    def direct_forces(self, graph: AtomicGraph) -> PotentialOutput:
         """Energy and **direct** (non-conservative) forces from one pass, for pre-training only.
 
         Returns:
-            ``energy`` (n_graphs,) float64 eV and ``forces`` (n_atoms, 3) eV/Å read from the
-            l = 1 block of the force head (e3nn's l = 1 basis is (x, y, z)), scaled by
-            ``energy_scale``.
+            ``energy`` (n_graphs,) and ``node_energy`` (n_atoms,) float64 eV, and ``forces``
+            (n_atoms, 3) eV/Å read from the l = 1 block of the force head (e3nn's l = 1 basis is
+            (x, y, z)), scaled by ``energy_scale``; no stress.
         """
         if self.force_head is None:
             raise RuntimeError("this EquiformerV3 was built with direct_force_head=False")
@@ -254,10 +270,10 @@ class EquiformerV3(DenoisingMixin, Potential):
         edges = self.edge_context(graph, edge_vectors)
         x = self.node_features(graph, edges)
         learned = self.energy_head(x[:, 0]).squeeze(-1)
-        node_energy = self.compose_node_energy(learned, edges["species"], graph.edge_index,
+        node_energy = self.compose_node_energy(learned, edges.species, graph.edge_index,
                                                edge_vectors)
-        forces = self.force_head(x, edges["index"], edges["to_edge"], edges["features"],
-                                 edges["envelope"])
-        return {"energy": scatter_sum(node_energy, graph.batch, graph.n_graphs),
-                "forces": forces[:, 1:4, 0] * self.energy_scale.to(forces.dtype)}
+        forces = self.force_head(x, edges.index, edges.to_edge, edges.features, edges.envelope)
+        return PotentialOutput(
+            energy=scatter_sum(node_energy, graph.batch, graph.n_graphs), node_energy=node_energy,
+            forces=forces[:, 1:4, 0] * self.energy_scale.to(forces.dtype))
 

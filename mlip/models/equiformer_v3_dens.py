@@ -83,8 +83,7 @@ class DenoisingMixin:
             raise RuntimeError("this EquiformerV3 was built with denoising=False")
         edges = self.edge_context(graph, graph.edge_vectors())
         x = self.node_features(graph, edges, extra=self.encode_forces(forces, mask))
-        out = self.noise_head(x, edges["index"], edges["to_edge"], edges["features"],
-                              edges["envelope"])
+        out = self.noise_head(x, edges.index, edges.to_edge, edges.features, edges.envelope)
         return out[:, 1:4, 0]
 
     def denoising_loss(self, graph: AtomicGraph, *, sigma: float = 0.025,

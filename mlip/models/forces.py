@@ -12,6 +12,7 @@ import torch
 from torch._dynamo.exc import TorchDynamoException
 
 from mlip.graph import AtomicGraph
+from mlip.models.output import PotentialOutput
 from mlip.nn.scatter import scatter_sum
 
 __all__ = ["CompiledEnergyForcesStress", "cpu_compiler_available", "energy_forces_stress"]
@@ -26,24 +27,25 @@ def energy_forces_stress(
     compute_forces: bool = True,
     compute_stress: bool = False,
     create_graph: bool = False,
-) -> dict[str, torch.Tensor]:
+) -> PotentialOutput:
     """Evaluate ``model.node_energy`` and differentiate it.
 
     A zero strain ε (n_graphs, 3, 3) is symmetrised, ε_s = (ε + εᵀ)/2, and applied to
     positions and cell as ``r' = r + r ε_s`` and ``C' = C + C ε_s``; edge vectors are recomputed
     from ``r'``, ``C'`` and the integer shifts, so the periodic images contribute to the virial.
-    Then F = -∂E/∂r and σ = (1/V) ∂E/∂ε (ASE sign: positive = tensile).
+    Then F = -∂E/∂r, σ = (1/V) ∂E/∂ε (ASE sign: positive = tensile) and W = -∂E/∂ε.
 
     Args:
         model: a :class:`mlip.models.Potential`.
         graph: the batch.
         compute_forces: return ``forces`` (n_atoms, 3) eV/Å.
-        compute_stress: return ``stress`` (n_graphs, 3, 3) eV/Å³; NaN where no axis is periodic.
+        compute_stress: return ``stress`` (n_graphs, 3, 3) eV/Å³ and ``virial`` (n_graphs, 3, 3)
+            eV; NaN where no axis is periodic.
         create_graph: keep the autograd graph (for losses on energies, forces and stress);
             without it every output is detached.
 
     Returns:
-        dict with ``energy`` (n_graphs,) eV, ``node_energy`` (n_atoms,) eV, and the derivatives.
+        ``energy`` (n_graphs,) eV, ``node_energy`` (n_atoms,) eV, and the derivatives asked for.
     """
     positions = graph.positions
     wrt: list[torch.Tensor] = []
@@ -55,18 +57,15 @@ def energy_forces_stress(
         strain = torch.zeros_like(graph.cell, requires_grad=True)
         wrt.append(strain)
     energy, node_energy = _strained_energy(model, graph, positions, strain)
-    out = {"energy": energy, "node_energy": node_energy}
-    if not wrt:
-        return out if create_graph else {key: value.detach() for key, value in out.items()}
-    grads = torch.autograd.grad(energy.sum(), wrt, create_graph=create_graph,
-                                allow_unused=True, materialize_grads=True)
-    if compute_forces:
-        out["forces"] = -grads[0]
-    if not create_graph:
-        out = {key: value.detach() for key, value in out.items()}
-    if compute_stress:
-        out["stress"] = _stress(grads[1], graph)
-    return out
+    out = PotentialOutput(energy, node_energy)
+    if wrt:
+        grads = torch.autograd.grad(energy.sum(), wrt, create_graph=create_graph,
+                                    allow_unused=True, materialize_grads=True)
+        out = PotentialOutput(
+            energy, node_energy, forces=-grads[0] if compute_forces else None,
+            stress=_stress(grads[1], graph) if compute_stress else None,
+            virial=_virial(grads[1], graph) if compute_stress else None)
+    return out if create_graph else out.detach()
 
 
 def _strained_energy(model: torch.nn.Module, graph: AtomicGraph, positions: torch.Tensor,
@@ -84,21 +83,30 @@ def _strained_energy(model: torch.nn.Module, graph: AtomicGraph, positions: torc
     return scatter_sum(node_energy, graph.batch, graph.n_graphs), node_energy
 
 
-def _stress(virial: torch.Tensor, graph: AtomicGraph) -> torch.Tensor:
+def _stress(strain_derivative: torch.Tensor, graph: AtomicGraph) -> torch.Tensor:
     """σ = (1/V) ∂E/∂ε from the strain derivative (n_graphs, 3, 3) eV, in eV/Å³; NaN for
     graphs without a periodic axis."""
-    stress = virial / torch.linalg.det(graph.cell).abs()[:, None, None]
+    stress = strain_derivative / torch.linalg.det(graph.cell).abs()[:, None, None]
     periodic = graph.pbc.any(dim=1)[:, None, None]
     return torch.where(periodic, stress, torch.full_like(stress, float("nan")))
 
 
+def _virial(strain_derivative: torch.Tensor, graph: AtomicGraph) -> torch.Tensor:
+    """W = -∂E/∂ε (n_graphs, 3, 3) eV (= -σ·V); NaN for graphs without a periodic axis."""
+    periodic = graph.pbc.any(dim=1)[:, None, None]
+    return torch.where(periodic, -strain_derivative,
+                       torch.full_like(strain_derivative, float("nan")))
+
+
 def _energy_and_derivatives(model: torch.nn.Module, graph: AtomicGraph,
-                            compute_stress: bool) -> dict[str, torch.Tensor]:
-    """Inference energies, forces and (optionally) stress by a function transform.
+                            compute_stress: bool) -> tuple[torch.Tensor | None, ...]:
+    """Inference energies, forces and (optionally) stress and virial by a function transform.
 
     The same quantities as :func:`energy_forces_stress` without the autograd engine:
     ``torch.func.grad`` traces the derivative into the same graph as the energy, so that
-    ``torch.compile`` can fuse both (see :class:`CompiledEnergyForcesStress`).
+    ``torch.compile`` can fuse both (see :class:`CompiledEnergyForcesStress`). Returns the
+    fields of :class:`PotentialOutput` as a plain tuple (stress and virial None when not
+    asked), which the caller wraps outside the compiled code.
     """
     def total_energy(positions: torch.Tensor, strain: torch.Tensor | None):
         energy, node_energy = _strained_energy(model, graph, positions, strain)
@@ -107,11 +115,11 @@ def _energy_and_derivatives(model: torch.nn.Module, graph: AtomicGraph,
     if not compute_stress:
         grad, (energy, node_energy) = torch.func.grad(
             lambda p: total_energy(p, None), has_aux=True)(graph.positions)
-        return {"energy": energy, "node_energy": node_energy, "forces": -grad}
-    (grad, virial), (energy, node_energy) = torch.func.grad(
+        return energy, node_energy, -grad, None, None
+    (grad, strain_derivative), (energy, node_energy) = torch.func.grad(
         total_energy, argnums=(0, 1), has_aux=True)(graph.positions, torch.zeros_like(graph.cell))
-    return {"energy": energy, "node_energy": node_energy, "forces": -grad,
-            "stress": _stress(virial, graph)}
+    return (energy, node_energy, -grad, _stress(strain_derivative, graph),
+            _virial(strain_derivative, graph))
 
 
 def cpu_compiler_available() -> bool:
@@ -153,7 +161,7 @@ class CompiledEnergyForcesStress:
         """Pickle and copy as the model alone (the copy compiles again on its first call)."""
         return type(self), (self.model,)
 
-    def __call__(self, graph: AtomicGraph, compute_stress: bool) -> dict[str, torch.Tensor]:
+    def __call__(self, graph: AtomicGraph, compute_stress: bool) -> PotentialOutput:
         self.model.species_indices(graph.atomic_numbers)  # raises on unknown elements
         if graph.periodic is None:
             graph = dataclasses.replace(graph, periodic=graph.is_periodic())
@@ -166,7 +174,7 @@ class CompiledEnergyForcesStress:
             self._specialisations.add(key)
         try:
             with torch.no_grad():
-                return self._compiled(self.model, graph, compute_stress)
+                return PotentialOutput(*self._compiled(self.model, graph, compute_stress))
         except TorchDynamoException as error:  # compiling (or recompiling) failed
             self._eager.add(key)
             log.warning("torch %s could not compile %s for %s (%s); it runs eagerly instead",

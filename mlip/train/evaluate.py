@@ -74,9 +74,9 @@ def predict(model: Potential, frames: FrameSet, batch_size: int = 16) -> dict[st
         prediction = model(graph, compute_forces=True)
         n = graph.n_atoms.to(dtype)
         out["energy_ref"].append((graph.targets.energy / n).detach().cpu().numpy())
-        out["energy_pred"].append((prediction["energy"] / n).detach().cpu().numpy())
+        out["energy_pred"].append((prediction.energy / n).detach().cpu().numpy())
         out["forces_ref"].append(graph.targets.forces.detach().cpu().numpy().ravel())
-        out["forces_pred"].append(prediction["forces"].detach().cpu().numpy().ravel())
+        out["forces_pred"].append(prediction.forces.detach().cpu().numpy().ravel())
     arrays = {k: np.concatenate(v) for k, v in out.items()}
     for name in ("energy", "forces"):
         keep = np.isfinite(arrays[f"{name}_ref"])

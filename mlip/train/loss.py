@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mlip.graph import AtomicGraph
+from mlip.models.output import PotentialOutput
 
 __all__ = ["LossConfig", "loss_terms", "combine_terms", "TERMS"]
 
@@ -52,7 +53,7 @@ def _elementwise(diff: torch.Tensor, config: LossConfig) -> torch.Tensor:
 
 
 def energy_errors(
-    prediction: Mapping[str, torch.Tensor], graph: AtomicGraph
+    prediction: PotentialOutput, graph: AtomicGraph
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Masked errors per label: {term: (errors, frame of each error)}.
 
@@ -62,29 +63,29 @@ def energy_errors(
     """
     targets = graph.targets
     out = {}
-    per_atom = (prediction["energy"] - targets.energy) / graph.n_atoms.to(targets.energy.dtype)
+    per_atom = (prediction.energy - targets.energy) / graph.n_atoms.to(targets.energy.dtype)
     frames = torch.arange(graph.n_graphs, device=per_atom.device)
     mask = torch.isfinite(targets.energy)
     out["energy"] = (per_atom[mask], frames[mask])
-    if "forces" in prediction:
+    if prediction.forces is not None:
         mask = torch.isfinite(targets.forces).all(dim=1)
-        out["forces"] = ((prediction["forces"] - targets.forces)[mask], graph.batch[mask])
-    if "stress" in prediction:
+        out["forces"] = ((prediction.forces - targets.forces)[mask], graph.batch[mask])
+    if prediction.stress is not None:
         mask = torch.isfinite(targets.stress).flatten(1).all(dim=1) & torch.isfinite(
-            prediction["stress"].detach()
+            prediction.stress.detach()
         ).flatten(1).all(dim=1)
-        out["stress"] = ((prediction["stress"] - targets.stress)[mask], frames[mask])
+        out["stress"] = ((prediction.stress - targets.stress)[mask], frames[mask])
     return out
 
 
 def loss_terms(
-    prediction: Mapping[str, torch.Tensor], graph: AtomicGraph, config: LossConfig
+    prediction: PotentialOutput, graph: AtomicGraph, config: LossConfig
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Weighted (sum, count) of ℓ for each term with a non-zero weight.
 
     Args:
-        prediction: the model output (``energy`` (n_graphs,) eV, ``forces`` (n_atoms, 3) eV/Å,
-            optionally ``stress`` (n_graphs, 3, 3) eV/Å³).
+        prediction: the model output (``energy`` (n_graphs,) eV, ``forces`` (n_atoms, 3) eV/Å
+            or None, ``stress`` (n_graphs, 3, 3) eV/Å³ or None).
         graph: the batch with ``targets``.
         config: weights and kind.
 

@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 import torch
 
 from mlip.graph import AtomicGraph
+from mlip.models.output import PotentialOutput
 from mlip.train.loss import TERMS, LossConfig, combine_terms, energy_errors, loss_terms
 
 __all__ = ["MetricAccumulator", "UNITS", "format_table"]
@@ -40,9 +41,9 @@ class MetricAccumulator:
         self.loss_config = loss_config
         self.values = torch.zeros(len(TERMS), len(_COLUMNS), dtype=torch.float64)
 
-    def update(self, prediction: Mapping[str, torch.Tensor], graph: AtomicGraph) -> None:
+    def update(self, prediction: PotentialOutput, graph: AtomicGraph) -> None:
         """Add the errors of one batch (predictions are detached here)."""
-        detached = {k: v.detach() for k, v in prediction.items()}
+        detached = prediction.detach()
         all_errors = energy_errors(detached, graph)
         for row, term in enumerate(TERMS):
             errors = all_errors.get(term)

@@ -344,7 +344,7 @@ def _residual_e0(
     for start in range(0, len(train), 32):
         batch = train.graphs[start : start + 32]
         graph = type(batch[0]).collate(batch).to(dtype=dtype)
-        predicted.append(model(graph, compute_forces=False)["energy"].double())
+        predicted.append(model(graph, compute_forces=False).energy.double())
     energies = np.array([float(g.targets.energy[0]) for g in train.graphs])
     residual = energies - torch.cat(predicted).numpy()
     return fit_e0(train, species, residual=residual, prior=prior)

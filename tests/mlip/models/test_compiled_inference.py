@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import ase.build
@@ -10,9 +11,12 @@ import torch
 
 from mlip.errors import ConfigError, UnknownElementError
 from mlip.graph import AtomicGraph
-from mlip.models import build
+from mlip.models import PotentialOutput, build
 from mlip.models.equiformer_v3 import PRESETS as EQUIFORMER_V3_PRESETS
 from mlip.models.facet import FACET_PRESETS
+
+#: every field of the model output (all present with forces and stress asked for)
+_FIELDS = [field.name for field in dataclasses.fields(PotentialOutput)]
 
 
 def _cu(n: int, seed: int) -> ase.Atoms:
@@ -42,10 +46,11 @@ def _assert_same_outputs(model: torch.nn.Module, graphs: dict, tol: float,
     model.enable_compile()
     for name, graph in graphs.items():
         out = model(graph, compute_stress=True)
-        assert set(out) == set(eager[name]), name
-        for key, ref in eager[name].items():
-            assert not out[key].requires_grad
-            torch.testing.assert_close(out[key], ref, atol=tol, rtol=rtol, equal_nan=True,
+        assert isinstance(out, PotentialOutput), name
+        for key in _FIELDS:
+            value, ref = getattr(out, key), getattr(eager[name], key)
+            assert value is not None and not value.requires_grad, (name, key)
+            torch.testing.assert_close(value, ref, atol=tol, rtol=rtol, equal_nan=True,
                                        msg=lambda m, k=key, n=name: f"{n}, {k}: {m}")
     model.enable_compile(False)
     assert "_compiled_inference" not in model.__dict__
@@ -90,7 +95,7 @@ def test_compiled_inference_checks_elements_and_leaves_training_alone(bpa_frames
         model(AtomicGraph.from_ase(bpa_frames[:1], 4.0))
     model.train()  # losses need the autograd graph: the compiled path is not used
     carbon = AtomicGraph.from_ase(ase.Atoms("CH", positions=[[0, 0, 0], [1.1, 0, 0]]), 4.0)
-    assert model(carbon)["forces"].requires_grad
+    assert model(carbon).forces.requires_grad
 
 
 def test_a_specialisation_torch_cannot_compile_runs_eagerly_with_a_warning(graphs, caplog):
@@ -111,8 +116,10 @@ def test_a_specialisation_torch_cannot_compile_runs_eagerly_with_a_warning(graph
     with caplog.at_level("WARNING", logger="mlip.models.forces"):
         for _ in range(2):
             out = model(graph, compute_stress=True)
-            for key, ref in eager.items():
-                torch.testing.assert_close(out[key], ref, rtol=0, atol=0, equal_nan=True)
+            assert isinstance(out, PotentialOutput)
+            for key in _FIELDS:
+                torch.testing.assert_close(getattr(out, key), getattr(eager, key), rtol=0,
+                                           atol=0, equal_nan=True)
     assert len(calls) == 1  # not tried again
     [record] = caplog.records
     compiled._compiled = working  # another specialisation compiles; a later recompile of it
@@ -120,8 +127,8 @@ def test_a_specialisation_torch_cannot_compile_runs_eagerly_with_a_warning(graph
     compiled._compiled = failing
     with caplog.at_level("WARNING", logger="mlip.models.forces"):
         for _ in range(2):
-            torch.testing.assert_close(model(graphs["one crystal"])["forces"],
-                                       crystal["forces"], rtol=0, atol=1e-12)
+            torch.testing.assert_close(model(graphs["one crystal"]).forces,
+                                       crystal.forces, rtol=0, atol=1e-12)
     assert len(calls) == 2 and len(caplog.records) == 2
     assert ("could not compile LennardJones for several non-periodic systems with stress, "
             "torch.float64, cpu (TorchRuntimeError: isIntList() INTERNAL ASSERT FAILED)"

@@ -15,7 +15,7 @@ from ase.md.verlet import VelocityVerlet
 from mlip.calculators import MLIPCalculator
 from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
-from mlip.models import build, load_model, save_model
+from mlip.models import PotentialOutput, build, load_model, save_model
 from mlip.models.equiformer_v3 import PRESETS, EquiformerV3
 from mlip.models.equiformer_v3_dens import corrupt_positions
 from mlip.testing import (
@@ -93,7 +93,7 @@ def test_inversion_is_not_a_symmetry_of_so3_features(model, molecule):
 def test_forces_with_an_edge_along_the_polar_axis(model, molecule):
     graph = _graph(molecule)
     out = model(graph)
-    assert torch.isfinite(out["forces"]).all()
+    assert torch.isfinite(out.forces).all()
     # atom 0 holds the edge 0–1 along +y, where Euler-angle Wigner matrices are singular
     assert_forces_are_gradients(model, graph, tol=1e-6, n_atoms_checked=1)
 
@@ -110,12 +110,12 @@ def test_energy_is_smooth_as_a_neighbour_crosses_the_cutoff_and_jumps_without_th
     inside, outside = _trimer(CUTOFF - delta), _trimer(CUTOFF + delta)
     assert inside.n_edges == outside.n_edges + 2
     smooth = [model(g) for g in (inside, outside)]
-    assert abs(float(smooth[0]["energy"] - smooth[1]["energy"])) < 1e-9
-    assert float((smooth[0]["forces"] - smooth[1]["forces"]).abs().max()) < 1e-7
+    assert abs(float(smooth[0].energy - smooth[1].energy)) < 1e-9
+    assert float((smooth[0].forces - smooth[1].forces).abs().max()) < 1e-7
     hard = _model(smooth_cutoff=False, direct_force_head=True)
     hard.load_state_dict(model.state_dict())
-    jump = abs(float(hard(inside)["energy"] - hard(outside)["energy"]))
-    smooth_jump = abs(float(smooth[0]["energy"] - smooth[1]["energy"]))
+    jump = abs(float(hard(inside).energy - hard(outside).energy))
+    smooth_jump = abs(float(smooth[0].energy - smooth[1].energy))
     print(f"energy jump at the cutoff: smooth {smooth_jump:.2e} eV, plain softmax {jump:.2e} eV")
     assert jump > 1e-4
 
@@ -129,8 +129,8 @@ def test_checkpoint_round_trip(model, crystal, tmp_path):
     out = loaded(graph, compute_stress=True)
     assert loaded.hparams == model.hparams and loaded.hparams["attn_grid"] == [8, 4]
     assert loaded.force_head is not None
-    for key in ("energy", "forces", "stress"):
-        assert torch.equal(out[key], reference[key]), key
+    for key in ("energy", "node_energy", "forces", "stress", "virial"):
+        assert torch.equal(getattr(out, key), getattr(reference, key)), key
     model.set_energy_reference({}, scale=1.0)
 
 
@@ -149,9 +149,12 @@ def test_direct_force_head_is_equivariant(model, molecule):
     with torch.no_grad():
         ref = model.direct_forces(graph)
         out = model.direct_forces(transform_graph(graph, rotation))
-    assert ref["forces"].shape == (8, 3) and ref["forces"].abs().max() > 0
-    assert torch.allclose(out["forces"], ref["forces"] @ rotation.T, atol=1e-12)
-    assert torch.allclose(out["energy"], model(graph, compute_forces=False)["energy"], atol=1e-12)
+    assert isinstance(ref, PotentialOutput) and ref.stress is None
+    assert ref.forces.shape == (8, 3) and ref.forces.abs().max() > 0
+    assert torch.allclose(out.forces, ref.forces @ rotation.T, atol=1e-12)
+    reference = model(graph, compute_forces=False)
+    assert torch.allclose(out.energy, reference.energy, atol=1e-12)
+    assert torch.allclose(ref.node_energy, reference.node_energy, atol=1e-12)
     with pytest.raises(RuntimeError, match="direct_force_head=False"):
         _model(num_layers=1).direct_forces(graph)
 
@@ -182,7 +185,7 @@ def test_force_loss_trains_through_second_derivatives(molecule):
     the Wigner-D construction, including the edge along +y) to finite parameter gradients."""
     model = _model(num_layers=1).train()
     out = model(_graph(molecule))
-    out["forces"].pow(2).sum().backward()
+    out.forces.pow(2).sum().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert model.blocks[0].attention.so2_in.linear_m[0].weight.grad.abs().max() > 0

@@ -51,7 +51,7 @@ def test_grid_mlp_equivariance_error_is_below_the_bounds(bpa_frames):
     graph = AtomicGraph.from_ase(bpa_frames[:1], 5.0).to(dtype=torch.float64)
     model = facet(BPA_SPECIES, **dict(FACET_PRESETS["facet-s"], residual_init=1.0,
                                       avg_num_neighbors=graph.n_edges / 27))
-    energy = float(model(graph)["energy"][0].detach())
+    energy = float(model(graph).energy[0].detach())
     for seed, reflect in [(0, False), (1, True), (2, True)]:
         errors = equivariance_errors(model, graph, random_rotation(seed, reflect))
         assert errors["energy"] * abs(energy) / 27 < 1e-5, errors  # eV/atom
@@ -72,9 +72,9 @@ def test_edge_blocks_give_the_same_energy_forces_stress_and_gradients(hfo2_frame
     def evaluate(block):
         model.set_max_edges_per_block(block)
         out = model(graph, compute_forces=True, compute_stress=True)  # training mode: graph kept
-        loss = out["energy"].sum() + (out["forces"] ** 2).sum() + (out["stress"] ** 2).sum()
+        loss = out.energy.sum() + (out.forces ** 2).sum() + (out.stress ** 2).sum()
         grads = torch.autograd.grad(loss, list(model.parameters()))
-        return [out["energy"], out["forces"], out["stress"], *grads]
+        return [out.energy, out.forces, out.stress, *grads]
 
     whole = evaluate(None)
     for block in (97, graph.n_edges - 1):
@@ -96,7 +96,7 @@ def test_presets_build_and_count_parameters():
 def test_zero_residual_init_gives_a_species_only_model(bpa_graph):
     """With every residual branch starting at zero, geometry does not matter yet (forces 0)."""
     model = build("facet", species=BPA_SPECIES, **FACET_PRESETS["facet-tiny"])
-    assert model(bpa_graph)["forces"].abs().max() == 0
+    assert model(bpa_graph).forces.abs().max() == 0
 
 
 @pytest.mark.parametrize("overrides, message", [

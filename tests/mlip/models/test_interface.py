@@ -44,15 +44,15 @@ def test_energy_and_forces_match_an_independent_numpy_pair_sum(lj, skewed_cu):
     forces = np.zeros((len(skewed_cu), 3))
     np.add.at(forces, i, dE_dd[:, None] * D / d[:, None])  # -dE/dr_i with D = r_j - r_i
     out = lj.eval()(AtomicGraph.from_ase(skewed_cu, 5.0))
-    assert abs(float(out["energy"][0]) - energy) < 1e-10
-    np.testing.assert_allclose(out["forces"].numpy(), forces, atol=1e-10)
+    assert abs(float(out.energy[0]) - energy) < 1e-10
+    np.testing.assert_allclose(out.forces.numpy(), forces, atol=1e-10)
 
 
 def test_stress_is_nan_for_molecules(lj):
     atoms = ase.build.molecule("CH4")
     atoms.numbers[:] = 29
     out = lj(AtomicGraph.from_ase(atoms, 5.0), compute_stress=True)
-    assert torch.isnan(out["stress"]).all() and torch.isfinite(out["forces"]).all()
+    assert torch.isnan(out.stress).all() and torch.isfinite(out.forces).all()
 
 
 def test_registry_rejects_unknown_keys_and_models():
@@ -97,4 +97,4 @@ def test_energy_reference_stays_float64_through_dtype_casts(lj, skewed_cu, tmp_p
         assert float(model.energy_scale) == 0.123456789012
         assert float(model.energy_shift) == -0.31415926535
     out = single(AtomicGraph.from_ase(skewed_cu, 5.0))  # float64 graph into a float32 model
-    assert out["energy"].dtype == torch.float64 and out["forces"].dtype == torch.float32
+    assert out.energy.dtype == torch.float64 and out.forces.dtype == torch.float32

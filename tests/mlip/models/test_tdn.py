@@ -39,8 +39,8 @@ def molecule(bpa_frames):
 
 def test_shapes_hparams_and_config_errors(tdn, molecule):
     out = tdn(molecule)
-    assert out["energy"].shape == (1,) and out["node_energy"].shape == (27,)
-    assert out["forces"].shape == (27, 3) and torch.isfinite(out["forces"]).all()
+    assert out.energy.shape == (1,) and out.node_energy.shape == (27,)
+    assert out.forces.shape == (27, 3) and torch.isfinite(out.forces).all()
     assert tdn.hparams["lmax"] == 2 and tdn.hparams["rank"] is None
     tps = [m for m in tdn.modules() if type(m).__name__ == "CPTensorProduct"]
     assert len(tps) == 5 and all(tp.rank == 28 for tp in tps)

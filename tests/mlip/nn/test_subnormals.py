@@ -57,7 +57,7 @@ def subnormals_in_energy_forces(model: torch.nn.Module, graph: AtomicGraph) -> d
     counts = {name: n_subnormal(p) for name, p in model.named_parameters() if n_subnormal(p)}
     with SubnormalCounter() as counter:
         out = model(graph)
-    assert torch.isfinite(out["forces"]).all()
+    assert torch.isfinite(out.forces).all()
     return {**counts, **counter.counts}
 
 
@@ -81,8 +81,8 @@ def test_flush_tiny_zeroes_only_magnitudes_below_the_root_of_the_smallest_normal
 def test_shipped_facet_float32_has_no_subnormals_and_float64_forces(bpa_graph):
     model = load_model(bundled("facet_3bpa.pt"), dtype=torch.float32)
     assert subnormals_in_energy_forces(model, bpa_graph) == {}
-    reference = load_model(bundled("facet_3bpa.pt"))(bpa_graph)["forces"]
-    forces = model(bpa_graph)["forces"].double()
+    reference = load_model(bundled("facet_3bpa.pt"))(bpa_graph).forces
+    forces = model(bpa_graph).forces.double()
     scale = reference.abs().max()
     assert (forces - reference).abs().max() < 1e-5 * scale  # float32 precision (~1e-7 · terms)
 

@@ -49,7 +49,7 @@ def test_finetune_on_new_elements_keeps_weights_and_refits_e0(
     train_frames = split_frameset(frames, [1.0, 0.2, 0.0], 0)[0]
     graph = AtomicGraph.collate(train_frames.graphs)
     residual = (
-        (graph.targets.energy - tuned(graph, compute_forces=False)["energy"]).detach().numpy()
+        (graph.targets.energy - tuned(graph, compute_forces=False).energy).detach().numpy()
     )
     counts = composition_matrix(train_frames, [8, 72])
     np.testing.assert_allclose(counts.T @ residual, 0.0, atol=1e-6)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mlip.graph import AtomicGraph
+from mlip.models import PotentialOutput
 from mlip.train.loss import LossConfig, combine_terms, loss_terms
 from mlip.train.metrics import MetricAccumulator
 
@@ -13,11 +14,15 @@ def batch(bpa_frames):
     return AtomicGraph.from_ase(bpa_frames[:3], cutoff=3.0)
 
 
+def _output(graph, energy, forces):
+    """A model output with these energies and forces (node energies are not read)."""
+    node_energy = torch.zeros(graph.positions.shape[0], dtype=torch.float64)
+    return PotentialOutput(energy=energy, node_energy=node_energy, forces=forces)
+
+
 def _prediction(graph, shift_e=0.1, shift_f=0.02):
-    return {
-        "energy": graph.targets.energy + shift_e * graph.n_atoms.double(),
-        "forces": graph.targets.forces + shift_f,
-    }
+    return _output(graph, graph.targets.energy + shift_e * graph.n_atoms.double(),
+                   graph.targets.forces + shift_f)
 
 
 def test_mse_terms_are_per_atom_energy_and_force_components(batch):
@@ -40,10 +45,8 @@ def test_missing_labels_are_masked_and_frame_weights_apply(batch):
     graph = type(batch)(
         **{**{f: getattr(batch, f) for f in batch.__dataclass_fields__}, "targets": targets}
     )
-    pred = {
-        "energy": graph.targets.energy.nan_to_num() + 0.1 * graph.n_atoms.double(),
-        "forces": batch.targets.forces + 0.02,
-    }
+    pred = _output(graph, graph.targets.energy.nan_to_num() + 0.1 * graph.n_atoms.double(),
+                   batch.targets.forces + 0.02)
     terms = loss_terms(pred, graph, LossConfig())
     assert float(terms["energy"][1]) == 2  # frame 1 has no energy
     assert float(terms["energy"][0]) == pytest.approx((1 + 3) * 0.01, rel=1e-12)

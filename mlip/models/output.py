@@ -22,12 +22,13 @@ class PotentialOutput:
         forces: (n_atoms, 3) eV/Å, F = -∂E/∂r, in the model's dtype; None when not asked.
         stress: (n_graphs, 3, 3) eV/Å³, σ = (1/V) ∂E/∂ε (ASE sign: positive = tensile), in the
             model's dtype; NaN for a system without a periodic axis; None when not asked.
-        virial: (n_graphs, 3, 3) eV, W = -σ·V = -∂E/∂ε (the LAMMPS/ASE virial, Σ_ij r_ij ⊗ f_ij
-            for pair forces, f_ij the force on j from i), present exactly when ``stress`` is and
-            NaN where it is.
+        virial: (n_graphs, 3, 3) eV, W = -σ·V = -∂E/∂ε, the LAMMPS sign: Σ over pairs of
+            r_ij ⊗ f_ij (r_ij = r_j - r_i, f_ij the force of i on j) for a pair potential, so a
+            repulsive system has tr W > 0; present exactly when ``stress`` is, NaN where it is.
 
     In training mode (``create_graph``) the tensors stay in the autograd graph; otherwise they
-    are detached. A registered pytree node, so ``torch.utils._pytree`` and DDP see its tensors.
+    are detached. A registered pytree node whose leaves are the tensors present, so
+    ``torch.utils._pytree`` and DDP see them.
     """
 
     energy: torch.Tensor
@@ -76,8 +77,14 @@ def _shape(tensor: torch.Tensor | None) -> str:
     return "None" if tensor is None else str(tuple(tensor.shape))
 
 
-_pytree.register_pytree_node(
-    PotentialOutput,
-    lambda output: (_values(output), None),
-    lambda values, _: PotentialOutput(*values),
-)
+def _flatten(output: PotentialOutput) -> tuple[list[torch.Tensor], tuple[str, ...]]:
+    """The tensors present (the leaves) and their field names (the context)."""
+    names = tuple(f.name for f in dataclasses.fields(output) if getattr(output, f.name) is not None)
+    return [getattr(output, name) for name in names], names
+
+
+def _unflatten(values: list[torch.Tensor], names: tuple[str, ...]) -> PotentialOutput:
+    return PotentialOutput(**dict(zip(names, values)))
+
+
+_pytree.register_pytree_node(PotentialOutput, _flatten, _unflatten)

@@ -17,12 +17,12 @@ from typing import Any
 import torch
 
 from mlip.errors import CheckpointMismatchError
+from mlip.files import atomic_torch_save, load_payload
 from mlip.md.constraints import Constraints
 from mlip.md.npt import CRescaleState
 from mlip.md.nvt import LangevinState, NoseHooverState
 from mlip.md.relax import FireState
 from mlip.md.state import MDState
-from mlip.models.checkpoint import atomic_torch_save, load_payload
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint"]
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from mlip.errors import ConfigError
 from mlip.md.ensembles import Integrator, make_integrator
-from mlip.md.force_field import ForceField, resolve_model
+from mlip.md.force_field import ForceField
 from mlip.md.guard import BlowUpLimits, check_step, describe_failure, healthy_cpu
 from mlip.md.npt import CRescaleState
 from mlip.md.nvt import LangevinState, NoseHooverState
@@ -42,6 +42,7 @@ from mlip.md.state import (
     volume,
 )
 from mlip.models import Potential
+from mlip.models.loading import resolve_model
 from mlip.units import GPa
 
 __all__ = ["MDOutputs", "MDResult", "run_md", "DEFAULT_SETTINGS"]
@@ -496,7 +497,7 @@ def run_md(
             (:func:`mlip.determinism.deterministic_mode`; ``"auto"`` then means None), so that
             a float32 run repeats bit for bit on the same machine and thread count.
         compile: evaluate energy and forces through ``torch.compile``
-            (:func:`mlip.md.force_field.resolve_model`; a passed module is copied, never
+            (:func:`mlip.models.loading.resolve_model`; a passed module is copied, never
             changed). The first force call compiles (about a minute for the shipped Facet on a
             quiet 2-core CPU, less when torch's compile cache has it); later calls are faster
             (float32 Facet on a CPU: ~1.4x, docs/simulation.md). Same forces within rounding.

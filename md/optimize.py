@@ -13,10 +13,11 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from mlip.errors import ConfigError
-from mlip.md.force_field import ForceField, resolve_model
+from mlip.md.force_field import ForceField
 from mlip.md.relax import fire_init, fire_step, max_force
 from mlip.md.state import state_from_atoms, state_to_atoms
 from mlip.models import Potential
+from mlip.models.loading import resolve_model
 from mlip.units import GPa
 
 __all__ = ["RelaxResult", "run_relax"]

@@ -46,7 +46,10 @@ class ForceField:
             ``"auto"`` then means None (no choice by timing).
 
     Attributes:
-        max_atoms_per_call: the group size in use (``"auto"`` until the first call chose one).
+        max_atoms_per_call: the request, as given (never changed).
+        group_size: atoms per model call in use (None: the whole batch); with ``"auto"`` None
+            until the first call has chosen it.
+        group_size_pending: True while ``"auto"`` still has to time the first call.
     """
 
     def __init__(self, model: Potential, *, skin: float = 1.0, compute_stress: bool = False,
@@ -59,8 +62,9 @@ class ForceField:
         self.model = model
         self.compute_stress = compute_stress
         self.deterministic = deterministic
-        self.max_atoms_per_call = (None if deterministic and max_atoms_per_call == "auto"
-                                   else max_atoms_per_call)
+        self.max_atoms_per_call = max_atoms_per_call
+        self.group_size_pending = max_atoms_per_call == "auto" and not deterministic
+        self.group_size: int | None = None if max_atoms_per_call == "auto" else max_atoms_per_call
         self._groups: tuple[torch.Tensor, list[tuple[int, int, int, int]]] | None = None
         self.neighbors = VerletList(model.cutoff, skin)
         self.model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
@@ -97,7 +101,7 @@ class ForceField:
     def _evaluate(self, state: MDState, edge_index: torch.Tensor,
                   edge_shift: torch.Tensor) -> dict[str, torch.Tensor]:
         """Model outputs for the whole batch, in one call or group by group."""
-        if self.max_atoms_per_call == "auto":
+        if self.group_size_pending:
             return self._choose_group_size(state, edge_index, edge_shift)
         groups = self._group_bounds(state)
         with torch.enable_grad():
@@ -117,25 +121,24 @@ class ForceField:
 
     def _choose_group_size(self, state: MDState, edge_index: torch.Tensor,
                            edge_shift: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Set ``max_atoms_per_call`` to the fastest of one call on the whole batch and the
-        group sizes of :data:`AUTO_GROUP_SIZES` (each timed twice, the best kept); return the
-        outputs."""
+        """Set ``group_size`` to the fastest of one call on the whole batch and the group sizes
+        of :data:`AUTO_GROUP_SIZES` (each timed twice, the best kept); return the outputs."""
         candidates: list[int | None] = [None]
         if state.positions.device.type == "cpu" and state.n_graphs > 1:
             candidates += [n for n in AUTO_GROUP_SIZES if n < state.positions.shape[0]]
         timings: dict[int | None, float] = {}
+        self.group_size_pending = False
         for size in candidates if len(candidates) > 1 else []:
-            self.max_atoms_per_call, self._groups = size, None
+            self.group_size, self._groups = size, None
             for _ in range(2):
                 start = time.perf_counter()
                 self._evaluate(state, edge_index, edge_shift)
                 timings[size] = min(timings.get(size, math.inf), time.perf_counter() - start)
-        self.max_atoms_per_call = min(timings, key=timings.__getitem__) if timings else None
+        self.group_size = min(timings, key=timings.__getitem__) if timings else None
         self._groups = None
         if timings:
             log.info("model called on %s; first calls: %s", "the whole batch"
-                     if self.max_atoms_per_call is None
-                     else f"groups of <= {self.max_atoms_per_call} atoms",
+                     if self.group_size is None else f"groups of <= {self.group_size} atoms",
                      ", ".join(f"{'all' if n is None else n} atoms {t * 1e3:.3g} ms"
                                for n, t in timings.items()))
         return self._evaluate(state, edge_index, edge_shift)
@@ -144,7 +147,7 @@ class ForceField:
         """(g0, g1, a0, a1) of each group of whole systems (computed once per batch)."""
         if self._groups is not None and self._groups[0] is state.batch:
             return self._groups[1]  # one batch tensor per run (never modified in place)
-        limit, counts = self.max_atoms_per_call, state.n_atoms.tolist()
+        limit, counts = self.group_size, state.n_atoms.tolist()
         groups, g0, a0, size = [], 0, 0, 0
         for g, n in enumerate(counts):
             if limit is not None and size and size + n > limit:

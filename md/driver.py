@@ -25,11 +25,10 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from mlip.errors import ConfigError
-from mlip.md.ensembles import Integrator, make_integrator
+from mlip.md.ensembles import ENSEMBLES, Integrator, make_integrator
 from mlip.md.force_field import ForceField
 from mlip.md.guard import BlowUpLimits, check_step, describe_failure, healthy_cpu
-from mlip.md.npt import CRescaleState
-from mlip.md.nvt import LangevinState, NoseHooverState
+from mlip.md.nvt import LangevinState
 from mlip.md.output import ThermoLog, TrajectoryWriter, thermo_rows
 from mlip.md.restart import Checkpoint, load_checkpoint, save_checkpoint
 from mlip.md.state import (
@@ -57,13 +56,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {"ensemble": "nvt_langevin", "temperature_K":
 #: run_md keyword → make_integrator setting, for the settings a restart may change.
 _SETTING_NAMES = {"ensemble": "ensemble", "temperature": "temperature_K",
                   "timestep": "timestep_fs", "pressure": "pressure_GPa"}
-
-#: The state type each ensemble integrates (a restart can switch to an ensemble whose state
-#: fields the checkpoint's state holds).
-_STATE_TYPES: dict[str, type[MDState]] = {"nve": MDState, "nvt_langevin": LangevinState,
-                                          "nvt_nhc": NoseHooverState,
-                                          "npt_crescale": CRescaleState}
-
 
 @dataclass(frozen=True)
 class MDOutputs:
@@ -369,13 +361,13 @@ def _continued_state(state: MDState, saved: dict[str, Any], settings: dict[str, 
             chain), or NPT for a system that is not periodic.
     """
     ensemble = settings["ensemble"]
-    target = _STATE_TYPES[ensemble]
+    target = ENSEMBLES[ensemble].state_type
     held = {f.name for f in dataclasses.fields(state)}
     if type(state) is not target:
         missing = sorted({f.name for f in dataclasses.fields(target)} - held)
         if missing:
-            allowed = sorted(e for e, cls in _STATE_TYPES.items()
-                             if {f.name for f in dataclasses.fields(cls)} <= held)
+            allowed = sorted(e.name for e in ENSEMBLES.values()
+                             if {f.name for f in dataclasses.fields(e.state_type)} <= held)
             raise ConfigError(f"ensemble = {ensemble!r} is not allowed on a restart from {path}: "
                               f"its state needs {missing}, which the checkpoint "
                               f"({saved['ensemble']}) lacks; allowed: {allowed}")

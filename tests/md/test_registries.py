@@ -3,7 +3,6 @@ it would ignore by name, and the command line reaches every entry through them."
 
 from __future__ import annotations
 
-
 import pytest
 
 from mlip.errors import ConfigError

@@ -1,4 +1,5 @@
-"""NVE energy-conservation metrics (engine.md §3.1) for any potential.
+"""NVE energy-conservation metrics (docs/simulation.md, "Energy conservation check") for any
+potential.
 
 Used by the tests (with the analytic Lennard-Jones model now, a trained model later) and
 available to users to vet a potential before production MD.

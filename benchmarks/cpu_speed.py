@@ -241,7 +241,7 @@ def _auto_group(model, frames) -> int | None:
 
     force_field = ForceField(model, max_atoms_per_call="auto")
     force_field(state_from_atoms(frames))
-    return force_field.max_atoms_per_call
+    return force_field.group_size
 
 
 def md_worker(spec: dict) -> list[dict]:

@@ -28,9 +28,6 @@ from mlip.units import GPa, fs
 
 __all__ = ["ENSEMBLES", "Ensemble", "Integrator", "ensemble_for", "make_integrator"]
 
-#: The settings every ensemble takes (the others are listed by each :class:`Ensemble`).
-COMMON_SETTINGS = ("timestep_fs", "seed")
-
 
 @dataclass(frozen=True)
 class Integrator:
@@ -70,9 +67,9 @@ class Ensemble:
         init, step: the pure functions (parameters unbound).
         state_type: the :class:`MDState` subclass it integrates (a restart may switch to an
             ensemble whose state fields the checkpoint's state holds).
-        settings: the :func:`make_integrator` settings it reads besides
-            :data:`COMMON_SETTINGS` (each is range-checked; a non-zero ``pressure_GPa`` is
-            refused where it is not listed).
+        settings: the :func:`make_integrator` settings it reads besides ``timestep_fs`` and
+            ``seed`` (each is range-checked; a non-zero ``pressure_GPa`` is refused where it
+            is not listed).
         bind: ``bind(settings, dt) -> (init, step, conserved)`` with the parameters bound,
             converted from user units once (``dt`` in ASE time units).
         kind, thermostat: how the command line spells it (``--ensemble``, ``--thermostat``;

@@ -198,7 +198,8 @@ def profile_md_step(dtype: torch.dtype, args: argparse.Namespace,
     the force call, the integrator with thermostat and blow-up screen, and the loop's own
     overhead (logging, progress, checks)."""
     from mlip.md import driver, run_md
-    from mlip.md.force_field import ForceField, resolve_model
+    from mlip.md.force_field import ForceField
+    from mlip.models.loading import resolve_model
     from mlip.neighbors import VerletList
 
     model = resolve_model(SHIPPED, dtype=dtype, compile=compile)
@@ -240,7 +241,7 @@ def _auto_group(model, frames) -> int | None:
 
     force_field = ForceField(model, max_atoms_per_call="auto")
     force_field(state_from_atoms(frames))
-    return force_field.max_atoms_per_call
+    return force_field.group_size
 
 
 def md_worker(spec: dict) -> list[dict]:
@@ -253,7 +254,7 @@ def md_worker(spec: dict) -> list[dict]:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _torchsim_adapter import MlipModel
 
-    from mlip.md.force_field import resolve_model
+    from mlip.models.loading import resolve_model
 
     torch.set_num_threads(spec["threads"])
     rows = []

@@ -44,10 +44,10 @@ from ase.md.verlet import VelocityVerlet
 
 from mlip.calculators import MLIPCalculator
 from mlip.md import BlowUpLimits, MDOutputs, make_integrator, run_md
-from mlip.md.force_field import resolve_model
 from mlip.md.state import maxwell_boltzmann_momenta, state_from_atoms
 from mlip.models import build
 from mlip.models.facet import FACET_PRESETS
+from mlip.models.loading import resolve_model
 
 RESULTS = Path(__file__).parent / "results" / "md.json"
 RESULTS_COMPILED = Path(__file__).parent / "results" / "md_compiled.json"

@@ -12,8 +12,8 @@ from ase.data import chemical_symbols
 
 from mlip.errors import ConfigError, UnknownElementError
 from mlip.graph import AtomicGraph
-from mlip.md.force_field import resolve_model
 from mlip.models import Potential
+from mlip.models.loading import resolve_model
 from mlip.neighbors import VerletList
 
 __all__ = ["MLIPCalculator"]

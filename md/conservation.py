@@ -1,4 +1,5 @@
-"""NVE energy-conservation metrics (engine.md §3.1) for any potential.
+"""NVE energy-conservation metrics (docs/simulation.md, "Energy conservation check") for any
+potential.
 
 Used by the tests (with the analytic Lennard-Jones model now, a trained model later) and
 available to users to vet a potential before production MD.
@@ -13,10 +14,11 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from mlip.md.force_field import ForceField, resolve_model
+from mlip.md.force_field import ForceField
 from mlip.md.nve import nve_init, nve_step, total_energy
 from mlip.md.state import kinetic_energy, maxwell_boltzmann_momenta, state_from_atoms
 from mlip.models import Potential
+from mlip.models.loading import resolve_model
 from mlip.units import fs
 
 __all__ = ["ConservationReport", "nve_conservation"]

@@ -25,11 +25,10 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from mlip.errors import ConfigError
-from mlip.md.ensembles import Integrator, make_integrator
-from mlip.md.force_field import ForceField, resolve_model
+from mlip.md.ensembles import ENSEMBLES, Integrator, make_integrator
+from mlip.md.force_field import ForceField
 from mlip.md.guard import BlowUpLimits, check_step, describe_failure, healthy_cpu
-from mlip.md.npt import CRescaleState
-from mlip.md.nvt import LangevinState, NoseHooverState
+from mlip.md.nvt import LangevinState
 from mlip.md.output import ThermoLog, TrajectoryWriter, thermo_rows
 from mlip.md.restart import Checkpoint, load_checkpoint, save_checkpoint
 from mlip.md.state import (
@@ -41,7 +40,9 @@ from mlip.md.state import (
     temperature_K,
     volume,
 )
+from mlip.md.status import RunStatus
 from mlip.models import Potential
+from mlip.models.loading import resolve_model
 from mlip.units import GPa
 
 __all__ = ["MDOutputs", "MDResult", "run_md", "DEFAULT_SETTINGS"]
@@ -56,13 +57,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {"ensemble": "nvt_langevin", "temperature_K":
 #: run_md keyword → make_integrator setting, for the settings a restart may change.
 _SETTING_NAMES = {"ensemble": "ensemble", "temperature": "temperature_K",
                   "timestep": "timestep_fs", "pressure": "pressure_GPa"}
-
-#: The state type each ensemble integrates (a restart can switch to an ensemble whose state
-#: fields the checkpoint's state holds).
-_STATE_TYPES: dict[str, type[MDState]] = {"nve": MDState, "nvt_langevin": LangevinState,
-                                          "nvt_nhc": NoseHooverState,
-                                          "npt_crescale": CRescaleState}
-
 
 @dataclass(frozen=True)
 class MDOutputs:
@@ -144,7 +138,7 @@ class _Run:
     """Mutable bookkeeping of one MD run (kept out of the pure state)."""
 
     def __init__(self, state: MDState, integrator: Integrator, force_field: ForceField,
-                 limits: BlowUpLimits, status: dict[str, torch.Tensor] | None,
+                 limits: BlowUpLimits, status: RunStatus | None,
                  counters: dict[str, int | float]) -> None:
         self.state, self.integrator, self.force_field = state, integrator, force_field
         self.start_step = state.step
@@ -153,18 +147,12 @@ class _Run:
         self.limits = limits
         self.temperature_limit = limits.temperature_limit(integrator.temperature_K or
                                                           _initial_temperature(state))
-        n, device = state.n_graphs, state.positions.device
-        self.status = status or {
-            "code": torch.zeros(n, dtype=torch.long, device=device),
-            "value": torch.zeros(n, dtype=torch.float64, device=device),
-            "step": torch.zeros(n, dtype=torch.long, device=device),
-            "reported": torch.zeros(n, dtype=torch.bool, device=device),
-            "volume0": volume(state.cell),
-        }
+        self.status = RunStatus.start(state) if status is None else status
         self.conserved = integrator.conserved(state)
         self.periodic = bool(state.pbc.all(dim=1).any())
         # CPU only: while no system has failed, the screen of healthy_cpu replaces the merge
-        self.all_healthy = device.type == "cpu" and not bool(self.status["code"].any())
+        self.all_healthy = (state.positions.device.type == "cpu"
+                            and not bool(self.status.code.any()))
 
     def advance(self, want_stress: bool = True) -> None:
         """One step of every healthy system; a failing system keeps its previous state.
@@ -173,41 +161,37 @@ class _Run:
             want_stress: evaluate the stress at the new positions (always done for barostats;
                 otherwise only needed where the pressure is logged or a frame written).
         """
-        prev, status = self.state, self.status
+        prev = self.state
         self.force_field.compute_stress = self.integrator.needs_stress or (
             want_stress and self.periodic)
         new = self.integrator.step(prev, self.force_field)
         new_conserved = self.integrator.conserved(new)
-        checks = (prev, new, self.conserved, new_conserved, status["volume0"], self.limits,
+        checks = (prev, new, self.conserved, new_conserved, self.status.volume0, self.limits,
                   self.temperature_limit)
         if self.all_healthy and healthy_cpu(*checks).all():  # one compiled screen (CPU only)
             self.state, self.conserved = new, new_conserved
             return
         self.all_healthy = False
         code, value = check_step(*checks)
-        healthy = status["code"] == 0
-        take = healthy & (code == 0)
-        newly = healthy & (code > 0)
-        status["code"] = torch.where(newly, code, status["code"])
-        status["value"] = torch.where(newly, value, status["value"])
-        status["step"] = torch.where(newly, new.step, status["step"])
+        take = self.status.healthy & (code == 0)
+        self.status = self.status.record(code, value, new.step)
         self.state = select_systems(take, new, prev)
         self.conserved = torch.where(take, new_conserved, self.conserved)
 
     def new_failures(self) -> dict[int, str]:
         """Messages for failures not reported yet (one host sync)."""
         status = self.status
-        pending = (status["code"] > 0) & ~status["reported"]
-        status["reported"] = status["reported"] | pending
+        pending = status.pending()
+        self.status = status.mark_reported(pending)
         out = {}
         for g in torch.nonzero(pending).flatten().tolist():
-            out[g] = describe_failure(g, int(status["step"][g]), int(status["code"][g]),
-                                      float(status["value"][g]), self.limits,
+            out[g] = describe_failure(g, int(status.step[g]), int(status.code[g]),
+                                      float(status.value[g]), self.limits,
                                       self.temperature_limit)
         return out
 
     def healthy_systems(self) -> list[int]:
-        return torch.nonzero(self.status["code"] == 0).flatten().tolist()
+        return torch.nonzero(self.status.healthy).flatten().tolist()
 
     def time_ps(self) -> float:
         """Simulated time since the start of the run (continued across restarts), ps."""
@@ -257,7 +241,7 @@ def _report_failures(run: _Run, writer: TrajectoryWriter | None,
         log.warning(message)
     if messages and writer is not None:
         frames = state_to_atoms(run.state)
-        failed_at = run.status["step"].tolist()
+        failed_at = run.status.step.tolist()
         for g in sorted(messages):  # the frozen state is that of the step before the failure
             last_good = failed_at[g] - 1
             if last_good % trajectory_interval != 0:
@@ -294,7 +278,7 @@ class _Start:
     state: MDState
     integrator: Integrator
     force_field: ForceField
-    status: dict[str, torch.Tensor] | None = None
+    status: RunStatus | None = None
     counters: dict[str, int | float] = field(default_factory=dict)
     outputs: MDOutputs = MDOutputs()
     changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
@@ -368,13 +352,13 @@ def _continued_state(state: MDState, saved: dict[str, Any], settings: dict[str, 
             chain), or NPT for a system that is not periodic.
     """
     ensemble = settings["ensemble"]
-    target = _STATE_TYPES[ensemble]
+    target = ENSEMBLES[ensemble].state_type
     held = {f.name for f in dataclasses.fields(state)}
     if type(state) is not target:
         missing = sorted({f.name for f in dataclasses.fields(target)} - held)
         if missing:
-            allowed = sorted(e for e, cls in _STATE_TYPES.items()
-                             if {f.name for f in dataclasses.fields(cls)} <= held)
+            allowed = sorted(e.name for e in ENSEMBLES.values()
+                             if {f.name for f in dataclasses.fields(e.state_type)} <= held)
             raise ConfigError(f"ensemble = {ensemble!r} is not allowed on a restart from {path}: "
                               f"its state needs {missing}, which the checkpoint "
                               f"({saved['ensemble']}) lacks; allowed: {allowed}")
@@ -496,7 +480,7 @@ def run_md(
             (:func:`mlip.determinism.deterministic_mode`; ``"auto"`` then means None), so that
             a float32 run repeats bit for bit on the same machine and thread count.
         compile: evaluate energy and forces through ``torch.compile``
-            (:func:`mlip.md.force_field.resolve_model`; a passed module is copied, never
+            (:func:`mlip.models.loading.resolve_model`; a passed module is copied, never
             changed). The first force call compiles (about a minute for the shipped Facet on a
             quiet 2-core CPU, less when torch's compile cache has it); later calls are faster
             (float32 Facet on a CPU: ~1.4x, docs/simulation.md). Same forces within rounding.

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import os
 import time
 
 import torch
@@ -14,56 +12,16 @@ from mlip.determinism import deterministic_mode
 from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
 from mlip.md.state import ForceOutput, MDState
-from mlip.models import Potential, PotentialOutput, load_model
+from mlip.models import Potential, PotentialOutput
 from mlip.neighbors import VerletList
 
-__all__ = ["AUTO_GROUP_SIZES", "ForceField", "resolve_model"]
+__all__ = ["AUTO_GROUP_SIZES", "ForceField"]
 
 log = logging.getLogger(__name__)
 
 #: Group sizes (atoms per model call) that ``max_atoms_per_call="auto"`` times against one call
 #: on the whole batch.
 AUTO_GROUP_SIZES = (1024, 256)
-
-
-def resolve_model(model: Potential | str | os.PathLike, device: str | torch.device = "cpu",
-                  dtype: torch.dtype | None = None, *, compile: bool = False) -> Potential:
-    """A ready-to-run potential (eval mode) from a module or a checkpoint path.
-
-    A module passed in is never changed: it is used as it is when it already runs on
-    ``device`` in ``dtype`` in eval mode (and no compile is asked for), and deep-copied first
-    otherwise, so that moving, casting, switching to eval mode or compiling never alters the
-    caller's object.
-
-    Args:
-        model: a :class:`mlip.models.Potential` or the path of a file written by ``save_model``.
-        device: where the model runs.
-        dtype: floating dtype of the model (default: keep / as saved).
-        compile: evaluate it through ``torch.compile`` (:meth:`Potential.enable_compile`).
-    """
-    if isinstance(model, (str, os.PathLike)):
-        model = load_model(model, device=device, dtype=dtype)
-    elif compile or not _runs_as_is(model, torch.device(device), dtype):
-        model = copy.deepcopy(model).to(device=device, dtype=dtype)
-    model = model.eval()
-    return model.enable_compile() if compile else model
-
-
-def _runs_as_is(model: Potential, device: torch.device, dtype: torch.dtype | None) -> bool:
-    """Whether ``model`` is in eval mode with every tensor on ``device`` (and in ``dtype``)."""
-    tensors = [*model.parameters(), *model.buffers()]
-    same_device = all(_same_device(t.device, device) for t in tensors)
-    same_dtype = dtype is None or all(t.dtype == dtype for t in tensors if t.is_floating_point())
-    return same_device and same_dtype and not model.training
-
-
-def _same_device(actual: torch.device, wanted: torch.device) -> bool:
-    """``cuda`` (current device) and ``cuda:0`` count as one place when 0 is current."""
-    if actual.type != wanted.type:
-        return False
-    if wanted.index is None and actual.type == "cuda":
-        return actual.index == torch.cuda.current_device()
-    return wanted.index is None or actual.index == wanted.index
 
 
 class ForceField:
@@ -88,7 +46,10 @@ class ForceField:
             ``"auto"`` then means None (no choice by timing).
 
     Attributes:
-        max_atoms_per_call: the group size in use (``"auto"`` until the first call chose one).
+        max_atoms_per_call: the request, as given (never changed).
+        group_size: atoms per model call in use (None: the whole batch); with ``"auto"`` None
+            until the first call has chosen it.
+        group_size_pending: True while ``"auto"`` still has to time the first call.
     """
 
     def __init__(self, model: Potential, *, skin: float = 1.0, compute_stress: bool = False,
@@ -101,8 +62,9 @@ class ForceField:
         self.model = model
         self.compute_stress = compute_stress
         self.deterministic = deterministic
-        self.max_atoms_per_call = (None if deterministic and max_atoms_per_call == "auto"
-                                   else max_atoms_per_call)
+        self.max_atoms_per_call = max_atoms_per_call
+        self.group_size_pending = max_atoms_per_call == "auto" and not deterministic
+        self.group_size: int | None = None if max_atoms_per_call == "auto" else max_atoms_per_call
         self._groups: tuple[torch.Tensor, list[tuple[int, int, int, int]]] | None = None
         self.neighbors = VerletList(model.cutoff, skin)
         self.model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
@@ -139,7 +101,7 @@ class ForceField:
     def _evaluate(self, state: MDState, edge_index: torch.Tensor,
                   edge_shift: torch.Tensor) -> PotentialOutput:
         """Model outputs for the whole batch, in one call or group by group."""
-        if self.max_atoms_per_call == "auto":
+        if self.group_size_pending:
             return self._choose_group_size(state, edge_index, edge_shift)
         groups = self._group_bounds(state)
         with torch.enable_grad():
@@ -158,26 +120,25 @@ class ForceField:
         return PotentialOutput.concat(outs)
 
     def _choose_group_size(self, state: MDState, edge_index: torch.Tensor,
-                           edge_shift: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Set ``max_atoms_per_call`` to the fastest of one call on the whole batch and the
-        group sizes of :data:`AUTO_GROUP_SIZES` (each timed twice, the best kept); return the
-        outputs."""
+                           edge_shift: torch.Tensor) -> PotentialOutput:
+        """Set ``group_size`` to the fastest of one call on the whole batch and the group sizes
+        of :data:`AUTO_GROUP_SIZES` (each timed twice, the best kept); return the outputs."""
         candidates: list[int | None] = [None]
         if state.positions.device.type == "cpu" and state.n_graphs > 1:
             candidates += [n for n in AUTO_GROUP_SIZES if n < state.positions.shape[0]]
         timings: dict[int | None, float] = {}
+        self.group_size_pending = False
         for size in candidates if len(candidates) > 1 else []:
-            self.max_atoms_per_call, self._groups = size, None
+            self.group_size, self._groups = size, None
             for _ in range(2):
                 start = time.perf_counter()
                 self._evaluate(state, edge_index, edge_shift)
                 timings[size] = min(timings.get(size, math.inf), time.perf_counter() - start)
-        self.max_atoms_per_call = min(timings, key=timings.__getitem__) if timings else None
+        self.group_size = min(timings, key=timings.__getitem__) if timings else None
         self._groups = None
         if timings:
             log.info("model called on %s; first calls: %s", "the whole batch"
-                     if self.max_atoms_per_call is None
-                     else f"groups of <= {self.max_atoms_per_call} atoms",
+                     if self.group_size is None else f"groups of <= {self.group_size} atoms",
                      ", ".join(f"{'all' if n is None else n} atoms {t * 1e3:.3g} ms"
                                for n, t in timings.items()))
         return self._evaluate(state, edge_index, edge_shift)
@@ -186,7 +147,7 @@ class ForceField:
         """(g0, g1, a0, a1) of each group of whole systems (computed once per batch)."""
         if self._groups is not None and self._groups[0] is state.batch:
             return self._groups[1]  # one batch tensor per run (never modified in place)
-        limit, counts = self.max_atoms_per_call, state.n_atoms.tolist()
+        limit, counts = self.group_size, state.n_atoms.tolist()
         groups, g0, a0, size = [], 0, 0, 0
         for g, n in enumerate(counts):
             if limit is not None and size and size + n > limit:

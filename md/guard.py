@@ -33,7 +33,7 @@ REASONS = {
 
 @dataclass(frozen=True)
 class BlowUpLimits:
-    """Thresholds of the blow-up checks (engine.md §2.5).
+    """Thresholds of the blow-up checks (docs/simulation.md, "Blow-up detection").
 
     Attributes:
         max_force: eV/Å. min_distance: Å. max_displacement: Å per step.

@@ -1,8 +1,8 @@
-"""Batched relaxation front door: :func:`run_relax` (FIRE, optionally with the cell)."""
+"""Batched relaxation front door: :func:`run_relax` (an optimiser of
+:data:`mlip.md.relax.OPTIMIZERS`: FIRE, optionally with the cell)."""
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from dataclasses import dataclass
@@ -13,11 +13,11 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from mlip.errors import ConfigError
-from mlip.md.force_field import ForceField, resolve_model
-from mlip.md.relax import fire_init, fire_step, max_force
+from mlip.md.force_field import ForceField
+from mlip.md.relax import OPTIMIZERS, make_optimizer
 from mlip.md.state import state_from_atoms, state_to_atoms
 from mlip.models import Potential
-from mlip.units import GPa
+from mlip.models.loading import resolve_model
 
 __all__ = ["RelaxResult", "run_relax"]
 
@@ -50,16 +50,10 @@ class RelaxResult:
         return "\n".join(lines)
 
 
-def _check_relax_settings(fmax: float, steps: int, pressure_GPa: float,
-                          relax_cell: bool) -> None:
-    """Refuse relaxation settings that are out of range or would be ignored."""
-    if not (isinstance(fmax, numbers.Real) and math.isfinite(fmax) and fmax > 0):
-        raise ConfigError(f"fmax = {fmax!r} is not allowed: a finite number > 0 (eV/Å)")
+def _check_steps(steps: int) -> None:
+    """Refuse a number of moves that is not an integer >= 0."""
     if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
         raise ConfigError(f"steps = {steps!r} is not allowed: an integer >= 0 (maximum moves)")
-    if pressure_GPa != 0.0 and not relax_cell:
-        raise ConfigError(f"pressure_GPa = {pressure_GPa!r} is not allowed without "
-                          "relax_cell=True (only a cell relaxation feels a pressure)")
 
 
 def run_relax(
@@ -91,19 +85,21 @@ def run_relax(
         ConfigError: ``fmax`` not a finite number > 0, ``steps`` not an integer >= 0, or a
             pressure without ``relax_cell`` (it would be ignored); the message names it.
     """
-    _check_relax_settings(fmax, steps, pressure_GPa, relax_cell)
+    name = next(o.name for o in OPTIMIZERS.values() if o.relax_cell == bool(relax_cell))
+    optimizer = make_optimizer(name, fmax=fmax, pressure_GPa=pressure_GPa)
+    _check_steps(steps)
     model = resolve_model(model, device=device)
     start = state_from_atoms(atoms, device)
     start = start.replace(momenta=torch.zeros_like(start.momenta))
-    force_field = ForceField(model, skin=skin, compute_stress=relax_cell, max_atoms_per_call="auto")
-    pressure = pressure_GPa * GPa
-    state = fire_init(start, force_field, relax_cell=relax_cell)
+    force_field = ForceField(model, skin=skin, compute_stress=optimizer.needs_stress,
+                             max_atoms_per_call="auto")
+    state = optimizer.init(start, force_field)
     for _ in tqdm(range(steps), disable=not progress, unit="step", dynamic_ncols=True):
         # marks the systems converged at the current point, then moves the others
-        state = fire_step(state, force_field, fmax=fmax, relax_cell=relax_cell, pressure=pressure)
+        state = optimizer.step(state, force_field)
         if bool(state.converged.all()):
             break
-    final_fmax = max_force(state, relax_cell, pressure)
+    final_fmax = optimizer.max_force(state)
     converged = (state.converged | (final_fmax < fmax)).tolist()
     n_steps = state.n_steps.tolist()
     frames = state_to_atoms(state)

@@ -22,7 +22,11 @@ projection, so the displacements keep the centre of mass.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
@@ -30,8 +34,10 @@ from mlip.errors import ConfigError
 from mlip.md.nve import ForceFn
 from mlip.md.state import MDState, atom_field, select_systems, system_field, volume
 from mlip.nn.scatter import scatter_sum
+from mlip.units import GPa
 
-__all__ = ["FireState", "fire_init", "fire_step", "generalized_forces", "max_force"]
+__all__ = ["OPTIMIZERS", "FireState", "Optimizer", "OptimizerSpec", "fire_init", "fire_step",
+           "generalized_forces", "make_optimizer", "max_force"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,3 +202,81 @@ def _displace(state: FireState, dr: torch.Tensor, dr_cell: torch.Tensor,
     positions = torch.einsum("ni,nji->nj", frac + dr, new_deform[state.batch])
     cell = state.reference_cell @ new_deform.transpose(1, 2)
     return state.replace(positions=positions, cell=cell, log_deform=log_deform)
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """A relaxation optimiser with its settings bound.
+
+    Attributes:
+        name: key of :data:`OPTIMIZERS`.
+        init: ``init(state, force_fn) -> FireState`` (evaluates the first forces).
+        step: ``step(state, force_fn) -> FireState``: marks converged systems, moves the others.
+        max_force: ``max_force(state) -> (n_graphs,)`` largest generalised force, eV/Å.
+        fmax: convergence threshold, eV/Å. needs_stress: the cell is relaxed.
+        settings: the keyword arguments of :func:`make_optimizer`.
+    """
+
+    name: str
+    init: Callable[[MDState, ForceFn], FireState]
+    step: Callable[[FireState, ForceFn], FireState]
+    max_force: Callable[[FireState], torch.Tensor]
+    fmax: float
+    needs_stress: bool
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One entry of :data:`OPTIMIZERS`: an optimiser that knows its functions and settings.
+
+    Attributes:
+        name: registry key. init, step: the pure functions (settings unbound).
+        relax_cell: the cell is a degree of freedom too (ASE's ``FrechetCellFilter``).
+        settings: the :func:`make_optimizer` settings it reads besides ``fmax`` (a non-zero
+            ``pressure_GPa`` is refused where it is not listed).
+    """
+
+    name: str
+    init: Callable[..., FireState]
+    step: Callable[..., FireState]
+    relax_cell: bool
+    settings: tuple[str, ...]
+
+
+#: Optimiser name → :class:`OptimizerSpec`: FIRE on the positions, and FIRE on the positions
+#: and the cell (Fréchet cell filter).
+OPTIMIZERS: dict[str, OptimizerSpec] = {o.name: o for o in (
+    OptimizerSpec("fire", fire_init, fire_step, False, ()),
+    OptimizerSpec("fire_cell", fire_init, fire_step, True, ("pressure_GPa",)),
+)}
+
+
+def make_optimizer(name: str, *, fmax: float = 0.05, pressure_GPa: float = 0.0) -> Optimizer:
+    """Bind an optimiser's settings through its :data:`OPTIMIZERS` entry (GPa → eV/Å³ once).
+
+    Args:
+        name: ``fire`` (positions) or ``fire_cell`` (positions and cell).
+        fmax: convergence threshold on the generalised forces, eV/Å.
+        pressure_GPa: external pressure of a cell relaxation, GPa.
+
+    Raises:
+        ConfigError: unknown optimiser, ``fmax`` not a finite number > 0, or a setting the
+            optimiser would ignore (a pressure without the cell); the message names it.
+    """
+    spec = OPTIMIZERS.get(name)
+    if spec is None:
+        raise ConfigError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    if not (isinstance(fmax, numbers.Real) and math.isfinite(fmax) and fmax > 0):
+        raise ConfigError(f"fmax = {fmax!r} is not allowed: a finite number > 0 (eV/Å)")
+    if "pressure_GPa" not in spec.settings and pressure_GPa != 0.0:
+        raise ConfigError(f"pressure_GPa = {pressure_GPa!r} is not allowed without "
+                          "relax_cell=True (only a cell relaxation feels a pressure)")
+    if not (isinstance(pressure_GPa, numbers.Real) and math.isfinite(pressure_GPa)):
+        raise ConfigError(f"pressure_GPa = {pressure_GPa!r} is not allowed: a finite number (GPa)")
+    cell, pressure = spec.relax_cell, pressure_GPa * GPa
+    return Optimizer(
+        name, functools.partial(spec.init, relax_cell=cell),
+        functools.partial(spec.step, fmax=fmax, relax_cell=cell, pressure=pressure),
+        functools.partial(max_force, relax_cell=cell, pressure=pressure), fmax, cell,
+        {"fmax": fmax, "pressure_GPa": pressure_GPa})

@@ -17,12 +17,13 @@ from typing import Any
 import torch
 
 from mlip.errors import CheckpointMismatchError
+from mlip.files import atomic_torch_save, load_payload
 from mlip.md.constraints import Constraints
 from mlip.md.npt import CRescaleState
 from mlip.md.nvt import LangevinState, NoseHooverState
 from mlip.md.relax import FireState
 from mlip.md.state import MDState
-from mlip.models.checkpoint import atomic_torch_save, load_payload
+from mlip.md.status import RunStatus
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint"]
 
@@ -38,7 +39,7 @@ class Checkpoint:
 
     Attributes:
         state: the MD state (any subclass). settings: ``make_integrator`` keyword arguments
-        plus ``ensemble``. status: per-system run status tensors.
+        plus ``ensemble``. status: the per-system run status.
         counters: ``nl_builds`` (neighbour-list builds so far) and ``time_ps`` (simulated
             time, which a change of time step on restart keeps continuous).
         outputs: the run's :class:`mlip.md.MDOutputs` fields (paths as strings), or None.
@@ -46,7 +47,7 @@ class Checkpoint:
 
     state: MDState
     settings: dict[str, Any]
-    status: dict[str, torch.Tensor]
+    status: RunStatus
     counters: dict[str, int | float] = field(default_factory=dict)
     outputs: dict[str, Any] | None = None
 
@@ -60,7 +61,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
         "state_type": type(state).__name__,
         "state": {k: _stored(v) for k, v in fields.items()},
         "settings": checkpoint.settings,
-        "status": {k: v.detach().cpu() for k, v in checkpoint.status.items()},
+        "status": checkpoint.status.to_checkpoint(),
         "counters": dict(checkpoint.counters),
         "outputs": checkpoint.outputs,
     }
@@ -71,8 +72,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
-        CheckpointMismatchError: missing, unreadable or foreign file, unsupported version or
-            unknown state type.
+        CheckpointMismatchError: missing, unreadable or foreign file, unsupported version,
+            unknown state type or incomplete run status.
     """
     payload = load_payload(path, FORMAT, "MD checkpoint", FORMAT_VERSION)
     cls = _STATE_TYPES.get(payload["state_type"])
@@ -80,7 +81,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointMismatchError(f"{path}: unknown state type {payload['state_type']!r}")
     state = cls(**{k: _restored(k, v, device) for k, v in payload["state"].items()})
     return Checkpoint(state=state, settings=payload["settings"],
-                      status={k: v.to(device) for k, v in payload["status"].items()},
+                      status=RunStatus.from_checkpoint(payload["status"], device, path),
                       counters=payload["counters"], outputs=payload["outputs"])
 
 

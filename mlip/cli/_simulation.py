@@ -26,7 +26,7 @@ def load_potential(args: argparse.Namespace) -> Potential:
 
     ``args.device`` becomes the resolved torch device (:func:`mlip.settings.resolve_device`).
     """
-    from mlip.md.force_field import resolve_model
+    from mlip.models.loading import resolve_model
 
     args.device = resolve_device(args.device, setting="--device")
     return resolve_model(args.model, device=args.device, compile=args.compile)

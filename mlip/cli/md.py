@@ -8,10 +8,6 @@ from pathlib import Path
 from mlip.cli._simulation import POTENTIAL_SETTINGS, load_potential
 from mlip.settings import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Group, OnlyWith, Setting
 
-#: (--ensemble, --thermostat) → mlip.md ensemble.
-_ENSEMBLES = {("nve", "langevin"): "nve", ("nvt", "langevin"): "nvt_langevin",
-              ("nvt", "nhc"): "nvt_nhc", ("npt", "langevin"): "npt_crescale"}
-
 #: What a --restart keeps from its checkpoint unless given again.
 _KEPT_ON_RESTART = ("--ensemble", "--thermostat", "--temperature", "--timestep", "--pressure")
 
@@ -85,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mlip.errors import ConfigError, SimulationBlowUpError
     from mlip.md import MDOutputs, make_integrator, run_md
+    from mlip.md.ensembles import ensemble_for
 
     if args.restart:
         kept = _restart_settings(args)
@@ -107,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_md(model, restart=args.restart, **kept, **common)
     else:
         integrator = make_integrator(
-            _ENSEMBLES[args.ensemble, args.thermostat], timestep_fs=args.timestep,
+            ensemble_for(args.ensemble, args.thermostat), timestep_fs=args.timestep,
             temperature_K=args.temperature, pressure_GPa=args.pressure,
             friction_per_fs=args.friction, anisotropic=args.anisotropic, seed=args.seed)
         structures = ase.io.read(args.input, index=":")
@@ -129,6 +126,7 @@ def _restart_settings(args: argparse.Namespace) -> dict[str, object]:
             ``--thermostat`` without ``--ensemble``.
     """
     from mlip.errors import ConfigError
+    from mlip.md.ensembles import ensemble_for
 
     fixed = [s for s in SETTINGS.settings if s.dest in args.given
              and s.name in ("--friction", "--anisotropic")]
@@ -143,5 +141,5 @@ def _restart_settings(args: argparse.Namespace) -> dict[str, object]:
                                for name in ("temperature", "timestep", "pressure")
                                if name in args.given}
     if "ensemble" in args.given:
-        kept["ensemble"] = _ENSEMBLES[args.ensemble, args.thermostat or "langevin"]
+        kept["ensemble"] = ensemble_for(args.ensemble, args.thermostat)
     return kept

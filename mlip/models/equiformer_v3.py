@@ -48,7 +48,7 @@ from mlip.nn.wigner import WignerD, edge_rotation
 __all__ = ["EdgeContext", "EquiformerV3", "PRESETS"]
 
 #: Hyper-parameter sets: ``paper`` = the MPtrj L=4 configuration (30 M parameters), ``cpu`` = the
-#: tiny configuration used by the tests (models.md §4.10).
+#: tiny configuration used by the tests (docs/equiformer_v3.md, "Hyper-parameters").
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(cutoff=6.0, num_layers=7, channels=128, lmax=4, mmax=2, num_heads=8,
                   attn_hidden=32, attn_alpha_channels=64, attn_value_channels=16, ffn_hidden=512,

@@ -4,7 +4,7 @@ Miklaucic et al., "Facet" (arXiv 2509.08418). A NequIP/SevenNet-style network wh
 efficiency changes are (1) learnable cubic B-spline radial functions instead of radial MLPs and
 (2) a spherical-grid MLP as the node update. Features use TRUE parities (0e + 1o + 2e + …), so
 the energy is invariant under rotations, reflections, translations and permutations (E(3)).
-Design notes: ``docs/models.md`` and the model design note §2. Per layer t:
+Design and measurements: ``docs/models.md`` ("Facet"). Per layer t:
 
     m_i = (1/n̄^ρ) Σ_j TP_uvu(W_in h_j, Y(r̂_ij); w_t(r_ij))     (w_t: spline radial, envelope C²)
     u_i = W_out m_i

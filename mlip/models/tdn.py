@@ -13,9 +13,9 @@ Block diagram (features x (n_atoms, (L+1)², C), SO(3) irreps ``C x (0e + 1e + .
 
 φ are Graphormer's learnable Gaussians of r/r_c, f the polynomial envelope. Deliberate
 deviations from the released code: (1) radial weights × f(r) and the envelope-weighted softmax
-(models.md §4.6), so E is C² at r_c (the released TDN's softmax jumps there); (2) gradient
-forces only (no direct force head); (3) a plain sum of atomic energies (no 1/√n̄_atoms), so E is
-extensive.
+(docs/tdn.md, "Deliberate deviations"), so E is C² at r_c (the released TDN's softmax
+jumps there); (2) gradient forces only (no direct force head); (3) a plain sum of atomic
+energies (no 1/√n̄_atoms), so E is extensive.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class TDNBlock(nn.Module):
 
 @register_model("tdn")
 class TDN(Potential):
-    """Tensor Decomposition Network potential (defaults: the small CPU preset of models.md §3.4).
+    """Tensor Decomposition Network potential (defaults: the small CPU preset of docs/tdn.md).
 
     Args:
         species: atomic numbers the model knows.

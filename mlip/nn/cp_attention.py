@@ -9,8 +9,8 @@ component-major ``x[n, i, c]``, i = l² + l + m.
 **Smoothness (a deliberate deviation from the released TDN).** Every path by which an edge
 reaches the energy vanishes C²-smoothly at r_c: the radial weights are multiplied by the
 polynomial envelope f(r_ij), and attention uses the envelope-weighted softmax of
-:func:`mlip.nn.graph_attention.smooth_softmax` (EquiformerV3 recipe, models.md §4.6) instead of
-the plain softmax, which jumps when a neighbour crosses the cutoff.
+:func:`mlip.nn.graph_attention.smooth_softmax` (EquiformerV3 recipe, docs/equiformer_v3.md,
+"Smooth cutoff") instead of the plain softmax, which jumps when a neighbour crosses the cutoff.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ single-channel feature ``y`` (typically the edge spherical harmonics), every pat
 
 ``T_p`` are e3nn's normalised CG blocks (``o3.TensorProduct``, component normalisation,
 element path normalisation), so the exact product equals e3nn's to round-off. Irreps are
-SO(3)-only, ``C x (0e + 1e + ... + Le)``, as in TDN (models.md §0, §3).
+SO(3)-only, ``C x (0e + 1e + ... + Le)``, as in TDN (docs/tdn.md, "The CP tensor product").
 
 With **path-weight sharing** (TDN's default) w[p, u] = w[u], and the whole product is one
 fixed bilinear map M = Σ_p T_p ∈ R^{d×d×d}, d = (L+1)². TDN (Chen et al., arXiv 2507.01131)
@@ -24,7 +24,8 @@ Without sharing, the 4-way tensor T[p, i, j, k] is decomposed instead, with one 
 P[p, r] that mixes the per-path weights: out[k, u] = Σ_r C[k, r] a[r, u] b[r] Σ_p w[p, u] P[p, r].
 
 The CP product is equivariant only approximately: with ε the operator norm of M − M_R and
-D_g the Wigner matrices, ‖f(D_g x, D_g y) − D_g f(x, y)‖ ≤ 2ε |w| ‖x‖ ‖y‖ (models.md §3.2).
+D_g the Wigner matrices, ‖f(D_g x, D_g y) − D_g f(x, y)‖ ≤ 2ε |w| ‖x‖ ‖y‖ (docs/tdn.md,
+"The CP tensor product").
 :attr:`CPTensorProduct.operator_error` is an upper bound of ε (the largest singular value
 of the k-unfolding of the residual), so the bound holds with it.
 

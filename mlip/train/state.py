@@ -19,7 +19,7 @@ import torch
 
 from mlip import __version__
 from mlip.errors import CheckpointMismatchError
-from mlip.models.checkpoint import atomic_torch_save, load_payload
+from mlip.files import atomic_torch_save, load_payload
 
 __all__ = [
     "Progress",

@@ -1,6 +1,7 @@
 """Training-split statistics: per-element E0, output scale and shift, average neighbour count.
 
-Conventions follow engine.md §5.8/§6.3 (and MACE's ``rms_forces_scaling``):
+Conventions as in docs/training.md ("Loss, statistics and normalisation") and MACE's
+``rms_forces_scaling``:
 
 * E0 (eV per element) from isolated-atom energies when given, else by least squares
   ``min_E0 Σ_k (E_k − Σ_z c_kz E0_z)²`` with ``c_kz`` the count of element z in frame k;

@@ -27,7 +27,7 @@ def test_run_relax_leaves_the_callers_model_in_training_mode(cu32):
 
 def test_a_ready_model_is_used_as_it_is():
     """No copy when nothing has to change (no doubled memory for large models)."""
-    from mlip.md.force_field import resolve_model
+    from mlip.models.loading import resolve_model
 
     mine = _training_mode_model().eval()
     assert resolve_model(mine) is mine

@@ -116,14 +116,20 @@ def test_auto_group_size_times_the_choices_and_keeps_the_results(lj_model, cu32,
     auto = ForceField(lj_model, compute_stress=True, max_atoms_per_call="auto")
     with caplog.at_level("INFO", logger="mlip.md.force_field"):
         got = auto(state)
-    assert auto.max_atoms_per_call in (None, 40, 10)
+    assert auto.group_size in (None, 40, 10) and not auto.group_size_pending
+    assert auto.max_atoms_per_call == "auto"  # the request stays apart from the choice
     assert "all atoms" in caplog.text and "40 atoms" in caplog.text and "10 atoms" in caplog.text
     for name in ("energy", "forces", "stress", "min_distance"):
         torch.testing.assert_close(getattr(got, name), getattr(expected, name), rtol=0,
                                    atol=1e-12, equal_nan=True)
     single = ForceField(lj_model, max_atoms_per_call="auto")
+    assert single.group_size_pending and single.group_size is None
     single(state_from_atoms(systems[:1]))
-    assert single.max_atoms_per_call is None
+    assert single.group_size is None and not single.group_size_pending
+    assert single.max_atoms_per_call == "auto"
+    exact = ForceField(lj_model, max_atoms_per_call="auto", deterministic=True)
+    assert not exact.group_size_pending and exact.group_size is None  # 'auto' means all
+    assert ForceField(lj_model, max_atoms_per_call=40).group_size == 40
 
 
 @pytest.mark.parametrize("bad", [0, -3, "fast", 2.5])

@@ -12,9 +12,10 @@ from mlip.nn.precision import float64_construction
 from mlip.testing import equivariance_errors, random_rotation
 
 CUTOFF = 3.5
-# Regression anchor (models.md §3.6): max relative energy change over 3 random rotations of the
-# bundled 3BPA molecule at the default rank R = 7L² = 28: measured 5.1e-4 over seeds 0-2 (8.8e-4
-# over 0-4; force errors 4-7e-2 relative to the largest force) for this seed and preset.
+# Regression anchor (docs/tdn.md, "Measured equivariance"): max relative energy change over 3
+# random rotations of the bundled 3BPA molecule at the default rank R = 7L² = 28: measured
+# 5.1e-4 over seeds 0-2 (8.8e-4 over 0-4; force errors 4-7e-2 relative to the largest force)
+# for this seed and preset.
 ENERGY_INVARIANCE_ANCHOR = 2e-3
 
 

@@ -53,8 +53,8 @@ def _random_cell(rng: np.random.Generator, style: int) -> np.ndarray:
 
 
 def random_cases(n_cases: int = 300, seed: int = 0) -> list[Case]:
-    """The engine.md §7.1 recipe: 1-12 atoms, skewed/rotated cells, random mixed pbc,
-    positions in [-0.5, 1.5) fractional (unwrapped), cutoff 1-7 Å."""
+    """The recipe of docs/neighbors.md ("Tests"): 1-12 atoms, skewed/rotated cells, random
+    mixed pbc, positions in [-0.5, 1.5) fractional (unwrapped), cutoff 1-7 Å."""
     rng = np.random.default_rng(seed)
     cases = []
     for k in range(n_cases):

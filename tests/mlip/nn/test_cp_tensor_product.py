@@ -106,7 +106,7 @@ def test_als_is_deterministic_and_reports_its_error():
 
 @pytest.mark.parametrize("share", [True, False])
 def test_default_rank_equivariance_error_is_within_the_2_epsilon_bound(share):
-    """‖f(Dx, Dy) − D f(x, y)‖ ≤ 2ε |w| ‖x‖ ‖y‖ per edge and channel (models.md §3.2).
+    """‖f(Dx, Dy) − D f(x, y)‖ ≤ 2ε |w| ‖x‖ ‖y‖ per edge and channel (docs/tdn.md).
 
     Unshared: ε bounds the (path, i, j) → k map of the residual, so |w| becomes ‖w_{:, u}‖.
     """

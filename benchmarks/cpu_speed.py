@@ -145,8 +145,7 @@ def _check_adapter(model, ts_model, frames, dtype: torch.dtype) -> float:
 
     theirs = ts_model(ts.io.atoms_to_state(frames, torch.device("cpu"), dtype))
     graph = AtomicGraph.from_ase(frames, model.cutoff)
-    graph = AtomicGraph(**{**{f: getattr(graph, f) for f in graph.__slots__},
-                           "positions": graph.positions.to(dtype), "cell": graph.cell.to(dtype)})
+    graph = graph.replace(positions=graph.positions.to(dtype), cell=graph.cell.to(dtype))
     ours = model(graph)
     eps = torch.finfo(dtype).eps
     for key in ("energy", "forces"):

@@ -187,7 +187,7 @@ class Layout:
         return self.counts, self.system_elements, self.pbc, str(self.batch.device)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Layout) and self.key == other.key
+        return self is other or (isinstance(other, Layout) and self.key == other.key)
 
     def __hash__(self) -> int:
         return hash(self.key)

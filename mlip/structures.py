@@ -116,9 +116,15 @@ class Layout:
         if any(n < 0 for n in counts) or sum(counts) != numbers.shape[0]:
             raise InvalidStructureError(
                 f"atom counts {counts} do not add up to the {numbers.shape[0]} atomic numbers")
-        bounds = np.cumsum((0,) + counts)
-        system_elements = tuple(tuple(int(z) for z in np.unique(numbers[a:b]))
-                                for a, b in zip(bounds[:-1], bounds[1:]))
+        wrong = (numbers < 0) | (numbers >= 1024)
+        if wrong.any():
+            k = int(np.nonzero(wrong)[0][0])
+            raise InvalidStructureError(f"atom {k} has invalid atomic number {numbers[k]}")
+        # distinct (system, Z) pairs in one sort, then split by system
+        pairs = np.unique(np.repeat(np.arange(len(counts)), counts) * 1024 + numbers)
+        cuts = np.searchsorted(pairs // 1024, np.arange(len(counts) + 1))
+        z = (pairs % 1024).tolist()
+        system_elements = tuple(tuple(z[a:b]) for a, b in zip(cuts[:-1], cuts[1:]))
         return cls._make(counts, system_elements, pbc, device)
 
     @classmethod

@@ -197,6 +197,7 @@ def profile_md_step(dtype: torch.dtype, args: argparse.Namespace,
     the force call, the integrator with thermostat and blow-up screen, and the loop's own
     overhead (logging, progress, checks)."""
     from mlip.md import driver, run_md
+    from mlip.md import force_field as force_field_module
     from mlip.md.force_field import ForceField, resolve_model
     from mlip.neighbors import VerletList
 
@@ -204,7 +205,8 @@ def profile_md_step(dtype: torch.dtype, args: argparse.Namespace,
     frames = ase.io.read(ROOT / "data/bundled/3bpa_train_300K.xyz", index=f":{args.molecules}")
     run_md(model, frames, steps=2, max_atoms_per_call=None)  # warm-up (and compile)
     targets = {"step": (driver._Run, "advance"), "force call": (ForceField, "__call__"),
-               "neighbour list": (VerletList, "update"), "graph + casts": (ForceField, "_graph"),
+               "neighbour list": (VerletList, "update"),
+               "graph + casts": (force_field_module, "graph_from_neighbors"),
                "model call": (type(model), "forward")}
     if not compile:  # traced into the compiled function otherwise
         targets.update({"model forward": (type(model), "node_energy"),

@@ -1,5 +1,10 @@
 """The typed batch that flows through mlip: :class:`AtomicGraph` and its labels :class:`Targets`.
 
+An :class:`AtomicGraph` is a :class:`mlip.structures.Structures` (positions, atomic numbers,
+cell, pbc and the batch :class:`~mlip.structures.Layout`) plus its neighbour edges.
+:func:`update_neighbors` and :func:`graph_from_neighbors` turn any structures (an MD state, the
+calculator's atoms) and a :class:`mlip.neighbors.VerletList` into the model's graph.
+
 Conventions (ASE units, see ``docs/conventions.md``):
 
 * cell rows are lattice vectors (Å), as in ASE; never the transpose;
@@ -264,16 +269,7 @@ class AtomicGraph(Structures):
         )
 
     # ----------------------------------------------------------------------------- conversion
-    def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> AtomicGraph:
-        """Move every tensor to ``device``; cast positions, cell and labels to ``dtype``."""
-        return super().to(device, dtype)
-
-    def to_ase(self) -> list[Atoms]:
-        """Convert back to ``ase.Atoms``; labels become a ``SinglePointCalculator``."""
-        return super().to_ase()
-
+    # ``to`` (tensors, labels and layout) and ``to_ase`` come from Structures
     def _decorate_ase(self, atoms: Atoms, g: int, atom_slice: slice,
                       host: dict[str, np.ndarray]) -> None:
         """Attach the finite labels of graph ``g``."""

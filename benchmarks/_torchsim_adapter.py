@@ -16,6 +16,7 @@ from torch_sim.neighbors import vesin_nl_ts
 
 from mlip.graph import AtomicGraph
 from mlip.models import Potential
+from mlip.structures import Layout
 
 __all__ = ["MlipModel"]
 
@@ -57,10 +58,11 @@ class MlipModel(ModelInterface):
             offset += count
         pbc = torch.full((n_systems, 3), bool(state.pbc), device=positions.device)
         graph = AtomicGraph(positions=positions, atomic_numbers=state.atomic_numbers,
-                            cell=cells, pbc=pbc, batch=system_idx, n_atoms=n_atoms,
+                            cell=cells, pbc=pbc,
+                            layout=Layout.from_tensors(n_atoms, state.atomic_numbers, pbc),
                             edge_index=torch.cat(edges, dim=1),
                             edge_shift=torch.cat(shifts).round().to(torch.long),
-                            cutoff=float(self.model.cutoff), periodic=bool(state.pbc))
+                            cutoff=float(self.model.cutoff))
         with torch.enable_grad():
             out = self.model(graph, compute_forces=True, compute_stress=self._compute_stress)
         results = {"energy": out.energy.detach(), "forces": out.forces.detach()}

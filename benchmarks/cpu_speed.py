@@ -145,8 +145,7 @@ def _check_adapter(model, ts_model, frames, dtype: torch.dtype) -> float:
 
     theirs = ts_model(ts.io.atoms_to_state(frames, torch.device("cpu"), dtype))
     graph = AtomicGraph.from_ase(frames, model.cutoff)
-    graph = AtomicGraph(**{**{f: getattr(graph, f) for f in graph.__slots__},
-                           "positions": graph.positions.to(dtype), "cell": graph.cell.to(dtype)})
+    graph = graph.replace(positions=graph.positions.to(dtype), cell=graph.cell.to(dtype))
     ours = model(graph)
     eps = torch.finfo(dtype).eps
     for key in ("energy", "forces"):
@@ -198,6 +197,7 @@ def profile_md_step(dtype: torch.dtype, args: argparse.Namespace,
     the force call, the integrator with thermostat and blow-up screen, and the loop's own
     overhead (logging, progress, checks)."""
     from mlip.md import driver, run_md
+    from mlip.md import force_field as force_field_module
     from mlip.md.force_field import ForceField
     from mlip.models.loading import resolve_model
     from mlip.neighbors import VerletList
@@ -206,7 +206,8 @@ def profile_md_step(dtype: torch.dtype, args: argparse.Namespace,
     frames = ase.io.read(ROOT / "data/bundled/3bpa_train_300K.xyz", index=f":{args.molecules}")
     run_md(model, frames, steps=2, max_atoms_per_call=None)  # warm-up (and compile)
     targets = {"step": (driver._Run, "advance"), "force call": (ForceField, "__call__"),
-               "neighbour list": (VerletList, "update"), "graph + casts": (ForceField, "_graph"),
+               "neighbour list": (VerletList, "update"),
+               "graph + casts": (force_field_module, "graph_from_neighbors"),
                "model call": (type(model), "forward")}
     if not compile:  # traced into the compiled function otherwise
         targets.update({"model forward": (type(model), "node_energy"),

@@ -11,10 +11,11 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.data import chemical_symbols
 
 from mlip.errors import ConfigError, UnknownElementError
-from mlip.graph import AtomicGraph
+from mlip.graph import AtomicGraph, graph_from_neighbors, update_neighbors
 from mlip.models import Potential
 from mlip.models.loading import resolve_model
 from mlip.neighbors import VerletList
+from mlip.structures import Structures, full_to_voigt
 
 __all__ = ["MLIPCalculator"]
 
@@ -83,9 +84,8 @@ class MLIPCalculator(Calculator):
             "energies": out.node_energy.detach().cpu().numpy().astype(np.float64),
         }
         if periodic:
-            s = out.stress[0].detach().cpu().numpy().astype(np.float64)
-            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2],
-                                               s[1, 2], s[0, 2], s[0, 1]])
+            self.results["stress"] = full_to_voigt(
+                out.stress[0].detach().cpu().numpy().astype(np.float64))
 
     def _check_elements(self, numbers: np.ndarray) -> None:
         unknown = sorted(set(int(z) for z in numbers) - set(self.model.species))
@@ -97,15 +97,6 @@ class MLIPCalculator(Calculator):
 
     def _graph(self, atoms: Atoms) -> AtomicGraph:
         """The one-structure batch with edges inside the cutoff, from the skin list."""
-        f64 = dict(dtype=torch.float64, device=self.device)
-        positions = torch.tensor(atoms.positions, **f64)
-        cell = torch.tensor(np.asarray(atoms.cell), **f64)[None]
-        pbc = torch.tensor(atoms.pbc, device=self.device)[None]
-        batch = torch.zeros(len(atoms), dtype=torch.long, device=self.device)
-        edge_index, edge_shift = self.neighbors.update(positions, cell, pbc, batch)
-        return AtomicGraph(
-            positions=positions.to(self.dtype),
-            atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.long, device=self.device),
-            cell=cell.to(self.dtype), pbc=pbc, batch=batch,
-            n_atoms=torch.tensor([len(atoms)], device=self.device), edge_index=edge_index,
-            edge_shift=edge_shift, cutoff=self.model.cutoff, periodic=bool(atoms.pbc.any()))
+        structures = Structures.from_ase(atoms, torch.float64, self.device)
+        neighbors = update_neighbors(self.neighbors, structures)
+        return graph_from_neighbors(structures, neighbors, self.model.cutoff, self.dtype)

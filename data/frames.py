@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
+import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
 from mlip.data.schema import ATOM_COLUMNS, FRAME_COLUMNS, LABEL_BITS, TABLES, empty_column
 from mlip.errors import InvalidStructureError, UnknownElementError
+from mlip.structures import Layout, Structures, full_to_voigt
 
 __all__ = ["FrameBatch", "FrameBuilder", "check_frame", "label_mask"]
 
@@ -92,23 +94,31 @@ class FrameBatch:
             frames={k: np.concatenate([column(b, k, False) for b in batches]) for k in frame_keys},
         )
 
+    def to_structures(self, dtype: torch.dtype = torch.float64,
+                      device: torch.device | str = "cpu") -> Structures:
+        """The frames' structures (positions, numbers, cell, pbc and layout) as tensors."""
+        numbers = self.atoms["numbers"].astype(np.int64)
+        pbc = self.frames["pbc"].astype(bool).reshape(-1, 3)
+        return Structures(
+            positions=torch.tensor(self.atoms["positions"], dtype=dtype, device=device),
+            atomic_numbers=torch.tensor(numbers, device=device),
+            cell=torch.tensor(self.frames["cell"], dtype=dtype, device=device).reshape(-1, 3, 3),
+            pbc=torch.tensor(pbc, device=device),
+            layout=Layout.from_counts(self.n_atoms.tolist(), atomic_numbers=numbers, pbc=pbc,
+                                      device=device),
+        )
+
     def to_ase(self) -> list[Atoms]:
-        """One ``ase.Atoms`` per frame; present labels go to a ``SinglePointCalculator``."""
-        out = []
+        """One ``ase.Atoms`` per frame (through :meth:`to_structures`); present labels go to a
+        ``SinglePointCalculator``."""
+        out = self.to_structures().to_ase()
         offsets = self.atom_offsets
-        for k in range(len(self)):
+        for k, atoms in enumerate(out):
             a, b = offsets[k], offsets[k + 1]
-            atoms = Atoms(
-                numbers=self.atoms["numbers"][a:b].astype(int),
-                positions=self.atoms["positions"][a:b],
-                cell=self.frames["cell"][k],
-                pbc=self.frames["pbc"][k],
-            )
             _attach_optional(atoms, self, k, a, b)
             results = _labels(self, k, a, b)
             if results:
                 atoms.calc = SinglePointCalculator(atoms, **results)
-            out.append(atoms)
         return out
 
 
@@ -121,8 +131,7 @@ def _labels(batch: FrameBatch, k: int, a: int, b: int) -> dict:
     if mask & LABEL_BITS["forces"]:
         results["forces"] = batch.atoms["forces"][a:b].copy()
     if mask & LABEL_BITS["stress"]:
-        s = batch.frames["stress"][k]
-        results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        results["stress"] = full_to_voigt(batch.frames["stress"][k])
     if mask & LABEL_BITS["charges"]:
         results["charges"] = batch.atoms["charges"][a:b].copy()
     if mask & LABEL_BITS["magmoms"]:

@@ -18,6 +18,7 @@ import torch
 import torch.utils.data
 
 from mlip.graph import AtomicGraph, Targets
+from mlip.structures import Layout
 
 __all__ = ["PackedGraph", "pack_graph", "unpack_graph", "GraphLoader"]
 
@@ -25,9 +26,11 @@ _ALIGN = 8  # bytes; every field starts at a multiple of the largest element siz
 _GRAPH_FIELDS = tuple(
     f.name
     for f in dataclasses.fields(AtomicGraph)
-    if f.name not in ("cutoff", "targets", "periodic")
+    if f.name not in ("cutoff", "targets", "layout")
 )
 _TARGET_FIELDS = tuple(f.name for f in dataclasses.fields(Targets))
+_LAYOUT_TENSORS = ("batch", "n_atoms", "first_atom")
+_LAYOUT_FACTS = tuple(f.name for f in dataclasses.fields(Layout) if f.name not in _LAYOUT_TENSORS)
 
 
 @dataclass(frozen=True)
@@ -37,18 +40,21 @@ class PackedGraph:
     Attributes:
         buffer: (n_bytes,) uint8, every tensor's bytes at an 8-byte-aligned offset.
         layout: ``(name, dtype, shape, offset)`` per tensor; target fields are named
-            ``targets.<field>``.
-        cutoff: Å, the graph's cutoff. periodic: whether any structure has a periodic axis.
+            ``targets.<field>``, the tensors of the graph's :class:`~mlip.structures.Layout`
+            ``layout.<field>``.
+        cutoff: Å, the graph's cutoff.
+        facts: the host facts of the graph's layout (its non-tensor fields, in field order).
     """
 
     buffer: torch.Tensor
     layout: tuple[tuple[str, torch.dtype, tuple[int, ...], int], ...]
     cutoff: float
-    periodic: bool
+    facts: tuple
 
 
 def _tensors(graph: AtomicGraph) -> list[tuple[str, torch.Tensor]]:
     named = [(name, getattr(graph, name)) for name in _GRAPH_FIELDS]
+    named += [(f"layout.{name}", getattr(graph.layout, name)) for name in _LAYOUT_TENSORS]
     if graph.targets is not None:
         named += [(f"targets.{name}", getattr(graph.targets, name)) for name in _TARGET_FIELDS]
     return named
@@ -65,8 +71,8 @@ def pack_graph(graph: AtomicGraph) -> PackedGraph:
     for (_, t), (_, dtype, _, start) in zip(named, layout):
         n_bytes = t.numel() * t.element_size()
         buffer[start : start + n_bytes].view(dtype).copy_(t.reshape(-1))
-    return PackedGraph(buffer=buffer, layout=tuple(layout), cutoff=graph.cutoff,
-                       periodic=graph.is_periodic())
+    facts = tuple(getattr(graph.layout, name) for name in _LAYOUT_FACTS)
+    return PackedGraph(buffer=buffer, layout=tuple(layout), cutoff=graph.cutoff, facts=facts)
 
 
 def unpack_graph(packed: PackedGraph) -> AtomicGraph:
@@ -78,8 +84,9 @@ def unpack_graph(packed: PackedGraph) -> AtomicGraph:
     target_values = {k[8:]: v for k, v in fields.items() if k.startswith("targets.")}
     targets = Targets(**target_values) if target_values else None
     graph_values = {k: fields[k] for k in _GRAPH_FIELDS}
-    return AtomicGraph(**graph_values, cutoff=packed.cutoff, targets=targets,
-                       periodic=packed.periodic)
+    layout = Layout(**{k: fields[f"layout.{k}"] for k in _LAYOUT_TENSORS},
+                    **dict(zip(_LAYOUT_FACTS, packed.facts)))
+    return AtomicGraph(**graph_values, layout=layout, cutoff=packed.cutoff, targets=targets)
 
 
 class GraphLoader(torch.utils.data.DataLoader):

@@ -10,10 +10,11 @@ import torch
 
 from mlip.determinism import deterministic_mode
 from mlip.errors import ConfigError
-from mlip.graph import AtomicGraph
+from mlip.graph import graph_from_neighbors, update_neighbors
 from mlip.md.state import ForceOutput, MDState
 from mlip.models import Potential, PotentialOutput
-from mlip.neighbors import VerletList
+from mlip.neighbors import Neighbors, VerletList
+from mlip.structures import Layout
 
 __all__ = ["AUTO_GROUP_SIZES", "ForceField"]
 
@@ -65,7 +66,7 @@ class ForceField:
         self.max_atoms_per_call = max_atoms_per_call
         self.group_size_pending = max_atoms_per_call == "auto" and not deterministic
         self.group_size: int | None = None if max_atoms_per_call == "auto" else max_atoms_per_call
-        self._groups: tuple[torch.Tensor, list[tuple[int, int, int, int]]] | None = None
+        self._groups: tuple[tuple, list[tuple[tuple[int, int, int, int], Layout]]] | None = None
         self.neighbors = VerletList(model.cutoff, skin)
         self.model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                                 torch.float64)
@@ -80,47 +81,28 @@ class ForceField:
                                          device=device)
         return self._no_stress
 
-    def _graph(self, state: MDState, edge_index: torch.Tensor, edge_shift: torch.Tensor,
-               group: tuple[int, int, int, int] | None = None) -> AtomicGraph:
-        """The model's batch: every system, or systems g0:g1 (atoms a0:a1) of ``group``."""
-        dtype = self.model_dtype
-        if group is None:
-            return AtomicGraph(
-                positions=state.positions.to(dtype), atomic_numbers=state.atomic_numbers,
-                cell=state.cell.to(dtype), pbc=state.pbc, batch=state.batch,
-                n_atoms=state.n_atoms, edge_index=edge_index, edge_shift=edge_shift,
-                cutoff=self.model.cutoff, periodic=self.neighbors.periodic)
-        g0, g1, a0, a1 = group
-        return AtomicGraph(
-            positions=state.positions[a0:a1].to(dtype),
-            atomic_numbers=state.atomic_numbers[a0:a1], cell=state.cell[g0:g1].to(dtype),
-            pbc=state.pbc[g0:g1], batch=state.batch[a0:a1] - g0, n_atoms=state.n_atoms[g0:g1],
-            edge_index=edge_index - a0, edge_shift=edge_shift, cutoff=self.model.cutoff,
-            periodic=self.neighbors.periodic)
-
-    def _evaluate(self, state: MDState, edge_index: torch.Tensor,
-                  edge_shift: torch.Tensor) -> PotentialOutput:
+    def _evaluate(self, state: MDState, neighbors: Neighbors) -> PotentialOutput:
         """Model outputs for the whole batch, in one call or group by group."""
         if self.group_size_pending:
-            return self._choose_group_size(state, edge_index, edge_shift)
+            return self._choose_group_size(state, neighbors)
         groups = self._group_bounds(state)
+        dtype, cutoff = self.model_dtype, self.model.cutoff
         with torch.enable_grad():
             if len(groups) == 1:
-                return self.model(self._graph(state, edge_index, edge_shift),
+                return self.model(graph_from_neighbors(state, neighbors, cutoff, dtype),
                                   compute_forces=True, compute_stress=self.compute_stress)
-            atom_bounds = torch.tensor([a for g in groups for a in g[2:]],
-                                       device=edge_index.device)
-            edge_bounds = torch.searchsorted(edge_index[0], atom_bounds).tolist()
+            atom_bounds = torch.tensor([a for g, _ in groups for a in g[2:]],
+                                       device=neighbors.edge_index.device)
+            edge_bounds = torch.searchsorted(neighbors.edge_index[0], atom_bounds).tolist()
             outs = []
-            for k, group in enumerate(groups):  # edges are sorted by centre atom
-                e0, e1 = edge_bounds[2 * k], edge_bounds[2 * k + 1]
-                graph = self._graph(state, edge_index[:, e0:e1], edge_shift[e0:e1], group)
+            for k, (group, layout) in enumerate(groups):  # edges are sorted by centre atom
+                graph = graph_from_neighbors(state, neighbors, cutoff, dtype, group, layout,
+                                             (edge_bounds[2 * k], edge_bounds[2 * k + 1]))
                 outs.append(self.model(graph, compute_forces=True,
                                        compute_stress=self.compute_stress))
         return PotentialOutput.concat(outs)
 
-    def _choose_group_size(self, state: MDState, edge_index: torch.Tensor,
-                           edge_shift: torch.Tensor) -> PotentialOutput:
+    def _choose_group_size(self, state: MDState, neighbors: Neighbors) -> PotentialOutput:
         """Set ``group_size`` to the fastest of one call on the whole batch and the group sizes
         of :data:`AUTO_GROUP_SIZES` (each timed twice, the best kept); return the outputs."""
         candidates: list[int | None] = [None]
@@ -132,7 +114,7 @@ class ForceField:
             self.group_size, self._groups = size, None
             for _ in range(2):
                 start = time.perf_counter()
-                self._evaluate(state, edge_index, edge_shift)
+                self._evaluate(state, neighbors)
                 timings[size] = min(timings.get(size, math.inf), time.perf_counter() - start)
         self.group_size = min(timings, key=timings.__getitem__) if timings else None
         self._groups = None
@@ -141,34 +123,40 @@ class ForceField:
                      if self.group_size is None else f"groups of <= {self.group_size} atoms",
                      ", ".join(f"{'all' if n is None else n} atoms {t * 1e3:.3g} ms"
                                for n, t in timings.items()))
-        return self._evaluate(state, edge_index, edge_shift)
+        return self._evaluate(state, neighbors)
 
-    def _group_bounds(self, state: MDState) -> list[tuple[int, int, int, int]]:
-        """(g0, g1, a0, a1) of each group of whole systems (computed once per batch)."""
-        if self._groups is not None and self._groups[0] is state.batch:
-            return self._groups[1]  # one batch tensor per run (never modified in place)
-        limit, counts = self.group_size, state.n_atoms.tolist()
-        groups, g0, a0, size = [], 0, 0, 0
+    def _group_bounds(self, state: MDState
+                      ) -> list[tuple[tuple[int, int, int, int], Layout]]:
+        """(g0, g1, a0, a1) and the layout of each group of whole systems (computed once per
+        batch layout and group size, from the layout's host counts)."""
+        key = (state.layout, self.group_size)
+        if self._groups is not None and self._groups[0] == key:
+            return self._groups[1]
+        limit, counts = self.group_size, state.layout.counts
+        bounds, g0, a0, size = [], 0, 0, 0
         for g, n in enumerate(counts):
             if limit is not None and size and size + n > limit:
-                groups.append((g0, g, a0, a0 + size))
+                bounds.append((g0, g, a0, a0 + size))
                 g0, a0, size = g, a0 + size, 0
             size += n
-        groups.append((g0, len(counts), a0, a0 + size))
-        self._groups = (state.batch, groups)
+        bounds.append((g0, len(counts), a0, a0 + size))
+        groups = [(b, state.layout if len(bounds) == 1 else state.layout.systems(*b[:2]))
+                  for b in bounds]
+        self._groups = (key, groups)
         return groups
 
     def __call__(self, state: MDState) -> ForceOutput:
         """Energy, forces, stress and shortest distance per system at ``state.positions``."""
-        positions, batch = state.positions, state.batch
-        edge_index, edge_shift = self.neighbors.update(positions, state.cell, state.pbc, batch)
+        neighbors = update_neighbors(self.neighbors, state)
         with deterministic_mode(self.deterministic):
-            out = self._evaluate(state, edge_index, edge_shift)
-        stress = (self._nan_stress(state.n_graphs, positions.device) if out.stress is None
+            out = self._evaluate(state, neighbors)
+        stress_computed = out.stress is not None
+        stress = (self._nan_stress(state.n_graphs, state.positions.device) if out.stress is None
                   else _float64_constant(out.stress))
         return ForceOutput(energy=_float64_constant(out.energy),
                            forces=_float64_constant(out.forces), stress=stress,
-                           min_distance=self.neighbors.shortest_distance)
+                           min_distance=neighbors.shortest_distance,
+                           stress_computed=stress_computed)
 
 
 def _float64_constant(tensor: torch.Tensor) -> torch.Tensor:

@@ -61,8 +61,9 @@ def check_step(prev: MDState, new: MDState, prev_energy: torch.Tensor, new_energ
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Failure code and offending value of each system after one step.
 
-    A cell or stress tensor that ``new`` shares with ``prev`` (an unchanged cell, a stress the
-    force field did not recompute) passed at the previous step and is not looked at again.
+    A stress the force field did not compute (``new.stress_computed`` False: a NaN placeholder)
+    is not checked; a cell tensor that ``new`` shares with ``prev`` (an unchanged cell) passed
+    at the previous step and is not looked at again.
 
     CPU tensors are first screened by :func:`healthy_cpu` (one compiled call); when every
     system passes, zeros are returned without running the torch checks of
@@ -93,7 +94,7 @@ def check_step_torch(prev: MDState, new: MDState, prev_energy: torch.Tensor,
     """:func:`check_step` with torch operations on any device, without syncs (same arguments
     and returns)."""
     peak = _largest_per_system(new, prev)  # (n_graphs, 2) max |F|², max |Δr|² (NaN kept)
-    if new.stress is prev.stress:  # not recomputed (the force field's NaN placeholder)
+    if not new.stress_computed:  # the force field's NaN placeholder
         stress_ok = torch.ones_like(new_energy, dtype=torch.bool)
     else:
         stress_ok = (torch.isfinite(new.stress).all(dim=(1, 2))
@@ -130,7 +131,7 @@ def healthy_cpu(prev: MDState, new: MDState, prev_energy: torch.Tensor, new_ener
     """Whether each system passes every check, by one compiled scan of CPU tensors.
 
     The conditions are those of :func:`check_step_torch`: finite forces, displacements and
-    energy; stress all finite or all NaN (unless shared with ``prev``); max |F|, max one-step
+    energy; stress all finite or all NaN (when computed); max |F|, max one-step
     displacement, temperature 2K/(N_f k_B) (N_f = 3N minus the degrees of freedom the
     constraints remove; 0 K when none is left), energy jump per atom and relative volume change
     (fully periodic systems, unless the cell is shared) within their limits; shortest distance
@@ -147,10 +148,10 @@ def healthy_cpu(prev: MDState, new: MDState, prev_energy: torch.Tensor, new_ener
     Returns:
         (n_graphs,) bool.
     """
-    # a stress or cell shared with prev is not checked again: empty arrays stand in for it
+    # a stress not computed or a cell shared with prev is not checked: empty arrays stand in
     removed_dof = (_NO_DOF if new.constraints is None
                    else new.constraints.removed_dof.numpy(force=True))
-    stress = _NO_STRESS if new.stress is prev.stress else new.stress.numpy(force=True)
+    stress = new.stress.numpy(force=True) if new.stress_computed else _NO_STRESS
     if new.cell is prev.cell:
         cell, pbc, volume0_np = _NO_CELL, _NO_PBC, _NO_VOLUME
     else:

@@ -24,6 +24,7 @@ from mlip.md.nvt import LangevinState, NoseHooverState
 from mlip.md.relax import FireState
 from mlip.md.state import MDState
 from mlip.md.status import RunStatus
+from mlip.structures import Layout
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint"]
 
@@ -79,17 +80,22 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     cls = _STATE_TYPES.get(payload["state_type"])
     if cls is None:
         raise CheckpointMismatchError(f"{path}: unknown state type {payload['state_type']!r}")
-    state = cls(**{k: _restored(k, v, device) for k, v in payload["state"].items()})
+    stored = dict(payload["state"])
+    if "layout" not in stored:  # written while the state held a batch tensor
+        batch, cell = stored.pop("batch"), stored["cell"]
+        stored["layout"] = Layout.from_tensors(torch.bincount(batch, minlength=cell.shape[0]),
+                                               stored["atomic_numbers"], stored["pbc"]).to_dict()
+    state = cls(**{k: _restored(k, v, device) for k, v in stored.items()})
     return Checkpoint(state=state, settings=payload["settings"],
                       status=RunStatus.from_checkpoint(payload["status"], device, path),
                       counters=payload["counters"], outputs=payload["outputs"])
 
 
 def _stored(value: Any) -> Any:
-    """A state field as saved: tensors on the CPU, constraints as a dict of tensors."""
+    """A state field as saved: tensors on the CPU, constraints and layout as dicts."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
-    if isinstance(value, Constraints):
+    if isinstance(value, (Constraints, Layout)):
         return value.to_dict()
     return value
 
@@ -100,4 +106,6 @@ def _restored(name: str, value: Any, device: str | torch.device) -> Any:
         return value.to(device)
     if name == "constraints" and value is not None:
         return Constraints.from_dict(value, device)
+    if name == "layout":
+        return Layout.from_dict(value, device)
     return value

@@ -4,28 +4,32 @@ Units are ASE's (see :mod:`mlip.units`): positions Å, momenta amu·Å/t_ASE, ma
 eV, stress eV/Å³. Positions are kept *unwrapped* (never folded back into the cell) so that the
 neighbour-list skin test sees true displacements. Cell rows are lattice vectors, as in ASE.
 
-Every field carries metadata saying whether it is per atom or per system, so that
-:func:`select_systems` can merge two states system by system (used to freeze a failed or a
-converged system while the others carry on).
+Every field carries metadata saying whether it is per atom, per system or global
+(:mod:`mlip.structures`), so that :func:`select_systems` can merge two states system by system
+(used to freeze a failed or a converged system while the others carry on).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence, TypeVar
 
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip.errors import InvalidStructureError
 from mlip.md.constraints import Constraints, constraints_from_atoms
 from mlip.md.noise import atom_normals
 from mlip.nn.scatter import scatter_sum
+from mlip.structures import (
+    Structures,
+    atom_field,
+    attach_results,
+    global_field,
+    select_systems,
+    system_field,
+)
 from mlip.units import kB
 
 __all__ = ["MDState", "ForceOutput", "select_systems", "state_from_atoms", "state_to_atoms",
@@ -39,16 +43,6 @@ S = TypeVar("S", bound="MDState")
 _MOMENTA_STREAM = 2
 
 
-def atom_field() -> dataclasses.Field:
-    """A dataclass field whose tensor has a leading ``n_atoms`` dimension."""
-    return field(metadata={"per": "atom"})
-
-
-def system_field() -> dataclasses.Field:
-    """A dataclass field whose tensor has a leading ``n_graphs`` dimension."""
-    return field(metadata={"per": "system"})
-
-
 @dataclass(frozen=True, kw_only=True)
 class ForceOutput:
     """What a force function returns for a batch.
@@ -57,139 +51,92 @@ class ForceOutput:
         energy: (n_graphs,) eV. forces: (n_atoms, 3) eV/Å.
         stress: (n_graphs, 3, 3) eV/Å³, ASE sign; NaN where not computed or not periodic.
         min_distance: (n_graphs,) Å, shortest interatomic distance within the cutoff (inf if none).
+        stress_computed: False when ``stress`` is a NaN placeholder (the stress was not asked
+            for), which the blow-up checks then skip.
     """
 
     energy: torch.Tensor
     forces: torch.Tensor
     stress: torch.Tensor
     min_distance: torch.Tensor
+    stress_computed: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
-class MDState:
+class MDState(Structures):
     """Positions, momenta and the latest forces of a batch of systems (float64).
 
+    The structure fields (positions, unwrapped; atomic_numbers; cell; pbc; layout) are those of
+    :class:`mlip.structures.Structures`; ``batch``, ``n_atoms`` and ``first_atom`` come from the
+    layout.
+
     Attributes:
-        positions: (n_atoms, 3) Å, unwrapped.
         momenta: (n_atoms, 3) amu·Å/t_ASE.
         masses: (n_atoms,) amu.
-        atomic_numbers: (n_atoms,) int64.
-        batch: (n_atoms,) int64 sorted system index of each atom.
-        cell: (n_graphs, 3, 3) Å, rows are lattice vectors.
-        pbc: (n_graphs, 3) bool.
         forces: (n_atoms, 3) eV/Å at ``positions``.
         energy: (n_graphs,) eV, potential energy at ``positions``.
         stress: (n_graphs, 3, 3) eV/Å³ (NaN when not computed).
         min_distance: (n_graphs,) Å, shortest neighbour distance at ``positions``.
+        stress_computed: whether ``stress`` was computed by the force function (False: a NaN
+            placeholder, not checked by :mod:`mlip.md.guard`).
         step: number of steps taken since the start of the run.
         constraints: fixed atoms and fixed centres of mass (:mod:`mlip.md.constraints`), or
-            None when no system has any. They never change during a run, so they carry no
-            per-atom/per-system metadata and :func:`select_systems` takes them from ``new``.
+            None when no system has any. They never change during a run, so they are global:
+            :func:`select_systems` takes them from ``new``.
     """
 
-    positions: torch.Tensor = atom_field()
     momenta: torch.Tensor = atom_field()
     masses: torch.Tensor = atom_field()
-    atomic_numbers: torch.Tensor = atom_field()
-    batch: torch.Tensor = atom_field()
-    cell: torch.Tensor = system_field()
-    pbc: torch.Tensor = system_field()
     forces: torch.Tensor = atom_field()
     energy: torch.Tensor = system_field()
     stress: torch.Tensor = system_field()
     min_distance: torch.Tensor = system_field()
+    stress_computed: bool = global_field(default=False)
     step: int = 0
-    constraints: Constraints | None = None
-
-    @property
-    def n_graphs(self) -> int:
-        return int(self.cell.shape[0])
-
-    @property
-    def n_atoms(self) -> torch.Tensor:
-        """(n_graphs,) int64 number of atoms per system (computed once per ``batch`` tensor)."""
-        return _layout(self.batch, self.n_graphs)[0]
-
-    @property
-    def first_atom(self) -> torch.Tensor:
-        """(n_graphs,) int64 index of each system's first atom."""
-        return _layout(self.batch, self.n_graphs)[1]
-
-    def replace(self: S, **changes: Any) -> S:
-        """A copy with the fields named in ``changes`` set to their values.
-
-        ``dataclasses.replace`` without running ``__init__`` again: a fifth of its cost, which
-        counts twice per MD step of a small system. States have no ``__post_init__``; a
-        subclass that adds one must be copied with ``dataclasses.replace`` instead.
-
-        Raises:
-            TypeError: a name that is not a field of this state type.
-        """
-        unknown = changes.keys() - _field_names(type(self))
-        if unknown:
-            raise TypeError(f"{type(self).__name__} has no field(s) {sorted(unknown)}")
-        copy = object.__new__(type(self))
-        copy.__dict__.update(self.__dict__)
-        copy.__dict__.update(changes)
-        return copy
+    constraints: Constraints | None = global_field(default=None)
 
     def with_forces(self: S, out: ForceOutput, **changes: Any) -> S:
         """A copy holding the energy, forces and stress of ``out`` (and ``changes``, fields by
         name, set in the same copy)."""
         return self.replace(forces=out.forces, energy=out.energy, stress=out.stress,
-                            min_distance=out.min_distance, **changes)
+                            min_distance=out.min_distance, stress_computed=out.stress_computed,
+                            **changes)
 
+    @classmethod
+    def _fields_from_ase(cls, frames: list[Atoms], base: dict[str, Any], dtype: torch.dtype
+                         ) -> dict[str, Any]:
+        """Masses, momenta (projected onto the constraints), constraints; NaN forces, energy
+        and stress; infinite shortest distance."""
+        positions, batch = base["positions"], base["layout"].batch
+        f64 = dict(dtype=dtype, device=positions.device)
+        n_graphs, nan = len(frames), float("nan")
+        masses = torch.tensor(np.concatenate([a.get_masses() for a in frames]), **f64)
+        momenta = torch.tensor(np.concatenate([a.get_momenta() for a in frames]), **f64)
+        constraints = constraints_from_atoms(frames, batch)
+        if constraints is not None:
+            momenta = constraints.project_momenta(momenta, masses, batch)
+        return dict(momenta=momenta, masses=masses, forces=torch.full_like(positions, nan),
+                    energy=torch.full((n_graphs,), nan, **f64),
+                    stress=torch.full((n_graphs, 3, 3), nan, **f64),
+                    min_distance=torch.full((n_graphs,), float("inf"), **f64),
+                    constraints=constraints)
 
-@functools.cache
-def _field_names(state_type: type) -> frozenset[str]:
-    """The field names of a state dataclass."""
-    return frozenset(f.name for f in dataclasses.fields(state_type))
+    def _host_arrays(self) -> dict[str, np.ndarray]:
+        host = super()._host_arrays()
+        for name in ("momenta", "masses", "forces", "energy", "stress"):
+            host[name] = getattr(self, name).detach().cpu().numpy()
+        host["constraints"] = (None if self.constraints is None
+                               else self.constraints.to_ase(list(self.layout.counts)))
+        return host
 
-
-_LAYOUTS: dict[int, tuple[weakref.ref, int, torch.Tensor, torch.Tensor]] = {}
-
-
-def _layout(batch: torch.Tensor, n_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Atoms per system and first atom of each system, (n_graphs,) int64 each.
-
-    Every state of a run shares one ``batch`` tensor (``dataclasses.replace`` copies the
-    reference), so the counts are memoised on its identity and version instead of being
-    recounted several times per step.
-    """
-    entry = _LAYOUTS.get(id(batch))
-    if (entry is not None and entry[0]() is batch and entry[1] == batch._version
-            and entry[2].shape[0] == n_graphs):
-        return entry[2], entry[3]
-    counts = torch.bincount(batch, minlength=n_graphs)
-    first = torch.cumsum(counts, 0) - counts
-    key = id(batch)
-    _LAYOUTS[key] = (weakref.ref(batch, lambda _, k=key: _LAYOUTS.pop(k, None)),
-                     batch._version, counts, first)
-    return counts, first
-
-
-def select_systems(take_new: torch.Tensor, new: S, old: S) -> S:
-    """Merge two states of the same batch: system g comes from ``new`` where ``take_new[g]``.
-
-    Args:
-        take_new: (n_graphs,) bool.
-        new, old: states of the same type and batch layout.
-
-    Returns:
-        A state of the same type; non-tensor fields (``step``) come from ``new``.
-    """
-    changes = {}
-    atom_mask = take_new[new.batch]
-    for f in dataclasses.fields(new):
-        per = f.metadata.get("per")
-        if per is None:
-            continue
-        mask = atom_mask if per == "atom" else take_new
-        a, b = getattr(new, f.name), getattr(old, f.name)
-        if a is b:  # shared (cell in NVE, masses, batch, ...): keep the object, which the
-            continue  # neighbour list and the models recognise by identity without a sync
-        changes[f.name] = torch.where(mask.reshape(mask.shape + (1,) * (a.dim() - 1)), a, b)
-    return new.replace(**changes)
+    def _decorate_ase(self, atoms: Atoms, g: int, atom_slice: slice,
+                      host: dict[str, np.ndarray]) -> None:
+        """Masses, momenta, ASE constraints and a calculator with energy, raw forces, stress."""
+        atoms.set_masses(host["masses"][atom_slice])
+        atoms.set_momenta(host["momenta"][atom_slice], apply_constraint=False)
+        if host["constraints"] is not None:
+            atoms.set_constraint(host["constraints"][g])
+        attach_results(atoms, host["energy"][g], host["forces"][atom_slice], host["stress"][g])
 
 
 def kinetic_energy(momenta: torch.Tensor, masses: torch.Tensor, batch: torch.Tensor,
@@ -295,61 +242,11 @@ def state_from_atoms(atoms: Sequence[Atoms], device: str | torch.device = "cpu")
     for k, a in enumerate(atoms):
         if len(a) == 0:
             raise InvalidStructureError(f"structure {k} has no atoms")
-    f64 = dict(dtype=torch.float64, device=device)
-    positions = torch.tensor(np.concatenate([a.positions for a in atoms]), **f64)
-    n_graphs = len(atoms)
-    nan = float("nan")
-    batch = torch.repeat_interleave(torch.arange(n_graphs, device=device),
-                                    torch.tensor([len(a) for a in atoms], device=device))
-    masses = torch.tensor(np.concatenate([a.get_masses() for a in atoms]), **f64)
-    momenta = torch.tensor(np.concatenate([a.get_momenta() for a in atoms]), **f64)
-    constraints = constraints_from_atoms(atoms, batch)
-    if constraints is not None:
-        momenta = constraints.project_momenta(momenta, masses, batch)
-    return MDState(
-        positions=positions,
-        momenta=momenta,
-        masses=masses,
-        atomic_numbers=torch.tensor(np.concatenate([a.numbers for a in atoms]), device=device),
-        batch=batch,
-        cell=torch.tensor(np.stack([np.asarray(a.cell) for a in atoms]), **f64),
-        pbc=torch.tensor(np.stack([a.pbc for a in atoms]), device=device),
-        forces=torch.full_like(positions, nan),
-        energy=torch.full((n_graphs,), nan, **f64),
-        stress=torch.full((n_graphs, 3, 3), nan, **f64),
-        min_distance=torch.full((n_graphs,), float("inf"), **f64),
-        constraints=constraints,
-    )
+    return MDState.from_ase(atoms, torch.float64, device)
 
 
 def state_to_atoms(state: MDState) -> list[Atoms]:
     """One ``ase.Atoms`` per system with momenta, its ASE constraints (``FixAtoms``,
     ``FixCom``) and a calculator holding energy, raw forces and stress (``get_forces()``
     applies the constraints, as ASE does)."""
-    counts = state.n_atoms.tolist()
-    arrays = {name: getattr(state, name).detach().cpu().numpy()
-              for name in ("positions", "momenta", "masses", "atomic_numbers", "forces")}
-    cells, pbcs = state.cell.detach().cpu().numpy(), state.pbc.cpu().numpy()
-    energies, stresses = state.energy.detach().cpu().numpy(), state.stress.detach().cpu().numpy()
-    constraints = None if state.constraints is None else state.constraints.to_ase(counts)
-    out, start = [], 0
-    for g, n in enumerate(counts):
-        sl = slice(start, start + n)
-        start += n
-        atoms = Atoms(numbers=arrays["atomic_numbers"][sl], positions=arrays["positions"][sl],
-                      cell=cells[g], pbc=pbcs[g], masses=arrays["masses"][sl],
-                      momenta=arrays["momenta"][sl])
-        if constraints is not None:
-            atoms.set_constraint(constraints[g])
-        results = {}
-        if np.isfinite(energies[g]):
-            results["energy"] = float(energies[g])
-        if np.isfinite(arrays["forces"][sl]).all():
-            results["forces"] = arrays["forces"][sl]
-        s = stresses[g]
-        if np.isfinite(s).all():
-            results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-        if results:
-            atoms.calc = SinglePointCalculator(atoms, **results)
-        out.append(atoms)
-    return out
+    return state.to_ase()

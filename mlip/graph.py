@@ -1,5 +1,10 @@
 """The typed batch that flows through mlip: :class:`AtomicGraph` and its labels :class:`Targets`.
 
+An :class:`AtomicGraph` is a :class:`mlip.structures.Structures` (positions, atomic numbers,
+cell, pbc and the batch :class:`~mlip.structures.Layout`) plus its neighbour edges.
+:func:`update_neighbors` and :func:`graph_from_neighbors` turn any structures (an MD state, the
+calculator's atoms) and a :class:`mlip.neighbors.VerletList` into the model's graph.
+
 Conventions (ASE units, see ``docs/conventions.md``):
 
 * cell rows are lattice vectors (Å), as in ASE; never the transpose;
@@ -12,8 +17,7 @@ Conventions (ASE units, see ``docs/conventions.md``):
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -21,13 +25,13 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
-from ase.stress import voigt_6_to_full_3x3_stress
 
 from mlip.errors import InvalidStructureError
-from mlip.neighbors import neighbor_list
+from mlip.neighbors import Neighbors, VerletList, neighbor_list
 from mlip.neighbors._validate import check_cells
+from mlip.structures import Layout, Structures, full_to_voigt, global_field, voigt_to_full
 
-__all__ = ["AtomicGraph", "Targets"]
+__all__ = ["AtomicGraph", "Targets", "graph_from_neighbors", "update_neighbors"]
 
 _MAX_Z = len(chemical_symbols) - 1
 
@@ -81,54 +85,30 @@ class Targets:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class AtomicGraph:
+@dataclass(frozen=True, kw_only=True)
+class AtomicGraph(Structures):
     """A batch of ``n_graphs`` atomic structures with their neighbour graph.
 
-    A single structure is a batch of one. See the module docstring for conventions.
+    A single structure is a batch of one. See the module docstring for conventions; the
+    structure fields (positions, atomic_numbers, cell, pbc, layout) are those of
+    :class:`mlip.structures.Structures`.
 
     Attributes:
-        positions: (n_atoms, 3) Å.
-        atomic_numbers: (n_atoms,) int64.
-        cell: (n_graphs, 3, 3) Å, rows are lattice vectors (zeros allowed when not periodic).
-        pbc: (n_graphs, 3) bool.
-        batch: (n_atoms,) int64, index of the graph each atom belongs to (sorted).
-        n_atoms: (n_graphs,) int64 atoms per graph.
         edge_index: (2, n_edges) int64, row 0 centre i, row 1 neighbour j (global atom indices).
         edge_shift: (n_edges, 3) int64 integer cell images S.
         cutoff: Å, radius the edges were built with.
         targets: reference labels or None.
-        periodic: False when no graph has a periodic axis (all shifts are zero, so the image
-            term S·cell of the edge vectors is skipped); None: read from ``pbc`` where that is
-            free (CPU), else assumed periodic. :meth:`to` records it before leaving the CPU.
     """
 
-    positions: torch.Tensor
-    atomic_numbers: torch.Tensor
-    cell: torch.Tensor
-    pbc: torch.Tensor
-    batch: torch.Tensor
-    n_atoms: torch.Tensor
-    edge_index: torch.Tensor
-    edge_shift: torch.Tensor
-    cutoff: float
+    edge_index: torch.Tensor = field(metadata={"per": "edge"})
+    edge_shift: torch.Tensor = field(metadata={"per": "edge"})
+    cutoff: float = global_field()
     targets: Targets | None = None
-    periodic: bool | None = None
 
     # ----------------------------------------------------------------------------- sizes
     @property
-    def n_graphs(self) -> int:
-        return int(self.cell.shape[0])
-
-    @property
     def n_edges(self) -> int:
         return int(self.edge_index.shape[1])
-
-    @property
-    def atom_offsets(self) -> torch.Tensor:
-        """(n_graphs + 1,) int64 start of each graph's atoms; the last entry is n_atoms."""
-        zero = torch.zeros(1, dtype=torch.long, device=self.n_atoms.device)
-        return torch.cat([zero, torch.cumsum(self.n_atoms, 0)])
 
     # ----------------------------------------------------------------------------- geometry
     def edge_vectors(
@@ -145,7 +125,7 @@ class AtomicGraph:
         i, j = self.edge_index
         # index_select: the same values as positions[j], a faster gather and backward
         difference = positions.index_select(0, j) - positions.index_select(0, i)
-        if not self.is_periodic():
+        if not self.layout.periodic:  # all shifts are zero: skip the image term
             return difference
         images = self.edge_shift.to(positions.dtype)  # (n_edges, 3)
         if cell.shape[0] == 1:  # one matmul instead of a gathered batch of 3x3 products
@@ -160,10 +140,8 @@ class AtomicGraph:
         return difference + shift
 
     def is_periodic(self) -> bool:
-        """Whether any graph has a periodic axis (True when unknown without a device sync)."""
-        if self.periodic is not None:
-            return self.periodic
-        return self.pbc.device.type != "cpu" or bool(self.pbc.any())
+        """Whether any graph has a periodic axis (the layout's host fact)."""
+        return self.layout.periodic
 
     # ----------------------------------------------------------------------------- building
     @classmethod
@@ -184,23 +162,23 @@ class AtomicGraph:
             cell: (n_graphs, 3, 3) Å. pbc: (n_graphs, 3) bool. n_atoms: (n_graphs,) int.
             cutoff: Å. targets: optional labels.
         """
-        n_atoms = n_atoms.to(torch.long)
-        batch = torch.repeat_interleave(
-            torch.arange(len(n_atoms), device=positions.device), n_atoms.to(positions.device)
-        )
-        i, j, S = neighbor_list(positions, cell, pbc, cutoff, batch)
-        return cls(
-            positions=positions,
-            atomic_numbers=atomic_numbers.to(torch.long),
-            cell=cell,
-            pbc=pbc.to(torch.bool),
-            batch=batch,
-            n_atoms=n_atoms,
-            edge_index=torch.stack([i, j]),
-            edge_shift=S,
-            cutoff=float(cutoff),
-            targets=targets,
-        )
+        atomic_numbers, pbc = atomic_numbers.to(torch.long), pbc.to(torch.bool)
+        layout = Layout.from_tensors(n_atoms.to(device=positions.device, dtype=torch.long),
+                                     atomic_numbers, pbc)
+        return cls.from_structures(
+            Structures(positions=positions, atomic_numbers=atomic_numbers, cell=cell, pbc=pbc,
+                       layout=layout),
+            cutoff, targets)
+
+    @classmethod
+    def from_structures(cls, structures: Structures, cutoff: float,
+                        targets: Targets | None = None) -> AtomicGraph:
+        """``structures`` with a fresh neighbour list within ``cutoff`` (Å)."""
+        s = structures
+        i, j, S = neighbor_list(s.positions, s.cell, s.pbc, cutoff, s.batch)
+        return cls(positions=s.positions, atomic_numbers=s.atomic_numbers, cell=s.cell,
+                   pbc=s.pbc, layout=s.layout, edge_index=torch.stack([i, j]), edge_shift=S,
+                   cutoff=float(cutoff), targets=targets)
 
     @classmethod
     def from_ase(
@@ -218,20 +196,14 @@ class AtomicGraph:
             dtype: floating dtype of positions, cell and labels.
             with_targets: read energy/forces/stress from ``atoms.calc`` when present.
         """
+        structures = Structures.from_ase(atoms, dtype)
         frames = [atoms] if isinstance(atoms, Atoms) else list(atoms)
-        if not frames:
-            raise InvalidStructureError("from_ase needs at least one structure")
-        positions = torch.tensor(np.concatenate([a.positions for a in frames]), dtype=dtype)
-        numbers = torch.tensor(np.concatenate([a.numbers for a in frames]), dtype=torch.long)
-        cell = torch.tensor(np.stack([np.asarray(a.cell) for a in frames]), dtype=dtype)
-        pbc = torch.tensor(np.stack([a.pbc for a in frames]), dtype=torch.bool)
-        n_atoms = torch.tensor([len(a) for a in frames], dtype=torch.long)
         targets = (
             Targets.collate([_targets_from_atoms(a, dtype) for a in frames])
             if with_targets
             else None
         )
-        graph = cls.build(positions, numbers, cell, pbc, n_atoms, cutoff, targets)
+        graph = cls.from_structures(structures, cutoff, targets)
         graph.validate()
         return graph
 
@@ -246,21 +218,17 @@ class AtomicGraph:
                 f"cannot collate graphs built with different cutoffs {sorted(cutoffs)}"
             )
         atom_shift = 0
-        graph_shift = 0
-        edges, batches = [], []
+        edges = []
         for g in graphs:
             edges.append(g.edge_index + atom_shift)
-            batches.append(g.batch + graph_shift)
             atom_shift += g.positions.shape[0]
-            graph_shift += g.n_graphs
         has_targets = all(g.targets is not None for g in graphs)
         return AtomicGraph(
             positions=torch.cat([g.positions for g in graphs]),
             atomic_numbers=torch.cat([g.atomic_numbers for g in graphs]),
             cell=torch.cat([g.cell for g in graphs]),
             pbc=torch.cat([g.pbc for g in graphs]),
-            batch=torch.cat(batches),
-            n_atoms=torch.cat([g.n_atoms for g in graphs]),
+            layout=Layout.concat([g.layout for g in graphs]),
             edge_index=torch.cat(edges, dim=1),
             edge_shift=torch.cat([g.edge_shift for g in graphs]),
             cutoff=graphs[0].cutoff,
@@ -277,8 +245,8 @@ class AtomicGraph:
         return [self._single(g) for g in range(self.n_graphs)]
 
     def _single(self, g: int) -> AtomicGraph:
-        offsets = self.atom_offsets.tolist()
-        start, stop = offsets[g], offsets[g + 1]
+        start = sum(self.layout.counts[:g])
+        stop = start + self.layout.counts[g]
         edge_mask = self.batch[self.edge_index[0]] == g
         t = self.targets
         targets = (
@@ -293,8 +261,7 @@ class AtomicGraph:
             atomic_numbers=self.atomic_numbers[start:stop],
             cell=self.cell[g : g + 1],
             pbc=self.pbc[g : g + 1],
-            batch=torch.zeros(stop - start, dtype=torch.long, device=self.batch.device),
-            n_atoms=self.n_atoms[g : g + 1],
+            layout=self.layout.systems(g, g + 1),
             edge_index=self.edge_index[:, edge_mask] - start,
             edge_shift=self.edge_shift[edge_mask],
             cutoff=self.cutoff,
@@ -302,39 +269,17 @@ class AtomicGraph:
         )
 
     # ----------------------------------------------------------------------------- conversion
-    def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> AtomicGraph:
-        """Move every tensor to ``device``; cast positions, cell and labels to ``dtype``."""
-
-        def move(t: torch.Tensor) -> torch.Tensor:
-            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
-
-        changes = {
-            f.name: move(getattr(self, f.name))
-            for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
-        }
-        if self.targets is not None:
-            changes["targets"] = self.targets.to(device, dtype)
-        return dataclasses.replace(self, **changes, periodic=self.is_periodic())
-
-    def to_ase(self) -> list[Atoms]:
-        """Convert back to ``ase.Atoms``; labels become a ``SinglePointCalculator``."""
-        out = []
-        for g in self.split():
-            atoms = Atoms(
-                numbers=g.atomic_numbers.cpu().numpy(),
-                positions=g.positions.detach().cpu().numpy(),
-                cell=g.cell[0].detach().cpu().numpy(),
-                pbc=g.pbc[0].cpu().numpy(),
-            )
-            if g.targets is not None:
-                results = _results_from_targets(g.targets)
-                if results:
-                    atoms.calc = SinglePointCalculator(atoms, **results)
-            out.append(atoms)
-        return out
+    # ``to`` (tensors, labels and layout) and ``to_ase`` come from Structures
+    def _decorate_ase(self, atoms: Atoms, g: int, atom_slice: slice,
+                      host: dict[str, np.ndarray]) -> None:
+        """Attach the finite labels of graph ``g``."""
+        t = self.targets
+        if t is not None:
+            results = _results_from_targets(Targets(
+                t.energy[g : g + 1], t.forces[atom_slice], t.stress[g : g + 1], t.weight[g : g + 1]
+            ))
+            if results:
+                atoms.calc = SinglePointCalculator(atoms, **results)
 
     # ----------------------------------------------------------------------------- checks
     def validate(self) -> None:
@@ -346,9 +291,9 @@ class AtomicGraph:
                 f"batch {tuple(self.batch.shape)} "
                 f"must both have shape ({n},)"
             )
-        if int(self.n_atoms.sum()) != n:
+        if sum(self.layout.counts) != n:
             raise InvalidStructureError(
-                f"n_atoms sums to {int(self.n_atoms.sum())} but there are {n} atoms"
+                f"n_atoms sums to {sum(self.layout.counts)} but there are {n} atoms"
             )
         bad = ~torch.isfinite(self.positions).all(dim=1)
         if bool(bad.any()):
@@ -361,6 +306,44 @@ class AtomicGraph:
             k = int(torch.nonzero(wrong)[0])
             raise InvalidStructureError(f"atom {k} has invalid atomic number {int(z[k])}")
         check_cells(self.cell, self.pbc)
+
+
+def graph_from_neighbors(structures: Structures, neighbors: Neighbors, cutoff: float,
+                         dtype: torch.dtype | None = None,
+                         group: tuple[int, int, int, int] | None = None,
+                         group_layout: Layout | None = None,
+                         edge_range: tuple[int, int] | None = None) -> AtomicGraph:
+    """The model's batch: ``structures`` with the edges of ``neighbors`` (the pairs of these
+    structures, e.g. from :func:`update_neighbors`).
+
+    Args:
+        structures: the batch (any :class:`Structures`, e.g. an MD state).
+        neighbors: its pairs within ``cutoff``, sorted by centre atom.
+        cutoff: Å, the model's cutoff.
+        dtype: floating dtype of positions and cell (default: as they are).
+        group: ``(g0, g1, a0, a1)``: only systems g0:g1, whose atoms are a0:a1.
+        group_layout: the layout of that group, ``structures.layout.systems(g0, g1)`` (made
+            here when not given).
+        edge_range: ``(e0, e1)``, the edges of the group's atoms (found here, with a device
+            read, when not given).
+    """
+    s = structures
+    if group is None:
+        return AtomicGraph(positions=s.positions.to(dtype), atomic_numbers=s.atomic_numbers,
+                           cell=s.cell.to(dtype), pbc=s.pbc, layout=s.layout,
+                           edge_index=neighbors.edge_index, edge_shift=neighbors.edge_shift,
+                           cutoff=cutoff)
+    g0, g1, a0, a1 = group
+    if edge_range is None:
+        bounds = torch.tensor([a0, a1], device=neighbors.edge_index.device)
+        edge_range = tuple(torch.searchsorted(neighbors.edge_index[0], bounds).tolist())
+    e0, e1 = edge_range
+    return AtomicGraph(positions=s.positions[a0:a1].to(dtype),
+                       atomic_numbers=s.atomic_numbers[a0:a1], cell=s.cell[g0:g1].to(dtype),
+                       pbc=s.pbc[g0:g1],
+                       layout=s.layout.systems(g0, g1) if group_layout is None else group_layout,
+                       edge_index=neighbors.edge_index[:, e0:e1] - a0,
+                       edge_shift=neighbors.edge_shift[e0:e1], cutoff=cutoff)
 
 
 def _targets_from_atoms(atoms: Atoms, dtype: torch.dtype) -> Targets:
@@ -378,7 +361,7 @@ def _targets_from_atoms(atoms: Atoms, dtype: torch.dtype) -> Targets:
     if "stress" in results:
         s = np.asarray(results["stress"], dtype=float)
         if s.shape == (6,):
-            s = voigt_6_to_full_3x3_stress(s)
+            s = voigt_to_full(s)
         stress = torch.tensor(s, dtype=dtype).reshape(1, 3, 3)
     return Targets(energy, forces, stress, t.weight)
 
@@ -391,6 +374,16 @@ def _results_from_targets(t: Targets) -> dict:
     if bool(torch.isfinite(t.forces).all()) and t.forces.shape[0] > 0:
         results["forces"] = t.forces.detach().cpu().numpy()
     if bool(torch.isfinite(t.stress).all()):
-        s = t.stress[0].detach().cpu().numpy()
-        results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        results["stress"] = full_to_voigt(t.stress[0].detach().cpu().numpy())
     return results
+
+
+def update_neighbors(verlet: VerletList, structures: Structures) -> Neighbors:
+    """The pairs of ``structures`` within the cutoff of ``verlet``, reusing its cached list.
+
+    The layout of ``structures`` is stated to ``verlet`` when it differs from the one stated
+    before (a comparison of host facts, no device read), which forgets the cached list.
+    """
+    if verlet.layout_key != structures.layout:
+        verlet.set_layout(structures.pbc, structures.batch, key=structures.layout)
+    return verlet.update(structures.positions, structures.cell)

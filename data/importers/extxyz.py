@@ -26,6 +26,7 @@ from ase.io.formats import open_with_compression
 from ase.symbols import symbols2numbers
 
 from mlip.data.importers.atoms import SYSTEM_KEYS, FrameFields
+from mlip.structures import full_to_voigt
 
 __all__ = ["iter_extxyz", "read_extxyz"]
 
@@ -123,7 +124,7 @@ def _fast_frame(comment: str, block: list[str]) -> FrameFields | None:
     results.update({k: info.pop(k) for k in list(info) if k in _PER_FRAME_RESULTS})
     if "stress" in results and np.shape(results["stress"]) == (3, 3):
         s = results["stress"]  # ASE keeps the Voigt form (upper triangle) of a 3x3 stress
-        results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        results["stress"] = full_to_voigt(np.asarray(s))
     flags = np.zeros(3, dtype=bool)
     flags[:] = pbc
     return FrameFields(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import torch
 from ase.data import chemical_symbols
@@ -89,7 +89,6 @@ class Potential(nn.Module):
         self.register_buffer("reference_energies", torch.zeros(len(species), dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros((), dtype=torch.float64))
-        self._last_species: tuple = ()  # (atomic_numbers, its version, indices) of the last call
         self.register_load_state_dict_post_hook(_flush_tiny_weights)
 
     # ------------------------------------------------------------------ to implement
@@ -107,26 +106,26 @@ class Potential(nn.Module):
 
     # ------------------------------------------------------------------ provided
     def species_indices(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        """Map atomic numbers (n_atoms,) to indices into ``self.species``.
+        """Map atomic numbers (n_atoms,) to indices into ``self.species`` (-1 for an element
+        the model does not know: :meth:`check_elements` rejects those before a call)."""
+        return self.species_index[atomic_numbers]
+
+    def check_elements(self, elements: Iterable[int]) -> None:
+        """Reject elements the model was not trained on (host values: no device read).
+
+        Args:
+            elements: atomic numbers, e.g. ``graph.layout.elements``.
 
         Raises:
-            UnknownElementError: naming the elements the model was not trained on.
+            UnknownElementError: naming the unknown elements and the known ones.
         """
-        if torch.compiler.is_compiling():  # checked eagerly by the caller of the compiled code
-            return self.species_index[atomic_numbers]
-        last = self._last_species
-        if last and last[0] is atomic_numbers and last[1] == atomic_numbers._version:
-            return last[2]  # MD calls: same tensor every step; the check below syncs a GPU
-        idx = self.species_index[atomic_numbers]
-        if bool((idx < 0).any()):
-            unknown = sorted({int(z) for z in atomic_numbers[idx < 0].tolist()})
+        unknown = sorted(set(elements) - set(self.species))
+        if unknown:
             names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
             known = ", ".join(chemical_symbols[z] for z in self.species)
             raise UnknownElementError(
                 f"the model does not know element(s) {names}; it knows {known}"
             )
-        self._last_species = (atomic_numbers, atomic_numbers._version, idx)
-        return idx
 
     def node_energy(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
         """Per-atom energies E_i = E0[Z_i] + s_i·(scale·e_i + shift), (n_atoms,) float64 eV."""
@@ -221,6 +220,7 @@ class Potential(nn.Module):
         """
         from mlip.models.forces import energy_forces_stress
 
+        self.check_elements(graph.layout.elements)
         dtype = self.model_dtype()
         if graph.positions.dtype != dtype:  # e.g. AtomicGraph.from_ase (float64), float32 model
             graph = graph.to(dtype=dtype)

@@ -3,7 +3,6 @@ and eager inference, a compiled function transform for opt-in compiled inference
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -162,9 +161,7 @@ class CompiledEnergyForcesStress:
         return type(self), (self.model,)
 
     def __call__(self, graph: AtomicGraph, compute_stress: bool) -> PotentialOutput:
-        self.model.species_indices(graph.atomic_numbers)  # raises on unknown elements
-        if graph.periodic is None:
-            graph = dataclasses.replace(graph, periodic=graph.is_periodic())
+        self.model.check_elements(graph.layout.elements)  # before the compiled code
         key = (graph.periodic, graph.n_graphs == 1, compute_stress, graph.positions.dtype,
                graph.positions.device)
         if key in self._eager:

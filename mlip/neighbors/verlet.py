@@ -29,6 +29,7 @@ are then gathered at that known size (``torch.nonzero_static``) without waiting 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Hashable
 
 import torch
 
@@ -36,6 +37,7 @@ from mlip.errors import ConfigError, InvalidStructureError
 from mlip.neighbors._validate import normalize_inputs
 from mlip.neighbors.grid import row_times_matrix, wrap
 from mlip.neighbors.search import neighbor_list
+from mlip.neighbors.value import Neighbors
 from mlip.neighbors.verlet_numba import (
     BuildArrays,
     build_arrays,
@@ -71,12 +73,13 @@ class _Cache:
 class VerletList:
     """A neighbour list with a skin, rebuilt only when atoms or the cell moved too far.
 
-    Example (MD loop)::
+    Example (MD loop: the systems are stated once, then only positions and cell change)::
 
         nl = VerletList(cutoff=5.0, skin=1.0)
+        nl.set_layout(pbc, batch)
         for step in range(n_steps):
-            edge_index, edge_shift = nl.update(positions, cell, pbc, batch)
-            ...  # forces from AtomicGraph(..., edge_index=edge_index, edge_shift=edge_shift)
+            neighbors = nl.update(positions, cell)
+            ...  # forces from mlip.graph.graph_from_neighbors(structures, neighbors, ...)
         print(nl.n_rebuilds, "rebuilds in", nl.n_updates, "steps")
 
     Args:
@@ -91,8 +94,7 @@ class VerletList:
     Attributes:
         n_updates: calls to :meth:`update`. n_rebuilds: calls that rebuilt some system.
         n_system_rebuilds: systems rebuilt in total (a batch of B counts B at the first call).
-        edge_distance_sq: (n_edges,) Å², |D|² of the pairs the last :meth:`update` returned.
-        shortest_distance: (n_graphs,) Å, the shortest of them per system (inf without pairs).
+        layout_key: the ``key`` given to :meth:`set_layout` (None when no layout is stated).
     """
 
     def __init__(self, cutoff: float, skin: float = 1.0, *, backend: str = "auto",
@@ -107,40 +109,64 @@ class VerletList:
         self.n_updates = 0
         self.n_rebuilds = 0
         self.n_system_rebuilds = 0
-        self.edge_distance_sq: torch.Tensor | None = None
-        self.shortest_distance: torch.Tensor | None = None
+        self.layout_key: Hashable | None = None
         self._cache: _Cache | None = None
-        self._checked: tuple | None = None
-
-    @property
-    def periodic(self) -> bool | None:
-        """Whether the cached systems have any periodic axis (None before the first build)."""
-        return None if self._cache is None else self._cache.periodic
+        self._stated: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def reset(self) -> None:
-        """Forget the cached list; the next :meth:`update` rebuilds everything."""
+        """Forget the cached list and the stated layout; the next :meth:`update` rebuilds
+        everything."""
         self._cache = None
-        self._checked = None
+        self._stated = None
+        self.layout_key = None
 
-    def update(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
-               batch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def set_layout(self, pbc: torch.Tensor, batch: torch.Tensor | None,
+                   key: Hashable | None = None) -> None:
+        """State the systems of the coming ``update(positions, cell)`` calls, until the next
+        :meth:`reset` or :meth:`set_layout` (which forget the cached list).
+
+        The periodic axes and the atom-to-system index are then trusted not to change: a
+        reused list is filtered without checking them again (validated at every rebuild).
+
+        Args:
+            pbc: (3,) or (n_graphs, 3) bool. batch: (n_atoms,) int64 sorted system index (None:
+                one system). key: any hashable value the caller recognises its layout by (kept
+                in :attr:`layout_key`).
+        """
+        self.reset()
+        self._stated = (pbc, batch)
+        self.layout_key = key
+
+    def update(self, positions: torch.Tensor, cell: torch.Tensor,
+               pbc: torch.Tensor | None = None, batch: torch.Tensor | None = None) -> Neighbors:
         """Pairs closer than ``cutoff`` now, rebuilding stale systems first.
 
         Args:
             positions: (n_atoms, 3) Å, unwrapped. cell: (3, 3) or (n_graphs, 3, 3) Å.
-            pbc: (3,) or (n_graphs, 3) bool. batch: (n_atoms,) int64 sorted system index.
+            pbc: (3,) or (n_graphs, 3) bool; None: the layout stated by :meth:`set_layout`.
+            batch: (n_atoms,) int64 sorted system index (with ``pbc``; None: one system).
+                Given ``pbc`` and ``batch`` are validated and compared with the cached build
+                at every call (which reads the device); a stated layout is not.
 
         Returns:
-            edge_index: (2, n_edges) int64, row 0 centres i (sorted), row 1 neighbours j;
-            edge_shift: (n_edges, 3) int64 S, with D = r[j] - r[i] + S @ cell.
-            The squared lengths |D|² (n_edges,) Å² are left in ``edge_distance_sq``.
+            The pairs, their squared lengths and the shortest distance per system.
         """
         self.n_updates += 1
-        checked = self._same_inputs(positions, cell, pbc, batch)
-        if checked is None:  # new cell, pbc or batch objects: validate everything
-            checked = normalize_inputs(positions, cell, pbc, self.cutoff, batch)[1:]
         c = self._cache
-        if c is not None and self._same_layout(positions, *checked):
+        if pbc is None:  # the stated layout: only positions and cell are new
+            if self._stated is None:
+                raise InvalidStructureError("update(positions, cell) without pbc needs a "
+                                            "layout stated by set_layout(pbc, batch) first")
+            pbc, batch = self._stated
+            cell_b = cell if cell.ndim == 3 else cell.unsqueeze(0)
+            same = (c is not None and positions.shape == c.positions.shape
+                    and positions.device == c.positions.device
+                    and positions.is_floating_point() and cell_b.shape == c.cell.shape)
+            checked = (cell_b, c.pbc, c.batch) if same else None
+        else:
+            checked = normalize_inputs(positions, cell, pbc, self.cutoff, batch)[1:]
+            same = c is not None and self._same_layout(positions, *checked)
+        if same:
             if c.host is not None:  # CPU: the stale test and the filter in one compiled call
                 stale, filtered = stale_or_filter(positions, checked[0], c.host, self.skin,
                                                   self.cutoff)
@@ -148,30 +174,14 @@ class VerletList:
                 stale, filtered = _stale_or_filter_torch(c, positions, checked[0], checked[2],
                                                          self.skin, self.cutoff)
             if filtered is not None:
-                return self._keep(filtered)
+                return self._value(filtered, stale, rebuilt=False)
         else:
-            stale = torch.ones(checked[0].shape[0], dtype=torch.bool, device=checked[0].device)
+            n_graphs = 1 if cell.ndim == 2 else cell.shape[0]
+            stale = torch.ones(n_graphs, dtype=torch.bool, device=positions.device)
         positions, cell_n, pbc_n, batch_n = normalize_inputs(positions, cell, pbc,
                                                              self.cutoff, batch)
         self._rebuild(positions, cell_n, pbc_n, batch_n, stale)
-        self._checked = ((cell, cell._version), (pbc, pbc._version), batch,
-                         None if batch is None else batch._version, (cell_n, pbc_n, batch_n))
-        return self._filter(positions, checked[0])
-
-    def _same_inputs(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
-                     batch: torch.Tensor | None) -> tuple | None:
-        """The validated (cell, pbc, batch) of the last build if the same, unmodified tensors
-        are passed again with positions of the cached shape (the MD fast path), else None."""
-        seen, c = self._checked, self._cache
-        if seen is None or c is None:
-            return None
-        (cell0, cell_version), (pbc0, pbc_version), batch0, batch_version, normalized = seen
-        same = (cell is cell0 and cell._version == cell_version and pbc is pbc0
-                and pbc._version == pbc_version and batch is batch0
-                and (batch is None or batch._version == batch_version)
-                and positions.shape == c.positions.shape and positions.device == c.positions.device
-                and positions.is_floating_point())
-        return normalized if same else None
+        return self._value(self._filter(positions, cell_n), stale, rebuilt=True)
 
     def needs_rebuild(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
                       batch: torch.Tensor) -> torch.Tensor:
@@ -200,10 +210,6 @@ class VerletList:
             return False
         if c.positions.device != positions.device:
             return False
-        if self._checked is not None:  # the MD fast path passes back the normalised tensors
-            _, built_pbc, built_batch = self._checked[4]  # of the last build (never modified)
-            if pbc is built_pbc and batch is built_batch:
-                return True  # no torch.equal, which waits for a GPU
         return torch.equal(c.pbc, pbc) and torch.equal(c.batch, batch)
 
     def _rebuild(self, positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
@@ -273,18 +279,20 @@ class VerletList:
         c.cell[stale] = sub_cell
         c.widest_shift[stale] = widest
 
-    def _filter(self, positions: torch.Tensor,
-                cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _filter(self, positions: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The cached candidates closer than ``cutoff`` at the current positions."""
         c = self._cache
         if c.host is not None:  # CPU: one compiled call
-            return self._keep(filter_candidates(positions, cell, c.host, self.cutoff))
-        return self._keep(_filter_torch(c, positions, cell, self.cutoff))
+            return filter_candidates(positions, cell, c.host, self.cutoff)
+        return _filter_torch(c, positions, cell, self.cutoff)
 
-    def _keep(self, filtered: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Record the distances of a filter's result; return its edge_index and edge_shift."""
-        edge_index, edge_shift, self.edge_distance_sq, self.shortest_distance = filtered
-        return edge_index, edge_shift
+    def _value(self, filtered: tuple[torch.Tensor, ...], stale: torch.Tensor,
+               rebuilt: bool) -> Neighbors:
+        """The :class:`Neighbors` of a filter's result."""
+        edge_index, edge_shift, distance_sq, shortest = filtered
+        return Neighbors(edge_index=edge_index, edge_shift=edge_shift, distance_sq=distance_sq,
+                         shortest_distance=shortest, periodic=self._cache.periodic,
+                         rebuilt=rebuilt, stale=stale)
 
 
 def _derive(c: _Cache) -> _Cache:

@@ -41,7 +41,8 @@ def _step(seed: int, stress: str, cell: str) -> Step:
     """A healthy step of the five systems at 300 to 430 K.
 
     Args:
-        stress: ``shared`` (not recomputed), ``finite`` or ``nan`` (new stress all NaN).
+        stress: ``shared`` (not computed: ``stress_computed`` False), ``finite`` or ``nan``
+            (new stress all NaN).
         cell: ``shared`` or ``changed`` (periodic cells scaled by 1 %).
     """
     gen = torch.Generator().manual_seed(seed)
@@ -51,7 +52,7 @@ def _step(seed: int, stress: str, cell: str) -> Step:
     prev = dataclasses.replace(
         state, momenta=momenta, forces=torch.randn(n_atoms, 3, generator=gen, **F64),
         energy=torch.randn(n_graphs, generator=gen, **F64),
-        stress=torch.randn(n_graphs, 3, 3, generator=gen, **F64) * 1e-3,
+        stress=torch.randn(n_graphs, 3, 3, generator=gen, **F64) * 1e-3, stress_computed=True,
         min_distance=1.0 + torch.rand(n_graphs, generator=gen, **F64))
     new_stress = {"shared": prev.stress,
                   "finite": torch.randn(n_graphs, 3, 3, generator=gen, **F64) * 1e-3,
@@ -61,7 +62,7 @@ def _step(seed: int, stress: str, cell: str) -> Step:
         prev, positions=prev.positions + 0.01 * torch.randn(n_atoms, 3, generator=gen, **F64),
         momenta=momenta * heat[state.batch],
         forces=torch.randn(n_atoms, 3, generator=gen, **F64),
-        energy=prev.energy + 1e-3, stress=new_stress,
+        energy=prev.energy + 1e-3, stress=new_stress, stress_computed=stress != "shared",
         cell=prev.cell * 1.01 if cell == "changed" else prev.cell, step=prev.step + 1)
     prev_energy = torch.randn(n_graphs, generator=gen, **F64)
     new_energy = prev_energy + 1e-3 * torch.randn(n_graphs, generator=gen, **F64)

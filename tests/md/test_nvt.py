@@ -105,11 +105,10 @@ def test_thermostat_noise_does_not_depend_on_the_rest_of_the_batch(short_lj, ens
     """System g of a batch seeded s follows the same trajectory as that system run alone
     with seed s + g (its own noise stream), and a different seed gives a different one."""
     state, force_field = _batch(short_lj, n_systems=3)
-    per_atom = [f.name for f in dataclasses.fields(state)
-                if f.metadata.get("per") == "atom" and f.name != "batch"]
+    per_atom = [f.name for f in dataclasses.fields(state) if f.metadata.get("per") == "atom"]
     alone = dataclasses.replace(
         state, **{name: getattr(state, name)[state.batch == 2] for name in per_atom},
-        batch=torch.zeros(16, dtype=torch.long), cell=state.cell[2:], pbc=state.pbc[2:],
+        layout=state.layout.systems(2, 3), cell=state.cell[2:], pbc=state.pbc[2:],
         energy=state.energy[2:], stress=state.stress[2:], min_distance=state.min_distance[2:])
 
     def positions(start, seed):

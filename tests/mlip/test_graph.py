@@ -86,14 +86,15 @@ def test_validation_names_the_bad_atom_and_the_singular_cell():
 
 
 def test_periodic_flag_skips_only_zero_image_terms():
-    """Molecules skip the S·cell term (same vectors); a periodic cell keeps it; `to` records it."""
+    """Molecules skip the S·cell term (same vectors); a periodic cell keeps it; the layout
+    records it once (a host fact that `to` keeps)."""
     water = ase.build.molecule("H2O")
     copper = ase.build.bulk("Cu", "fcc", a=3.61)  # one atom: every edge crosses the cell
     for atoms, periodic in ((water, False), (copper, True)):
         graph = AtomicGraph.from_ase(atoms, cutoff=3.0)
-        assert graph.periodic is None and graph.is_periodic() is periodic
-        assert graph.to(dtype=torch.float32).periodic is periodic
-        flagged = dataclasses.replace(graph, periodic=True)
+        assert graph.layout.periodic is periodic and graph.is_periodic() is periodic
+        assert graph.to(dtype=torch.float32).layout.periodic is periodic
+        flagged = graph.replace(layout=dataclasses.replace(graph.layout, periodic=True))
         assert torch.equal(graph.edge_vectors(), flagged.edge_vectors())
     lengths = AtomicGraph.from_ase(copper, cutoff=3.0).edge_vectors().norm(dim=1)
     assert torch.allclose(lengths, torch.full_like(lengths, 3.61 / 2**0.5))

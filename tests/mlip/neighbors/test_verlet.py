@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import ase.build
 import numpy as np
 import pytest
 import torch
 
 from mlip.errors import ConfigError, InvalidStructureError
-from mlip.neighbors import VerletList, neighbor_list
+from mlip.neighbors import Neighbors, VerletList, neighbor_list
 
 
 def _batch_of_three() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -32,22 +34,33 @@ def _strain(cell: torch.Tensor, rng: np.random.Generator, size: float) -> torch.
     return cell + cell @ (0.5 * (eps + eps.transpose(1, 2)))
 
 
+def _pairs(neighbors: Neighbors) -> tuple[torch.Tensor, torch.Tensor]:
+    return neighbors.edge_index, neighbors.edge_shift
+
+
 def _edges(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> set[tuple]:
     return set(zip(*edge_index.tolist(), *edge_shift.T.tolist()))
 
 
+@pytest.mark.parametrize("stated", [False, True])  # layout given at every call / stated once
 @pytest.mark.parametrize("backend", ["numba", "torch"])
-def test_reuse_along_a_random_walk_with_a_changing_cell_equals_fresh_builds(backend):
+def test_reuse_along_a_random_walk_with_a_changing_cell_equals_fresh_builds(backend, stated):
     positions, cell, pbc, batch = _batch_of_three()
     rng = np.random.default_rng(0)
     nl = VerletList(cutoff=3.5, skin=0.6, backend=backend)
+    if stated:
+        nl.set_layout(pbc.clone(), batch.clone(), key="three systems")
+        assert nl.layout_key == "three systems"
     for step in range(60):
         positions = positions + torch.tensor(rng.normal(scale=0.04, size=positions.shape))
         if step % 3 == 0:  # strain every cell; scale the Cu positions with it, as a barostat does
             new_cell = _strain(cell, rng, 0.004)
             positions[:27] = positions[:27] @ torch.linalg.solve(cell[0], new_cell[0])
             cell = new_cell
-        edge_index, edge_shift = nl.update(positions, cell, pbc, batch)
+        neighbors = nl.update(positions, cell) if stated else nl.update(positions, cell, pbc,
+                                                                         batch)
+        assert neighbors.rebuilt is bool(neighbors.stale.any())
+        edge_index, edge_shift = _pairs(neighbors)
         i, j, S = neighbor_list(positions, cell, pbc, 3.5, batch, backend=backend)
         assert _edges(edge_index, edge_shift) == _edges(torch.stack([i, j]), S), f"step {step}"
         assert torch.all(edge_index[0, 1:] >= edge_index[0, :-1])
@@ -62,7 +75,7 @@ def test_wrapping_between_steps_is_detected_and_stays_exact():
     nl.update(positions, cell, pbc, batch)
     moved = positions.clone()
     moved[0] += cell[0, 0]  # atom 0 wrapped by one lattice vector
-    edge_index, edge_shift = nl.update(moved, cell, pbc, batch)
+    edge_index, edge_shift = _pairs(nl.update(moved, cell, pbc, batch))
     assert nl.n_rebuilds == 2 and nl.n_system_rebuilds == 4  # 3 at first, then system 0 alone
     i, j, S = neighbor_list(moved, cell, pbc, 3.5, batch)
     assert _edges(edge_index, edge_shift) == _edges(torch.stack([i, j]), S)
@@ -95,7 +108,7 @@ def test_skin_zero_rebuilds_on_any_motion_and_layout_changes_rebuild_everything(
     assert nl.n_rebuilds == 1  # nothing moved
     nl.update(positions + 1e-9, cell, pbc, batch)
     assert nl.n_rebuilds == 2
-    edge_index, _ = nl.update(positions[:39], cell[:2], pbc[:2], batch[:39])
+    edge_index = nl.update(positions[:39], cell[:2], pbc[:2], batch[:39]).edge_index
     assert nl.n_rebuilds == 3 and int(edge_index.max()) < 39
     nl.reset()
     nl.update(positions[:39], cell[:2], pbc[:2], batch[:39])
@@ -105,7 +118,7 @@ def test_skin_zero_rebuilds_on_any_motion_and_layout_changes_rebuild_everything(
 def test_float32_positions_give_float64_exact_pairs():
     positions, cell, pbc, batch = _batch_of_three()
     nl = VerletList(cutoff=3.5, skin=0.5)
-    edge_index, edge_shift = nl.update(positions.float(), cell.float(), pbc, batch)
+    edge_index, edge_shift = _pairs(nl.update(positions.float(), cell.float(), pbc, batch))
     i, j, S = neighbor_list(positions.float(), cell.float(), pbc, 3.5, batch)
     assert _edges(edge_index, edge_shift) == _edges(torch.stack([i, j]), S)
 
@@ -144,15 +157,17 @@ def test_reused_input_tensors_take_the_fast_path_and_stay_exact(system, backend)
         positions = positions + torch.tensor(rng.normal(scale=0.04, size=positions.shape))
         if step == 15:
             cell.mul_(1.01)  # in place: same object, new version
-        edge_index, edge_shift = nl.update(positions, cell, pbc, batch)
+        neighbors = nl.update(positions, cell, pbc, batch)
+        edge_index, edge_shift = _pairs(neighbors)
         i, j, S = neighbor_list(positions, cell, pbc, 3.5, batch)
         assert _edges(edge_index, edge_shift) == _edges(torch.stack([i, j]), S), f"step {step}"
         d = positions[edge_index[1]] - positions[edge_index[0]] + torch.einsum(
             "ek,ekl->el", edge_shift.double(), cell[batch[edge_index[0]]])
-        torch.testing.assert_close(nl.edge_distance_sq, (d * d).sum(dim=1))
+        torch.testing.assert_close(neighbors.distance_sq, (d * d).sum(dim=1))
         shortest = torch.full((n_graphs,), float("inf"), dtype=torch.float64).scatter_reduce(
             0, batch[edge_index[0]], d.norm(dim=1), "amin")
-        torch.testing.assert_close(nl.shortest_distance, shortest)
+        torch.testing.assert_close(neighbors.shortest_distance, shortest)
+        assert neighbors.periodic is bool(pbc.any())
     assert (nl._cache.host is None) == (backend == "torch")
     assert nl.n_rebuilds < 25
     positions[3] = float("nan")
@@ -171,7 +186,42 @@ def test_new_atoms_in_as_many_systems_rebuild(backend):
     keep = torch.ones(positions.shape[0], dtype=torch.bool)
     keep[30:40] = False  # ten atoms of the cluster
     fewer = positions[keep]
-    edge_index, edge_shift = nl.update(fewer, cell, pbc, batch[keep])
+    edge_index, edge_shift = _pairs(nl.update(fewer, cell, pbc, batch[keep]))
     i, j, S = neighbor_list(fewer, cell, pbc, 3.5, batch[keep])
     assert _edges(edge_index, edge_shift) == _edges(torch.stack([i, j]), S)
     assert nl.n_rebuilds == 2
+
+
+def test_the_neighbors_value_matches_a_fresh_list_and_says_what_was_rebuilt():
+    positions, cell, pbc, batch = _batch_of_three()
+    nl = VerletList(cutoff=3.5, skin=1.0)
+    first = nl.update(positions, cell, pbc, batch)
+    assert first.rebuilt and first.stale.tolist() == [True, True, True] and first.periodic
+    moved = positions.clone()
+    moved[30] += 0.7  # past half the skin: the cluster alone is rebuilt
+    second = nl.update(moved, cell, pbc, batch)
+    assert second.rebuilt and second.stale.tolist() == [False, True, False]
+    third = nl.update(moved + 0.01, cell, pbc, batch)
+    assert not third.rebuilt and not third.stale.any()
+    i, j, S = neighbor_list(moved + 0.01, cell, pbc, 3.5, batch)
+    assert _edges(*_pairs(third)) == _edges(torch.stack([i, j]), S)  # the same pairs
+    e_i, e_j = third.edge_index
+    d = (moved + 0.01)[e_j] - (moved + 0.01)[e_i] + torch.einsum(
+        "ek,ekl->el", third.edge_shift.double(), cell[batch[e_i]])
+    torch.testing.assert_close(third.distance_sq, (d * d).sum(dim=1))
+    assert third.n_edges == i.shape[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        third.rebuilt = True  # type: ignore[misc]
+
+
+def test_a_stated_layout_is_required_and_reset_forgets_it():
+    positions, cell, pbc, batch = _batch_of_three()
+    nl = VerletList(cutoff=3.5, skin=1.0)
+    with pytest.raises(InvalidStructureError, match="set_layout"):
+        nl.update(positions, cell)
+    nl.set_layout(pbc, batch, key=1)
+    nl.update(positions, cell)
+    nl.reset()
+    assert nl.layout_key is None
+    with pytest.raises(InvalidStructureError, match="set_layout"):
+        nl.update(positions, cell)

@@ -136,7 +136,8 @@ def test_update_returns_fresh_tensors_on_every_call():
     rng = np.random.default_rng(3)
     positions, cell, pbc, batch = _molecules(2, rng)
     nl = VerletList(cutoff=3.0, skin=1.0)
-    first = nl.update(positions, cell, pbc, batch) + (nl.edge_distance_sq,)
+    value = nl.update(positions, cell, pbc, batch)
+    first = (value.edge_index, value.edge_shift, value.distance_sq, value.shortest_distance)
     kept = [t.clone() for t in first]
     nl.update(positions + 0.1, cell, pbc, batch)  # reused list, new distances
     nl.update(positions + torch.tensor(rng.normal(scale=0.05, size=positions.shape)), cell, pbc,

@@ -75,8 +75,10 @@ def _old_format_file(lj, tmp_path):
     payload = {
         "format": "mlip-md-restart", "format_version": 2,
         "state_type": "LangevinState",
-        "state": {f.name: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
-                  for f in dataclasses.fields(state) for v in [getattr(state, f.name)]},
+        "state": {**{f.name: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
+                     for f in dataclasses.fields(state) for v in [getattr(state, f.name)]
+                     if f.name not in ("layout", "stress_computed")},  # fields added since
+                  "batch": state.batch.cpu()},  # the layout was a batch tensor then
         "settings": {"ensemble": "nvt_langevin", **integrator.settings},
         "status": {"code": torch.tensor([0, 3]), "value": torch.tensor([0.0, 0.5],
                                                                        dtype=torch.float64),

@@ -5,7 +5,7 @@ Public API (see ``docs/store.md``): :class:`SnapshotStore` (read), :class:`Store
 :func:`make_loader` / :class:`StoreDataset`.
 """
 
-from mlip.data.dataset import StoreDataset, frames_to_graph, make_loader
+from mlip.data.dataset import StoreDataset, frames_to_batch, make_loader
 from mlip.data.edges import edge_counts
 from mlip.data.frames import FrameBatch, FrameBuilder
 from mlip.data.importers import LabelKeys, import_files
@@ -40,7 +40,7 @@ __all__ = [
     "StoreDataset",
     "make_loader",
     "edge_counts",
-    "frames_to_graph",
+    "frames_to_batch",
     "GraphLoader",
     "pack_graph",
     "unpack_graph",

@@ -1,4 +1,4 @@
-"""The typed batch that flows through mlip: :class:`AtomicGraph` and its labels :class:`Targets`.
+"""The typed batch that flows through mlip: :class:`AtomicGraph` (labels: :mod:`mlip.targets`).
 
 Conventions (ASE units, see ``docs/conventions.md``):
 
@@ -7,7 +7,6 @@ Conventions (ASE units, see ``docs/conventions.md``):
   *j* (sends); the edge vector is ``r_ij = positions[j] - positions[i] + edge_shift @ cell``
   (the cell of the graph that holds *i*), recomputed inside models so that autograd through
   ``positions`` and a strain tensor yields forces and stress;
-* labels that a frame lacks are NaN (masked in losses), never zero.
 """
 
 from __future__ import annotations
@@ -19,66 +18,15 @@ from typing import Sequence
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
-from ase.stress import voigt_6_to_full_3x3_stress
 
 from mlip.errors import InvalidStructureError
 from mlip.neighbors import neighbor_list
 from mlip.neighbors._validate import check_cells
 
-__all__ = ["AtomicGraph", "Targets"]
+__all__ = ["AtomicGraph"]
 
 _MAX_Z = len(chemical_symbols) - 1
-
-
-@dataclass(frozen=True, slots=True)
-class Targets:
-    """Reference labels of a batch. Absent labels are NaN.
-
-    Attributes:
-        energy: (n_graphs,) eV, total energy.
-        forces: (n_atoms, 3) eV/Å.
-        stress: (n_graphs, 3, 3) eV/Å³, ASE sign (positive = tensile).
-        weight: (n_graphs,) dimensionless per-frame loss weight.
-    """
-
-    energy: torch.Tensor
-    forces: torch.Tensor
-    stress: torch.Tensor
-    weight: torch.Tensor
-
-    def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> Targets:
-        """Move to ``device`` and cast floating tensors to ``dtype``."""
-        return Targets(
-            *(
-                t.to(device=device, dtype=dtype)
-                for t in (self.energy, self.forces, self.stress, self.weight)
-            )
-        )
-
-    @staticmethod
-    def collate(items: Sequence[Targets]) -> Targets:
-        """Concatenate the labels of several batches in order."""
-        return Targets(
-            *(
-                torch.cat([getattr(t, f) for t in items])
-                for f in ("energy", "forces", "stress", "weight")
-            )
-        )
-
-    @staticmethod
-    def missing(n_atoms: int, n_graphs: int = 1, dtype: torch.dtype = torch.float64) -> Targets:
-        """All-NaN labels (weight 1) for a batch without reference data."""
-        nan = float("nan")
-        return Targets(
-            energy=torch.full((n_graphs,), nan, dtype=dtype),
-            forces=torch.full((n_atoms, 3), nan, dtype=dtype),
-            stress=torch.full((n_graphs, 3, 3), nan, dtype=dtype),
-            weight=torch.ones(n_graphs, dtype=dtype),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +45,6 @@ class AtomicGraph:
         edge_index: (2, n_edges) int64, row 0 centre i, row 1 neighbour j (global atom indices).
         edge_shift: (n_edges, 3) int64 integer cell images S.
         cutoff: Å, radius the edges were built with.
-        targets: reference labels or None.
         periodic: False when no graph has a periodic axis (all shifts are zero, so the image
             term S·cell of the edge vectors is skipped); None: read from ``pbc`` where that is
             free (CPU), else assumed periodic. :meth:`to` records it before leaving the CPU.
@@ -112,7 +59,6 @@ class AtomicGraph:
     edge_index: torch.Tensor
     edge_shift: torch.Tensor
     cutoff: float
-    targets: Targets | None = None
     periodic: bool | None = None
 
     # ----------------------------------------------------------------------------- sizes
@@ -175,14 +121,13 @@ class AtomicGraph:
         pbc: torch.Tensor,
         n_atoms: torch.Tensor,
         cutoff: float,
-        targets: Targets | None = None,
     ) -> AtomicGraph:
         """Build a batch (and its neighbour list) from concatenated arrays.
 
         Args:
             positions: (n_atoms, 3) Å. atomic_numbers: (n_atoms,) int.
             cell: (n_graphs, 3, 3) Å. pbc: (n_graphs, 3) bool. n_atoms: (n_graphs,) int.
-            cutoff: Å. targets: optional labels.
+            cutoff: Å.
         """
         n_atoms = n_atoms.to(torch.long)
         batch = torch.repeat_interleave(
@@ -199,7 +144,6 @@ class AtomicGraph:
             edge_index=torch.stack([i, j]),
             edge_shift=S,
             cutoff=float(cutoff),
-            targets=targets,
         )
 
     @classmethod
@@ -208,15 +152,13 @@ class AtomicGraph:
         atoms: Atoms | Sequence[Atoms],
         cutoff: float,
         dtype: torch.dtype = torch.float64,
-        with_targets: bool = True,
     ) -> AtomicGraph:
-        """Batch one or several ``ase.Atoms``; labels are read from attached calculators.
+        """Batch one or several ``ase.Atoms`` (labels: :meth:`mlip.targets.LabelledBatch.from_ase`).
 
         Args:
             atoms: a structure or a list of structures.
             cutoff: neighbour cutoff, Å.
-            dtype: floating dtype of positions, cell and labels.
-            with_targets: read energy/forces/stress from ``atoms.calc`` when present.
+            dtype: floating dtype of positions and cell.
         """
         frames = [atoms] if isinstance(atoms, Atoms) else list(atoms)
         if not frames:
@@ -226,12 +168,7 @@ class AtomicGraph:
         cell = torch.tensor(np.stack([np.asarray(a.cell) for a in frames]), dtype=dtype)
         pbc = torch.tensor(np.stack([a.pbc for a in frames]), dtype=torch.bool)
         n_atoms = torch.tensor([len(a) for a in frames], dtype=torch.long)
-        targets = (
-            Targets.collate([_targets_from_atoms(a, dtype) for a in frames])
-            if with_targets
-            else None
-        )
-        graph = cls.build(positions, numbers, cell, pbc, n_atoms, cutoff, targets)
+        graph = cls.build(positions, numbers, cell, pbc, n_atoms, cutoff)
         graph.validate()
         return graph
 
@@ -253,7 +190,6 @@ class AtomicGraph:
             batches.append(g.batch + graph_shift)
             atom_shift += g.positions.shape[0]
             graph_shift += g.n_graphs
-        has_targets = all(g.targets is not None for g in graphs)
         return AtomicGraph(
             positions=torch.cat([g.positions for g in graphs]),
             atomic_numbers=torch.cat([g.atomic_numbers for g in graphs]),
@@ -264,7 +200,6 @@ class AtomicGraph:
             edge_index=torch.cat(edges, dim=1),
             edge_shift=torch.cat([g.edge_shift for g in graphs]),
             cutoff=graphs[0].cutoff,
-            targets=Targets.collate([g.targets for g in graphs]) if has_targets else None,
         )
 
     # ----------------------------------------------------------------------------- slicing
@@ -280,14 +215,6 @@ class AtomicGraph:
         offsets = self.atom_offsets.tolist()
         start, stop = offsets[g], offsets[g + 1]
         edge_mask = self.batch[self.edge_index[0]] == g
-        t = self.targets
-        targets = (
-            None
-            if t is None
-            else Targets(
-                t.energy[g : g + 1], t.forces[start:stop], t.stress[g : g + 1], t.weight[g : g + 1]
-            )
-        )
         return AtomicGraph(
             positions=self.positions[start:stop],
             atomic_numbers=self.atomic_numbers[start:stop],
@@ -298,14 +225,13 @@ class AtomicGraph:
             edge_index=self.edge_index[:, edge_mask] - start,
             edge_shift=self.edge_shift[edge_mask],
             cutoff=self.cutoff,
-            targets=targets,
         )
 
     # ----------------------------------------------------------------------------- conversion
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> AtomicGraph:
-        """Move every tensor to ``device``; cast positions, cell and labels to ``dtype``."""
+        """Move every tensor to ``device``; cast positions and cell to ``dtype``."""
 
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
@@ -315,12 +241,10 @@ class AtomicGraph:
             for f in dataclasses.fields(self)
             if isinstance(getattr(self, f.name), torch.Tensor)
         }
-        if self.targets is not None:
-            changes["targets"] = self.targets.to(device, dtype)
         return dataclasses.replace(self, **changes, periodic=self.is_periodic())
 
     def to_ase(self) -> list[Atoms]:
-        """Convert back to ``ase.Atoms``; labels become a ``SinglePointCalculator``."""
+        """Convert back to ``ase.Atoms`` (labels: :meth:`mlip.targets.LabelledBatch.to_ase`)."""
         out = []
         for g in self.split():
             atoms = Atoms(
@@ -329,10 +253,6 @@ class AtomicGraph:
                 cell=g.cell[0].detach().cpu().numpy(),
                 pbc=g.pbc[0].cpu().numpy(),
             )
-            if g.targets is not None:
-                results = _results_from_targets(g.targets)
-                if results:
-                    atoms.calc = SinglePointCalculator(atoms, **results)
             out.append(atoms)
         return out
 
@@ -362,35 +282,3 @@ class AtomicGraph:
             raise InvalidStructureError(f"atom {k} has invalid atomic number {int(z[k])}")
         check_cells(self.cell, self.pbc)
 
-
-def _targets_from_atoms(atoms: Atoms, dtype: torch.dtype) -> Targets:
-    """Labels from ``atoms.calc`` (NaN where a property is not available)."""
-    t = Targets.missing(len(atoms), 1, dtype)
-    calc = atoms.calc
-    if calc is None:
-        return t
-    results = getattr(calc, "results", {})
-    energy, forces, stress = t.energy, t.forces, t.stress
-    if "energy" in results:
-        energy = torch.tensor([float(results["energy"])], dtype=dtype)
-    if "forces" in results:
-        forces = torch.tensor(np.asarray(results["forces"]), dtype=dtype)
-    if "stress" in results:
-        s = np.asarray(results["stress"], dtype=float)
-        if s.shape == (6,):
-            s = voigt_6_to_full_3x3_stress(s)
-        stress = torch.tensor(s, dtype=dtype).reshape(1, 3, 3)
-    return Targets(energy, forces, stress, t.weight)
-
-
-def _results_from_targets(t: Targets) -> dict:
-    """Finite labels of a one-graph ``Targets`` as ASE calculator results."""
-    results = {}
-    if bool(torch.isfinite(t.energy).all()):
-        results["energy"] = float(t.energy[0])
-    if bool(torch.isfinite(t.forces).all()) and t.forces.shape[0] > 0:
-        results["forces"] = t.forces.detach().cpu().numpy()
-    if bool(torch.isfinite(t.stress).all()):
-        s = t.stress[0].detach().cpu().numpy()
-        results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-    return results

@@ -1,13 +1,13 @@
 """Training data: read frames, split them by system, and batch them (seeded, sharded by rank).
 
-Frames are held as one-structure :class:`AtomicGraph` objects (neighbour list built once, at the
-model cutoff) and collated into batches on the fly. Sources are ASE-readable files (extxyz,
-traj, ...) or mlip snapshot stores (``.h5``, read through :mod:`mlip.data`).
+Frames are held as one-structure :class:`LabelledBatch` pairs (graph with its neighbour list
+built once, at the model cutoff, and its targets) and collated into batches on the fly. Sources
+are ASE-readable files (extxyz, traj, ...) or mlip snapshot stores (``.h5``, read through
+:mod:`mlip.data`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -23,6 +23,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from mlip.data.importers.atoms import SYSTEM_KEYS, FrameFields, LabelKeys, find_labels
 from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
+from mlip.targets import LabelledBatch, Targets
 
 __all__ = [
     "FrameSet",
@@ -46,32 +47,32 @@ BUNDLED_PREFIX = "bundled:"
 
 @dataclass
 class FrameSet:
-    """A list of one-structure graphs with the system each belongs to.
+    """A list of one-structure labelled graphs with the system each belongs to.
 
     Attributes:
-        graphs: one :class:`AtomicGraph` per frame, each with ``targets``.
+        items: one :class:`LabelledBatch` (graph and targets) per frame.
         system_ids: one id per frame; splits never separate frames of one system.
         source: where the frames came from (for messages).
     """
 
-    graphs: list[AtomicGraph]
+    items: list[LabelledBatch]
     system_ids: list[str]
     source: str
 
     def __len__(self) -> int:
-        return len(self.graphs)
+        return len(self.items)
 
     def subset(self, indices: Sequence[int], source: str | None = None) -> FrameSet:
         """The frames at ``indices``, in that order."""
         return FrameSet(
-            [self.graphs[i] for i in indices],
+            [self.items[i] for i in indices],
             [self.system_ids[i] for i in indices],
             source or self.source,
         )
 
     def has_label(self, name: str) -> bool:
         """Whether any frame carries a finite ``energy``, ``forces`` or ``stress`` label."""
-        return any(bool(torch.isfinite(getattr(g.targets, name)).any()) for g in self.graphs)
+        return any(bool(torch.isfinite(getattr(b.targets, name)).any()) for b in self.items)
 
     def elements(self) -> list[int]:
         """Sorted atomic numbers present."""
@@ -80,17 +81,21 @@ class FrameSet:
     def element_frames(self) -> dict[int, int]:
         """{Z: number of frames containing element Z}."""
         counts: dict[int, int] = {}
-        for g in self.graphs:
-            for z in g.atomic_numbers.unique().tolist():
+        for b in self.items:
+            for z in b.graph.atomic_numbers.unique().tolist():
                 counts[int(z)] = counts.get(int(z), 0) + 1
         return counts
 
+    def batch(self, indices: Sequence[int]) -> LabelledBatch:
+        """The frames at ``indices`` collated into one batch, in that order."""
+        return LabelledBatch.collate([self.items[i] for i in indices])
+
     def eval_graphs(self, batch_size: int, rank: int = 0, world_size: int = 1
-                    ) -> Iterator[AtomicGraph]:
+                    ) -> Iterator[LabelledBatch]:
         """Frames ``rank, rank + world_size, ...`` in batches of ``batch_size`` (for evaluation)."""
         mine = list(range(rank, len(self), world_size))
         for k in range(0, len(mine), batch_size):
-            yield AtomicGraph.collate([self.graphs[i] for i in mine[k:k + batch_size]])
+            yield self.batch(mine[k:k + batch_size])
 
 
 def read_frames(
@@ -236,16 +241,13 @@ def load_frameset(
             f"data.config_type_weights names config types {missing} that no frame of "
             f"{source} has (present: {sorted(present)})"
         )
-    graphs = []
+    items = []
     for atoms in frames:
-        graph = AtomicGraph.from_ase(atoms, cutoff)
         weight = float(weights.get(str(atoms.info.get("config_type", "Default")), 1.0))
         weight *= float(atoms.info.get("weight", 1.0))
-        targets = dataclasses.replace(
-            graph.targets, weight=torch.full((1,), weight, dtype=torch.float64)
-        )
-        graphs.append(dataclasses.replace(graph, targets=targets))
-    return FrameSet(graphs, [str(a.info["split_group"]) for a in frames], source)
+        targets = Targets.from_ase(atoms).with_weight(torch.full((1,), weight, dtype=torch.float64))
+        items.append(LabelledBatch(AtomicGraph.from_ase(atoms, cutoff), targets))
+    return FrameSet(items, [str(a.info["split_group"]) for a in frames], source)
 
 
 def split_frameset(frames: FrameSet, fractions: Sequence[float], seed: int) -> list[FrameSet]:
@@ -350,10 +352,9 @@ class MemoryBatches:
         return len(self.batcher.local_batches(epoch, rank, world_size))
 
     def batches(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0
-                ) -> Iterator[tuple[int, list[str], AtomicGraph]]:
-        """Yield ``(batch number, frame names, graph)`` of this rank from batch ``start`` on."""
+                ) -> Iterator[tuple[int, list[str], LabelledBatch]]:
+        """Yield ``(batch number, frame names, batch)`` of this rank from batch ``start`` on."""
         local = self.batcher.local_batches(epoch, rank, world_size)
         for number in range(start, len(local)):
             indices = local[number]
-            graph = AtomicGraph.collate([self.frames.graphs[i] for i in indices])
-            yield number, [self.frames.system_ids[i] for i in indices], graph
+            yield number, [self.frames.system_ids[i] for i in indices], self.frames.batch(indices)

@@ -19,6 +19,7 @@ from mlip.graph import AtomicGraph
 from mlip.models import Potential, build, save_model
 from mlip.models.checkpoint import model_payload
 from mlip.nn.precision import flush_tiny_
+from mlip.targets import LabelledBatch
 from mlip.train.data import Batcher, MemoryBatches
 from mlip.train.distributed import DistributedContext
 from mlip.train.ema import ExponentialMovingAverage
@@ -188,12 +189,12 @@ class Trainer:
             unit="batch",
             disable=not self._show_progress(),
         )
-        for number, names, graph in self.train_batches.batches(
+        for number, names, batch in self.train_batches.batches(
             p.epoch, self.ctx.rank, self.ctx.world_size, p.batch
         ):
             self._maybe_start_stage_two(accumulator, n_batches)
-            graph = graph.to(self.ctx.device, self.dtype)
-            loss, lr = self._train_step(graph, names, number, accumulator)
+            batch = batch.to(self.ctx.device, self.dtype)
+            loss, lr = self._train_step(batch, names, number, accumulator)
             p.batch, p.step = number + 1, p.step + 1
             p.elapsed_s = time.perf_counter() - self._clock
             self._log_step(loss, lr)
@@ -289,16 +290,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _train_step(
-        self, graph: AtomicGraph, names: list[str], number: int, accumulator: MetricAccumulator
+        self, batch: LabelledBatch, names: list[str], number: int,
+        accumulator: MetricAccumulator,
     ) -> tuple[float, float]:
         """Forward, loss (global sums / global counts), guarded backward and update."""
+        graph = batch.graph
         self.net.train()
         lr = self.schedule.set_step(self.progress.step)
         try:
             prediction = self.net(
                 graph, compute_forces=self.compute_forces, compute_stress=self.compute_stress
             )
-            terms = loss_terms(prediction, graph, self.loss_config)
+            terms = loss_terms(prediction, batch, self.loss_config)
             counts = self.ctx.all_reduce(torch.stack([c for _, c in terms.values()]))
             part = combine_terms(
                 {t: s for t, (s, _) in terms.items()}, dict(zip(terms, counts)), self.loss_config
@@ -327,7 +330,7 @@ class Trainer:
         # they turn subnormal and slow every matrix product they enter (mlip.nn.precision)
         flush_tiny_([*self.model.parameters(), *(self.ema.shadow if self.ema else [])],
                     count=False)
-        accumulator.update(prediction, graph)
+        accumulator.update(prediction, batch)
         return float(check[0]), lr
 
     def _diverged(
@@ -443,7 +446,7 @@ def _training_batches(splits: Splits, config: Mapping[str, Any]):
     if hasattr(splits.train, "batches"):
         return splits.train
     data = config["data"]
-    sizes = [g.positions.shape[0] for g in splits.train.graphs]
+    sizes = [b.graph.positions.shape[0] for b in splits.train.items]
     batcher = Batcher(sizes, int(data["batch_size"]), data["max_atoms_per_batch"], shuffle=True,
                       seed=int(config["seed"]))
     return MemoryBatches(splits.train, batcher)

@@ -20,7 +20,7 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
-from mlip.graph import AtomicGraph
+from mlip.targets import LabelledBatch
 
 __all__ = ["LossConfig", "loss_terms", "combine_terms", "TERMS"]
 
@@ -52,7 +52,7 @@ def _elementwise(diff: torch.Tensor, config: LossConfig) -> torch.Tensor:
 
 
 def energy_errors(
-    prediction: Mapping[str, torch.Tensor], graph: AtomicGraph
+    prediction: Mapping[str, torch.Tensor], batch: LabelledBatch
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Masked errors per label: {term: (errors, frame of each error)}.
 
@@ -60,7 +60,7 @@ def energy_errors(
         ``energy``: (n_E,) eV/atom; ``forces``: (n_F, 3) eV/Å; ``stress``: (n_S, 3, 3) eV/Å³; each
         with the (n,) int64 graph index of every row. Rows without a label are dropped.
     """
-    targets = graph.targets
+    graph, targets = batch
     out = {}
     per_atom = (prediction["energy"] - targets.energy) / graph.n_atoms.to(targets.energy.dtype)
     frames = torch.arange(graph.n_graphs, device=per_atom.device)
@@ -78,22 +78,22 @@ def energy_errors(
 
 
 def loss_terms(
-    prediction: Mapping[str, torch.Tensor], graph: AtomicGraph, config: LossConfig
+    prediction: Mapping[str, torch.Tensor], batch: LabelledBatch, config: LossConfig
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Weighted (sum, count) of ℓ for each term with a non-zero weight.
 
     Args:
         prediction: the model output (``energy`` (n_graphs,) eV, ``forces`` (n_atoms, 3) eV/Å,
             optionally ``stress`` (n_graphs, 3, 3) eV/Å³).
-        graph: the batch with ``targets``.
+        batch: the graph and its ``targets``.
         config: weights and kind.
 
     Returns:
         {term: (sum (), count ())}; the sum carries gradients, the count is a float tensor.
     """
-    weights = graph.targets.weight
+    weights = batch.targets.weight
     out = {}
-    for term, (errors, frames) in energy_errors(prediction, graph).items():
+    for term, (errors, frames) in energy_errors(prediction, batch).items():
         if config.weight(term) == 0.0:
             continue
         values = _elementwise(errors, config).reshape(errors.shape[0], math.prod(errors.shape[1:]))

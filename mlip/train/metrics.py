@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from mlip.graph import AtomicGraph
+from mlip.targets import LabelledBatch
 from mlip.train.loss import TERMS, LossConfig, combine_terms, energy_errors, loss_terms
 
 __all__ = ["MetricAccumulator", "UNITS", "format_table"]
@@ -40,10 +40,10 @@ class MetricAccumulator:
         self.loss_config = loss_config
         self.values = torch.zeros(len(TERMS), len(_COLUMNS), dtype=torch.float64)
 
-    def update(self, prediction: Mapping[str, torch.Tensor], graph: AtomicGraph) -> None:
+    def update(self, prediction: Mapping[str, torch.Tensor], batch: LabelledBatch) -> None:
         """Add the errors of one batch (predictions are detached here)."""
         detached = {k: v.detach() for k, v in prediction.items()}
-        all_errors = energy_errors(detached, graph)
+        all_errors = energy_errors(detached, batch)
         for row, term in enumerate(TERMS):
             errors = all_errors.get(term)
             if errors is None:
@@ -53,7 +53,7 @@ class MetricAccumulator:
             self.values[row, 1] += e.abs().sum()
             self.values[row, 2] += e.numel()
             self.values[row, 5] += errors[1].unique().numel()
-        for term, (total, count) in loss_terms(detached, graph, self.loss_config).items():
+        for term, (total, count) in loss_terms(detached, batch, self.loss_config).items():
             row = TERMS.index(term)
             self.values[row, 3] += float(total)
             self.values[row, 4] += float(count)

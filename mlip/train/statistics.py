@@ -66,15 +66,15 @@ def composition_matrix(frames: FrameSet, species: Sequence[int]) -> np.ndarray:
     """(n_frames, n_species) count of each species in each frame."""
     column = {z: k for k, z in enumerate(species)}
     counts = np.zeros((len(frames), len(species)))
-    for row, graph in enumerate(frames.graphs):
-        for z in graph.atomic_numbers.tolist():
+    for row, item in enumerate(frames.items):
+        for z in item.graph.atomic_numbers.tolist():
             counts[row, column[int(z)]] += 1
     return counts
 
 
 def _energies(frames: FrameSet) -> tuple[np.ndarray, np.ndarray]:
     """(n_frames,) eV energies and a mask of frames that have one."""
-    energies = np.array([float(g.targets.energy[0]) for g in frames.graphs])
+    energies = np.array([float(b.targets.energy[0]) for b in frames.items])
     return energies, np.isfinite(energies)
 
 
@@ -185,13 +185,13 @@ def compute_statistics(
     n_atoms = counts.sum(axis=1)
     per_atom = ((energies - reference) / n_atoms)[mask]
     shift = float(per_atom.mean()) if per_atom.size else 0.0
-    forces = torch.cat([g.targets.forces.flatten() for g in frames.graphs])
+    forces = torch.cat([b.targets.forces.flatten() for b in frames.items])
     forces = forces[torch.isfinite(forces)]
     if forces.numel():
         scale = float(forces.pow(2).mean().sqrt())
     else:
         scale = float(per_atom.std()) if per_atom.size > 1 else 1.0
-    n_edges = sum(g.n_edges for g in frames.graphs)
+    n_edges = sum(b.graph.n_edges for b in frames.items)
     avg = n_edges / float(n_atoms.sum())
     return DataStatistics(
         e0={int(z): float(e0[z]) for z in species if z in e0},

@@ -3,20 +3,20 @@ import math
 import pytest
 import torch
 
-from mlip.graph import AtomicGraph
+from mlip.targets import LabelledBatch
 from mlip.train.loss import LossConfig, combine_terms, loss_terms
 from mlip.train.metrics import MetricAccumulator
 
 
 @pytest.fixture
 def batch(bpa_frames):
-    return AtomicGraph.from_ase(bpa_frames[:3], cutoff=3.0)
+    return LabelledBatch.from_ase(bpa_frames[:3], cutoff=3.0)
 
 
-def _prediction(graph, shift_e=0.1, shift_f=0.02):
+def _prediction(batch, shift_e=0.1, shift_f=0.02):
     return {
-        "energy": graph.targets.energy + shift_e * graph.n_atoms.double(),
-        "forces": graph.targets.forces + shift_f,
+        "energy": batch.targets.energy + shift_e * batch.graph.n_atoms.double(),
+        "forces": batch.targets.forces + shift_f,
     }
 
 
@@ -37,11 +37,9 @@ def test_missing_labels_are_masked_and_frame_weights_apply(batch):
     forces[:27] = math.nan
     weight = torch.tensor([1.0, 1.0, 3.0], dtype=torch.float64)
     targets = type(batch.targets)(energy, forces, batch.targets.stress, weight)
-    graph = type(batch)(
-        **{**{f: getattr(batch, f) for f in batch.__dataclass_fields__}, "targets": targets}
-    )
+    graph = LabelledBatch(batch.graph, targets)
     pred = {
-        "energy": graph.targets.energy.nan_to_num() + 0.1 * graph.n_atoms.double(),
+        "energy": graph.targets.energy.nan_to_num() + 0.1 * graph.graph.n_atoms.double(),
         "forces": batch.targets.forces + 0.02,
     }
     terms = loss_terms(pred, graph, LossConfig())

@@ -219,6 +219,11 @@ def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential,
     hparams = {k: v for k, v in config["model"].items() if k != "name"}
     if "cutoff" in hparams:
         raise ConfigError("model.cutoff: set the cutoff once, in data.cutoff")
+    if hparams.get("denoising"):
+        raise ConfigError(
+            "model.denoising: true builds EquiformerV3's DeNS heads, but mlip train does not add "
+            "the denoising loss (the heads would stay untrained); remove model.denoising"
+        )
     cls = check_hparams(config["model"]["name"], hparams)
     hparams.setdefault("species", species)
     hparams["cutoff"] = float(config["data"]["cutoff"])
@@ -342,9 +347,8 @@ def _residual_e0(
     dtype = next(model.parameters()).dtype
     predicted = []
     for start in range(0, len(train), 32):
-        batch = train.graphs[start : start + 32]
-        graph = type(batch[0]).collate(batch).to(dtype=dtype)
+        graph = train.batch(range(start, min(start + 32, len(train)))).graph.to(dtype=dtype)
         predicted.append(model(graph, compute_forces=False)["energy"].double())
-    energies = np.array([float(g.targets.energy[0]) for g in train.graphs])
+    energies = np.array([float(b.targets.energy[0]) for b in train.items])
     residual = energies - torch.cat(predicted).numpy()
     return fit_e0(train, species, residual=residual, prior=prior)

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from mlip.data.stats import ModelStatistics
 from mlip.determinism import deterministic_mode
 from mlip.errors import ConfigError
 from mlip.models import load_model
@@ -24,7 +25,6 @@ from mlip.train.loss import LossConfig
 from mlip.train.metrics import format_table
 from mlip.train.setup import Splits, check_labels, prepare_data, prepare_model
 from mlip.train.state import CHECKPOINT_NAME, load_training_state
-from mlip.train.statistics import DataStatistics
 
 __all__ = ["train"]
 
@@ -88,8 +88,7 @@ def _run(
     if state is None:
         model, stats = prepare_model(config, splits)
     else:
-        model, stats = model_from_payload(state["model"]), DataStatistics(**state["stats"])
-        stats.e0 = {int(z): e for z, e in stats.e0.items()}
+        model, stats = model_from_payload(state["model"]), ModelStatistics.from_dict(state["stats"])
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False))

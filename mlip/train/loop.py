@@ -14,6 +14,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from mlip.data.stats import ModelStatistics
 from mlip.errors import BatchTooLargeError, TrainingDivergedError
 from mlip.graph import AtomicGraph
 from mlip.models import Potential, build, save_model
@@ -30,7 +31,6 @@ from mlip.train.records import MetricsLog
 from mlip.train.schedule import LRSchedule, build_optimizer
 from mlip.train.setup import Splits
 from mlip.train.state import CHECKPOINT_NAME, Progress, save_training_state, set_rng_state
-from mlip.train.statistics import DataStatistics
 
 __all__ = ["Trainer", "BEST_NAME", "BEST_STAGE_ONE_NAME", "FINAL_NAME", "STEPS_NAME"]
 
@@ -68,7 +68,7 @@ class Trainer:
         run_dir: Path,
         splits: Splits,
         model: Potential,
-        stats: DataStatistics,
+        stats: ModelStatistics,
         ctx: DistributedContext,
     ) -> None:
         self.config, self.run_dir, self.splits = config, run_dir, splits

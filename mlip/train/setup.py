@@ -11,16 +11,16 @@ on the new data.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from mlip.data.stats import require_separable_e0
+from mlip.data.stats import ModelStatistics, isolated_atom_e0, parse_e0, require_separable_e0
 from mlip.errors import ConfigError
 from mlip.models import Potential, build
 from mlip.models.checkpoint import read_payload
@@ -36,13 +36,6 @@ from mlip.train.data import (
     read_store,
     resolve_path,
     split_frameset,
-)
-from mlip.train.statistics import (
-    DataStatistics,
-    compute_statistics,
-    fit_e0,
-    isolated_atom_e0,
-    parse_e0,
 )
 from mlip.train.stream import StoreSplit, store_splits
 
@@ -192,14 +185,14 @@ def _reference_e0(
         return isolated_atom_e0(
             read_frames(data["isolated_atoms"]), str(data["isolated_atoms"])
         ), "isolated"
-    if isinstance(train, StoreSplit):
-        stats = train.statistics(None)
-        require_separable_e0(stats.e0_undetermined, stats.n_frames, train.source)
-        return dict(stats.reference_energies), "least_squares"
-    return fit_e0(train, species), "least_squares"
+    stats = train.statistics(None)
+    if not stats.reference_energies:
+        raise ConfigError(f"cannot fit E0: no frame of {train.source} has an energy")
+    require_separable_e0(stats.e0_undetermined, stats.n_frames, train.source)
+    return dict(stats.reference_energies), "least_squares"
 
 
-def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential, DataStatistics]:
+def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential, ModelStatistics]:
     """Build (or load for fine-tuning) the model and set its energy reference.
 
     The model species are the elements of the training split.
@@ -215,7 +208,7 @@ def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential,
         return _finetune_model(config, splits, species)
     check_species(splits)
     e0, method = _reference_e0(config, species, splits.train)
-    stats = _statistics(splits.train, species, e0, method)
+    stats = ModelStatistics.from_data(splits.train.statistics(e0), e0, species, method)
     hparams = {k: v for k, v in config["model"].items() if k != "name"}
     if "cutoff" in hparams:
         raise ConfigError("model.cutoff: set the cutoff once, in data.cutoff")
@@ -239,26 +232,9 @@ def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential,
     return model, stats
 
 
-def _statistics(train: FrameSet | StoreSplit, species: list[int], e0: dict[int, float],
-                method: str) -> DataStatistics:
-    """Scale, shift and neighbour count of the training split (streamed stores in one pass)."""
-    if not isinstance(train, StoreSplit):
-        return compute_statistics(train, species, e0, method)
-    missing = [z for z in train.elements() if z not in e0]
-    if missing:
-        raise ConfigError(f"no E0 for element(s) {missing} ({method}); give them in data.e0 or "
-                          "data.isolated_atoms")
-    data = train.statistics(e0)
-    scale = data.force_rms if np.isfinite(data.force_rms) and data.force_rms > 0 else 1.0
-    shift = data.mean_interaction_energy_per_atom
-    return DataStatistics(e0={z: float(e0[z]) for z in species if z in e0}, scale=float(scale),
-                          shift=float(shift) if np.isfinite(shift) else 0.0,
-                          avg_num_neighbors=float(data.avg_num_neighbors), e0_method=method)
-
-
 def _finetune_model(
     config: Mapping[str, Any], splits: Splits, species: list[int]
-) -> tuple[Potential, DataStatistics]:
+) -> tuple[Potential, ModelStatistics]:
     """The saved potential, extended to ``species``, with E0 refitted on the training split."""
     source = config["finetune"]["from"]
     extra = sorted(k for k in config["model"] if k != "name")
@@ -292,9 +268,8 @@ def _finetune_model(
     else:
         e0, method = e0_old, "from_model"
     model.set_energy_reference(e0, scale, shift)
-    stats = compute_statistics(splits.train, hparams["species"], e0, method)
-    stats.scale, stats.shift = scale, shift
-    return model, stats
+    stats = ModelStatistics.from_data(splits.train.statistics(e0), e0, hparams["species"], method)
+    return model, dataclasses.replace(stats, scale=scale, shift=shift)
 
 
 def _transfer_weights(
@@ -349,6 +324,16 @@ def _residual_e0(
     for start in range(0, len(train), 32):
         graph = train.batch(range(start, min(start + 32, len(train)))).graph.to(dtype=dtype)
         predicted.append(model(graph, compute_forces=False)["energy"].double())
-    energies = np.array([float(b.targets.energy[0]) for b in train.items])
-    residual = energies - torch.cat(predicted).numpy()
-    return fit_e0(train, species, residual=residual, prior=prior)
+    residual = train.energies() - torch.cat(predicted).numpy()
+    stats = train.statistics(energy=residual, prior=prior)
+    if not stats.reference_energies:
+        raise ConfigError(f"cannot fit E0: no frame of {train.source} has an energy")
+    new = [chemical_symbols[z] for z in stats.e0_undetermined if z not in prior]
+    if new:
+        log.warning(
+            "the energies of %s do not separate the E0 of new element(s) %s from the others "
+            "(fixed ratios); their refitted E0 only hold for these compositions. Give "
+            "data.isolated_atoms or data.e0 for a transferable reference",
+            train.source, ", ".join(new),
+        )
+    return {z: stats.reference_energies[z] for z in species}

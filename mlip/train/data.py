@@ -25,6 +25,7 @@ from mlip.data.stats import DataStatistics, frame_statistics
 from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
 from mlip.targets import LabelledBatch, Targets
+from mlip.train.config import DataConfig
 
 __all__ = [
     "FrameSet",
@@ -178,11 +179,10 @@ def _read_file(path: Path, keys: LabelKeys) -> list[Atoms]:
     return frames
 
 
-def label_keys(data: Mapping) -> LabelKeys:
+def label_keys(data: DataConfig) -> LabelKeys:
     """The label names of the ``data`` config section (``energy_key``, ``forces_key``,
     ``stress_key``; None: auto-detect)."""
-    return LabelKeys(energy=data.get("energy_key"), forces=data.get("forces_key"),
-                     stress=data.get("stress_key"))
+    return LabelKeys(energy=data.energy_key, forces=data.forces_key, stress=data.stress_key)
 
 
 def resolve_path(path: str | os.PathLike) -> Path:

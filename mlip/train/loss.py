@@ -14,33 +14,18 @@ runs divide global sums by global counts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 
 from mlip.targets import LabelledBatch
+from mlip.train.config import LossConfig
 
 __all__ = ["LossConfig", "loss_terms", "combine_terms", "TERMS"]
 
 #: The loss terms, in order.
 TERMS = ("energy", "forces", "stress")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Loss weights and kind (the ``loss`` config section)."""
-
-    energy_weight: float = 1.0
-    forces_weight: float = 100.0
-    stress_weight: float = 1.0
-    kind: str = "mse"
-    huber_delta: float = 0.01
-
-    def weight(self, term: str) -> float:
-        """The weight of ``term`` (one of :data:`TERMS`)."""
-        return float(getattr(self, f"{term}_weight"))
 
 
 def _elementwise(diff: torch.Tensor, config: LossConfig) -> torch.Tensor:

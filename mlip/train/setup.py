@@ -15,7 +15,7 @@ import dataclasses
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from ase.data import chemical_symbols
@@ -25,6 +25,7 @@ from mlip.errors import ConfigError
 from mlip.models import Potential, build
 from mlip.models.checkpoint import read_payload
 from mlip.models.registry import check_hparams
+from mlip.train.config import DataConfig, LossConfig, TrainingConfig
 from mlip.train.data import (
     FrameSet,
     frames_without_group,
@@ -56,75 +57,75 @@ class Splits:
     test: FrameSet | StoreSplit
 
 
-def prepare_data(data: Mapping[str, Any], seed: int = 0) -> Splits:
+def prepare_data(data: DataConfig, seed: int = 0) -> Splits:
     """Read and split the data of the ``data`` config section.
 
     Raises:
         ConfigError: missing files, or a split that ends up empty.
     """
-    cutoff = float(data["cutoff"])
-    weights = data["config_type_weights"]
-    if data["streaming"]:
+    cutoff = float(data.cutoff)
+    weights = data.config_type_weights
+    if data.streaming:
         train, valid, test = store_splits(data, seed)
         return Splits(train, valid, test if test is not None else FrameSet([], [], "no test split"))
     stored = _store_splits(data)
     if stored is not None:
         return Splits(
             *(
-                load_frameset(frames, cutoff, f"{data['train']} ({name} split)", weights)
+                load_frameset(frames, cutoff, f"{data.train} ({name} split)", weights)
                 for name, frames in zip(("train", "val", "test"), stored)
             )
         )
     keys = label_keys(data)
-    frames = read_frames(data["train"], data["max_frames"], keys)
+    frames = read_frames(data.train, data.max_frames, keys)
     fractions = [
         1.0,
-        0.0 if data["valid"] else float(data["valid_fraction"]),
-        0.0 if data["test"] else float(data["test_fraction"]),
+        0.0 if data.valid else float(data.valid_fraction),
+        0.0 if data.test else float(data.test_fraction),
     ]
-    if data["split_key"] is not None:
-        group_by_info_key(frames, data["split_key"], str(data["train"]))
+    if data.split_key is not None:
+        group_by_info_key(frames, data.split_key, str(data.train))
     elif sum(fractions[1:]) > 0 and (alone := frames_without_group(frames)):
         log.warning(
             "%d of %d frames of %s carry no trajectory id: the validation/test fractions are "
             "drawn frame by frame, so correlated frames of one MD run can land on both sides; "
             "name the info key that groups them with data.split_key", alone, len(frames),
-            data["train"],
+            data.train,
         )
-    full = load_frameset(frames, cutoff, str(data["train"]), weights)
-    train, valid, test = split_frameset(full, fractions, int(data["split_seed"]))
-    if data["valid"]:
-        valid = load_frameset(read_frames(data["valid"], None, keys), cutoff, str(data["valid"]),
+    full = load_frameset(frames, cutoff, str(data.train), weights)
+    train, valid, test = split_frameset(full, fractions, int(data.split_seed))
+    if data.valid:
+        valid = load_frameset(read_frames(data.valid, None, keys), cutoff, str(data.valid),
                               weights)
-    if data["test"]:
-        test = load_frameset(read_frames(data["test"], None, keys), cutoff, str(data["test"]),
+    if data.test:
+        test = load_frameset(read_frames(data.test, None, keys), cutoff, str(data.test),
                              weights)
     for name, part in (("training", train), ("validation", valid)):
         if len(part) == 0:
             raise ConfigError(
-                f"the {name} split of {data['train']} is empty ({len(full)} frames, "
-                f"valid_fraction={data['valid_fraction']}); add frames or change the fractions"
+                f"the {name} split of {data.train} is empty ({len(full)} frames, "
+                f"valid_fraction={data.valid_fraction}); add frames or change the fractions"
             )
     return Splits(train, valid, test)
 
 
-def _store_splits(data: Mapping[str, Any]) -> tuple[list, list, list] | None:
+def _store_splits(data: DataConfig) -> tuple[list, list, list] | None:
     """The train/val/test frames of a single split store given as ``data.train`` (else None).
 
     The store's own split (by system, from ``mlip data split``) is used unless ``data.valid`` is
     given; ``data.test`` replaces the store's test split when given.
     """
-    train = data["train"]
-    if isinstance(train, (list, tuple)) or data["valid"] or not is_store(resolve_path(train)):
+    train = data.train
+    if isinstance(train, (list, tuple)) or data.valid or not is_store(resolve_path(train)):
         return None
-    parts = read_store(train, data["max_frames"])
+    parts = read_store(train, data.max_frames)
     if "train" not in parts:
         return None
-    test = read_frames(data["test"], None, label_keys(data)) if data["test"] else parts["test"]
+    test = read_frames(data.test, None, label_keys(data)) if data.test else parts["test"]
     return parts["train"], parts["val"], test
 
 
-def check_labels(splits: Splits, loss: Mapping[str, Any]) -> None:
+def check_labels(splits: Splits, loss: LossConfig) -> None:
     """Refuse a positive energy or force weight on training data without that label.
 
     Stress is trained where present (periodic frames with stress labels), so a stress weight on
@@ -134,9 +135,9 @@ def check_labels(splits: Splits, loss: Mapping[str, Any]) -> None:
         ConfigError: naming the weight and the data.
     """
     for term in ("energy", "forces"):
-        if float(loss[f"{term}_weight"]) > 0 and not splits.train.has_label(term):
+        if loss.weight(term) > 0 and not splits.train.has_label(term):
             raise ConfigError(
-                f"loss.{term}_weight = {loss[f'{term}_weight']} but no training frame of "
+                f"loss.{term}_weight = {loss.weight(term)} but no training frame of "
                 f"{splits.train.source} has {term}; set loss.{term}_weight: 0"
             )
 
@@ -165,11 +166,11 @@ def check_species(splits: Splits, known: Sequence[int] = ()) -> None:
 
 
 def _reference_e0(
-    config: Mapping[str, Any], species: list[int], train: FrameSet | StoreSplit
+    config: TrainingConfig, species: list[int], train: FrameSet | StoreSplit
 ) -> tuple[dict, str]:
     """E0 of a fresh model from the ``data.e0`` / ``data.isolated_atoms`` settings."""
-    data = config["data"]
-    method = data["e0"]
+    data = config.data
+    method = data.e0
     if isinstance(method, Mapping):
         return parse_e0(method), "given"
     if method not in ("auto", "least_squares", "isolated"):
@@ -177,13 +178,13 @@ def _reference_e0(
             f"data.e0 = {method!r} is not one of ['auto', 'least_squares', 'isolated'] "
             "or a {symbol: eV} mapping"
         )
-    if method == "isolated" and not data["isolated_atoms"]:
+    if method == "isolated" and not data.isolated_atoms:
         raise ConfigError(
             "data.e0 = 'isolated' needs data.isolated_atoms (a file of one-atom frames)"
         )
-    if data["isolated_atoms"] and method != "least_squares":
+    if data.isolated_atoms and method != "least_squares":
         return isolated_atom_e0(
-            read_frames(data["isolated_atoms"]), str(data["isolated_atoms"])
+            read_frames(data.isolated_atoms), str(data.isolated_atoms)
         ), "isolated"
     stats = train.statistics(None)
     if not stats.reference_energies:
@@ -192,7 +193,7 @@ def _reference_e0(
     return dict(stats.reference_energies), "least_squares"
 
 
-def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential, ModelStatistics]:
+def prepare_model(config: TrainingConfig, splits: Splits) -> tuple[Potential, ModelStatistics]:
     """Build (or load for fine-tuning) the model and set its energy reference.
 
     The model species are the elements of the training split.
@@ -202,14 +203,14 @@ def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential,
             weights could not be trained), naming the element and its frames.
     """
     species = splits.train.elements()
-    if config["finetune"]["from"]:
+    if config.finetune.source:
         if isinstance(splits.train, StoreSplit):
             raise ConfigError("fine-tuning (finetune.from) does not support data.streaming yet")
         return _finetune_model(config, splits, species)
     check_species(splits)
     e0, method = _reference_e0(config, species, splits.train)
     stats = ModelStatistics.from_data(splits.train.statistics(e0), e0, species, method)
-    hparams = {k: v for k, v in config["model"].items() if k != "name"}
+    hparams = dict(config.model.hparams)
     if "cutoff" in hparams:
         raise ConfigError("model.cutoff: set the cutoff once, in data.cutoff")
     if hparams.get("denoising"):
@@ -217,9 +218,9 @@ def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential,
             "model.denoising: true builds EquiformerV3's DeNS heads, but mlip train does not add "
             "the denoising loss (the heads would stay untrained); remove model.denoising"
         )
-    cls = check_hparams(config["model"]["name"], hparams)
+    cls = check_hparams(config.model.name, hparams)
     hparams.setdefault("species", species)
-    hparams["cutoff"] = float(config["data"]["cutoff"])
+    hparams["cutoff"] = float(config.data.cutoff)
     missing = sorted(set(species) - set(hparams["species"]))
     if missing:
         raise ConfigError(f"model.species lacks element(s) {missing} present in the data")
@@ -227,24 +228,24 @@ def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential,
     for name in NEIGHBOUR_ARGS:
         if name in parameters:
             hparams.setdefault(name, stats.avg_num_neighbors)
-    model = build(config["model"]["name"], **hparams)
+    model = build(config.model.name, **hparams)
     model.set_energy_reference(stats.e0, stats.scale, stats.shift)
     return model, stats
 
 
 def _finetune_model(
-    config: Mapping[str, Any], splits: Splits, species: list[int]
+    config: TrainingConfig, splits: Splits, species: list[int]
 ) -> tuple[Potential, ModelStatistics]:
     """The saved potential, extended to ``species``, with E0 refitted on the training split."""
-    source = config["finetune"]["from"]
-    extra = sorted(k for k in config["model"] if k != "name")
+    source = config.finetune.source
+    extra = sorted(config.model.hparams)
     if extra:
         raise ConfigError(f"fine-tuning takes the architecture from {source}; "
                           f"remove model keys {extra}")
     payload = read_payload(source)
-    if abs(float(payload["cutoff"]) - float(config["data"]["cutoff"])) > 1e-9:
+    if abs(float(payload["cutoff"]) - float(config.data.cutoff)) > 1e-9:
         raise ConfigError(
-            f"data.cutoff = {config['data']['cutoff']} Å differs from the cutoff "
+            f"data.cutoff = {config.data.cutoff} Å differs from the cutoff "
             f"{payload['cutoff']} Å of {source}; fine-tuning keeps the model cutoff"
         )
     old_species = list(payload["species"])
@@ -258,10 +259,10 @@ def _finetune_model(
         z: float(e)
         for z, e in zip(old_species, payload["state_dict"]["reference_energies"].tolist())
     }
-    if config["data"]["isolated_atoms"] or isinstance(config["data"]["e0"], Mapping):
+    if config.data.isolated_atoms or isinstance(config.data.e0, Mapping):
         e0, method = _reference_e0(config, species, splits.train)
         e0 = {**e0_old, **e0}
-    elif config["finetune"]["refit_e0"] or set(species) - set(old_species):
+    elif config.finetune.refit_e0 or set(species) - set(old_species):
         present = splits.train.elements()
         refit = _residual_e0(model, splits.train, present, scale, shift, e0_old)
         e0, method = {**e0_old, **refit}, "refit_residual"

@@ -21,6 +21,7 @@ import torch
 
 from mlip.errors import ConfigError
 from mlip.targets import LabelledBatch
+from mlip.train.config import DataConfig
 
 __all__ = ["StoreSplit", "store_splits"]
 
@@ -183,7 +184,8 @@ class StoreSplit:
         return dict(self._element_frames)
 
 
-def store_splits(data: Mapping, seed: int) -> tuple[StoreSplit, StoreSplit, StoreSplit | None]:
+def store_splits(data: DataConfig, seed: int
+                 ) -> tuple[StoreSplit, StoreSplit, StoreSplit | None]:
     """Train, val and (if non-empty) test splits of the store in ``data.train``.
 
     Raises:
@@ -191,20 +193,20 @@ def store_splits(data: Mapping, seed: int) -> tuple[StoreSplit, StoreSplit, Stor
     """
     from mlip.train.data import is_store, resolve_path
 
-    path = data["train"]
+    path = data.train
     if isinstance(path, (list, tuple)) or not is_store(resolve_path(path)):
         raise ConfigError(f"data.streaming needs data.train to be one snapshot store, got {path!r}")
-    if data["valid"] or data["test"] or data["max_frames"]:
+    if data.valid or data.test or data.max_frames:
         raise ConfigError("data.streaming uses the store's own split; unset data.valid, data.test "
                           "and data.max_frames")
-    options = dict(max_atoms=data["max_atoms_per_batch"] or 4096, max_graphs=data["batch_size"],
-                   seed=seed, num_workers=data["num_workers"],
-                   config_type_weights=data["config_type_weights"])
-    parts = [StoreSplit(resolve_path(path), name, data["cutoff"], **options)
+    options = dict(max_atoms=data.max_atoms_per_batch or 4096, max_graphs=data.batch_size,
+                   seed=seed, num_workers=data.num_workers,
+                   config_type_weights=data.config_type_weights)
+    parts = [StoreSplit(resolve_path(path), name, data.cutoff, **options)
              for name in ("train", "val", "test")]
-    if data["config_type_weights"]:
+    if data.config_type_weights:
         present = parts[0].config_types()
-        missing = sorted(set(data["config_type_weights"]) - present)
+        missing = sorted(set(data.config_type_weights) - present)
         if missing:
             raise ConfigError(
                 f"data.config_type_weights names config types {missing} that no frame of "

@@ -9,14 +9,14 @@ import ase.io
 import pytest
 
 from mlip.errors import ConfigError
-from mlip.train.config import resolve_config
+from mlip.train.config import TrainingConfig
 from mlip.train.setup import prepare_data
 
 
 def _data(tiny_config, path, **changes):
-    config = resolve_config({**tiny_config, "data": {**tiny_config["data"], "train": str(path),
-                                                     **changes}})
-    return config["data"]
+    config = TrainingConfig.load({**tiny_config, "data": {**tiny_config["data"], "train": str(path),
+                                                          **changes}})
+    return config.data
 
 
 @pytest.fixture()

@@ -255,7 +255,7 @@ def frame_statistics(
     n_atoms: np.ndarray,
     numbers: np.ndarray,
     energy: np.ndarray,
-    forces: np.ndarray,
+    forces: np.ndarray | None = None,
     *,
     n_edges: int | None = None,
     cutoff: float | None = None,
@@ -267,7 +267,8 @@ def frame_statistics(
     Args:
         n_atoms: (n_frames,) atoms per frame. numbers: (n_atoms_total,) atomic numbers.
         energy: (n_frames,) eV, NaN where a frame has no energy (the value fitted: a frame's
-            energy, or a residual). forces: (n_atoms_total, 3) eV/Å, NaN where absent.
+            energy, or a residual). forces: (n_atoms_total, 3) eV/Å, NaN where absent (None:
+            no forces).
         n_edges: edges of the frames at ``cutoff`` Å (gives ``avg_num_neighbors``).
         reference_energies: {Z: eV} to use instead of fitting.
         prior: {Z: eV} E0 the least-squares fit stays closest to (see
@@ -276,7 +277,8 @@ def frame_statistics(
     n_atoms = np.asarray(n_atoms, dtype=np.int64)
     numbers = np.asarray(numbers, dtype=np.int64)
     energy = np.asarray(energy, dtype=np.float64)
-    forces = np.asarray(forces, dtype=np.float64).reshape(-1, 3)
+    forces = (np.full((len(numbers), 3), np.nan) if forces is None
+              else np.asarray(forces, dtype=np.float64).reshape(-1, 3))
     labelled_atoms = np.bincount(np.repeat(np.arange(len(n_atoms)), n_atoms),
                                  weights=np.isfinite(forces).all(axis=1), minlength=len(n_atoms))
     mask = np.where(np.isfinite(energy), LABEL_BITS["energy"], 0) | np.where(

@@ -88,30 +88,19 @@ class FrameSet:
                 counts[int(z)] = counts.get(int(z), 0) + 1
         return counts
 
-    def energies(self) -> np.ndarray:
-        """(n_frames,) eV reference energies (NaN where a frame has none)."""
-        return np.array([float(b.targets.energy[0]) for b in self.items])
-
-    def statistics(self, reference_energies: Mapping[int, float] | None = None, *,
-                   energy: np.ndarray | None = None,
-                   prior: Mapping[int, float] | None = None) -> DataStatistics:
-        """:class:`mlip.data.DataStatistics` of the frames at their cutoff, as
-        :meth:`StoreSplit.statistics` gives them for a streamed split.
-
-        Args:
-            reference_energies: {Z: eV} E0 to use (None: least-squares fit).
-            energy: (n_frames,) eV to fit instead of the frame energies (e.g. residuals).
-            prior: {Z: eV} E0 the fit stays closest to (see
-                :func:`mlip.data.stats.solve_reference_energies`).
-        """
+    def statistics(self, reference_energies: Mapping[int, float] | None = None
+                   ) -> DataStatistics:
+        """:class:`mlip.data.DataStatistics` of the frames at their cutoff (E0 fitted by least
+        squares unless ``reference_energies`` {Z: eV} are given), as
+        :meth:`StoreSplit.statistics` gives them for a streamed split."""
         graphs = [b.graph for b in self.items]
         return frame_statistics(
             np.array([g.positions.shape[0] for g in graphs]),
             torch.cat([g.atomic_numbers for g in graphs]).numpy(),
-            self.energies() if energy is None else energy,
+            np.array([float(b.targets.energy[0]) for b in self.items]),
             torch.cat([b.targets.forces for b in self.items]).to(torch.float64).numpy(),
             n_edges=sum(g.n_edges for g in graphs), cutoff=graphs[0].cutoff,
-            reference_energies=reference_energies, prior=prior,
+            reference_energies=reference_energies,
         )
 
     def batch(self, indices: Sequence[int]) -> LabelledBatch:

@@ -17,10 +17,17 @@ import logging
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from mlip.data.stats import ModelStatistics, isolated_atom_e0, parse_e0, require_separable_e0
+from mlip.data.stats import (
+    ModelStatistics,
+    frame_statistics,
+    isolated_atom_e0,
+    parse_e0,
+    require_separable_e0,
+)
 from mlip.errors import ConfigError
 from mlip.models import Potential, build
 from mlip.models.checkpoint import read_payload
@@ -204,8 +211,6 @@ def prepare_model(config: TrainingConfig, splits: Splits) -> tuple[Potential, Mo
     """
     species = splits.train.elements()
     if config.finetune.source:
-        if isinstance(splits.train, StoreSplit):
-            raise ConfigError("fine-tuning (finetune.from) does not support data.streaming yet")
         return _finetune_model(config, splits, species)
     check_species(splits)
     e0, method = _reference_e0(config, species, splits.train)
@@ -313,20 +318,23 @@ def _transfer_weights(
 
 @torch.no_grad()
 def _residual_e0(
-    model: Potential, train: FrameSet, species: list[int], scale: float, shift: float,
-    prior: dict[int, float],
+    model: Potential, train: FrameSet | StoreSplit, species: list[int], scale: float,
+    shift: float, prior: dict[int, float],
 ) -> dict[int, float]:
-    """E0 of ``species`` by least squares on E_ref − (model energy without E0) over ``train``,
-    closest to the model's old E0 ``prior`` where the energies do not determine them."""
+    """E0 of ``species`` by least squares on E_ref − (model energy without E0) over ``train``
+    (in memory or streamed, one pass), closest to the model's old E0 ``prior`` where the
+    energies do not determine them."""
     model.set_energy_reference({}, scale, shift)
     model.eval()
     dtype = next(model.parameters()).dtype
-    predicted = []
-    for start in range(0, len(train), 32):
-        graph = train.batch(range(start, min(start + 32, len(train)))).graph.to(dtype=dtype)
-        predicted.append(model(graph, compute_forces=False)["energy"].double())
-    residual = train.energies() - torch.cat(predicted).numpy()
-    stats = train.statistics(energy=residual, prior=prior)
+    n_atoms, numbers, residual = [], [], []
+    for graph, targets in train.eval_graphs(32):
+        predicted = model(graph.to(dtype=dtype), compute_forces=False)["energy"].double()
+        n_atoms.append(graph.n_atoms.numpy())
+        numbers.append(graph.atomic_numbers.numpy())
+        residual.append((targets.energy.double() - predicted).numpy())
+    stats = frame_statistics(np.concatenate(n_atoms), np.concatenate(numbers),
+                             np.concatenate(residual), prior=prior)
     if not stats.reference_energies:
         raise ConfigError(f"cannot fit E0: no frame of {train.source} has an energy")
     new = [chemical_symbols[z] for z in stats.e0_undetermined if z not in prior]

@@ -14,10 +14,12 @@ from mlip.data.sampler import BlockBatchSampler
 from mlip.data.splits import check_split_leakage, make_split
 from mlip.data.stats import (
     DataStatistics,
+    ModelStatistics,
     average_neighbors,
     compute_statistics,
     fit_reference_energies,
     force_rms,
+    frame_statistics,
 )
 from mlip.data.store import SnapshotStore
 from mlip.data.summary import export_frames, format_info, store_info
@@ -34,6 +36,8 @@ __all__ = [
     "check_split_leakage",
     "compute_statistics",
     "DataStatistics",
+    "ModelStatistics",
+    "frame_statistics",
     "fit_reference_energies",
     "average_neighbors",
     "force_rms",

@@ -8,6 +8,7 @@ are ASE-readable files (extxyz, traj, ...) or mlip snapshot stores (``.h5``, rea
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -37,7 +38,6 @@ __all__ = [
     "load_frameset",
     "split_frameset",
     "Batcher",
-    "MemoryBatches",
     "BUNDLED_PREFIX",
     "is_store",
     "read_store",
@@ -51,15 +51,20 @@ BUNDLED_PREFIX = "bundled:"
 class FrameSet:
     """A list of one-structure labelled graphs with the system each belongs to.
 
+    A training split is batched (:meth:`with_batches`) and then read through the interface of a
+    streamed :class:`mlip.train.stream.StoreSplit` (:meth:`n_batches`, :meth:`batches`).
+
     Attributes:
         items: one :class:`LabelledBatch` (graph and targets) per frame.
         system_ids: one id per frame; splits never separate frames of one system.
         source: where the frames came from (for messages).
+        batcher: how training groups, shuffles and shards the frames (None: not batched).
     """
 
     items: list[LabelledBatch]
     system_ids: list[str]
     source: str
+    batcher: Batcher | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -102,6 +107,31 @@ class FrameSet:
             n_edges=sum(g.n_edges for g in graphs), cutoff=graphs[0].cutoff,
             reference_energies=reference_energies,
         )
+
+    def with_batches(self, batch_size: int, max_atoms_per_batch: int | None, seed: int
+                     ) -> FrameSet:
+        """These frames batched for training by a seeded, shuffling :class:`Batcher`."""
+        sizes = [b.graph.positions.shape[0] for b in self.items]
+        return dataclasses.replace(
+            self, batcher=Batcher(sizes, batch_size, max_atoms_per_batch, shuffle=True, seed=seed)
+        )
+
+    def n_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> int:
+        """Batches this rank trains on in ``epoch``."""
+        return len(self._batcher().local_batches(epoch, rank, world_size))
+
+    def batches(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0
+                ) -> Iterator[tuple[int, list[str], LabelledBatch]]:
+        """Yield ``(batch number, frame names, batch)`` of this rank from batch ``start`` on."""
+        local = self._batcher().local_batches(epoch, rank, world_size)
+        for number in range(start, len(local)):
+            indices = local[number]
+            yield number, [self.system_ids[i] for i in indices], self.batch(indices)
+
+    def _batcher(self) -> Batcher:
+        if self.batcher is None:
+            raise ValueError(f"{self.source} is not batched for training (see with_batches)")
+        return self.batcher
 
     def batch(self, indices: Sequence[int]) -> LabelledBatch:
         """The frames at ``indices`` collated into one batch, in that order."""
@@ -314,7 +344,7 @@ class Batcher:
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
-        if max_atoms_per_batch is not None and max_atoms_per_batch < max(n_atoms):
+        if max_atoms_per_batch is not None and max_atoms_per_batch < max(n_atoms, default=0):
             raise ConfigError(
                 f"data.max_atoms_per_batch = {max_atoms_per_batch} is smaller than the "
                 f"largest frame ({max(n_atoms)} atoms)"
@@ -350,27 +380,3 @@ class Batcher:
     def local_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
         """This rank's share of each global batch of ``epoch``."""
         return [b[rank::world_size] for b in self.global_batches(epoch) if len(b) >= world_size]
-
-
-class MemoryBatches:
-    """Training batches of an in-memory :class:`FrameSet` (the interface of :class:`StoreSplit`).
-
-    Args:
-        frames: the training frames.
-        batcher: how they are grouped, shuffled and sharded.
-    """
-
-    def __init__(self, frames: FrameSet, batcher: Batcher) -> None:
-        self.frames, self.batcher = frames, batcher
-
-    def n_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> int:
-        """Batches this rank trains on in ``epoch``."""
-        return len(self.batcher.local_batches(epoch, rank, world_size))
-
-    def batches(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0
-                ) -> Iterator[tuple[int, list[str], LabelledBatch]]:
-        """Yield ``(batch number, frame names, batch)`` of this rank from batch ``start`` on."""
-        local = self.batcher.local_batches(epoch, rank, world_size)
-        for number in range(start, len(local)):
-            indices = local[number]
-            yield number, [self.frames.system_ids[i] for i in indices], self.frames.batch(indices)

@@ -23,7 +23,6 @@ from mlip.models.checkpoint import model_payload
 from mlip.nn.precision import flush_tiny_
 from mlip.targets import LabelledBatch
 from mlip.train.config import TrainingConfig
-from mlip.train.data import Batcher, MemoryBatches
 from mlip.train.distributed import DistributedContext
 from mlip.train.ema import ExponentialMovingAverage
 from mlip.train.evaluate import evaluate
@@ -85,7 +84,7 @@ class Trainer:
             splits.train.has_label("stress") and max(stress_weights) > 0
         ) or splits.valid.has_label("stress")
         train = config.train
-        self.train_batches = _training_batches(splits, config)
+        self.train_batches = splits.train
         per_epoch = self.train_batches.n_batches(0, ctx.rank, ctx.world_size)
         total = train.max_steps or int(train.max_epochs) * per_epoch
         self.optimizer = build_optimizer(self.model, config.optimizer)
@@ -441,17 +440,6 @@ def _stage_two_loss(config: TrainingConfig) -> LossConfig | None:
         return None
     weights = {f"{t}_weight": getattr(two, f"{t}_weight") for t in ("energy", "forces", "stress")}
     return dataclasses.replace(config.loss, **{k: v for k, v in weights.items() if v is not None})
-
-
-def _training_batches(splits: Splits, config: TrainingConfig):
-    """The streamed store split itself, or in-memory frames with a seeded :class:`Batcher`."""
-    if hasattr(splits.train, "batches"):
-        return splits.train
-    data = config.data
-    sizes = [b.graph.positions.shape[0] for b in splits.train.items]
-    batcher = Batcher(sizes, int(data.batch_size), data.max_atoms_per_batch, shuffle=True,
-                      seed=int(config.seed))
-    return MemoryBatches(splits.train, batcher)
 
 
 def model_from_payload(payload: Mapping[str, Any]) -> Potential:

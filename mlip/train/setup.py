@@ -57,7 +57,8 @@ NEIGHBOUR_ARGS = ("avg_num_neighbors", "avg_degree")
 
 @dataclass
 class Splits:
-    """Training, validation and (possibly empty) test frames, in memory or streamed."""
+    """Training, validation and (possibly empty) test frames, in memory or streamed; ``train``
+    is batched (``n_batches``/``batches``) either way."""
 
     train: FrameSet | StoreSplit
     valid: FrameSet | StoreSplit
@@ -77,12 +78,12 @@ def prepare_data(data: DataConfig, seed: int = 0) -> Splits:
         return Splits(train, valid, test if test is not None else FrameSet([], [], "no test split"))
     stored = _store_splits(data)
     if stored is not None:
-        return Splits(
-            *(
-                load_frameset(frames, cutoff, f"{data.train} ({name} split)", weights)
-                for name, frames in zip(("train", "val", "test"), stored)
-            )
+        train, valid, test = (
+            load_frameset(frames, cutoff, f"{data.train} ({name} split)", weights)
+            for name, frames in zip(("train", "val", "test"), stored)
         )
+        return Splits(train.with_batches(data.batch_size, data.max_atoms_per_batch, seed),
+                      valid, test)
     keys = label_keys(data)
     frames = read_frames(data.train, data.max_frames, keys)
     fractions = [
@@ -113,7 +114,7 @@ def prepare_data(data: DataConfig, seed: int = 0) -> Splits:
                 f"the {name} split of {data.train} is empty ({len(full)} frames, "
                 f"valid_fraction={data.valid_fraction}); add frames or change the fractions"
             )
-    return Splits(train, valid, test)
+    return Splits(train.with_batches(data.batch_size, data.max_atoms_per_batch, seed), valid, test)
 
 
 def _store_splits(data: DataConfig) -> tuple[list, list, list] | None:

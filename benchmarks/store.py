@@ -212,7 +212,7 @@ def bench_loader(path: Path, workers: int, n_batches: int = 150, cutoff: float =
     next(it)  # worker start-up and first block reads are not counted
     graphs = edges = 0
     t = time.perf_counter()
-    for k, g in enumerate(it):
+    for k, (g, _) in enumerate(it):
         graphs += g.n_graphs
         edges += g.n_edges
         if k + 1 >= n_batches:

@@ -5,7 +5,7 @@ Public API (see ``docs/store.md``): :class:`SnapshotStore` (read), :class:`Store
 :func:`make_loader` / :class:`StoreDataset`.
 """
 
-from mlip.data.dataset import StoreDataset, frames_to_graph, make_loader
+from mlip.data.dataset import StoreDataset, frames_to_batch, make_loader
 from mlip.data.edges import edge_counts
 from mlip.data.frames import FrameBatch, FrameBuilder
 from mlip.data.importers import LabelKeys, import_files
@@ -14,10 +14,12 @@ from mlip.data.sampler import BlockBatchSampler
 from mlip.data.splits import check_split_leakage, make_split
 from mlip.data.stats import (
     DataStatistics,
+    ModelStatistics,
     average_neighbors,
     compute_statistics,
     fit_reference_energies,
     force_rms,
+    frame_statistics,
 )
 from mlip.data.store import SnapshotStore
 from mlip.data.summary import export_frames, format_info, store_info
@@ -34,13 +36,15 @@ __all__ = [
     "check_split_leakage",
     "compute_statistics",
     "DataStatistics",
+    "ModelStatistics",
+    "frame_statistics",
     "fit_reference_energies",
     "average_neighbors",
     "force_rms",
     "StoreDataset",
     "make_loader",
     "edge_counts",
-    "frames_to_graph",
+    "frames_to_batch",
     "GraphLoader",
     "pack_graph",
     "unpack_graph",

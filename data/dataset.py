@@ -1,5 +1,6 @@
-"""Torch access to a store: :class:`StoreDataset` (batches of frames → ``AtomicGraph`` with
-``Targets``) and :func:`make_loader` (DataLoader + :class:`BlockBatchSampler`).
+"""Torch access to a store: :class:`StoreDataset` (batches of frames → ``LabelledBatch``, an
+``AtomicGraph`` with its ``Targets``) and :func:`make_loader` (DataLoader +
+:class:`BlockBatchSampler`).
 
 Each process (main or DataLoader worker) opens its own HDF5 handles on first use; neighbour lists
 are built where the batch is assembled, i.e. in the workers. Whole blocks of consecutive frames
@@ -26,18 +27,19 @@ from mlip.data.frames import FrameBatch
 from mlip.data.packing import GraphLoader, pack_graph
 from mlip.data.sampler import BlockBatchSampler
 from mlip.data.store import SnapshotStore
-from mlip.graph import AtomicGraph, Targets
+from mlip.graph import AtomicGraph
 from mlip.neighbors import neighbor_list
+from mlip.targets import LabelledBatch, Targets
 
-__all__ = ["StoreDataset", "make_loader", "frames_to_graph"]
+__all__ = ["StoreDataset", "make_loader", "frames_to_batch"]
 
 GRAPH_COLUMNS = ("numbers", "positions", "cell", "pbc", "energy", "forces", "stress", "weight")
 
 
-def frames_to_graph(
+def frames_to_batch(
     batch: FrameBatch, cutoff: float, dtype: torch.dtype = torch.float64
-) -> AtomicGraph:
-    """An ``AtomicGraph`` (neighbour list at ``cutoff`` Å) with ``Targets`` from frames.
+) -> LabelledBatch:
+    """An ``AtomicGraph`` (neighbour list at ``cutoff`` Å) with its ``Targets``, from frames.
 
     Absent labels stay NaN (the trainer masks them).
     """
@@ -48,15 +50,15 @@ def frames_to_graph(
         stress=t(batch.frames["stress"]),
         weight=t(batch.frames["weight"]),
     )
-    return AtomicGraph.build(
+    graph = AtomicGraph.build(
         positions=t(batch.atoms["positions"]),
         atomic_numbers=torch.from_numpy(batch.atoms["numbers"].astype(np.int64)),
         cell=t(batch.frames["cell"]),
         pbc=torch.from_numpy(batch.frames["pbc"]),
         n_atoms=torch.from_numpy(batch.n_atoms),
         cutoff=cutoff,
-        targets=targets,
     )
+    return LabelledBatch(graph, targets)
 
 
 @dataclass(frozen=True)
@@ -208,13 +210,13 @@ class StoreDataset(torch.utils.data.Dataset):
             frames[g] = block.frames[local[g]]
         return _Block.unpack(counts, atoms, frames)
 
-    def __getitem__(self, index: int | Sequence[int]) -> AtomicGraph:
+    def __getitem__(self, index: int | Sequence[int]) -> LabelledBatch:
         indices = [index] if np.isscalar(index) else index
-        return frames_to_graph(self.frames(indices), self.cutoff, self.dtype)
+        return frames_to_batch(self.frames(indices), self.cutoff, self.dtype)
 
 
-def _identity(graph: AtomicGraph) -> AtomicGraph:
-    return graph
+def _identity(batch: LabelledBatch) -> LabelledBatch:
+    return batch
 
 
 @functools.cache
@@ -242,7 +244,7 @@ def make_loader(
     window_blocks: int = 64,
     **sampler_options: Any,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader yielding ``AtomicGraph`` batches (with ``Targets``) of a store split.
+    """A DataLoader yielding ``LabelledBatch`` batches (graph and ``Targets``) of a store split.
 
     The batch sequence is a pure function of ``(seed, epoch, rank, world_size)``; change epochs
     with ``loader.sampler.set_epoch(e)`` (the :class:`BlockBatchSampler`) or build a new

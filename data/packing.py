@@ -2,7 +2,7 @@
 
 A DataLoader worker hands each tensor of a batch to the main process through its own
 shared-memory segment and file descriptor, which costs more than building the batch once
-neighbour lists are fast (about a dozen segments per ``AtomicGraph`` with ``Targets``).
+neighbour lists are fast (about a dozen segments per labelled batch, graph and ``Targets``).
 :func:`pack_graph` copies every tensor into one 8-byte-aligned ``uint8`` buffer, so a batch
 crosses the process boundary as one segment; :func:`unpack_graph` rebuilds the graph from views
 of that buffer (no copy). :class:`GraphLoader` does the unpacking transparently.
@@ -17,8 +17,9 @@ from typing import Iterator
 import torch
 import torch.utils.data
 
-from mlip.graph import AtomicGraph, Targets
+from mlip.graph import AtomicGraph
 from mlip.structures import Layout
+from mlip.targets import LabelledBatch, Targets
 
 __all__ = ["PackedGraph", "pack_graph", "unpack_graph", "GraphLoader"]
 
@@ -26,7 +27,7 @@ _ALIGN = 8  # bytes; every field starts at a multiple of the largest element siz
 _GRAPH_FIELDS = tuple(
     f.name
     for f in dataclasses.fields(AtomicGraph)
-    if f.name not in ("cutoff", "targets", "layout")
+    if f.name not in ("cutoff", "layout")
 )
 _TARGET_FIELDS = tuple(f.name for f in dataclasses.fields(Targets))
 _LAYOUT_TENSORS = ("batch", "n_atoms", "first_atom")
@@ -35,7 +36,7 @@ _LAYOUT_FACTS = tuple(f.name for f in dataclasses.fields(Layout) if f.name not i
 
 @dataclass(frozen=True)
 class PackedGraph:
-    """An ``AtomicGraph`` flattened into one buffer.
+    """An ``AtomicGraph`` or a ``LabelledBatch`` (graph and targets) flattened into one buffer.
 
     Attributes:
         buffer: (n_bytes,) uint8, every tensor's bytes at an 8-byte-aligned offset.
@@ -52,17 +53,20 @@ class PackedGraph:
     facts: tuple
 
 
-def _tensors(graph: AtomicGraph) -> list[tuple[str, torch.Tensor]]:
+def _tensors(item: AtomicGraph | LabelledBatch) -> list[tuple[str, torch.Tensor]]:
+    graph = item.graph if isinstance(item, LabelledBatch) else item
     named = [(name, getattr(graph, name)) for name in _GRAPH_FIELDS]
     named += [(f"layout.{name}", getattr(graph.layout, name)) for name in _LAYOUT_TENSORS]
-    if graph.targets is not None:
-        named += [(f"targets.{name}", getattr(graph.targets, name)) for name in _TARGET_FIELDS]
+    if isinstance(item, LabelledBatch):
+        named += [(f"targets.{name}", getattr(item.targets, name)) for name in _TARGET_FIELDS]
     return named
 
 
-def pack_graph(graph: AtomicGraph) -> PackedGraph:
-    """Copy a CPU graph's tensors into one buffer (the inverse of :func:`unpack_graph`)."""
-    named = _tensors(graph)
+def pack_graph(item: AtomicGraph | LabelledBatch) -> PackedGraph:
+    """Copy a CPU graph's (and its labels') tensors into one buffer (the inverse of
+    :func:`unpack_graph`)."""
+    named = _tensors(item)
+    graph = item.graph if isinstance(item, LabelledBatch) else item
     layout, offset = [], 0
     for name, t in named:
         layout.append((name, t.dtype, tuple(t.shape), offset))
@@ -75,26 +79,28 @@ def pack_graph(graph: AtomicGraph) -> PackedGraph:
     return PackedGraph(buffer=buffer, layout=tuple(layout), cutoff=graph.cutoff, facts=facts)
 
 
-def unpack_graph(packed: PackedGraph) -> AtomicGraph:
-    """The graph held by ``packed``; its tensors are views of ``packed.buffer``."""
+def unpack_graph(packed: PackedGraph) -> AtomicGraph | LabelledBatch:
+    """The graph (a ``LabelledBatch`` when packed with targets) held by ``packed``; its tensors
+    are views of ``packed.buffer``."""
     fields = {}
     for name, dtype, shape, start in packed.layout:
         n_bytes = torch.Size(shape).numel() * dtype.itemsize
         fields[name] = packed.buffer[start : start + n_bytes].view(dtype).view(shape)
     target_values = {k[8:]: v for k, v in fields.items() if k.startswith("targets.")}
-    targets = Targets(**target_values) if target_values else None
     graph_values = {k: fields[k] for k in _GRAPH_FIELDS}
     layout = Layout(**{k: fields[f"layout.{k}"] for k in _LAYOUT_TENSORS},
                     **dict(zip(_LAYOUT_FACTS, packed.facts)))
-    return AtomicGraph(**graph_values, layout=layout, cutoff=packed.cutoff, targets=targets)
+    graph = AtomicGraph(**graph_values, layout=layout, cutoff=packed.cutoff)
+    return LabelledBatch(graph, Targets(**target_values)) if target_values else graph
 
 
 class GraphLoader(torch.utils.data.DataLoader):
-    """A DataLoader whose items may arrive as :class:`PackedGraph`; it yields ``AtomicGraph``.
+    """A DataLoader whose items may arrive as :class:`PackedGraph`; it yields ``AtomicGraph`` or
+    ``LabelledBatch`` (as packed).
 
     Use :func:`pack_graph` as the ``collate_fn`` of a worker-backed loader.
     """
 
-    def __iter__(self) -> Iterator[AtomicGraph]:
+    def __iter__(self) -> Iterator[AtomicGraph | LabelledBatch]:
         for item in super().__iter__():
             yield unpack_graph(item) if isinstance(item, PackedGraph) else item

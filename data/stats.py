@@ -1,17 +1,31 @@
-"""Streaming dataset statistics: per-element E0, mean energy, force RMS, neighbour counts.
+"""Dataset statistics (per-element E0, mean energy, force RMS, neighbour counts) and the model
+statistics a training run derives from them: the one statistics module of mlip.
 
 One pass over the chosen frames with exact, mergeable accumulators (integer counts and float64
 sums; the least-squares E0 from the accumulated normal equations ``AᵀA``, ``Aᵀy`` where
 ``A[k, z]`` counts element ``z`` in frame ``k``), so the result does not depend on how the store
-is sharded or batched.
+is sharded or batched, or whether the frames are streamed from a store
+(:func:`compute_statistics`) or held in memory (:func:`frame_statistics`); both solve for E0
+with :func:`solve_reference_energies`, the one least-squares E0 fit.
+
+Model statistics (:class:`ModelStatistics`, conventions of MACE's ``rms_forces_scaling``):
+
+* E0 (eV per element) from isolated-atom energies when given, else by least squares
+  ``min_E0 Σ_k (E_k − Σ_z c_kz E0_z)²`` with ``c_kz`` the count of element z in frame k;
+* shift (eV/atom) = mean over frames of the interaction energy per atom, (E_k − Σ_z c_kz E0_z)/N_k;
+* scale (eV) = RMS of the force components (or the standard deviation of the per-atom
+  interaction energy when no frame has forces);
+* ``avg_num_neighbors`` = mean number of edges per atom at the model cutoff.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
-from ase.data import chemical_symbols
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
 
 from mlip.data.edges import frame_edge_counts
 from mlip.data.schema import LABEL_BITS
@@ -20,7 +34,12 @@ from mlip.errors import ConfigError
 
 __all__ = [
     "DataStatistics",
+    "ModelStatistics",
     "compute_statistics",
+    "frame_statistics",
+    "composition",
+    "isolated_atom_e0",
+    "parse_e0",
     "fit_reference_energies",
     "solve_reference_energies",
     "require_separable_e0",
@@ -45,6 +64,7 @@ class DataStatistics:
             :func:`solve_reference_energies`); empty when E0 were given or well determined.
         mean_energy_per_atom: eV, mean of E/N over frames with energy.
         mean_interaction_energy_per_atom: eV, mean of (E - Σ E0)/N.
+        std_interaction_energy_per_atom: eV, standard deviation of (E - Σ E0)/N over frames.
         force_rms: eV/Å, root mean square of force components.
         avg_num_neighbors: mean neighbours per atom at ``cutoff`` Å (None if not computed).
     """
@@ -57,6 +77,7 @@ class DataStatistics:
     e0_undetermined: list[int] = field(default_factory=list)
     mean_energy_per_atom: float = float("nan")
     mean_interaction_energy_per_atom: float = float("nan")
+    std_interaction_energy_per_atom: float = float("nan")
     force_rms: float = float("nan")
     avg_num_neighbors: float | None = None
     cutoff: float | None = None
@@ -78,13 +99,17 @@ E0_RELATIVE_TOLERANCE = 1e-9
 
 
 def solve_reference_energies(
-    ata: np.ndarray, aty: np.ndarray, elements: np.ndarray | list[int]
+    ata: np.ndarray, aty: np.ndarray, elements: np.ndarray | list[int],
+    prior: Mapping[int, float] | None = None,
 ) -> tuple[dict[int, float], int, list[int]]:
     """Least-squares per-element E0 from the normal equations, and what they cannot determine.
 
     Args:
         ata: (n, n) ``AᵀA`` with ``A[k, i]`` the count of ``elements[i]`` in frame k (frames
             with an energy only). aty: (n,) ``Aᵀy``, eV. elements: (n,) atomic numbers.
+        prior: {Z: eV} E0 to stay closest to (fine-tuning: the model's old E0; missing: 0).
+            The fit is then ``prior + δ`` with δ the minimum-norm least-squares fit of what the
+            prior leaves, so directions the energies do not determine keep the prior.
 
     Returns:
         ({Z: eV} minimum-norm solution, numerical rank, sorted atomic numbers of the elements
@@ -94,6 +119,8 @@ def solve_reference_energies(
     elements = [int(z) for z in elements]
     if not elements:
         return {}, 0, []
+    base = np.array([float((prior or {}).get(z, 0.0)) for z in elements])
+    aty = aty - ata @ base
     values, vectors = np.linalg.eigh(ata)
     tolerance = max(float(values.max()), 0.0) * E0_RELATIVE_TOLERANCE
     null = vectors[:, values <= tolerance]
@@ -104,7 +131,7 @@ def solve_reference_energies(
     undetermined = sorted(
         z for z, weight in zip(elements, (null**2).sum(axis=1)) if weight > 1e-12
     )
-    return {z: float(e) for z, e in zip(elements, solution)}, rank, undetermined
+    return {z: float(b + e) for z, b, e in zip(elements, base, solution)}, rank, undetermined
 
 
 def require_separable_e0(undetermined: list[int], n_frames: int, source: str) -> None:
@@ -149,9 +176,7 @@ class _Accumulator:
         mask: np.ndarray,
     ) -> np.ndarray:
         """Add one batch; returns its composition matrix (n_frames, 119) for the E0 pass."""
-        frame_of_atom = np.repeat(np.arange(len(n_atoms)), n_atoms)
-        comp = np.zeros((len(n_atoms), _NZ))
-        np.add.at(comp, (frame_of_atom, numbers.astype(np.int64)), 1.0)
+        comp = composition(n_atoms, numbers, range(_NZ))
         self.counts += comp.sum(0).astype(np.int64)
         self.n_frames += len(n_atoms)
         self.n_atoms += int(n_atoms.sum())
@@ -217,6 +242,84 @@ def compute_statistics(
             b.atoms["forces"],
             b.frames["label_mask"],
         )
+    batches = lambda: store.iter_batches(  # noqa: E731
+        batch_frames, idx, ("numbers", "energy", "label_mask"))
+    stats = _finish(acc, reference_energies, batches)
+    if cutoff is not None:
+        stats.cutoff = float(cutoff)
+        stats.avg_num_neighbors = average_neighbors(store, cutoff, indices=idx)
+    return stats
+
+
+def frame_statistics(
+    n_atoms: np.ndarray,
+    numbers: np.ndarray,
+    energy: np.ndarray,
+    forces: np.ndarray | None = None,
+    *,
+    n_edges: int | None = None,
+    cutoff: float | None = None,
+    reference_energies: Mapping[int, float] | None = None,
+    prior: Mapping[int, float] | None = None,
+) -> DataStatistics:
+    """The statistics of :func:`compute_statistics` for frames held in memory.
+
+    Args:
+        n_atoms: (n_frames,) atoms per frame. numbers: (n_atoms_total,) atomic numbers.
+        energy: (n_frames,) eV, NaN where a frame has no energy (the value fitted: a frame's
+            energy, or a residual). forces: (n_atoms_total, 3) eV/Å, NaN where absent (None:
+            no forces).
+        n_edges: edges of the frames at ``cutoff`` Å (gives ``avg_num_neighbors``).
+        reference_energies: {Z: eV} to use instead of fitting.
+        prior: {Z: eV} E0 the least-squares fit stays closest to (see
+            :func:`solve_reference_energies`).
+    """
+    n_atoms = np.asarray(n_atoms, dtype=np.int64)
+    numbers = np.asarray(numbers, dtype=np.int64)
+    energy = np.asarray(energy, dtype=np.float64)
+    forces = (np.full((len(numbers), 3), np.nan) if forces is None
+              else np.asarray(forces, dtype=np.float64).reshape(-1, 3))
+    labelled_atoms = np.bincount(np.repeat(np.arange(len(n_atoms)), n_atoms),
+                                 weights=np.isfinite(forces).all(axis=1), minlength=len(n_atoms))
+    mask = np.where(np.isfinite(energy), LABEL_BITS["energy"], 0) | np.where(
+        labelled_atoms == n_atoms, LABEL_BITS["forces"], 0)
+    columns = _Columns(n_atoms, {"numbers": numbers},
+                       {"energy": np.nan_to_num(energy), "label_mask": mask})
+    acc = _Accumulator()
+    acc.add(n_atoms, numbers, columns.frames["energy"], np.nan_to_num(forces), mask)
+    stats = _finish(acc, reference_energies, lambda: [columns], prior)
+    if n_edges is not None:
+        stats.cutoff = None if cutoff is None else float(cutoff)
+        stats.avg_num_neighbors = n_edges / float(n_atoms.sum()) if n_atoms.sum() else float("nan")
+    return stats
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The frame columns :func:`_interaction_moments` reads, for frames held in memory."""
+
+    n_atoms: np.ndarray
+    atoms: dict[str, np.ndarray]
+    frames: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.n_atoms)
+
+
+def composition(n_atoms: np.ndarray, numbers: np.ndarray, elements: Sequence[int]) -> np.ndarray:
+    """(n_frames, len(elements)) count of each of ``elements`` in each frame."""
+    column = np.full(_NZ, -1, dtype=np.int64)
+    column[np.asarray(list(elements), dtype=np.int64)] = np.arange(len(elements))
+    frame_of_atom = np.repeat(np.arange(len(n_atoms)), n_atoms)
+    comp = np.zeros((len(n_atoms), len(elements)))
+    np.add.at(comp, (frame_of_atom, column[np.asarray(numbers, dtype=np.int64)]), 1.0)
+    return comp
+
+
+def _finish(acc: _Accumulator, reference_energies: Mapping[int, float] | None, batches,
+            prior: Mapping[int, float] | None = None) -> DataStatistics:
+    """Statistics of the accumulated sums; ``batches()`` re-reads the frames for the
+    interaction-energy pass (numbers, energy, label_mask)."""
     elements = np.nonzero(acc.counts)[0]
     stats = DataStatistics(n_frames=acc.n_frames, n_atoms=acc.n_atoms, elements=elements.tolist())
     if acc.n_force_components:
@@ -225,35 +328,38 @@ def compute_statistics(
         stats.mean_energy_per_atom = acc.sum_e_per_atom / acc.n_energy
         if reference_energies is None:
             reference_energies, stats.e0_rank, stats.e0_undetermined = solve_reference_energies(
-                acc.ata[np.ix_(elements, elements)], acc.aty[elements], elements
+                acc.ata[np.ix_(elements, elements)], acc.aty[elements], elements, prior
             )
-        stats.reference_energies = {int(z): float(reference_energies[int(z)]) for z in elements}
-        stats.mean_interaction_energy_per_atom = _interaction_mean(
-            store, idx, stats.reference_energies, batch_frames
+        stats.reference_energies = {
+            int(z): float(reference_energies[int(z)]) for z in elements if z in reference_energies
+        }
+        stats.mean_interaction_energy_per_atom, stats.std_interaction_energy_per_atom = (
+            _interaction_moments(batches(), stats.reference_energies)
         )
-    if cutoff is not None:
-        stats.cutoff = float(cutoff)
-        stats.avg_num_neighbors = average_neighbors(store, cutoff, indices=idx)
     return stats
 
 
-def _interaction_mean(
-    store: SnapshotStore, idx: np.ndarray | None, e0: dict[int, float], batch_frames: int
-) -> float:
+def _interaction_moments(batches, e0: dict[int, float]) -> tuple[float, float]:
+    """Mean and standard deviation over frames with energy of (E − Σ E0)/N, eV."""
     table = np.zeros(_NZ)
     for z, e in e0.items():
         table[z] = e
-    total, count = 0.0, 0
-    for b in store.iter_batches(batch_frames, idx, ("numbers", "energy", "label_mask")):
+    total, squares, count = 0.0, 0.0, 0
+    for b in batches:
         has_e = (b.frames["label_mask"] & LABEL_BITS["energy"]) > 0
         ref = np.bincount(
             np.repeat(np.arange(len(b)), b.n_atoms),
             weights=table[b.atoms["numbers"]],
             minlength=len(b),
         )
-        total += float(((b.frames["energy"] - ref)[has_e] / b.n_atoms[has_e]).sum())
+        per_atom = (b.frames["energy"] - ref)[has_e] / b.n_atoms[has_e]
+        total += float(per_atom.sum())
+        squares += float((per_atom**2).sum())
         count += int(has_e.sum())
-    return total / count if count else float("nan")
+    if not count:
+        return float("nan"), float("nan")
+    mean = total / count
+    return mean, float(np.sqrt(max(squares / count - mean**2, 0.0)))
 
 
 def average_neighbors(
@@ -271,3 +377,94 @@ def average_neighbors(
         edges += int(frame_edge_counts(b, cutoff).sum())
         atoms += int(b.n_atoms.sum())
     return edges / atoms if atoms else float("nan")
+
+
+@dataclass
+class ModelStatistics:
+    """What a training run sets the model's energy reference with (saved in checkpoints).
+
+    Attributes:
+        e0: {Z: eV} per-element reference energies.
+        scale: eV, model output scale.
+        shift: eV/atom, mean interaction energy per atom.
+        avg_num_neighbors: mean edges per atom at the cutoff.
+        e0_method: how E0 was obtained.
+    """
+
+    e0: dict[int, float]
+    scale: float
+    shift: float
+    avg_num_neighbors: float
+    e0_method: str
+
+    @classmethod
+    def from_data(cls, data: DataStatistics, e0: Mapping[int, float], species: Sequence[int],
+                  e0_method: str) -> ModelStatistics:
+        """Scale and shift of ``data`` (computed with ``e0`` as its reference energies); ``e0``
+        kept for ``species``.
+
+        Raises:
+            ConfigError: an element of the data without an E0.
+        """
+        missing = [z for z in data.elements if z not in e0]
+        if missing:
+            raise ConfigError(
+                f"no E0 for element(s) {[chemical_symbols[z] for z in missing]} "
+                f"({e0_method}); give them in data.e0 or data.isolated_atoms"
+            )
+        scale = next((float(v) for v in (data.force_rms, data.std_interaction_energy_per_atom)
+                      if np.isfinite(v) and v > 0), 1.0)
+        shift = data.mean_interaction_energy_per_atom
+        return cls(e0={int(z): float(e0[z]) for z in species if z in e0}, scale=scale,
+                   shift=float(shift) if np.isfinite(shift) else 0.0,
+                   avg_num_neighbors=float(data.avg_num_neighbors), e0_method=e0_method)
+
+    @classmethod
+    def from_dict(cls, saved: Mapping) -> ModelStatistics:
+        """The inverse of :meth:`as_dict` (element keys may have become strings)."""
+        return cls(**{**saved, "e0": {int(z): float(e) for z, e in saved["e0"].items()}})
+
+    def as_dict(self) -> dict:
+        """Plain-Python form (for checkpoints and JSON)."""
+        out = asdict(self)
+        out["e0"] = {int(z): float(v) for z, v in self.e0.items()}
+        return out
+
+
+def isolated_atom_e0(frames: Sequence[Atoms], source: str) -> dict[int, float]:
+    """E0 (eV) from one-atom frames with energies.
+
+    Raises:
+        ConfigError: a frame with more than one atom or without an energy.
+    """
+    e0 = {}
+    for k, atoms in enumerate(frames):
+        if len(atoms) != 1:
+            raise ConfigError(
+                f"{source}: frame {k} has {len(atoms)} atoms; isolated-atom files hold "
+                "one-atom frames"
+            )
+        try:
+            e0[int(atoms.numbers[0])] = float(atoms.get_potential_energy())
+        except Exception:
+            raise ConfigError(
+                f"{source}: frame {k} ({atoms.get_chemical_formula()}) has no energy"
+            ) from None
+    return e0
+
+
+def parse_e0(mapping: Mapping) -> dict[int, float]:
+    """Turn ``{"H": -13.6, 8: -2040.0}`` into ``{1: -13.6, 8: -2040.0}``.
+
+    Raises:
+        ConfigError: an unknown element symbol.
+    """
+    out = {}
+    for key, value in mapping.items():
+        if isinstance(key, str) and not key.isdigit():
+            if key not in atomic_numbers:
+                raise ConfigError(f"data.e0: unknown element {key!r}")
+            out[atomic_numbers[key]] = float(value)
+        else:
+            out[int(key)] = float(value)
+    return out

@@ -3,7 +3,8 @@
 __version__ = "0.1.0"
 
 from mlip.errors import MLIPError  # noqa: E402
-from mlip.graph import AtomicGraph, Targets  # noqa: E402
+from mlip.graph import AtomicGraph  # noqa: E402
+from mlip.targets import LabelledBatch, Targets  # noqa: E402
 
 
 def load_model(path, device="cpu", dtype=None):
@@ -13,4 +14,4 @@ def load_model(path, device="cpu", dtype=None):
     return _load(path, device=device, dtype=dtype)
 
 
-__all__ = ["__version__", "AtomicGraph", "Targets", "MLIPError", "load_model"]
+__all__ = ["__version__", "AtomicGraph", "LabelledBatch", "Targets", "MLIPError", "load_model"]

@@ -1,4 +1,4 @@
-"""The typed batch that flows through mlip: :class:`AtomicGraph` and its labels :class:`Targets`.
+"""The typed batch that flows through mlip: :class:`AtomicGraph` (labels: :mod:`mlip.targets`).
 
 An :class:`AtomicGraph` is a :class:`mlip.structures.Structures` (positions, atomic numbers,
 cell, pbc and the batch :class:`~mlip.structures.Layout`) plus its neighbour edges.
@@ -12,7 +12,6 @@ Conventions (ASE units, see ``docs/conventions.md``):
   *j* (sends); the edge vector is ``r_ij = positions[j] - positions[i] + edge_shift @ cell``
   (the cell of the graph that holds *i*), recomputed inside models so that autograd through
   ``positions`` and a strain tensor yields forces and stress;
-* labels that a frame lacks are NaN (masked in losses), never zero.
 """
 
 from __future__ import annotations
@@ -20,69 +19,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
 from mlip.errors import InvalidStructureError
 from mlip.neighbors import Neighbors, VerletList, neighbor_list
 from mlip.neighbors._validate import check_cells
-from mlip.structures import Layout, Structures, full_to_voigt, global_field, voigt_to_full
+from mlip.structures import Layout, Structures, global_field
 
-__all__ = ["AtomicGraph", "Targets", "graph_from_neighbors", "update_neighbors"]
+__all__ = ["AtomicGraph", "graph_from_neighbors", "update_neighbors"]
 
 _MAX_Z = len(chemical_symbols) - 1
-
-
-@dataclass(frozen=True, slots=True)
-class Targets:
-    """Reference labels of a batch. Absent labels are NaN.
-
-    Attributes:
-        energy: (n_graphs,) eV, total energy.
-        forces: (n_atoms, 3) eV/Å.
-        stress: (n_graphs, 3, 3) eV/Å³, ASE sign (positive = tensile).
-        weight: (n_graphs,) dimensionless per-frame loss weight.
-    """
-
-    energy: torch.Tensor
-    forces: torch.Tensor
-    stress: torch.Tensor
-    weight: torch.Tensor
-
-    def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> Targets:
-        """Move to ``device`` and cast floating tensors to ``dtype``."""
-        return Targets(
-            *(
-                t.to(device=device, dtype=dtype)
-                for t in (self.energy, self.forces, self.stress, self.weight)
-            )
-        )
-
-    @staticmethod
-    def collate(items: Sequence[Targets]) -> Targets:
-        """Concatenate the labels of several batches in order."""
-        return Targets(
-            *(
-                torch.cat([getattr(t, f) for t in items])
-                for f in ("energy", "forces", "stress", "weight")
-            )
-        )
-
-    @staticmethod
-    def missing(n_atoms: int, n_graphs: int = 1, dtype: torch.dtype = torch.float64) -> Targets:
-        """All-NaN labels (weight 1) for a batch without reference data."""
-        nan = float("nan")
-        return Targets(
-            energy=torch.full((n_graphs,), nan, dtype=dtype),
-            forces=torch.full((n_atoms, 3), nan, dtype=dtype),
-            stress=torch.full((n_graphs, 3, 3), nan, dtype=dtype),
-            weight=torch.ones(n_graphs, dtype=dtype),
-        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,13 +45,11 @@ class AtomicGraph(Structures):
         edge_index: (2, n_edges) int64, row 0 centre i, row 1 neighbour j (global atom indices).
         edge_shift: (n_edges, 3) int64 integer cell images S.
         cutoff: Å, radius the edges were built with.
-        targets: reference labels or None.
     """
 
     edge_index: torch.Tensor = field(metadata={"per": "edge"})
     edge_shift: torch.Tensor = field(metadata={"per": "edge"})
     cutoff: float = global_field()
-    targets: Targets | None = None
 
     # ----------------------------------------------------------------------------- sizes
     @property
@@ -153,14 +99,13 @@ class AtomicGraph(Structures):
         pbc: torch.Tensor,
         n_atoms: torch.Tensor,
         cutoff: float,
-        targets: Targets | None = None,
     ) -> AtomicGraph:
         """Build a batch (and its neighbour list) from concatenated arrays.
 
         Args:
             positions: (n_atoms, 3) Å. atomic_numbers: (n_atoms,) int.
             cell: (n_graphs, 3, 3) Å. pbc: (n_graphs, 3) bool. n_atoms: (n_graphs,) int.
-            cutoff: Å. targets: optional labels.
+            cutoff: Å.
         """
         atomic_numbers, pbc = atomic_numbers.to(torch.long), pbc.to(torch.bool)
         layout = Layout.from_tensors(n_atoms.to(device=positions.device, dtype=torch.long),
@@ -168,17 +113,16 @@ class AtomicGraph(Structures):
         return cls.from_structures(
             Structures(positions=positions, atomic_numbers=atomic_numbers, cell=cell, pbc=pbc,
                        layout=layout),
-            cutoff, targets)
+            cutoff)
 
     @classmethod
-    def from_structures(cls, structures: Structures, cutoff: float,
-                        targets: Targets | None = None) -> AtomicGraph:
+    def from_structures(cls, structures: Structures, cutoff: float) -> AtomicGraph:
         """``structures`` with a fresh neighbour list within ``cutoff`` (Å)."""
         s = structures
         i, j, S = neighbor_list(s.positions, s.cell, s.pbc, cutoff, s.batch)
         return cls(positions=s.positions, atomic_numbers=s.atomic_numbers, cell=s.cell,
                    pbc=s.pbc, layout=s.layout, edge_index=torch.stack([i, j]), edge_shift=S,
-                   cutoff=float(cutoff), targets=targets)
+                   cutoff=float(cutoff))
 
     @classmethod
     def from_ase(
@@ -186,24 +130,16 @@ class AtomicGraph(Structures):
         atoms: Atoms | Sequence[Atoms],
         cutoff: float,
         dtype: torch.dtype = torch.float64,
-        with_targets: bool = True,
     ) -> AtomicGraph:
-        """Batch one or several ``ase.Atoms``; labels are read from attached calculators.
+        """Batch one or several ``ase.Atoms`` (labels: :meth:`mlip.targets.LabelledBatch.from_ase`).
 
         Args:
             atoms: a structure or a list of structures.
             cutoff: neighbour cutoff, Å.
-            dtype: floating dtype of positions, cell and labels.
-            with_targets: read energy/forces/stress from ``atoms.calc`` when present.
+            dtype: floating dtype of positions and cell.
         """
         structures = Structures.from_ase(atoms, dtype)
-        frames = [atoms] if isinstance(atoms, Atoms) else list(atoms)
-        targets = (
-            Targets.collate([_targets_from_atoms(a, dtype) for a in frames])
-            if with_targets
-            else None
-        )
-        graph = cls.from_structures(structures, cutoff, targets)
+        graph = cls.from_structures(structures, cutoff)
         graph.validate()
         return graph
 
@@ -222,7 +158,6 @@ class AtomicGraph(Structures):
         for g in graphs:
             edges.append(g.edge_index + atom_shift)
             atom_shift += g.positions.shape[0]
-        has_targets = all(g.targets is not None for g in graphs)
         return AtomicGraph(
             positions=torch.cat([g.positions for g in graphs]),
             atomic_numbers=torch.cat([g.atomic_numbers for g in graphs]),
@@ -232,7 +167,6 @@ class AtomicGraph(Structures):
             edge_index=torch.cat(edges, dim=1),
             edge_shift=torch.cat([g.edge_shift for g in graphs]),
             cutoff=graphs[0].cutoff,
-            targets=Targets.collate([g.targets for g in graphs]) if has_targets else None,
         )
 
     # ----------------------------------------------------------------------------- slicing
@@ -248,14 +182,6 @@ class AtomicGraph(Structures):
         start = sum(self.layout.counts[:g])
         stop = start + self.layout.counts[g]
         edge_mask = self.batch[self.edge_index[0]] == g
-        t = self.targets
-        targets = (
-            None
-            if t is None
-            else Targets(
-                t.energy[g : g + 1], t.forces[start:stop], t.stress[g : g + 1], t.weight[g : g + 1]
-            )
-        )
         return AtomicGraph(
             positions=self.positions[start:stop],
             atomic_numbers=self.atomic_numbers[start:stop],
@@ -265,21 +191,11 @@ class AtomicGraph(Structures):
             edge_index=self.edge_index[:, edge_mask] - start,
             edge_shift=self.edge_shift[edge_mask],
             cutoff=self.cutoff,
-            targets=targets,
         )
 
     # ----------------------------------------------------------------------------- conversion
-    # ``to`` (tensors, labels and layout) and ``to_ase`` come from Structures
-    def _decorate_ase(self, atoms: Atoms, g: int, atom_slice: slice,
-                      host: dict[str, np.ndarray]) -> None:
-        """Attach the finite labels of graph ``g``."""
-        t = self.targets
-        if t is not None:
-            results = _results_from_targets(Targets(
-                t.energy[g : g + 1], t.forces[atom_slice], t.stress[g : g + 1], t.weight[g : g + 1]
-            ))
-            if results:
-                atoms.calc = SinglePointCalculator(atoms, **results)
+    # ``to`` (tensors and layout) and ``to_ase`` (no labels: see
+    # :meth:`mlip.targets.LabelledBatch.to_ase`) come from Structures
 
     # ----------------------------------------------------------------------------- checks
     def validate(self) -> None:
@@ -344,38 +260,6 @@ def graph_from_neighbors(structures: Structures, neighbors: Neighbors, cutoff: f
                        layout=s.layout.systems(g0, g1) if group_layout is None else group_layout,
                        edge_index=neighbors.edge_index[:, e0:e1] - a0,
                        edge_shift=neighbors.edge_shift[e0:e1], cutoff=cutoff)
-
-
-def _targets_from_atoms(atoms: Atoms, dtype: torch.dtype) -> Targets:
-    """Labels from ``atoms.calc`` (NaN where a property is not available)."""
-    t = Targets.missing(len(atoms), 1, dtype)
-    calc = atoms.calc
-    if calc is None:
-        return t
-    results = getattr(calc, "results", {})
-    energy, forces, stress = t.energy, t.forces, t.stress
-    if "energy" in results:
-        energy = torch.tensor([float(results["energy"])], dtype=dtype)
-    if "forces" in results:
-        forces = torch.tensor(np.asarray(results["forces"]), dtype=dtype)
-    if "stress" in results:
-        s = np.asarray(results["stress"], dtype=float)
-        if s.shape == (6,):
-            s = voigt_to_full(s)
-        stress = torch.tensor(s, dtype=dtype).reshape(1, 3, 3)
-    return Targets(energy, forces, stress, t.weight)
-
-
-def _results_from_targets(t: Targets) -> dict:
-    """Finite labels of a one-graph ``Targets`` as ASE calculator results."""
-    results = {}
-    if bool(torch.isfinite(t.energy).all()):
-        results["energy"] = float(t.energy[0])
-    if bool(torch.isfinite(t.forces).all()) and t.forces.shape[0] > 0:
-        results["forces"] = t.forces.detach().cpu().numpy()
-    if bool(torch.isfinite(t.stress).all()):
-        results["stress"] = full_to_voigt(t.stress[0].detach().cpu().numpy())
-    return results
 
 
 def update_neighbors(verlet: VerletList, structures: Structures) -> Neighbors:

@@ -373,7 +373,7 @@ class ModelConformance:
     # ------------------------------------------------------------------ helpers
     def graph(self, atoms, dtype: torch.dtype = torch.float64) -> AtomicGraph:
         """One or several ``ase.Atoms`` as a float64 graph at the model's cutoff."""
-        return AtomicGraph.from_ase(atoms, self.cutoff, dtype=dtype, with_targets=False)
+        return AtomicGraph.from_ase(atoms, self.cutoff, dtype=dtype)
 
     def evaluate(self, graph: AtomicGraph, stress: bool = False,
                  model: torch.nn.Module | None = None) -> PotentialOutput:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 from ase.constraints import FixAtoms
-from ase.stress import voigt_6_to_full_3x3_stress
 
 from mlip.errors import InvalidStructureError
+from mlip.structures import voigt_to_full
 
 __all__ = [
     "LabelKeys",
@@ -117,7 +117,7 @@ def _stress(frame: FrameFields, keys: LabelKeys, where: str) -> np.ndarray | Non
 def _as_3x3(value, name: str, where: str) -> np.ndarray:
     value = np.asarray(value, dtype=np.float64)
     if value.shape == (6,):
-        return voigt_6_to_full_3x3_stress(value)
+        return voigt_to_full(value)
     if value.size == 9:
         return value.reshape(3, 3)
     raise InvalidStructureError(

@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from mlip.errors import InvalidStructureError
+from mlip.structures import voigt_to_full
 from mlip.units import GPa
 
 __all__ = ["read_vasp", "KBAR_TO_EV_PER_A3"]
@@ -79,6 +80,5 @@ def _outcar_steps(path: Path) -> Iterator[dict]:
 
 
 def _voigt_to_3x3(stress: np.ndarray) -> np.ndarray:
-    from ase.stress import voigt_6_to_full_3x3_stress
 
-    return voigt_6_to_full_3x3_stress(np.asarray(stress, dtype=np.float64))
+    return voigt_to_full(np.asarray(stress, dtype=np.float64))

@@ -7,8 +7,9 @@ model receives the reference forces as input (``SO3Linear(Y(F̂)·|F|)`` added t
 equivariant head predicts ε/σ; the loss is the mean squared error over the corrupted atoms.
 Clean atoms keep the usual force supervision (the trainer's job). Used in direct pre-training.
 
-Trainer hook: ``loss = loss + dens_weight * model.denoising_loss(graph, generator=g)``
-(``dens_weight`` 10 on MPtrj, 1 on OMat24) for a model built with ``denoising=True``.
+A training loop would add ``dens_weight * model.denoising_loss(graph, targets.forces,
+generator=g)`` (``dens_weight`` 10 on MPtrj, 1 on OMat24) for a model built with
+``denoising=True``; ``mlip train`` does not (it refuses ``model.denoising: true``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def corrupt_positions(graph: AtomicGraph, *, sigma: float = 0.025, corrupt_ratio
     noise = (noise * mask[:, None]).to(graph.positions)
     mask = mask.to(graph.positions.device)
     noisy = AtomicGraph.build(graph.positions + noise, graph.atomic_numbers, graph.cell, graph.pbc,
-                              graph.n_atoms, graph.cutoff, graph.targets)
+                              graph.n_atoms, graph.cutoff)
     return noisy, noise, mask
 
 
@@ -86,19 +87,21 @@ class DenoisingMixin:
         out = self.noise_head(x, edges.index, edges.to_edge, edges.features, edges.envelope)
         return out[:, 1:4, 0]
 
-    def denoising_loss(self, graph: AtomicGraph, *, sigma: float = 0.025,
+    def denoising_loss(self, graph: AtomicGraph, forces: torch.Tensor | None = None, *,
+                       sigma: float = 0.025,
                        corrupt_ratio: float = 0.5, probability: float = 0.5,
                        strict_max_ratio: float = 0.75,
                        generator: torch.Generator | None = None) -> torch.Tensor:
         """DeNS loss of a labelled batch: mean ‖pred − ε/σ‖² over corrupted atoms (0 if none).
 
-        Reference forces come from ``graph.targets.forces`` (NaN treated as 0).
+        Args:
+            graph: the clean batch. forces: (n_atoms, 3) eV/Å reference forces (the batch's
+                ``Targets.forces``; None or NaN entries count as 0).
         """
         noisy, noise, mask = corrupt_positions(
             graph, sigma=sigma, corrupt_ratio=corrupt_ratio, probability=probability,
             strict_max_ratio=strict_max_ratio, generator=generator)
-        forces = torch.nan_to_num(graph.targets.forces) if graph.targets is not None \
-            else torch.zeros_like(graph.positions)
+        forces = torch.zeros_like(graph.positions) if forces is None else torch.nan_to_num(forces)
         predicted = self.predict_noise(noisy, mask, forces.to(graph.positions))
         if not bool(mask.any()):
             return predicted.sum() * 0.0

@@ -13,18 +13,17 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from mlip.data.stats import ModelStatistics
 from mlip.determinism import deterministic_mode
 from mlip.errors import ConfigError
 from mlip.models import load_model
-from mlip.train.config import apply_overrides, load_config, resolve_config
+from mlip.train.config import TrainingConfig, apply_overrides, load_config
 from mlip.train.distributed import DistributedContext, init_distributed
 from mlip.train.evaluate import evaluate
 from mlip.train.loop import Trainer, model_from_payload
-from mlip.train.loss import LossConfig
 from mlip.train.metrics import format_table
 from mlip.train.setup import Splits, check_labels, prepare_data, prepare_model
 from mlip.train.state import CHECKPOINT_NAME, load_training_state
-from mlip.train.statistics import DataStatistics
 
 __all__ = ["train"]
 
@@ -63,10 +62,10 @@ def train(
                 f"`mlip train --resume {run_dir}` or choose another directory"
             )
         raw = load_config(config)
-    resolved = resolve_config(apply_overrides(raw, overrides))
-    ctx = init_distributed(resolved["device"])
+    resolved = TrainingConfig.load(apply_overrides(raw, overrides))
+    ctx = init_distributed(resolved.device)
     try:
-        with deterministic_mode(resolved["deterministic"]):
+        with deterministic_mode(resolved.deterministic):
             return _run(resolved, run_dir, state, ctx)
     finally:
         if ctx.enabled and dist.is_initialized():
@@ -80,19 +79,18 @@ def _seed(seed: int) -> None:
 
 
 def _run(
-    config: dict[str, Any], run_dir: Path, state: dict | None, ctx: DistributedContext
+    config: TrainingConfig, run_dir: Path, state: dict | None, ctx: DistributedContext
 ) -> Path:
-    _seed(int(config["seed"]))
-    splits = prepare_data(config["data"], int(config["seed"]))
-    check_labels(splits, config["loss"])
+    _seed(int(config.seed))
+    splits = prepare_data(config.data, int(config.seed))
+    check_labels(splits, config.loss)
     if state is None:
         model, stats = prepare_model(config, splits)
     else:
-        model, stats = model_from_payload(state["model"]), DataStatistics(**state["stats"])
-        stats.e0 = {int(z): e for z, e in stats.e0.items()}
+        model, stats = model_from_payload(state["model"]), ModelStatistics.from_dict(state["stats"])
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False))
+        (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(config.as_dict(), sort_keys=False))
         log.info(
             "training %s (%d parameters) on %d frames, validating on %d; E0 by %s, scale %.4g eV, "
             "shift %.4g eV/atom, %.2f neighbours/atom",
@@ -121,7 +119,7 @@ def _run(
 
 
 def _final_report(
-    best: Path, splits: Splits, config: Mapping[str, Any], ctx: DistributedContext
+    best: Path, splits: Splits, config: TrainingConfig, ctx: DistributedContext
 ) -> None:
     """Print the MACE-style table of the best model on the validation and test splits (rank 0 only).
 
@@ -131,7 +129,7 @@ def _final_report(
     if not best.is_file():
         return
     model = load_model(best, device=ctx.device)
-    loss_config = LossConfig(**config["loss"])
+    loss_config = config.loss
     rows = {}
     for name, frames in (("valid", splits.valid), ("test", splits.test)):
         if len(frames):

@@ -1,6 +1,10 @@
 """Training configuration: the declared settings, YAML loading, ``--set`` overrides, checking.
 
-A configuration is a nested dict of plain values. Every section and key is declared once in
+A configuration is read as a nested dict of plain values (YAML, ``--set`` overrides, the
+``config.yaml`` of a run directory, the config saved in ``last.ckpt``), checked and filled
+with defaults once by :func:`resolve_config`, and handed to the trainer as a
+:class:`TrainingConfig`: frozen dataclasses, one per section, whose fields are exactly the
+declared keys (they carry no defaults of their own). Every section and key is declared once in
 :data:`CONFIG` (type, range, choices, default, help; docs/settings.md is generated from it);
 :data:`DEFAULTS` is its defaults nested by section. Unknown keys are a :class:`ConfigError` with
 a spelling hint, and so is every value outside what is declared, except in the
@@ -11,8 +15,10 @@ are checked against its signature by :func:`mlip.models.registry.check_hparams`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import os
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,6 +43,8 @@ from mlip.settings import (
 
 __all__ = [
     "CONFIG", "DEFAULTS", "load_config", "apply_overrides", "resolve_config", "shipped_config",
+    "TrainingConfig", "DataConfig", "ModelConfig", "LossConfig", "OptimizerConfig",
+    "ScheduleConfig", "EmaConfig", "StageTwoConfig", "RunLimits", "FinetuneConfig",
 ]
 
 #: Every training option, declared once: type, range, choices, default, unit and help. The
@@ -304,3 +312,208 @@ def _check_key(key: str, allowed: list[str], prefix: str) -> None:
     close = difflib.get_close_matches(key, list(allowed), n=1)
     hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
     raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; valid keys: {sorted(allowed)}")
+
+
+# ------------------------------------------------------------------------------ typed sections
+# Field names are the declared keys (``key`` metadata where a key is not a Python name); the
+# values come from resolve_config, so the defaults live in CONFIG only.
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The ``data`` section (see :data:`CONFIG` for each key's meaning and unit)."""
+
+    train: str | list[str]
+    valid: str | list[str] | None
+    test: str | list[str] | None
+    valid_fraction: float
+    test_fraction: float
+    split_seed: int
+    split_key: str | None
+    max_frames: int | None
+    cutoff: float
+    batch_size: int
+    max_atoms_per_batch: int | None
+    isolated_atoms: str | None
+    e0: str | dict[str, float]
+    energy_key: str | None
+    forces_key: str | None
+    stress_key: str | None
+    config_type_weights: dict[str, float]
+    streaming: bool
+    num_workers: int
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ``model`` section: the registry ``name`` and the constructor's keyword arguments."""
+
+    name: str
+    hparams: dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, section: Mapping[str, Any]) -> ModelConfig:
+        return cls(section["name"], {k: v for k, v in section.items() if k != "name"})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **copy.deepcopy(self.hparams)}
+
+
+def _default(dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return DEFAULTS[section][key]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights and kind (the ``loss`` section; defaults are those of :data:`CONFIG`)."""
+
+    energy_weight: float = _default("loss.energy_weight")
+    forces_weight: float = _default("loss.forces_weight")
+    stress_weight: float = _default("loss.stress_weight")
+    kind: str = _default("loss.kind")
+    huber_delta: float = _default("loss.huber_delta")
+
+    def weight(self, term: str) -> float:
+        """The weight of ``term`` (``energy``, ``forces`` or ``stress``)."""
+        return float(getattr(self, f"{term}_weight"))
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The ``optimizer`` section."""
+
+    name: str
+    lr: float
+    weight_decay: float
+    amsgrad: bool
+    betas: list[float]
+    clip_grad_norm: float | None
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The ``schedule`` section."""
+
+    name: str
+    warmup_steps: int
+    min_lr_ratio: float
+    fit_to_time: bool
+    plateau_factor: float
+    plateau_patience: int
+
+
+@dataclass(frozen=True)
+class EmaConfig:
+    """The ``ema`` section."""
+
+    decay: float | None
+
+
+@dataclass(frozen=True)
+class StageTwoConfig:
+    """The ``stage_two`` section."""
+
+    start_fraction: float | None
+    energy_weight: float | None
+    forces_weight: float | None
+    stress_weight: float | None
+    lr: float
+    schedule: str
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """The ``train`` section: budgets, evaluation and checkpoint cadence, progress bar."""
+
+    max_epochs: int
+    max_steps: int | None
+    max_time_s: float | None
+    eval_every_epochs: int
+    checkpoint_every_steps: int
+    progress: bool
+    find_unused_parameters: bool
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The ``finetune`` section (``source`` is the key ``from``)."""
+
+    source: str | None = field(metadata={"key": "from"})
+    refit_e0: bool
+
+
+#: Section name -> its dataclass (the ``model`` section is open: :class:`ModelConfig`).
+SECTIONS: dict[str, type] = {
+    "data": DataConfig, "loss": LossConfig, "optimizer": OptimizerConfig,
+    "schedule": ScheduleConfig, "ema": EmaConfig, "stage_two": StageTwoConfig,
+    "train": RunLimits, "finetune": FinetuneConfig,
+}
+
+
+def _key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key", f.name)
+
+
+def _section(cls: type, values: Mapping[str, Any]) -> Any:
+    return cls(**{f.name: copy.deepcopy(values[_key(f)]) for f in dataclasses.fields(cls)})
+
+
+def _section_dict(value: Any) -> dict[str, Any]:
+    return {_key(f): copy.deepcopy(getattr(value, f.name)) for f in dataclasses.fields(value)}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """A checked training configuration (build it with :meth:`load`).
+
+    Attributes:
+        seed, device, dtype, deterministic: the top-level settings.
+        data, model, loss, optimizer, schedule, ema, stage_two, train, finetune: the sections.
+    """
+
+    seed: int
+    device: str
+    dtype: str
+    deterministic: bool
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig
+    ema: EmaConfig
+    stage_two: StageTwoConfig
+    train: RunLimits
+    finetune: FinetuneConfig
+
+    @classmethod
+    def load(cls, config: Mapping[str, Any]) -> TrainingConfig:
+        """Check ``config`` (a nested dict as written in YAML, saved in a run directory or a
+        checkpoint) once with :func:`resolve_config` and type it.
+
+        Raises:
+            ConfigError: as :func:`resolve_config`.
+        """
+        resolved = resolve_config(config)
+        return cls(
+            seed=resolved["seed"], device=resolved["device"], dtype=resolved["dtype"],
+            deterministic=resolved["deterministic"],
+            model=ModelConfig.from_dict(resolved["model"]),
+            **{name: _section(kind, resolved[name]) for name, kind in SECTIONS.items()},
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved nested dict (what ``config.yaml`` and checkpoints hold; :meth:`load`
+        reads it back to an equal config)."""
+        out: dict[str, Any] = {
+            "seed": self.seed, "device": self.device, "dtype": self.dtype,
+            "deterministic": self.deterministic,
+        }
+        for name in CONFIG_ORDER:
+            value = getattr(self, name)
+            out[name] = value.as_dict() if name == "model" else _section_dict(value)
+        return out
+
+
+#: Sections in the order of :data:`DEFAULTS` (the order ``config.yaml`` is written in).
+CONFIG_ORDER = tuple(name for name in DEFAULTS if isinstance(DEFAULTS[name], dict))

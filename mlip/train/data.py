@@ -1,8 +1,9 @@
 """Training data: read frames, split them by system, and batch them (seeded, sharded by rank).
 
-Frames are held as one-structure :class:`AtomicGraph` objects (neighbour list built once, at the
-model cutoff) and collated into batches on the fly. Sources are ASE-readable files (extxyz,
-traj, ...) or mlip snapshot stores (``.h5``, read through :mod:`mlip.data`).
+Frames are held as one-structure :class:`LabelledBatch` pairs (graph with its neighbour list
+built once, at the model cutoff, and its targets) and collated into batches on the fly. Sources
+are ASE-readable files (extxyz, traj, ...) or mlip snapshot stores (``.h5``, read through
+:mod:`mlip.data`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip.data.importers.atoms import SYSTEM_KEYS, FrameFields, LabelKeys, find_labels
+from mlip.data.stats import DataStatistics, frame_statistics
 from mlip.errors import ConfigError
 from mlip.graph import AtomicGraph
+from mlip.targets import LabelledBatch, Targets
+from mlip.train.config import DataConfig
 
 __all__ = [
     "FrameSet",
@@ -34,7 +38,6 @@ __all__ = [
     "load_frameset",
     "split_frameset",
     "Batcher",
-    "MemoryBatches",
     "BUNDLED_PREFIX",
     "is_store",
     "read_store",
@@ -46,32 +49,37 @@ BUNDLED_PREFIX = "bundled:"
 
 @dataclass
 class FrameSet:
-    """A list of one-structure graphs with the system each belongs to.
+    """A list of one-structure labelled graphs with the system each belongs to.
+
+    A training split is batched (:meth:`with_batches`) and then read through the interface of a
+    streamed :class:`mlip.train.stream.StoreSplit` (:meth:`n_batches`, :meth:`batches`).
 
     Attributes:
-        graphs: one :class:`AtomicGraph` per frame, each with ``targets``.
+        items: one :class:`LabelledBatch` (graph and targets) per frame.
         system_ids: one id per frame; splits never separate frames of one system.
         source: where the frames came from (for messages).
+        batcher: how training groups, shuffles and shards the frames (None: not batched).
     """
 
-    graphs: list[AtomicGraph]
+    items: list[LabelledBatch]
     system_ids: list[str]
     source: str
+    batcher: Batcher | None = None
 
     def __len__(self) -> int:
-        return len(self.graphs)
+        return len(self.items)
 
     def subset(self, indices: Sequence[int], source: str | None = None) -> FrameSet:
         """The frames at ``indices``, in that order."""
         return FrameSet(
-            [self.graphs[i] for i in indices],
+            [self.items[i] for i in indices],
             [self.system_ids[i] for i in indices],
             source or self.source,
         )
 
     def has_label(self, name: str) -> bool:
         """Whether any frame carries a finite ``energy``, ``forces`` or ``stress`` label."""
-        return any(bool(torch.isfinite(getattr(g.targets, name)).any()) for g in self.graphs)
+        return any(bool(torch.isfinite(getattr(b.targets, name)).any()) for b in self.items)
 
     def elements(self) -> list[int]:
         """Sorted atomic numbers present."""
@@ -80,17 +88,61 @@ class FrameSet:
     def element_frames(self) -> dict[int, int]:
         """{Z: number of frames containing element Z}."""
         counts: dict[int, int] = {}
-        for g in self.graphs:
-            for z in g.atomic_numbers.unique().tolist():
+        for b in self.items:
+            for z in b.graph.atomic_numbers.unique().tolist():
                 counts[int(z)] = counts.get(int(z), 0) + 1
         return counts
 
+    def statistics(self, reference_energies: Mapping[int, float] | None = None
+                   ) -> DataStatistics:
+        """:class:`mlip.data.DataStatistics` of the frames at their cutoff (E0 fitted by least
+        squares unless ``reference_energies`` {Z: eV} are given), as
+        :meth:`StoreSplit.statistics` gives them for a streamed split."""
+        graphs = [b.graph for b in self.items]
+        return frame_statistics(
+            np.array([g.positions.shape[0] for g in graphs]),
+            torch.cat([g.atomic_numbers for g in graphs]).numpy(),
+            np.array([float(b.targets.energy[0]) for b in self.items]),
+            torch.cat([b.targets.forces for b in self.items]).to(torch.float64).numpy(),
+            n_edges=sum(g.n_edges for g in graphs), cutoff=graphs[0].cutoff,
+            reference_energies=reference_energies,
+        )
+
+    def with_batches(self, batch_size: int, max_atoms_per_batch: int | None, seed: int
+                     ) -> FrameSet:
+        """These frames batched for training by a seeded, shuffling :class:`Batcher`."""
+        sizes = [b.graph.positions.shape[0] for b in self.items]
+        return dataclasses.replace(
+            self, batcher=Batcher(sizes, batch_size, max_atoms_per_batch, shuffle=True, seed=seed)
+        )
+
+    def n_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> int:
+        """Batches this rank trains on in ``epoch``."""
+        return len(self._batcher().local_batches(epoch, rank, world_size))
+
+    def batches(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0
+                ) -> Iterator[tuple[int, list[str], LabelledBatch]]:
+        """Yield ``(batch number, frame names, batch)`` of this rank from batch ``start`` on."""
+        local = self._batcher().local_batches(epoch, rank, world_size)
+        for number in range(start, len(local)):
+            indices = local[number]
+            yield number, [self.system_ids[i] for i in indices], self.batch(indices)
+
+    def _batcher(self) -> Batcher:
+        if self.batcher is None:
+            raise ValueError(f"{self.source} is not batched for training (see with_batches)")
+        return self.batcher
+
+    def batch(self, indices: Sequence[int]) -> LabelledBatch:
+        """The frames at ``indices`` collated into one batch, in that order."""
+        return LabelledBatch.collate([self.items[i] for i in indices])
+
     def eval_graphs(self, batch_size: int, rank: int = 0, world_size: int = 1
-                    ) -> Iterator[AtomicGraph]:
+                    ) -> Iterator[LabelledBatch]:
         """Frames ``rank, rank + world_size, ...`` in batches of ``batch_size`` (for evaluation)."""
         mine = list(range(rank, len(self), world_size))
         for k in range(0, len(mine), batch_size):
-            yield AtomicGraph.collate([self.graphs[i] for i in mine[k:k + batch_size]])
+            yield self.batch(mine[k:k + batch_size])
 
 
 def read_frames(
@@ -146,11 +198,10 @@ def _read_file(path: Path, keys: LabelKeys) -> list[Atoms]:
     return frames
 
 
-def label_keys(data: Mapping) -> LabelKeys:
+def label_keys(data: DataConfig) -> LabelKeys:
     """The label names of the ``data`` config section (``energy_key``, ``forces_key``,
     ``stress_key``; None: auto-detect)."""
-    return LabelKeys(energy=data.get("energy_key"), forces=data.get("forces_key"),
-                     stress=data.get("stress_key"))
+    return LabelKeys(energy=data.energy_key, forces=data.forces_key, stress=data.stress_key)
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -236,16 +287,13 @@ def load_frameset(
             f"data.config_type_weights names config types {missing} that no frame of "
             f"{source} has (present: {sorted(present)})"
         )
-    graphs = []
+    items = []
     for atoms in frames:
-        graph = AtomicGraph.from_ase(atoms, cutoff)
         weight = float(weights.get(str(atoms.info.get("config_type", "Default")), 1.0))
         weight *= float(atoms.info.get("weight", 1.0))
-        targets = dataclasses.replace(
-            graph.targets, weight=torch.full((1,), weight, dtype=torch.float64)
-        )
-        graphs.append(dataclasses.replace(graph, targets=targets))
-    return FrameSet(graphs, [str(a.info["split_group"]) for a in frames], source)
+        targets = Targets.from_ase(atoms).with_weight(torch.full((1,), weight, dtype=torch.float64))
+        items.append(LabelledBatch(AtomicGraph.from_ase(atoms, cutoff), targets))
+    return FrameSet(items, [str(a.info["split_group"]) for a in frames], source)
 
 
 def split_frameset(frames: FrameSet, fractions: Sequence[float], seed: int) -> list[FrameSet]:
@@ -296,7 +344,7 @@ class Batcher:
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
-        if max_atoms_per_batch is not None and max_atoms_per_batch < max(n_atoms):
+        if max_atoms_per_batch is not None and max_atoms_per_batch < max(n_atoms, default=0):
             raise ConfigError(
                 f"data.max_atoms_per_batch = {max_atoms_per_batch} is smaller than the "
                 f"largest frame ({max(n_atoms)} atoms)"
@@ -332,28 +380,3 @@ class Batcher:
     def local_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
         """This rank's share of each global batch of ``epoch``."""
         return [b[rank::world_size] for b in self.global_batches(epoch) if len(b) >= world_size]
-
-
-class MemoryBatches:
-    """Training batches of an in-memory :class:`FrameSet` (the interface of :class:`StoreSplit`).
-
-    Args:
-        frames: the training frames.
-        batcher: how they are grouped, shuffled and sharded.
-    """
-
-    def __init__(self, frames: FrameSet, batcher: Batcher) -> None:
-        self.frames, self.batcher = frames, batcher
-
-    def n_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> int:
-        """Batches this rank trains on in ``epoch``."""
-        return len(self.batcher.local_batches(epoch, rank, world_size))
-
-    def batches(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0
-                ) -> Iterator[tuple[int, list[str], AtomicGraph]]:
-        """Yield ``(batch number, frame names, graph)`` of this rank from batch ``start`` on."""
-        local = self.batcher.local_batches(epoch, rank, world_size)
-        for number in range(start, len(local)):
-            indices = local[number]
-            graph = AtomicGraph.collate([self.frames.graphs[i] for i in indices])
-            yield number, [self.frames.system_ids[i] for i in indices], graph

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from mlip.data.importers.atoms import LabelKeys
-from mlip.graph import AtomicGraph
 from mlip.models import Potential
 from mlip.train.data import FrameSet
 from mlip.train.distributed import DistributedContext
@@ -47,10 +46,10 @@ def evaluate(
     was_training = model.training
     model.eval()
     accumulator = MetricAccumulator(loss_config)
-    for graph in frames.eval_graphs(batch_size, ctx.rank, ctx.world_size):
-        graph = graph.to(device, dtype)
-        prediction = model(graph, compute_forces=True, compute_stress=compute_stress)
-        accumulator.update(prediction, graph)
+    for batch in frames.eval_graphs(batch_size, ctx.rank, ctx.world_size):
+        batch = batch.to(device, dtype)
+        prediction = model(batch.graph, compute_forces=True, compute_stress=compute_stress)
+        accumulator.update(prediction, batch)
     accumulator.all_reduce(ctx.all_reduce)
     model.train(was_training)
     return accumulator
@@ -70,12 +69,14 @@ def predict(model: Potential, frames: FrameSet, batch_size: int = 16) -> dict[st
         k: [] for k in ("energy_ref", "energy_pred", "forces_ref", "forces_pred")
     }
     for start in range(0, len(frames), batch_size):
-        graph = AtomicGraph.collate(frames.graphs[start : start + batch_size]).to(device, dtype)
+        graph, targets = frames.batch(range(start, min(start + batch_size, len(frames)))).to(
+            device, dtype
+        )
         prediction = model(graph, compute_forces=True)
         n = graph.n_atoms.to(dtype)
-        out["energy_ref"].append((graph.targets.energy / n).detach().cpu().numpy())
+        out["energy_ref"].append((targets.energy / n).detach().cpu().numpy())
         out["energy_pred"].append((prediction.energy / n).detach().cpu().numpy())
-        out["forces_ref"].append(graph.targets.forces.detach().cpu().numpy().ravel())
+        out["forces_ref"].append(targets.forces.detach().cpu().numpy().ravel())
         out["forces_pred"].append(prediction.forces.detach().cpu().numpy().ravel())
     arrays = {k: np.concatenate(v) for k, v in out.items()}
     for name in ("energy", "forces"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import sys
@@ -14,12 +15,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from mlip.data.stats import ModelStatistics
 from mlip.errors import BatchTooLargeError, TrainingDivergedError
 from mlip.graph import AtomicGraph
 from mlip.models import Potential, build, save_model
 from mlip.models.checkpoint import model_payload
 from mlip.nn.precision import flush_tiny_
-from mlip.train.data import Batcher, MemoryBatches
+from mlip.targets import LabelledBatch
+from mlip.train.config import TrainingConfig
 from mlip.train.distributed import DistributedContext
 from mlip.train.ema import ExponentialMovingAverage
 from mlip.train.evaluate import evaluate
@@ -29,7 +32,6 @@ from mlip.train.records import MetricsLog
 from mlip.train.schedule import LRSchedule, build_optimizer
 from mlip.train.setup import Splits
 from mlip.train.state import CHECKPOINT_NAME, Progress, save_training_state, set_rng_state
-from mlip.train.statistics import DataStatistics
 
 __all__ = ["Trainer", "BEST_NAME", "BEST_STAGE_ONE_NAME", "FINAL_NAME", "STEPS_NAME"]
 
@@ -63,40 +65,40 @@ class Trainer:
 
     def __init__(
         self,
-        config: Mapping[str, Any],
+        config: TrainingConfig,
         run_dir: Path,
         splits: Splits,
         model: Potential,
-        stats: DataStatistics,
+        stats: ModelStatistics,
         ctx: DistributedContext,
     ) -> None:
         self.config, self.run_dir, self.splits = config, run_dir, splits
         self.stats, self.ctx = stats, ctx
-        self.dtype = getattr(torch, config["dtype"])
+        self.dtype = getattr(torch, config.dtype)
         self.model = model.to(device=ctx.device, dtype=self.dtype)
-        self.loss_config = LossConfig(**config["loss"])
+        self.loss_config = config.loss
         self.stage_two_loss = _stage_two_loss(config)
         stress_weights = [c.stress_weight for c in (self.loss_config, self.stage_two_loss) if c]
         self.compute_forces = splits.train.has_label("forces") or splits.valid.has_label("forces")
         self.compute_stress = (
             splits.train.has_label("stress") and max(stress_weights) > 0
         ) or splits.valid.has_label("stress")
-        train = config["train"]
-        self.train_batches = _training_batches(splits, config)
+        train = config.train
+        self.train_batches = splits.train
         per_epoch = self.train_batches.n_batches(0, ctx.rank, ctx.world_size)
-        total = train["max_steps"] or int(train["max_epochs"]) * per_epoch
-        self.optimizer = build_optimizer(self.model, config["optimizer"])
+        total = train.max_steps or int(train.max_epochs) * per_epoch
+        self.optimizer = build_optimizer(self.model, config.optimizer)
         self.schedule = LRSchedule(
-            self.optimizer, config["schedule"], config["optimizer"]["lr"], total
+            self.optimizer, config.schedule, config.optimizer.lr, total
         )
-        decay = config["ema"]["decay"]
+        decay = config.ema.decay
         self.ema = ExponentialMovingAverage(self.model, decay) if decay else None
         self.net = self.model
         if ctx.enabled:
             self.net = DistributedDataParallel(
                 self.model,
                 device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                find_unused_parameters=bool(train["find_unused_parameters"]),
+                find_unused_parameters=bool(train.find_unused_parameters),
             )
         self.progress = Progress()
         self.records = MetricsLog(run_dir)
@@ -123,7 +125,7 @@ class Trainer:
         self._check_finite("last.ckpt")
         save_training_state(
             self.run_dir / CHECKPOINT_NAME,
-            config=dict(self.config),
+            config=self.config.as_dict(),
             model=model_payload(self.model),
             optimizer=self.optimizer.state_dict(),
             schedule=self.schedule.state_dict(),
@@ -147,13 +149,13 @@ class Trainer:
         return self.run_dir / BEST_NAME
 
     def _limit_reached(self) -> bool:
-        train, p = self.config["train"], self.progress
-        done = p.epoch >= int(train["max_epochs"]) or (
-            train["max_steps"] is not None and p.step >= int(train["max_steps"])
+        train, p = self.config.train, self.progress
+        done = p.epoch >= int(train.max_epochs) or (
+            train.max_steps is not None and p.step >= int(train.max_steps)
         )
-        if train["max_time_s"] is not None:
+        if train.max_time_s is not None:
             late = torch.tensor(
-                [float(p.elapsed_s >= float(train["max_time_s"]))], dtype=torch.float64
+                [float(p.elapsed_s >= float(train.max_time_s))], dtype=torch.float64
             )
             done = done or float(self.ctx.all_reduce(late)) > 0
         return done
@@ -161,17 +163,17 @@ class Trainer:
     def spent_limits(self) -> list[str]:
         """The limits of ``train`` that the progress has reached, each with a ``--set`` that
         raises it (empty while training can go on)."""
-        train, p = self.config["train"], self.progress
+        train, p = self.config.train, self.progress
         spent = []
-        if p.epoch >= int(train["max_epochs"]):
-            spent.append(f"train.max_epochs = {train['max_epochs']} (epoch {p.epoch}; e.g. "
-                         f"--set train.max_epochs={2 * int(train['max_epochs'])})")
-        if train["max_steps"] is not None and p.step >= int(train["max_steps"]):
-            spent.append(f"train.max_steps = {train['max_steps']} (step {p.step}; e.g. "
-                         f"--set train.max_steps={2 * int(train['max_steps'])})")
-        if train["max_time_s"] is not None and p.elapsed_s >= float(train["max_time_s"]):
-            spent.append(f"train.max_time_s = {train['max_time_s']} ({p.elapsed_s:.0f} s trained;"
-                         f" e.g. --set train.max_time_s={2 * float(train['max_time_s']):g})")
+        if p.epoch >= int(train.max_epochs):
+            spent.append(f"train.max_epochs = {train.max_epochs} (epoch {p.epoch}; e.g. "
+                         f"--set train.max_epochs={2 * int(train.max_epochs)})")
+        if train.max_steps is not None and p.step >= int(train.max_steps):
+            spent.append(f"train.max_steps = {train.max_steps} (step {p.step}; e.g. "
+                         f"--set train.max_steps={2 * int(train.max_steps)})")
+        if train.max_time_s is not None and p.elapsed_s >= float(train.max_time_s):
+            spent.append(f"train.max_time_s = {train.max_time_s} ({p.elapsed_s:.0f} s trained;"
+                         f" e.g. --set train.max_time_s={2 * float(train.max_time_s):g})")
         return spent
 
     def _run_epoch(self) -> None:
@@ -188,12 +190,12 @@ class Trainer:
             unit="batch",
             disable=not self._show_progress(),
         )
-        for number, names, graph in self.train_batches.batches(
+        for number, names, batch in self.train_batches.batches(
             p.epoch, self.ctx.rank, self.ctx.world_size, p.batch
         ):
             self._maybe_start_stage_two(accumulator, n_batches)
-            graph = graph.to(self.ctx.device, self.dtype)
-            loss, lr = self._train_step(graph, names, number, accumulator)
+            batch = batch.to(self.ctx.device, self.dtype)
+            loss, lr = self._train_step(batch, names, number, accumulator)
             p.batch, p.step = number + 1, p.step + 1
             p.elapsed_s = time.perf_counter() - self._clock
             self._log_step(loss, lr)
@@ -201,7 +203,7 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
             if p.step == _FIT_PROBE_STEPS and not self.schedule.fitted:  # every rank at once
                 self._fit_schedule_to_time()
-            if p.step % int(self.config["train"]["checkpoint_every_steps"]) == 0:
+            if p.step % int(self.config.train.checkpoint_every_steps) == 0:
                 p.train_sums = accumulator.state()
                 self.save_state()
             if self._limit_reached():
@@ -212,7 +214,7 @@ class Trainer:
             p.epoch, p.batch = p.epoch + 1, 0
         if (
             not epoch_done
-            or p.epoch % int(self.config["train"]["eval_every_epochs"]) == 0
+            or p.epoch % int(self.config.train.eval_every_epochs) == 0
             or self._limit_reached()
         ):
             self._evaluate(accumulator, epoch_done)
@@ -225,7 +227,7 @@ class Trainer:
         stream = sys.stderr
         return bool(
             self.ctx.is_main
-            and self.config["train"]["progress"]
+            and self.config.train.progress
             and stream is not None
             and hasattr(stream, "isatty")
             and stream.isatty()
@@ -235,29 +237,29 @@ class Trainer:
         """``schedule.fit_to_time``: size the cosine to the time budget from the mean step rate
         so far over the ranks (the same number everywhere); at the probe step and after every
         epoch, so a machine that slows down or speeds up still ends the decay at the budget."""
-        if not self.config["schedule"]["fit_to_time"]:
+        if not self.config.schedule.fit_to_time:
             return
         p = self.progress
         elapsed = self.ctx.all_reduce(torch.tensor([p.elapsed_s], dtype=torch.float64))
         before, first = self.schedule.total_steps, not self.schedule.fitted
         self.schedule.fit_to_time(
-            p.step, float(elapsed) / self.ctx.world_size, float(self.config["train"]["max_time_s"])
+            p.step, float(elapsed) / self.ctx.world_size, float(self.config.train.max_time_s)
         )
         if first or abs(self.schedule.total_steps - before) > 0.05 * before:
             log.info("cosine schedule sized to %d steps for the %s s budget",
-                     self.schedule.total_steps, self.config["train"]["max_time_s"])
+                     self.schedule.total_steps, self.config.train.max_time_s)
 
     # ------------------------------------------------------------------ stage two
     def _budget_fraction(self, n_batches: int) -> float:
         """How much of the budget that ends the run first is spent, in [0, 1]: the largest of
         elapsed/max_time_s, step/max_steps and epochs/max_epochs (the same on every rank)."""
-        train, p = self.config["train"], self.progress
-        fractions = [(p.epoch + p.batch / max(1, n_batches)) / int(train["max_epochs"])]
-        if train["max_steps"] is not None:
-            fractions.append(p.step / int(train["max_steps"]))
-        if train["max_time_s"] is not None:
+        train, p = self.config.train, self.progress
+        fractions = [(p.epoch + p.batch / max(1, n_batches)) / int(train.max_epochs)]
+        if train.max_steps is not None:
+            fractions.append(p.step / int(train.max_steps))
+        if train.max_time_s is not None:
             elapsed = self.ctx.all_reduce(torch.tensor([p.elapsed_s], dtype=torch.float64))
-            fractions.append(float(elapsed) / self.ctx.world_size / float(train["max_time_s"]))
+            fractions.append(float(elapsed) / self.ctx.world_size / float(train.max_time_s))
         return max(fractions)
 
     def _maybe_start_stage_two(self, accumulator: MetricAccumulator, n_batches: int) -> None:
@@ -269,36 +271,38 @@ class Trainer:
         :data:`BEST_STAGE_ONE_NAME` and ``best.pt`` becomes the best model by the stage-two
         validation loss (as MACE selects on each stage's own loss). EMA averaging goes on.
         """
-        two, p = self.config["stage_two"], self.progress
-        if two["start_fraction"] is None or p.stage_two_step is not None:
+        two, p = self.config.stage_two, self.progress
+        if two.start_fraction is None or p.stage_two_step is not None:
             return
         fraction = self._budget_fraction(n_batches)
-        if fraction < float(two["start_fraction"]):
+        if fraction < float(two.start_fraction):
             return
         end = max(p.step + 1, round(p.step / fraction)) if fraction > 0 else p.step + 1
-        self.schedule.start_stage_two(p.step, end, float(two["lr"]), two["schedule"])
+        self.schedule.start_stage_two(p.step, end, float(two.lr), two.schedule)
         self.loss_config = accumulator.loss_config = self.stage_two_loss
         p.stage_two_step, p.best_valid_loss, p.best_step = p.step, math.inf, -1
         if self.ctx.is_main and (self.run_dir / BEST_NAME).is_file():
             (self.run_dir / BEST_NAME).replace(self.run_dir / BEST_STAGE_ONE_NAME)
         log.info("stage two from step %d (%.0f %% of the budget, planned end step %d): lr %.3g "
                  "(%s), loss weights E %g F %g S %g; best.pt now selects on this loss", p.step,
-                 100 * fraction, end, float(two["lr"]), two["schedule"],
+                 100 * fraction, end, float(two.lr), two.schedule,
                  self.loss_config.energy_weight, self.loss_config.forces_weight,
                  self.loss_config.stress_weight)
 
     # ------------------------------------------------------------------ one step
     def _train_step(
-        self, graph: AtomicGraph, names: list[str], number: int, accumulator: MetricAccumulator
+        self, batch: LabelledBatch, names: list[str], number: int,
+        accumulator: MetricAccumulator,
     ) -> tuple[float, float]:
         """Forward, loss (global sums / global counts), guarded backward and update."""
+        graph = batch.graph
         self.net.train()
         lr = self.schedule.set_step(self.progress.step)
         try:
             prediction = self.net(
                 graph, compute_forces=self.compute_forces, compute_stress=self.compute_stress
             )
-            terms = loss_terms(prediction, graph, self.loss_config)
+            terms = loss_terms(prediction, batch, self.loss_config)
             counts = self.ctx.all_reduce(torch.stack([c for _, c in terms.values()]))
             part = combine_terms(
                 {t: s for t, (s, _) in terms.items()}, dict(zip(terms, counts)), self.loss_config
@@ -314,7 +318,7 @@ class Trainer:
             if not isinstance(exc, _OUT_OF_MEMORY) and "out of memory" not in str(exc):
                 raise
             raise BatchTooLargeError(_oom_message(graph, self.config)) from None
-        clip = self.config["optimizer"]["clip_grad_norm"]
+        clip = self.config.optimizer.clip_grad_norm
         norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), float(clip) if clip else math.inf
         )
@@ -327,7 +331,7 @@ class Trainer:
         # they turn subnormal and slow every matrix product they enter (mlip.nn.precision)
         flush_tiny_([*self.model.parameters(), *(self.ema.shadow if self.ema else [])],
                     count=False)
-        accumulator.update(prediction, graph)
+        accumulator.update(prediction, batch)
         return float(check[0]), lr
 
     def _diverged(
@@ -361,7 +365,7 @@ class Trainer:
                 self.model,
                 self.splits.valid,
                 self.loss_config,
-                batch_size=int(self.config["data"]["batch_size"]),
+                batch_size=int(self.config.data.batch_size),
                 compute_stress=self.compute_stress,
                 ctx=self.ctx,
             )
@@ -429,24 +433,13 @@ class Trainer:
             handle.write(f"{p.step},{p.epoch},{p.batch - 1},{loss!r},{lr!r}\n")
 
 
-def _stage_two_loss(config: Mapping[str, Any]) -> LossConfig | None:
+def _stage_two_loss(config: TrainingConfig) -> LossConfig | None:
     """The stage-two loss: ``loss`` with the weights ``stage_two`` sets (None: no stage two)."""
-    two = config["stage_two"]
-    if two["start_fraction"] is None:
+    two = config.stage_two
+    if two.start_fraction is None:
         return None
-    weights = {f"{t}_weight": two[f"{t}_weight"] for t in ("energy", "forces", "stress")}
-    return LossConfig(**{**config["loss"], **{k: v for k, v in weights.items() if v is not None}})
-
-
-def _training_batches(splits: Splits, config: Mapping[str, Any]):
-    """The streamed store split itself, or in-memory frames with a seeded :class:`Batcher`."""
-    if hasattr(splits.train, "batches"):
-        return splits.train
-    data = config["data"]
-    sizes = [g.positions.shape[0] for g in splits.train.graphs]
-    batcher = Batcher(sizes, int(data["batch_size"]), data["max_atoms_per_batch"], shuffle=True,
-                      seed=int(config["seed"]))
-    return MemoryBatches(splits.train, batcher)
+    weights = {f"{t}_weight": getattr(two, f"{t}_weight") for t in ("energy", "forces", "stress")}
+    return dataclasses.replace(config.loss, **{k: v for k, v in weights.items() if v is not None})
 
 
 def model_from_payload(payload: Mapping[str, Any]) -> Potential:
@@ -465,13 +458,13 @@ def _truncate_steps(path: Path, step: int) -> None:
     path.write_text("".join(lines[:1] + [ln for ln in lines[1:] if int(ln.split(",")[0]) <= step]))
 
 
-def _oom_message(graph: AtomicGraph, config: Mapping[str, Any]) -> str:
-    data = config["data"]
+def _oom_message(graph: AtomicGraph, config: TrainingConfig) -> str:
+    data = config.data
     return (
         f"out of memory on a batch of {graph.n_graphs} frames, "
         f"{graph.positions.shape[0]} atoms and "
-        f"{graph.n_edges} edges (data.batch_size = {data['batch_size']}, "
-        f"data.max_atoms_per_batch = {data['max_atoms_per_batch']}); lower data.batch_size or set "
+        f"{graph.n_edges} edges (data.batch_size = {data.batch_size}, "
+        f"data.max_atoms_per_batch = {data.max_atoms_per_batch}); lower data.batch_size or set "
         f"data.max_atoms_per_batch below {graph.positions.shape[0]}"
     )
 

@@ -14,34 +14,19 @@ runs divide global sums by global counts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 
-from mlip.graph import AtomicGraph
 from mlip.models.output import PotentialOutput
+from mlip.targets import LabelledBatch
+from mlip.train.config import LossConfig
 
 __all__ = ["LossConfig", "loss_terms", "combine_terms", "TERMS"]
 
 #: The loss terms, in order.
 TERMS = ("energy", "forces", "stress")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Loss weights and kind (the ``loss`` config section)."""
-
-    energy_weight: float = 1.0
-    forces_weight: float = 100.0
-    stress_weight: float = 1.0
-    kind: str = "mse"
-    huber_delta: float = 0.01
-
-    def weight(self, term: str) -> float:
-        """The weight of ``term`` (one of :data:`TERMS`)."""
-        return float(getattr(self, f"{term}_weight"))
 
 
 def _elementwise(diff: torch.Tensor, config: LossConfig) -> torch.Tensor:
@@ -53,7 +38,7 @@ def _elementwise(diff: torch.Tensor, config: LossConfig) -> torch.Tensor:
 
 
 def energy_errors(
-    prediction: PotentialOutput, graph: AtomicGraph
+    prediction: PotentialOutput, batch: LabelledBatch
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Masked errors per label: {term: (errors, frame of each error)}.
 
@@ -61,7 +46,7 @@ def energy_errors(
         ``energy``: (n_E,) eV/atom; ``forces``: (n_F, 3) eV/Å; ``stress``: (n_S, 3, 3) eV/Å³; each
         with the (n,) int64 graph index of every row. Rows without a label are dropped.
     """
-    targets = graph.targets
+    graph, targets = batch
     out = {}
     per_atom = (prediction.energy - targets.energy) / graph.n_atoms.to(targets.energy.dtype)
     frames = torch.arange(graph.n_graphs, device=per_atom.device)
@@ -79,22 +64,22 @@ def energy_errors(
 
 
 def loss_terms(
-    prediction: PotentialOutput, graph: AtomicGraph, config: LossConfig
+    prediction: PotentialOutput, batch: LabelledBatch, config: LossConfig
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Weighted (sum, count) of ℓ for each term with a non-zero weight.
 
     Args:
         prediction: the model output (``energy`` (n_graphs,) eV, ``forces`` (n_atoms, 3) eV/Å
             or None, ``stress`` (n_graphs, 3, 3) eV/Å³ or None).
-        graph: the batch with ``targets``.
+        batch: the graph and its ``targets``.
         config: weights and kind.
 
     Returns:
         {term: (sum (), count ())}; the sum carries gradients, the count is a float tensor.
     """
-    weights = graph.targets.weight
+    weights = batch.targets.weight
     out = {}
-    for term, (errors, frames) in energy_errors(prediction, graph).items():
+    for term, (errors, frames) in energy_errors(prediction, batch).items():
         if config.weight(term) == 0.0:
             continue
         values = _elementwise(errors, config).reshape(errors.shape[0], math.prod(errors.shape[1:]))

@@ -16,8 +16,8 @@ from typing import Callable, Mapping
 
 import torch
 
-from mlip.graph import AtomicGraph
 from mlip.models.output import PotentialOutput
+from mlip.targets import LabelledBatch
 from mlip.train.loss import TERMS, LossConfig, combine_terms, energy_errors, loss_terms
 
 __all__ = ["MetricAccumulator", "UNITS", "format_table"]
@@ -41,10 +41,10 @@ class MetricAccumulator:
         self.loss_config = loss_config
         self.values = torch.zeros(len(TERMS), len(_COLUMNS), dtype=torch.float64)
 
-    def update(self, prediction: PotentialOutput, graph: AtomicGraph) -> None:
+    def update(self, prediction: PotentialOutput, batch: LabelledBatch) -> None:
         """Add the errors of one batch (predictions are detached here)."""
         detached = prediction.detach()
-        all_errors = energy_errors(detached, graph)
+        all_errors = energy_errors(detached, batch)
         for row, term in enumerate(TERMS):
             errors = all_errors.get(term)
             if errors is None:
@@ -54,7 +54,7 @@ class MetricAccumulator:
             self.values[row, 1] += e.abs().sum()
             self.values[row, 2] += e.numel()
             self.values[row, 5] += errors[1].unique().numel()
-        for term, (total, count) in loss_terms(detached, graph, self.loss_config).items():
+        for term, (total, count) in loss_terms(detached, batch, self.loss_config).items():
             row = TERMS.index(term)
             self.values[row, 3] += float(total)
             self.values[row, 4] += float(count)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from mlip.train.config import OptimizerConfig, ScheduleConfig
+
 __all__ = ["build_optimizer", "LRSchedule"]
 
 
-def build_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
     """Adam or AdamW (``optimizer`` config section) with weight decay on weights only.
 
     Biases, normalisation parameters and other 0-/1-D parameters get no weight decay.
@@ -21,16 +23,16 @@ def build_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.
         if param.requires_grad:
             (decay if param.ndim >= 2 else no_decay).append(param)
     groups = [
-        {"params": decay, "weight_decay": float(config["weight_decay"])},
+        {"params": decay, "weight_decay": float(config.weight_decay)},
         {"params": no_decay, "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    cls = torch.optim.AdamW if config["name"] == "adamw" else torch.optim.Adam
+    cls = torch.optim.AdamW if config.name == "adamw" else torch.optim.Adam
     return cls(
         groups,
-        lr=float(config["lr"]),
-        betas=tuple(config["betas"]),
-        amsgrad=bool(config["amsgrad"]),
+        lr=float(config.lr),
+        betas=tuple(config.betas),
+        amsgrad=bool(config.amsgrad),
     )
 
 
@@ -55,16 +57,16 @@ class LRSchedule:
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
-        config: Mapping[str, Any],
+        config: ScheduleConfig,
         base_lr: float,
         total_steps: int,
     ) -> None:
         self.optimizer = optimizer
-        self.name = config["name"]
-        self.warmup = int(config["warmup_steps"])
-        self.min_ratio = float(config["min_lr_ratio"])
-        self.factor = float(config["plateau_factor"])
-        self.patience = int(config["plateau_patience"])
+        self.name = config.name
+        self.warmup = int(config.warmup_steps)
+        self.min_ratio = float(config.min_lr_ratio)
+        self.factor = float(config.plateau_factor)
+        self.patience = int(config.plateau_patience)
         self.base_lr = float(base_lr)
         self.total_steps = max(1, int(total_steps))
         self.planned_steps = self.total_steps  # the max_epochs/max_steps plan: fits never exceed it

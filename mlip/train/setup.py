@@ -11,20 +11,28 @@ on the new data.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from mlip.data.stats import require_separable_e0
+from mlip.data.stats import (
+    ModelStatistics,
+    frame_statistics,
+    isolated_atom_e0,
+    parse_e0,
+    require_separable_e0,
+)
 from mlip.errors import ConfigError
 from mlip.models import Potential, build
 from mlip.models.checkpoint import read_payload
 from mlip.models.registry import check_hparams
+from mlip.train.config import DataConfig, LossConfig, TrainingConfig
 from mlip.train.data import (
     FrameSet,
     frames_without_group,
@@ -36,13 +44,6 @@ from mlip.train.data import (
     read_store,
     resolve_path,
     split_frameset,
-)
-from mlip.train.statistics import (
-    DataStatistics,
-    compute_statistics,
-    fit_e0,
-    isolated_atom_e0,
-    parse_e0,
 )
 from mlip.train.stream import StoreSplit, store_splits
 
@@ -56,82 +57,83 @@ NEIGHBOUR_ARGS = ("avg_num_neighbors", "avg_degree")
 
 @dataclass
 class Splits:
-    """Training, validation and (possibly empty) test frames, in memory or streamed."""
+    """Training, validation and (possibly empty) test frames, in memory or streamed; ``train``
+    is batched (``n_batches``/``batches``) either way."""
 
     train: FrameSet | StoreSplit
     valid: FrameSet | StoreSplit
     test: FrameSet | StoreSplit
 
 
-def prepare_data(data: Mapping[str, Any], seed: int = 0) -> Splits:
+def prepare_data(data: DataConfig, seed: int = 0) -> Splits:
     """Read and split the data of the ``data`` config section.
 
     Raises:
         ConfigError: missing files, or a split that ends up empty.
     """
-    cutoff = float(data["cutoff"])
-    weights = data["config_type_weights"]
-    if data["streaming"]:
+    cutoff = float(data.cutoff)
+    weights = data.config_type_weights
+    if data.streaming:
         train, valid, test = store_splits(data, seed)
         return Splits(train, valid, test if test is not None else FrameSet([], [], "no test split"))
     stored = _store_splits(data)
     if stored is not None:
-        return Splits(
-            *(
-                load_frameset(frames, cutoff, f"{data['train']} ({name} split)", weights)
-                for name, frames in zip(("train", "val", "test"), stored)
-            )
+        train, valid, test = (
+            load_frameset(frames, cutoff, f"{data.train} ({name} split)", weights)
+            for name, frames in zip(("train", "val", "test"), stored)
         )
+        return Splits(train.with_batches(data.batch_size, data.max_atoms_per_batch, seed),
+                      valid, test)
     keys = label_keys(data)
-    frames = read_frames(data["train"], data["max_frames"], keys)
+    frames = read_frames(data.train, data.max_frames, keys)
     fractions = [
         1.0,
-        0.0 if data["valid"] else float(data["valid_fraction"]),
-        0.0 if data["test"] else float(data["test_fraction"]),
+        0.0 if data.valid else float(data.valid_fraction),
+        0.0 if data.test else float(data.test_fraction),
     ]
-    if data["split_key"] is not None:
-        group_by_info_key(frames, data["split_key"], str(data["train"]))
+    if data.split_key is not None:
+        group_by_info_key(frames, data.split_key, str(data.train))
     elif sum(fractions[1:]) > 0 and (alone := frames_without_group(frames)):
         log.warning(
             "%d of %d frames of %s carry no trajectory id: the validation/test fractions are "
             "drawn frame by frame, so correlated frames of one MD run can land on both sides; "
             "name the info key that groups them with data.split_key", alone, len(frames),
-            data["train"],
+            data.train,
         )
-    full = load_frameset(frames, cutoff, str(data["train"]), weights)
-    train, valid, test = split_frameset(full, fractions, int(data["split_seed"]))
-    if data["valid"]:
-        valid = load_frameset(read_frames(data["valid"], None, keys), cutoff, str(data["valid"]),
+    full = load_frameset(frames, cutoff, str(data.train), weights)
+    train, valid, test = split_frameset(full, fractions, int(data.split_seed))
+    if data.valid:
+        valid = load_frameset(read_frames(data.valid, None, keys), cutoff, str(data.valid),
                               weights)
-    if data["test"]:
-        test = load_frameset(read_frames(data["test"], None, keys), cutoff, str(data["test"]),
+    if data.test:
+        test = load_frameset(read_frames(data.test, None, keys), cutoff, str(data.test),
                              weights)
     for name, part in (("training", train), ("validation", valid)):
         if len(part) == 0:
             raise ConfigError(
-                f"the {name} split of {data['train']} is empty ({len(full)} frames, "
-                f"valid_fraction={data['valid_fraction']}); add frames or change the fractions"
+                f"the {name} split of {data.train} is empty ({len(full)} frames, "
+                f"valid_fraction={data.valid_fraction}); add frames or change the fractions"
             )
-    return Splits(train, valid, test)
+    return Splits(train.with_batches(data.batch_size, data.max_atoms_per_batch, seed), valid, test)
 
 
-def _store_splits(data: Mapping[str, Any]) -> tuple[list, list, list] | None:
+def _store_splits(data: DataConfig) -> tuple[list, list, list] | None:
     """The train/val/test frames of a single split store given as ``data.train`` (else None).
 
     The store's own split (by system, from ``mlip data split``) is used unless ``data.valid`` is
     given; ``data.test`` replaces the store's test split when given.
     """
-    train = data["train"]
-    if isinstance(train, (list, tuple)) or data["valid"] or not is_store(resolve_path(train)):
+    train = data.train
+    if isinstance(train, (list, tuple)) or data.valid or not is_store(resolve_path(train)):
         return None
-    parts = read_store(train, data["max_frames"])
+    parts = read_store(train, data.max_frames)
     if "train" not in parts:
         return None
-    test = read_frames(data["test"], None, label_keys(data)) if data["test"] else parts["test"]
+    test = read_frames(data.test, None, label_keys(data)) if data.test else parts["test"]
     return parts["train"], parts["val"], test
 
 
-def check_labels(splits: Splits, loss: Mapping[str, Any]) -> None:
+def check_labels(splits: Splits, loss: LossConfig) -> None:
     """Refuse a positive energy or force weight on training data without that label.
 
     Stress is trained where present (periodic frames with stress labels), so a stress weight on
@@ -141,9 +143,9 @@ def check_labels(splits: Splits, loss: Mapping[str, Any]) -> None:
         ConfigError: naming the weight and the data.
     """
     for term in ("energy", "forces"):
-        if float(loss[f"{term}_weight"]) > 0 and not splits.train.has_label(term):
+        if loss.weight(term) > 0 and not splits.train.has_label(term):
             raise ConfigError(
-                f"loss.{term}_weight = {loss[f'{term}_weight']} but no training frame of "
+                f"loss.{term}_weight = {loss.weight(term)} but no training frame of "
                 f"{splits.train.source} has {term}; set loss.{term}_weight: 0"
             )
 
@@ -172,11 +174,11 @@ def check_species(splits: Splits, known: Sequence[int] = ()) -> None:
 
 
 def _reference_e0(
-    config: Mapping[str, Any], species: list[int], train: FrameSet | StoreSplit
+    config: TrainingConfig, species: list[int], train: FrameSet | StoreSplit
 ) -> tuple[dict, str]:
     """E0 of a fresh model from the ``data.e0`` / ``data.isolated_atoms`` settings."""
-    data = config["data"]
-    method = data["e0"]
+    data = config.data
+    method = data.e0
     if isinstance(method, Mapping):
         return parse_e0(method), "given"
     if method not in ("auto", "least_squares", "isolated"):
@@ -184,22 +186,22 @@ def _reference_e0(
             f"data.e0 = {method!r} is not one of ['auto', 'least_squares', 'isolated'] "
             "or a {symbol: eV} mapping"
         )
-    if method == "isolated" and not data["isolated_atoms"]:
+    if method == "isolated" and not data.isolated_atoms:
         raise ConfigError(
             "data.e0 = 'isolated' needs data.isolated_atoms (a file of one-atom frames)"
         )
-    if data["isolated_atoms"] and method != "least_squares":
+    if data.isolated_atoms and method != "least_squares":
         return isolated_atom_e0(
-            read_frames(data["isolated_atoms"]), str(data["isolated_atoms"])
+            read_frames(data.isolated_atoms), str(data.isolated_atoms)
         ), "isolated"
-    if isinstance(train, StoreSplit):
-        stats = train.statistics(None)
-        require_separable_e0(stats.e0_undetermined, stats.n_frames, train.source)
-        return dict(stats.reference_energies), "least_squares"
-    return fit_e0(train, species), "least_squares"
+    stats = train.statistics(None)
+    if not stats.reference_energies:
+        raise ConfigError(f"cannot fit E0: no frame of {train.source} has an energy")
+    require_separable_e0(stats.e0_undetermined, stats.n_frames, train.source)
+    return dict(stats.reference_energies), "least_squares"
 
 
-def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential, DataStatistics]:
+def prepare_model(config: TrainingConfig, splits: Splits) -> tuple[Potential, ModelStatistics]:
     """Build (or load for fine-tuning) the model and set its energy reference.
 
     The model species are the elements of the training split.
@@ -209,19 +211,22 @@ def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential,
             weights could not be trained), naming the element and its frames.
     """
     species = splits.train.elements()
-    if config["finetune"]["from"]:
-        if isinstance(splits.train, StoreSplit):
-            raise ConfigError("fine-tuning (finetune.from) does not support data.streaming yet")
+    if config.finetune.source:
         return _finetune_model(config, splits, species)
     check_species(splits)
     e0, method = _reference_e0(config, species, splits.train)
-    stats = _statistics(splits.train, species, e0, method)
-    hparams = {k: v for k, v in config["model"].items() if k != "name"}
+    stats = ModelStatistics.from_data(splits.train.statistics(e0), e0, species, method)
+    hparams = dict(config.model.hparams)
     if "cutoff" in hparams:
         raise ConfigError("model.cutoff: set the cutoff once, in data.cutoff")
-    cls = check_hparams(config["model"]["name"], hparams)
+    if hparams.get("denoising"):
+        raise ConfigError(
+            "model.denoising: true builds EquiformerV3's DeNS heads, but mlip train does not add "
+            "the denoising loss (the heads would stay untrained); remove model.denoising"
+        )
+    cls = check_hparams(config.model.name, hparams)
     hparams.setdefault("species", species)
-    hparams["cutoff"] = float(config["data"]["cutoff"])
+    hparams["cutoff"] = float(config.data.cutoff)
     missing = sorted(set(species) - set(hparams["species"]))
     if missing:
         raise ConfigError(f"model.species lacks element(s) {missing} present in the data")
@@ -229,41 +234,24 @@ def prepare_model(config: Mapping[str, Any], splits: Splits) -> tuple[Potential,
     for name in NEIGHBOUR_ARGS:
         if name in parameters:
             hparams.setdefault(name, stats.avg_num_neighbors)
-    model = build(config["model"]["name"], **hparams)
+    model = build(config.model.name, **hparams)
     model.set_energy_reference(stats.e0, stats.scale, stats.shift)
     return model, stats
 
 
-def _statistics(train: FrameSet | StoreSplit, species: list[int], e0: dict[int, float],
-                method: str) -> DataStatistics:
-    """Scale, shift and neighbour count of the training split (streamed stores in one pass)."""
-    if not isinstance(train, StoreSplit):
-        return compute_statistics(train, species, e0, method)
-    missing = [z for z in train.elements() if z not in e0]
-    if missing:
-        raise ConfigError(f"no E0 for element(s) {missing} ({method}); give them in data.e0 or "
-                          "data.isolated_atoms")
-    data = train.statistics(e0)
-    scale = data.force_rms if np.isfinite(data.force_rms) and data.force_rms > 0 else 1.0
-    shift = data.mean_interaction_energy_per_atom
-    return DataStatistics(e0={z: float(e0[z]) for z in species if z in e0}, scale=float(scale),
-                          shift=float(shift) if np.isfinite(shift) else 0.0,
-                          avg_num_neighbors=float(data.avg_num_neighbors), e0_method=method)
-
-
 def _finetune_model(
-    config: Mapping[str, Any], splits: Splits, species: list[int]
-) -> tuple[Potential, DataStatistics]:
+    config: TrainingConfig, splits: Splits, species: list[int]
+) -> tuple[Potential, ModelStatistics]:
     """The saved potential, extended to ``species``, with E0 refitted on the training split."""
-    source = config["finetune"]["from"]
-    extra = sorted(k for k in config["model"] if k != "name")
+    source = config.finetune.source
+    extra = sorted(config.model.hparams)
     if extra:
         raise ConfigError(f"fine-tuning takes the architecture from {source}; "
                           f"remove model keys {extra}")
     payload = read_payload(source)
-    if abs(float(payload["cutoff"]) - float(config["data"]["cutoff"])) > 1e-9:
+    if abs(float(payload["cutoff"]) - float(config.data.cutoff)) > 1e-9:
         raise ConfigError(
-            f"data.cutoff = {config['data']['cutoff']} Å differs from the cutoff "
+            f"data.cutoff = {config.data.cutoff} Å differs from the cutoff "
             f"{payload['cutoff']} Å of {source}; fine-tuning keeps the model cutoff"
         )
     old_species = list(payload["species"])
@@ -277,19 +265,18 @@ def _finetune_model(
         z: float(e)
         for z, e in zip(old_species, payload["state_dict"]["reference_energies"].tolist())
     }
-    if config["data"]["isolated_atoms"] or isinstance(config["data"]["e0"], Mapping):
+    if config.data.isolated_atoms or isinstance(config.data.e0, Mapping):
         e0, method = _reference_e0(config, species, splits.train)
         e0 = {**e0_old, **e0}
-    elif config["finetune"]["refit_e0"] or set(species) - set(old_species):
+    elif config.finetune.refit_e0 or set(species) - set(old_species):
         present = splits.train.elements()
         refit = _residual_e0(model, splits.train, present, scale, shift, e0_old)
         e0, method = {**e0_old, **refit}, "refit_residual"
     else:
         e0, method = e0_old, "from_model"
     model.set_energy_reference(e0, scale, shift)
-    stats = compute_statistics(splits.train, hparams["species"], e0, method)
-    stats.scale, stats.shift = scale, shift
-    return model, stats
+    stats = ModelStatistics.from_data(splits.train.statistics(e0), e0, hparams["species"], method)
+    return model, dataclasses.replace(stats, scale=scale, shift=shift)
 
 
 def _transfer_weights(
@@ -332,19 +319,31 @@ def _transfer_weights(
 
 @torch.no_grad()
 def _residual_e0(
-    model: Potential, train: FrameSet, species: list[int], scale: float, shift: float,
-    prior: dict[int, float],
+    model: Potential, train: FrameSet | StoreSplit, species: list[int], scale: float,
+    shift: float, prior: dict[int, float],
 ) -> dict[int, float]:
-    """E0 of ``species`` by least squares on E_ref − (model energy without E0) over ``train``,
-    closest to the model's old E0 ``prior`` where the energies do not determine them."""
+    """E0 of ``species`` by least squares on E_ref − (model energy without E0) over ``train``
+    (in memory or streamed, one pass), closest to the model's old E0 ``prior`` where the
+    energies do not determine them."""
     model.set_energy_reference({}, scale, shift)
     model.eval()
     dtype = next(model.parameters()).dtype
-    predicted = []
-    for start in range(0, len(train), 32):
-        batch = train.graphs[start : start + 32]
-        graph = type(batch[0]).collate(batch).to(dtype=dtype)
-        predicted.append(model(graph, compute_forces=False).energy.double())
-    energies = np.array([float(g.targets.energy[0]) for g in train.graphs])
-    residual = energies - torch.cat(predicted).numpy()
-    return fit_e0(train, species, residual=residual, prior=prior)
+    n_atoms, numbers, residual = [], [], []
+    for graph, targets in train.eval_graphs(32):
+        predicted = model(graph.to(dtype=dtype), compute_forces=False).energy.double()
+        n_atoms.append(graph.n_atoms.numpy())
+        numbers.append(graph.atomic_numbers.numpy())
+        residual.append((targets.energy.double() - predicted).numpy())
+    stats = frame_statistics(np.concatenate(n_atoms), np.concatenate(numbers),
+                             np.concatenate(residual), prior=prior)
+    if not stats.reference_energies:
+        raise ConfigError(f"cannot fit E0: no frame of {train.source} has an energy")
+    new = [chemical_symbols[z] for z in stats.e0_undetermined if z not in prior]
+    if new:
+        log.warning(
+            "the energies of %s do not separate the E0 of new element(s) %s from the others "
+            "(fixed ratios); their refitted E0 only hold for these compositions. Give "
+            "data.isolated_atoms or data.e0 for a transferable reference",
+            train.source, ", ".join(new),
+        )
+    return {z: stats.reference_energies[z] for z in species}

@@ -12,7 +12,6 @@ the exact batch. Statistics come from one streaming pass (:func:`mlip.data.compu
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from functools import cached_property
 from typing import Iterator, Mapping
@@ -21,7 +20,8 @@ import numpy as np
 import torch
 
 from mlip.errors import ConfigError
-from mlip.graph import AtomicGraph
+from mlip.targets import LabelledBatch
+from mlip.train.config import DataConfig
 
 __all__ = ["StoreSplit", "store_splits"]
 
@@ -35,7 +35,7 @@ class _Indexed(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, indices: list[int]) -> tuple[list[int], AtomicGraph]:
+    def __getitem__(self, indices: list[int]) -> tuple[list[int], LabelledBatch]:
         return list(indices), self.dataset[indices]
 
 
@@ -82,17 +82,17 @@ class StoreSplit:
         return len(self._sampler(epoch, rank, world_size, 0, True))
 
     def batches(self, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0
-                ) -> Iterator[tuple[int, list[str], AtomicGraph]]:
-        """Yield ``(batch number, frame names, graph)`` of this rank from batch ``start`` on."""
+                ) -> Iterator[tuple[int, list[str], LabelledBatch]]:
+        """Yield ``(batch number, frame names, batch)`` of this rank from batch ``start`` on."""
         loader = torch.utils.data.DataLoader(
             _Indexed(self.dataset), batch_size=None, collate_fn=_first,
             num_workers=self.num_workers,
             sampler=self._sampler(epoch, rank, world_size, start, True))
-        for number, (indices, graph) in enumerate(loader, start):
-            yield number, [f"{self.path}#{i}" for i in indices], self._weighted(graph, indices)
+        for number, (indices, batch) in enumerate(loader, start):
+            yield number, [f"{self.path}#{i}" for i in indices], self._weighted(batch, indices)
 
     def eval_graphs(self, batch_size: int, rank: int = 0, world_size: int = 1
-                    ) -> Iterator[AtomicGraph]:
+                    ) -> Iterator[LabelledBatch]:
         """Every frame once (store order): batch k goes to rank k mod world_size."""
         sampler = self._sampler(0, 0, 1, 0, False)
         sampler.max_graphs = batch_size
@@ -100,15 +100,15 @@ class StoreSplit:
             if k % world_size == rank:
                 yield self._weighted(self.dataset[indices], indices)
 
-    def _weighted(self, graph: AtomicGraph, indices: list[int]) -> AtomicGraph:
-        """``graph`` with its frame weights times the ``config_type_weights`` factors."""
+    def _weighted(self, batch: LabelledBatch, indices: list[int]) -> LabelledBatch:
+        """``batch`` with its frame weights times the ``config_type_weights`` factors."""
         factors = self._config_type_factors
         if factors is None:
-            return graph
-        weight = graph.targets.weight * torch.as_tensor(
-            factors[np.asarray(indices)], dtype=graph.targets.weight.dtype
+            return batch
+        weight = batch.targets.weight * torch.as_tensor(
+            factors[np.asarray(indices)], dtype=batch.targets.weight.dtype
         )
-        return dataclasses.replace(graph, targets=dataclasses.replace(graph.targets, weight=weight))
+        return LabelledBatch(batch.graph, batch.targets.with_weight(weight))
 
     def config_types(self) -> set[str]:
         """The ``config_type`` values of the split's frames ("Default" for frames without)."""
@@ -184,7 +184,8 @@ class StoreSplit:
         return dict(self._element_frames)
 
 
-def store_splits(data: Mapping, seed: int) -> tuple[StoreSplit, StoreSplit, StoreSplit | None]:
+def store_splits(data: DataConfig, seed: int
+                 ) -> tuple[StoreSplit, StoreSplit, StoreSplit | None]:
     """Train, val and (if non-empty) test splits of the store in ``data.train``.
 
     Raises:
@@ -192,20 +193,20 @@ def store_splits(data: Mapping, seed: int) -> tuple[StoreSplit, StoreSplit, Stor
     """
     from mlip.train.data import is_store, resolve_path
 
-    path = data["train"]
+    path = data.train
     if isinstance(path, (list, tuple)) or not is_store(resolve_path(path)):
         raise ConfigError(f"data.streaming needs data.train to be one snapshot store, got {path!r}")
-    if data["valid"] or data["test"] or data["max_frames"]:
+    if data.valid or data.test or data.max_frames:
         raise ConfigError("data.streaming uses the store's own split; unset data.valid, data.test "
                           "and data.max_frames")
-    options = dict(max_atoms=data["max_atoms_per_batch"] or 4096, max_graphs=data["batch_size"],
-                   seed=seed, num_workers=data["num_workers"],
-                   config_type_weights=data["config_type_weights"])
-    parts = [StoreSplit(resolve_path(path), name, data["cutoff"], **options)
+    options = dict(max_atoms=data.max_atoms_per_batch or 4096, max_graphs=data.batch_size,
+                   seed=seed, num_workers=data.num_workers,
+                   config_type_weights=data.config_type_weights)
+    parts = [StoreSplit(resolve_path(path), name, data.cutoff, **options)
              for name in ("train", "val", "test")]
-    if data["config_type_weights"]:
+    if data.config_type_weights:
         present = parts[0].config_types()
-        missing = sorted(set(data["config_type_weights"]) - present)
+        missing = sorted(set(data.config_type_weights) - present)
         if missing:
             raise ConfigError(
                 f"data.config_type_weights names config types {missing} that no frame of "

@@ -8,7 +8,7 @@ import torch
 
 from mlip.data import BlockBatchSampler, SnapshotStore, StoreDataset, make_loader
 from mlip.errors import ConfigError
-from mlip.graph import AtomicGraph
+from mlip.targets import LabelledBatch
 
 
 def _edges(g):
@@ -24,10 +24,10 @@ def test_batches_equal_from_ase_on_the_same_frames(split_store, bundled_atoms):
         if k == 6:
             break
         got = dataset[indices]
-        ref = AtomicGraph.from_ase([bundled_atoms[i] for i in indices], cutoff=4.0)
+        ref = LabelledBatch.from_ase([bundled_atoms[i] for i in indices], cutoff=4.0)
         for name in ("positions", "atomic_numbers", "cell", "pbc", "batch", "n_atoms"):
-            assert torch.equal(getattr(got, name), getattr(ref, name)), name
-        assert _edges(got) == _edges(ref)
+            assert torch.equal(getattr(got.graph, name), getattr(ref.graph, name)), name
+        assert _edges(got.graph) == _edges(ref.graph)
         for name in ("energy", "forces", "stress", "weight"):
             assert torch.equal(
                 getattr(got.targets, name).nan_to_num(7.0),
@@ -74,15 +74,15 @@ def test_loader_with_workers_matches_in_process(split_store):
     single = list(make_loader(split_store, "val", num_workers=0, **kw))
     multi = list(make_loader(split_store, "val", num_workers=2, **kw))
     assert len(single) == len(multi) > 0
-    for g, h in zip(single, multi):
+    for (g, gt), (h, ht) in zip(single, multi):
         assert torch.equal(g.positions, h.positions) and torch.equal(g.edge_index, h.edge_index)
-        assert torch.equal(g.targets.energy, h.targets.energy)
+        assert torch.equal(gt.energy, ht.energy)
 
 
 def test_single_frame_item_and_float32(split_store, bundled_atoms):
     ds = StoreDataset(split_store, None, cutoff=3.0, dtype=torch.float32)
     g = ds[540]
-    assert g.n_graphs == 1 and g.positions.dtype == torch.float32
+    assert g.n_graphs == 1 and g.graph.positions.dtype == torch.float32
     assert torch.equal(
         g.targets.stress[0],
         torch.tensor(bundled_atoms[540].get_stress(voigt=False), dtype=torch.float32),
@@ -108,11 +108,11 @@ def test_edge_budget_batches(split_store):
     store = SnapshotStore(split_store)
     counts = edge_counts(store, 3.0)
     idx = np.arange(495, 505)
-    ref = [StoreDataset(split_store, None, cutoff=3.0)[[int(i)]].n_edges for i in idx]
+    ref = [StoreDataset(split_store, None, cutoff=3.0)[[int(i)]].graph.n_edges for i in idx]
     assert counts[idx].tolist() == ref
     assert (split_store / "edges-r3.0000.npy").exists()
     loader = make_loader(split_store, "train", 3.0, max_atoms=10**6, max_edges=3000, seed=0)
-    graphs = list(loader)
+    graphs = [graph for graph, _ in loader]
     assert sum(g.n_graphs for g in graphs) == len(store.split_indices("train"))
     assert max(g.n_edges for g in graphs if g.n_graphs > 1) <= 3000
     with pytest.raises(ConfigError, match="max_edges .* needs edge_counts"):

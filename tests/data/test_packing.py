@@ -12,18 +12,19 @@ from ase import Atoms
 from mlip.data import StoreDataset, make_loader
 from mlip.data.packing import GraphLoader, pack_graph, unpack_graph
 from mlip.graph import AtomicGraph
+from mlip.targets import LabelledBatch
 
 
-def _assert_same(got: AtomicGraph, ref: AtomicGraph) -> None:
+def _assert_same(got: AtomicGraph | LabelledBatch, ref: AtomicGraph | LabelledBatch) -> None:
+    assert isinstance(got, LabelledBatch) == isinstance(ref, LabelledBatch)
+    if isinstance(ref, LabelledBatch):
+        for name in ("energy", "forces", "stress", "weight"):
+            x, y = getattr(got.targets, name), getattr(ref.targets, name)
+            assert x.dtype == y.dtype and torch.equal(x.nan_to_num(7.0), y.nan_to_num(7.0))
+        got, ref = got.graph, ref.graph
     for f in dataclasses.fields(AtomicGraph):
         a, b = getattr(got, f.name), getattr(ref, f.name)
-        if f.name == "targets":
-            assert (a is None) == (b is None)
-            if a is not None:
-                for name in ("energy", "forces", "stress", "weight"):
-                    x, y = getattr(a, name), getattr(b, name)
-                    assert x.dtype == y.dtype and torch.equal(x.nan_to_num(7.0), y.nan_to_num(7.0))
-        elif f.name == "layout":  # host facts equal, and the same tensors
+        if f.name == "layout":  # host facts equal, and the same tensors
             assert a == b
             for name in ("batch", "n_atoms", "first_atom"):
                 assert torch.equal(getattr(a, name), getattr(b, name)), name
@@ -41,12 +42,12 @@ def test_round_trip_is_exact_and_uses_one_buffer(split_store, dtype):
     got = unpack_graph(packed)
     _assert_same(got, graph)
     base = packed.buffer.untyped_storage().data_ptr()
-    assert got.positions.untyped_storage().data_ptr() == base
+    assert got.graph.positions.untyped_storage().data_ptr() == base
     assert got.targets.forces.untyped_storage().data_ptr() == base
 
 
 def test_round_trip_without_targets_or_edges():
-    graph = AtomicGraph.from_ase(Atoms("H"), cutoff=2.0, with_targets=False)
+    graph = AtomicGraph.from_ase(Atoms("H"), cutoff=2.0)
     assert graph.n_edges == 0
     _assert_same(unpack_graph(pack_graph(graph)), graph)
 

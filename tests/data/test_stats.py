@@ -15,6 +15,7 @@ from mlip.data import (
     compute_statistics,
     make_split,
 )
+from mlip.data.stats import ModelStatistics, frame_statistics
 from mlip.errors import ConfigError, CorruptStoreError
 from mlip.neighbors import neighbor_list
 
@@ -86,6 +87,48 @@ def test_streaming_statistics_match_in_memory_and_ignore_sharding(tmp_path):
     assert many.mean_interaction_energy_per_atom == pytest.approx(
         one.mean_interaction_energy_per_atom, rel=1e-10, abs=1e-12
     )
+    # frames held in memory (training without a store) go through the same accumulators and fit
+    forces = np.concatenate([np.full((len(n), 3), np.nan) if f is None else f
+                             for n, _, f, _ in raw])
+    memory = frame_statistics([len(n) for n, *_ in raw], np.concatenate([n for n, *_ in raw]), y,
+                              forces, n_edges=edges, cutoff=2.5)
+    for z in (1, 6, 8):
+        assert memory.reference_energies[z] == pytest.approx(one.reference_energies[z], rel=1e-12)
+    for name in ("force_rms", "mean_energy_per_atom", "avg_num_neighbors", "n_frames", "n_atoms",
+                 "e0_rank", "elements", "e0_undetermined"):
+        assert getattr(memory, name) == pytest.approx(getattr(one, name), rel=1e-12), name
+    per_atom = (y - A @ e0) / A.sum(1)
+    for s in (one, memory):
+        assert s.mean_interaction_energy_per_atom == pytest.approx(per_atom.mean(), abs=1e-12)
+        assert s.std_interaction_energy_per_atom == pytest.approx(per_atom.std(), rel=1e-6)
+
+
+def test_prior_keeps_the_directions_the_energies_do_not_determine():
+    """One composition (CH4): only E_C + 4 E_H is determined; the fit stays closest to the prior."""
+    n_atoms, numbers = np.array([5, 5]), np.array([6, 1, 1, 1, 1] * 2)
+    energy, forces = np.array([-100.0, -100.0]), np.zeros((10, 3))
+    plain = frame_statistics(n_atoms, numbers, energy, forces)
+    assert plain.e0_undetermined == [1, 6] and plain.e0_rank == 1
+    prior = {1: -10.0, 6: -50.0}  # E_C + 4 E_H = -90 by the prior: the fit moves it to -100
+    fit = frame_statistics(n_atoms, numbers, energy, forces, prior=prior).reference_energies
+    assert fit[6] + 4 * fit[1] == pytest.approx(-100.0, rel=1e-12)
+    delta = np.array([fit[1] - prior[1], fit[6] - prior[6]])
+    assert delta == pytest.approx(np.array([4.0, 1.0]) * (-10.0 / 17.0), rel=1e-9)  # minimum norm
+
+
+def test_model_statistics_scale_falls_back_to_the_energy_spread():
+    n_atoms, numbers = np.array([1, 2, 1]), np.array([1, 1, 1, 8])
+    energy = np.array([-1.0, -2.5, -7.0])
+    data = frame_statistics(n_atoms, numbers, energy, np.full((4, 3), np.nan), n_edges=2,
+                            reference_energies={1: -1.0, 8: -6.0})
+    stats = ModelStatistics.from_data(data, {1: -1.0, 8: -6.0, 6: -3.0}, [1, 6, 8], "given")
+    per_atom = np.array([0.0, -0.25, -1.0])
+    assert stats.shift == pytest.approx(per_atom.mean(), rel=1e-12)
+    assert stats.scale == pytest.approx(per_atom.std(), rel=1e-9)
+    assert stats.avg_num_neighbors == 0.5 and stats.e0 == {1: -1.0, 6: -3.0, 8: -6.0}
+    assert ModelStatistics.from_dict({**stats.as_dict(), "e0": {"1": -1.0}}).e0 == {1: -1.0}
+    with pytest.raises(ConfigError, match=r"no E0 for element\(s\) \['O'\]"):
+        ModelStatistics.from_data(data, {1: -1.0}, [1, 8], "given")
 
 
 def test_split_by_trajectory_has_no_leakage(tmp_path):

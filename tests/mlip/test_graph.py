@@ -19,16 +19,11 @@ def _edge_set(graph: AtomicGraph) -> set[tuple]:
     return {(a, b, *s) for a, b, s in zip(i, j, graph.edge_shift.tolist())}
 
 
-def test_from_ase_matches_ase_neighbor_list_and_reads_labels(oc20_frames):
+def test_from_ase_matches_ase_neighbor_list(oc20_frames):
     atoms = oc20_frames[0]
     graph = AtomicGraph.from_ase(atoms, cutoff=4.0)
     i, j, S = ase_neighbor_list("ijS", atoms, 4.0)
     assert _edge_set(graph) == {(a, b, *s) for a, b, s in zip(i.tolist(), j.tolist(), S.tolist())}
-    np.testing.assert_allclose(graph.targets.energy.numpy(), [atoms.get_potential_energy()])
-    np.testing.assert_allclose(
-        graph.targets.forces.numpy(), atoms.get_forces(apply_constraint=False)
-    )
-    assert torch.isnan(graph.targets.stress).all()  # OC20 frames have no stress
 
 
 def test_edge_vectors_follow_the_ase_convention(oc20_frames):
@@ -51,27 +46,24 @@ def test_collate_split_and_index_select_round_trip(bpa_frames, oc20_frames):
     for original, part in zip(singles, batch.split()):
         assert torch.equal(original.positions, part.positions)
         assert _edge_set(original) == _edge_set(part)
-        assert torch.equal(original.targets.forces, part.targets.forces)
     reordered = batch.index_select([2, 0])
     assert torch.equal(reordered.positions, torch.cat([singles[2].positions, singles[0].positions]))
 
 
-def test_to_ase_round_trip_keeps_structure_and_labels(hfo2_frames):
+def test_to_ase_round_trip_keeps_structure(hfo2_frames):
     graph = AtomicGraph.from_ase(hfo2_frames[:2], 3.0)
     back = graph.to_ase()
     for a, b in zip(hfo2_frames[:2], back):
         np.testing.assert_array_equal(a.numbers, b.numbers)
         np.testing.assert_allclose(a.positions, b.positions)
         np.testing.assert_allclose(a.cell[:], b.cell[:])
-        np.testing.assert_allclose(a.get_stress(), b.get_stress())
-        assert a.get_potential_energy() == b.get_potential_energy()
+        assert b.calc is None  # labels travel beside the graph (mlip.targets)
 
 
 def test_to_casts_floats_and_keeps_integers():
     graph = AtomicGraph.from_ase(ase.build.molecule("H2O"), 3.0).to(dtype=torch.float32)
     assert graph.positions.dtype == torch.float32 and graph.cell.dtype == torch.float32
     assert graph.edge_index.dtype == torch.long and graph.atomic_numbers.dtype == torch.long
-    assert graph.targets is None or graph.targets.energy.dtype == torch.float32
 
 
 def test_validation_names_the_bad_atom_and_the_singular_cell():

@@ -188,7 +188,8 @@ def test_no_identity_or_version_caches_are_left():
     """Caches keyed by object identity or a tensor's ``_version`` change behaviour with one
     ``.clone()``; values (Layout, Neighbors) and explicit flags replace them."""
     root = pathlib.Path(__file__).resolve().parents[2]
-    pattern = re.compile(r"\._version\b|\bid\(|\b_LAYOUTS\b|\bis state\.batch\b|\.stress is \w+\.stress\b")
+    pattern = re.compile(r"\._version\b|\bid\(|\b_LAYOUTS\b|\bis state\.batch\b"
+                         r"|\.stress is \w+\.stress\b")
     offenders = [f"{path.relative_to(root)}:{n}"
                  for folder in ("mlip", "md", "calculators", "data")
                  for path in sorted((root / folder).rglob("*.py"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import ase
 import ase.build
 import ase.units
@@ -80,7 +78,7 @@ def _nve_energy_error(model: EquiformerV3, atoms: ase.Atoms, timestep_fs: float,
 
 
 def _graph(atoms) -> AtomicGraph:
-    return AtomicGraph.from_ase(atoms, CUTOFF, with_targets=False)
+    return AtomicGraph.from_ase(atoms, CUTOFF)
 
 
 def test_inversion_is_not_a_symmetry_of_so3_features(model, molecule):
@@ -160,7 +158,7 @@ def test_direct_force_head_is_equivariant(model, molecule):
 
 
 def test_denoising_corruption_and_loss(molecule):
-    graph = dataclasses.replace(_graph(molecule), targets=None)
+    graph = _graph(molecule)
     generator = torch.Generator().manual_seed(0)
     _, noise, mask = corrupt_positions(
         graph, probability=1.0, corrupt_ratio=1.0, strict_max_ratio=1.0, generator=generator
@@ -178,6 +176,14 @@ def test_denoising_corruption_and_loss(molecule):
     assert torch.isfinite(loss) and float(loss.detach()) > 0
     assert model.noise_head.linear_out.weight.grad.abs().max() > 0
     assert model.force_encoder.weight.grad is not None
+    # the reference forces are an input of the noise head: other forces, another loss
+    with torch.no_grad():
+        losses = [
+            float(model.denoising_loss(graph, forces, probability=1.0, corrupt_ratio=0.5,
+                                       generator=torch.Generator().manual_seed(3)))
+            for forces in (None, torch.full((8, 3), float("nan")), torch.ones(8, 3))
+        ]
+    assert losses[0] == losses[1] != losses[2]
 
 
 def test_force_loss_trains_through_second_derivatives(molecule):

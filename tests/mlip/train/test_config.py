@@ -62,3 +62,95 @@ def test_shipped_configs_resolve_with_valid_model_hparams(name):
     assert resolved["model"]["name"] == name
     hparams = {k: v for k, v in resolved["model"].items() if k != "name"}
     assert check_hparams(name, hparams).registry_name == name
+
+
+#: A config.yaml as written into a run directory (and into last.ckpt) before the typed config.
+SAVED = """
+seed: 0
+device: auto
+dtype: float64
+deterministic: false
+data:
+  train: bundled:3bpa_train_300K.xyz
+  valid: null
+  test: null
+  valid_fraction: 0.1
+  test_fraction: 0.0
+  split_seed: 0
+  split_key: null
+  max_frames: 24
+  cutoff: 5.0
+  batch_size: 10
+  max_atoms_per_batch: null
+  isolated_atoms: null
+  e0: {H: -13.6, C: -1029.5}
+  energy_key: null
+  forces_key: null
+  stress_key: null
+  config_type_weights: {}
+  streaming: false
+  num_workers: 0
+model: {name: lennard_jones, sigma: 1.0, epsilon: 0.05}
+loss: {energy_weight: 1.0, forces_weight: 100.0, stress_weight: 1.0, kind: mse, huber_delta: 0.01}
+optimizer:
+  name: adam
+  lr: 0.01
+  weight_decay: 5.0e-07
+  amsgrad: true
+  betas: [0.9, 0.999]
+  clip_grad_norm: 10.0
+schedule: {name: plateau, warmup_steps: 0, min_lr_ratio: 0.01, fit_to_time: false,
+  plateau_factor: 0.8, plateau_patience: 50}
+ema: {decay: 0.99}
+stage_two: {start_fraction: 0.5, energy_weight: 1000.0, forces_weight: null, stress_weight: null,
+  lr: 0.001, schedule: constant}
+train: {max_epochs: 100, max_steps: null, max_time_s: null, eval_every_epochs: 1,
+  checkpoint_every_steps: 100, progress: true, find_unused_parameters: false}
+finetune: {from: base.pt, refit_e0: true}
+"""
+
+
+def test_a_saved_config_loads_typed_and_saves_back_unchanged():
+    import yaml
+
+    from mlip.train.config import FinetuneConfig, LossConfig, TrainingConfig
+
+    saved = yaml.safe_load(SAVED)
+    config = TrainingConfig.load(saved)
+    assert config.data.max_frames == 24 and config.data.e0 == {"H": -13.6, "C": -1029.5}
+    assert config.model.name == "lennard_jones" and config.model.hparams == {
+        "sigma": 1.0, "epsilon": 0.05}
+    assert config.finetune == FinetuneConfig(source="base.pt", refit_e0=True)
+    assert config.stage_two.start_fraction == 0.5 and config.train.max_steps is None
+    assert config.loss == LossConfig()  # the saved loss section holds the defaults
+    assert config.as_dict() == saved
+    assert list(config.as_dict()) == list(saved)  # same order in config.yaml
+    assert TrainingConfig.load(config.as_dict()) == config
+    with pytest.raises(AttributeError):
+        config.train.max_steps = 3  # frozen
+
+
+def test_typed_sections_are_exactly_the_declared_keys_and_hold_no_defaults_of_their_own():
+    import dataclasses
+
+    from mlip.train.config import CONFIG, SECTIONS, LossConfig
+
+    declared = {}
+    for name in CONFIG.names():
+        if "." in name:
+            section, key = name.split(".", 1)
+            declared.setdefault(section, set()).add(key)
+    for section, cls in SECTIONS.items():
+        keys = {f.metadata.get("key", f.name) for f in dataclasses.fields(cls)}
+        assert keys == declared[section], section
+        if cls is not LossConfig:
+            assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(cls))
+    assert dataclasses.asdict(LossConfig()) == DEFAULTS["loss"]  # LossConfig() = CONFIG's defaults
+
+
+def test_unknown_key_in_a_typed_load_names_its_dotted_path():
+    from mlip.train.config import TrainingConfig
+
+    with pytest.raises(ConfigError, match=r"unknown config key 'stage_two.lrr' \(did you mean "
+                       r"'stage_two.lr'\?\); valid keys: \['energy_weight', "):
+        TrainingConfig.load({"data": {"train": "x"}, "stage_two": {"lrr": 1.0}})

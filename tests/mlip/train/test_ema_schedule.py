@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mlip.train.config import DEFAULTS
+from mlip.train.config import DEFAULTS, OptimizerConfig, ScheduleConfig
 from mlip.train.data import Batcher
 from mlip.train.ema import ExponentialMovingAverage
 from mlip.train.schedule import LRSchedule, build_optimizer
@@ -27,7 +27,8 @@ def test_ema_follows_the_warmup_formula_and_swaps_weights_back():
 def _schedule(**overrides):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     return LRSchedule(
-        optimizer, {**DEFAULTS["schedule"], **overrides}, base_lr=0.1, total_steps=100
+        optimizer, ScheduleConfig(**{**DEFAULTS["schedule"], **overrides}), base_lr=0.1,
+        total_steps=100
     )
 
 
@@ -50,7 +51,8 @@ def test_plateau_reduces_after_patience_evaluations():
 
 def test_weight_decay_only_on_matrices():
     model = torch.nn.Linear(3, 2)
-    optimizer = build_optimizer(model, {**DEFAULTS["optimizer"], "weight_decay": 0.1})
+    optimizer = build_optimizer(model, OptimizerConfig(**{**DEFAULTS["optimizer"],
+                                                          "weight_decay": 0.1}))
     decays = {
         tuple(p.shape): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]
     }

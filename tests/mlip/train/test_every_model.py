@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from mlip.errors import ConfigError
 from mlip.models import MODELS, load_model
 from mlip.train import shipped_config, train
 from mlip.train.config import resolve_config
@@ -63,3 +64,12 @@ def test_every_registered_model_takes_a_training_step(name, tiny_config, tmp_pat
     assert math.isfinite(state["progress"]["best_valid_loss"])
     finite = [torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()]
     assert all(finite)
+
+
+def test_denoising_model_is_refused_by_the_trainer(tiny_config, tmp_path):
+    """mlip train does not add the DeNS loss, so it refuses a model built for it (docs say so)."""
+    tiny_config["model"] = {"name": "equiformer_v3", **TINY_HPARAMS["equiformer_v3"],
+                            "denoising": True}
+    with pytest.raises(ConfigError, match="model.denoising: true .* does not add the denoising"):
+        train(tiny_config, tmp_path / "run")
+    assert not (tmp_path / "run" / "last.ckpt").exists()

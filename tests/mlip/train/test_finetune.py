@@ -6,12 +6,11 @@ import pytest
 import torch
 import yaml
 
+from mlip.data.stats import composition
 from mlip.errors import ConfigError
-from mlip.graph import AtomicGraph
 from mlip.models import build, load_model, save_model
 from mlip.train import train
 from mlip.train.data import load_frameset, read_frames, split_frameset
-from mlip.train.statistics import composition_matrix
 
 
 def test_finetune_on_new_elements_keeps_weights_and_refits_e0(
@@ -47,11 +46,11 @@ def test_finetune_on_new_elements_keeps_weights_and_refits_e0(
     # the refitted E0 of Hf and O satisfy the least-squares normal equations Aᵀ(E_ref − E_pred) = 0
     frames = load_frameset(read_frames(tmp_path / "hfo2.xyz"), 4.0, "hfo2")
     train_frames = split_frameset(frames, [1.0, 0.2, 0.0], 0)[0]
-    graph = AtomicGraph.collate(train_frames.graphs)
+    graph, targets = train_frames.batch(range(len(train_frames)))
     residual = (
-        (graph.targets.energy - tuned(graph, compute_forces=False).energy).detach().numpy()
+        (targets.energy - tuned(graph, compute_forces=False).energy).detach().numpy()
     )
-    counts = composition_matrix(train_frames, [8, 72])
+    counts = composition(graph.n_atoms.numpy(), graph.atomic_numbers.numpy(), [8, 72])
     np.testing.assert_allclose(counts.T @ residual, 0.0, atol=1e-6)
 
 

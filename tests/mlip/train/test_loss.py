@@ -3,15 +3,15 @@ import math
 import pytest
 import torch
 
-from mlip.graph import AtomicGraph
 from mlip.models import PotentialOutput
+from mlip.targets import LabelledBatch
 from mlip.train.loss import LossConfig, combine_terms, loss_terms
 from mlip.train.metrics import MetricAccumulator
 
 
 @pytest.fixture
 def batch(bpa_frames):
-    return AtomicGraph.from_ase(bpa_frames[:3], cutoff=3.0)
+    return LabelledBatch.from_ase(bpa_frames[:3], cutoff=3.0)
 
 
 def _output(graph, energy, forces):
@@ -20,9 +20,9 @@ def _output(graph, energy, forces):
     return PotentialOutput(energy=energy, node_energy=node_energy, forces=forces)
 
 
-def _prediction(graph, shift_e=0.1, shift_f=0.02):
-    return _output(graph, graph.targets.energy + shift_e * graph.n_atoms.double(),
-                   graph.targets.forces + shift_f)
+def _prediction(batch, shift_e=0.1, shift_f=0.02):
+    return _output(batch.graph, batch.targets.energy + shift_e * batch.graph.n_atoms.double(),
+                   batch.targets.forces + shift_f)
 
 
 def test_mse_terms_are_per_atom_energy_and_force_components(batch):
@@ -42,10 +42,9 @@ def test_missing_labels_are_masked_and_frame_weights_apply(batch):
     forces[:27] = math.nan
     weight = torch.tensor([1.0, 1.0, 3.0], dtype=torch.float64)
     targets = type(batch.targets)(energy, forces, batch.targets.stress, weight)
-    graph = type(batch)(
-        **{**{f: getattr(batch, f) for f in batch.__dataclass_fields__}, "targets": targets}
-    )
-    pred = _output(graph, graph.targets.energy.nan_to_num() + 0.1 * graph.n_atoms.double(),
+    graph = LabelledBatch(batch.graph, targets)
+    n_atoms = graph.graph.n_atoms.double()
+    pred = _output(graph.graph, graph.targets.energy.nan_to_num() + 0.1 * n_atoms,
                    batch.targets.forces + 0.02)
     terms = loss_terms(pred, graph, LossConfig())
     assert float(terms["energy"][1]) == 2  # frame 1 has no energy

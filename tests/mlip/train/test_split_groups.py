@@ -9,14 +9,14 @@ import ase.io
 import pytest
 
 from mlip.errors import ConfigError
-from mlip.train.config import resolve_config
+from mlip.train.config import TrainingConfig
 from mlip.train.setup import prepare_data
 
 
 def _data(tiny_config, path, **changes):
-    config = resolve_config({**tiny_config, "data": {**tiny_config["data"], "train": str(path),
-                                                     **changes}})
-    return config["data"]
+    config = TrainingConfig.load({**tiny_config, "data": {**tiny_config["data"], "train": str(path),
+                                                          **changes}})
+    return config.data
 
 
 @pytest.fixture()
@@ -53,3 +53,23 @@ def test_frames_without_group_id_are_warned_about(tiny_config, runs_file, caplog
     with caplog.at_level(logging.WARNING, logger="mlip.train.setup"):
         prepare_data(_data(tiny_config, runs_file, max_frames=None))
     assert "20 of 20 frames" in caplog.text and "data.split_key" in caplog.text
+
+
+def test_in_memory_training_split_reads_like_a_streamed_one(tiny_config, runs_file):
+    """prepare_data batches the in-memory train split: n_batches/batches as a StoreSplit, the
+    seeded order of Batcher, resumable at any batch; other splits are not batched."""
+    from mlip.train.data import Batcher
+
+    splits = prepare_data(_data(tiny_config, runs_file, split_key="run", max_frames=None,
+                                batch_size=3), seed=5)
+    train = splits.train
+    sizes = [b.graph.positions.shape[0] for b in train.items]
+    expected = Batcher(sizes, 3, None, shuffle=True, seed=5).local_batches(1)
+    got = list(train.batches(1))
+    assert train.n_batches(1) == len(got) == len(expected)
+    for (number, names, batch), indices in zip(got, expected):
+        assert names == [train.system_ids[i] for i in indices]
+        assert batch.n_graphs == len(indices)
+    assert [n for n, *_ in train.batches(1, start=2)] == list(range(2, len(got)))
+    with pytest.raises(ValueError, match="not batched for training"):
+        splits.valid.n_batches(0)

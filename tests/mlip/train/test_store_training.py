@@ -83,3 +83,28 @@ def test_eval_of_one_store_split(tiny_config, tmp_path, bpa_frames):
     message = r"--split test: .*bpa.xyz is not a snapshot store with a split"
     with pytest.raises(ConfigError, match=message):
         evaluate_potential(best, tmp_path / "bpa.xyz", tmp_path / "eval", split="test")
+
+
+def test_finetuning_streams_a_store_like_frames_in_memory(tiny_config, tmp_path, bpa_frames):
+    """Fine-tuning reads a streamed split through the same path: the same refitted E0 and
+    statistics as from the same frames in memory."""
+    ase.io.write(tmp_path / "bpa.xyz", bpa_frames)
+    import_files([tmp_path / "bpa.xyz"], tmp_path / "store.h5")
+    make_split(tmp_path / "store.h5", fractions=(0.6, 0.2, 0.2), by="frame", seed=0)
+    tiny_config["train"]["max_steps"] = 1
+    base = train(tiny_config, tmp_path / "base")
+    tiny_config["model"] = {}
+    tiny_config["finetune"] = {"from": str(base)}
+    tiny_config["data"].pop("isolated_atoms")
+    tiny_config["data"].update(train=str(tmp_path / "store.h5"), max_frames=None)
+    statistics = {}
+    for streaming in (True, False):
+        tiny_config["data"]["streaming"] = streaming
+        best = train(tiny_config, tmp_path / f"tuned-{streaming}")
+        statistics[streaming] = torch.load(best, weights_only=True)["extra"]["statistics"]
+    streamed, in_memory = statistics[True], statistics[False]
+    assert streamed["e0_method"] == in_memory["e0_method"] == "refit_residual"
+    for z, e in in_memory["e0"].items():
+        assert streamed["e0"][z] == pytest.approx(e, rel=1e-9, abs=1e-9)
+    for name in ("scale", "shift", "avg_num_neighbors"):
+        assert streamed[name] == pytest.approx(in_memory[name], rel=1e-9), name

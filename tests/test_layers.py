@@ -27,7 +27,7 @@ SOURCES = {"mlip": "mlip", "calculators": "mlip.calculators", "data": "mlip.data
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("mlip.errors", "mlip.units", "mlip.settings", "mlip.files", "mlip.determinism")),
     ("neighbours", ("mlip.neighbors",)),
-    ("graph", ("mlip.graph", "mlip.structures")),
+    ("graph", ("mlip.graph", "mlip.structures", "mlip.targets")),
     ("nn", ("mlip.nn",)),
     ("models", ("mlip.models", "mlip.testing")),
     ("data/train", ("mlip.data", "mlip.train", "mlip.io")),

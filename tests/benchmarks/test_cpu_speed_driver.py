@@ -37,8 +37,9 @@ _ADAPTER_CHECK = textwrap.dedent("""
                                                                       torch.float64))
     ours = lj(AtomicGraph.from_ase([cu], lj.cutoff), compute_stress=True)
     for key in ("energy", "forces", "stress"):
-        diff = float((theirs[key] - ours[key]).abs().max())
-        assert diff <= 1e-12 * (1 + float(ours[key].abs().max())), (key, diff)
+        mine = getattr(ours, key)
+        diff = float((theirs[key] - mine).abs().max())
+        assert diff <= 1e-12 * (1 + float(mine.abs().max())), (key, diff)
     print("adapter ok")
 """)
 

@@ -29,6 +29,7 @@ from mlip.structures import (
     select_systems,
     voigt_to_full,
 )
+from mlip.targets import LabelledBatch
 
 
 def _frames() -> list[Atoms]:
@@ -121,9 +122,11 @@ def test_graph_round_trips_through_ase_with_its_labels():
     voigt = np.array([0.1, 0.2, 0.3, 0.01, 0.02, 0.03])
     frames[0].calc = SinglePointCalculator(frames[0], energy=-3.0, stress=voigt,
                                            forces=np.ones((4, 3)))
-    graph = AtomicGraph.from_ase(frames, cutoff=3.0)
+    labelled = LabelledBatch.from_ase(frames, cutoff=3.0)
+    graph = labelled.graph
     assert graph.layout.counts == (4, 3, 4) and graph.n_graphs == 3
-    back = graph.to_ase()
+    assert graph.to_ase()[0].calc is None  # labels travel beside the graph
+    back = labelled.to_ase()
     assert back[0].calc.results["energy"] == -3.0
     np.testing.assert_allclose(back[0].calc.results["stress"], voigt)
     assert back[1].calc is None

@@ -21,3 +21,19 @@ def cu32():
     atoms.rattle(0.02, seed=1)
     return atoms
 
+
+
+@pytest.fixture(scope="module")
+def lj():
+    """Smooth LJ 'copper' with a 4 Å cutoff (the restart and run-status tests)."""
+    return build("lennard_jones", species=[29], cutoff=4.0, epsilon=0.4, sigma=2.3).eval()
+
+
+def rattled_cu_cells(n: int = 2) -> list:
+    """n rattled 16-atom fcc Cu cells (2x2x1 cubic, a = 3.56 Å), rattle seeds 0..n-1."""
+    out = []
+    for k in range(n):
+        atoms = bulk("Cu", "fcc", a=3.56, cubic=True).repeat((2, 2, 1))
+        atoms.rattle(0.02, seed=k)
+        out.append(atoms)
+    return out

@@ -11,27 +11,13 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-from ase.build import bulk
 
 from mlip.errors import ConfigError
 from mlip.md import MDOutputs, make_integrator, run_md
 from mlip.md.restart import load_checkpoint
 from mlip.md.state import temperature_K
-from mlip.models import build, save_model
-
-
-@pytest.fixture(scope="module")
-def lj():
-    return build("lennard_jones", species=[29], cutoff=4.0, epsilon=0.4, sigma=2.3).eval()
-
-
-def _crystals(n: int = 2):
-    out = []
-    for k in range(n):
-        atoms = bulk("Cu", "fcc", a=3.56, cubic=True).repeat((2, 2, 1))
-        atoms.rattle(0.02, seed=k)
-        out.append(atoms)
-    return out
+from mlip.models import save_model
+from tests.md.conftest import rattled_cu_cells
 
 
 def _rows(path):
@@ -45,7 +31,7 @@ def _first_leg(lj, tmp_path, ensemble="nvt_langevin", temperature=100.0, steps=2
                         log_interval=10, checkpoint_interval=10)
     integrator = make_integrator(ensemble, timestep_fs=2.0, temperature_K=temperature,
                                  friction_per_fs=0.1, seed=2, **settings)
-    return run_md(lj, _crystals(), integrator, steps=steps, outputs=outputs,
+    return run_md(lj, rattled_cu_cells(), integrator, steps=steps, outputs=outputs,
                   initial_temperature_K=temperature, skin=0.3), outputs
 
 
@@ -123,13 +109,13 @@ def test_restart_changes_the_checkpoint_cannot_follow_are_refused(lj, tmp_path):
                        r"restart"):
         run_md(lj, steps=40, restart=ckpt, initial_temperature_K=300.0)
     with pytest.raises(ConfigError, match="atoms are not allowed on a restart"):
-        run_md(lj, _crystals(), steps=40, restart=ckpt)
+        run_md(lj, rattled_cu_cells(), steps=40, restart=ckpt)
     nve = run_md(lj, steps=30, restart=ckpt, ensemble="nve", skin=0.3)  # dropping the bath: ok
     assert nve.changed_settings["ensemble"] == ("nvt_langevin", "nve")
 
 
 def test_nonsense_run_settings_are_refused(lj):
-    crystals = _crystals(1)
+    crystals = rattled_cu_cells(1)
     nve = make_integrator("nve", timestep_fs=1.0)
     with pytest.raises(ConfigError, match=r"steps = -5 is not allowed: an integer >= 0"):
         run_md(lj, crystals, nve, steps=-5)
@@ -151,7 +137,7 @@ def test_nonsense_run_settings_are_refused(lj):
 
 
 def test_fresh_run_from_settings_uses_the_documented_defaults(lj):
-    result = run_md(lj, _crystals(1), steps=3, temperature=500.0)
+    result = run_md(lj, rattled_cu_cells(1), steps=3, temperature=500.0)
     assert result.time_ps == pytest.approx(3e-3)  # timestep 1 fs
     assert float(temperature_K(result.state)[0]) > 0.0  # Langevin noise heated it from 0 K
 

@@ -7,34 +7,19 @@ import dataclasses
 
 import pytest
 import torch
-from ase.build import bulk
 
 from mlip.errors import CheckpointMismatchError
 from mlip.md import MDOutputs, make_integrator, run_md
 from mlip.md.restart import FORMAT, FORMAT_VERSION, load_checkpoint
 from mlip.md.state import state_from_atoms, volume
 from mlip.md.status import RunStatus
-from mlip.models import build
-
-
-@pytest.fixture(scope="module")
-def lj():
-    return build("lennard_jones", species=[29], cutoff=4.0, epsilon=0.4, sigma=2.3).eval()
-
-
-def _crystals(n: int = 2):
-    out = []
-    for k in range(n):
-        atoms = bulk("Cu", "fcc", a=3.56, cubic=True).repeat((2, 2, 1))
-        atoms.rattle(0.02, seed=k)
-        out.append(atoms)
-    return out
+from tests.md.conftest import rattled_cu_cells
 
 
 def test_record_keeps_the_first_failure_and_report_marks_it():
-    status = RunStatus.start(state_from_atoms(_crystals(3)))
+    status = RunStatus.start(state_from_atoms(rattled_cu_cells(3)))
     assert status.healthy.all() and not status.pending().any()
-    torch.testing.assert_close(status.volume0, volume(state_from_atoms(_crystals(3)).cell))
+    torch.testing.assert_close(status.volume0, volume(state_from_atoms(rattled_cu_cells(3)).cell))
     failed = status.record(torch.tensor([0, 3, 0]), torch.tensor([0.0, 0.4, 0.0],
                                                                   dtype=torch.float64), step=7)
     assert failed.healthy.tolist() == [True, False, True]
@@ -52,7 +37,7 @@ def test_record_keeps_the_first_failure_and_report_marks_it():
 
 
 def test_checkpoint_conversion_round_trips_and_names_a_missing_field():
-    status = RunStatus.start(state_from_atoms(_crystals(2))).record(
+    status = RunStatus.start(state_from_atoms(rattled_cu_cells(2))).record(
         torch.tensor([0, 4]), torch.tensor([0.0, 5e3], dtype=torch.float64), step=3)
     stored = status.to_checkpoint()
     assert set(stored) == {"code", "value", "step", "reported", "volume0"}
@@ -69,7 +54,7 @@ def _old_format_file(lj, tmp_path):
     """A restart file exactly as the driver wrote it while the status was a dict of tensors
     (format version 2), with system 1 stopped at step 6 (atoms too close, reported)."""
     integrator = make_integrator("nvt_langevin", timestep_fs=2.0, temperature_K=100.0, seed=2)
-    result = run_md(lj, _crystals(), integrator, steps=10, initial_temperature_K=100.0,
+    result = run_md(lj, rattled_cu_cells(), integrator, steps=10, initial_temperature_K=100.0,
                     skin=0.3)
     state = result.state
     payload = {
@@ -110,8 +95,8 @@ def test_restart_file_written_before_the_typed_status_still_loads_and_continues(
 
 def test_new_checkpoints_store_the_same_dictionary(lj, tmp_path):
     outputs = MDOutputs(checkpoint=tmp_path / "md.ckpt", checkpoint_interval=5)
-    run_md(lj, _crystals(), make_integrator("nve", timestep_fs=2.0), steps=5, outputs=outputs,
-           initial_temperature_K=50.0, skin=0.3)
+    run_md(lj, rattled_cu_cells(), make_integrator("nve", timestep_fs=2.0), steps=5,
+           outputs=outputs, initial_temperature_K=50.0, skin=0.3)
     payload = torch.load(tmp_path / "md.ckpt", weights_only=True)
     assert payload["format_version"] == 2
     assert set(payload["status"]) == {"code", "value", "step", "reported", "volume0"}

@@ -4,8 +4,10 @@ A split store given as ``data.train`` is read as it is (its own split, batch by 
 source -- ASE-readable files (extxyz, ASE db, traj, ...), a store without a split, or a store
 whose split the config overrides (``data.valid``, ``data.max_frames``) -- is imported by
 :mod:`mlip.data`'s importers (the code ``mlip data import`` runs: same label keys, same system
-ids) into a private temporary store that lives as long as its splits, and split there by system
-id with ``data.split_seed``. Every split is then a :class:`StoreSplit`: each epoch
+ids) into a private temporary store that lives as long as its splits (in memory, ``/dev/shm``,
+when the sources are small; else in the system's temporary folder), and split there by system id
+with ``data.split_seed`` (the sorted system ids permuted, the rounded valid/test fractions of the
+systems held out). Every split is then a :class:`StoreSplit`: each epoch
 :class:`mlip.data.BlockBatchSampler` permutes store blocks (seeded by seed and epoch), packs the
 frames of each window into batches of at most ``data.max_atoms_per_batch`` atoms and
 ``data.batch_size`` frames, and deals the batches to the ranks in turn; DataLoader workers
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from functools import cached_property
 from importlib import resources
@@ -57,6 +60,9 @@ BUNDLED_PREFIX = "bundled:"
 #: (``data.streaming``), else none (batches of ``data.batch_size`` frames).
 STREAMING_MAX_ATOMS = 4096
 NO_ATOM_BUDGET = 1 << 62
+#: Sources of at most this many bytes are imported into a store in memory (``MEMORY_FOLDER``).
+MEMORY_BYTES = 256 << 20
+MEMORY_FOLDER = "/dev/shm"
 
 
 def label_keys(data: DataConfig) -> LabelKeys:
@@ -103,7 +109,8 @@ class TemporaryStore:
         from mlip.data.importers.pipeline import import_files
         from mlip.data.writer import StoreWriter
 
-        self._dir = tempfile.TemporaryDirectory(prefix="mlip-source-")
+        self._dir = tempfile.TemporaryDirectory(prefix="mlip-source-",
+                                                dir=_memory_folder(_paths(sources)))
         self.root = Path(self._dir.name) / "store.h5"
         self.source = label or ",".join(str(p) for p in _paths(sources))
         for path in _paths(sources):
@@ -154,6 +161,22 @@ class TemporaryStore:
         from mlip.data.splits import write_split
 
         write_split(self.root, codes, by=by)
+
+
+def _bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def _memory_folder(paths: list[Path]) -> str | None:
+    """``/dev/shm`` (memory) when the sources are small (:data:`MEMORY_BYTES`) and it has room
+    for them four times over, else None (the system's temporary folder, on disk)."""
+    shm = Path(MEMORY_FOLDER)
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        return None
+    size = sum(_bytes(p) for p in paths)
+    return str(shm) if size <= MEMORY_BYTES and 4 * size < shutil.disk_usage(shm).free else None
 
 
 def _format(path: Path) -> str:

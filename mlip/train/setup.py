@@ -252,7 +252,7 @@ def _residual_e0(
     shift: float, prior: dict[int, float],
 ) -> dict[int, float]:
     """E0 of ``species`` by least squares on E_ref − (model energy without E0) over ``train``
-    (in memory or streamed, one pass), closest to the model's old E0 ``prior`` where the
+    (one pass over the store split), closest to the model's old E0 ``prior`` where the
     energies do not determine them."""
     model.set_energy_reference({}, scale, shift)
     model.eval()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import ase.db
 import ase.io
 import numpy as np
 import pytest
@@ -87,6 +88,21 @@ def test_an_extxyz_source_and_the_same_frames_in_a_store_give_the_same_batches(f
             assert part_file.has_label(label) and part_store.has_label(label)
     e0 = {8: -4.0, 72: -9.0}
     assert from_file[0].statistics(e0).as_dict() == from_store[0].statistics(e0).as_dict()
+
+
+def test_an_ase_db_source_reads_like_the_extxyz_file(frames, tmp_path):
+    ase.io.write(tmp_path / "cells.xyz", frames)
+    with ase.db.connect(tmp_path / "cells.db") as db:  # info as the rows' key-value pairs
+        for atoms in frames:
+            db.write(atoms, **atoms.info)
+    from_xyz = train_splits(_data(tmp_path / "cells.xyz"), seed=2)
+    from_db = train_splits(_data(tmp_path / "cells.db"), seed=2)
+    for a_part, b_part in zip(from_xyz, from_db):
+        assert a_part.system_ids() == b_part.system_ids()
+        for a, b in zip(a_part.eval_graphs(4), b_part.eval_graphs(4), strict=True):
+            _same_batch(a, b)
+    for (_, _, a), (_, _, b) in zip(from_xyz[0].batches(0), from_db[0].batches(0), strict=True):
+        _same_batch(a, b)
 
 
 def test_a_file_source_lives_in_a_private_temporary_store(frames, tmp_path):

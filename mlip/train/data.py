@@ -98,6 +98,7 @@ class TemporaryStore:
         keys: label names of the files; ``keys.system`` is the info key naming a frame's system.
         label: how messages name the sources.
         select: {store path: sorted global indices} of the frames to copy (default: all).
+        max_frames: stop reading sources once this many frames are in (files are read whole).
 
     Raises:
         ConfigError: a source that does not exist, cannot be read or holds no frames.
@@ -105,7 +106,8 @@ class TemporaryStore:
 
     def __init__(self, sources: str | os.PathLike | Sequence[str | os.PathLike],
                  keys: LabelKeys = LabelKeys(), label: str | None = None,
-                 select: Mapping[Path, np.ndarray] | None = None) -> None:
+                 select: Mapping[Path, np.ndarray] | None = None,
+                 max_frames: int | None = None) -> None:
         from mlip.data.importers.pipeline import import_files
         from mlip.data.writer import StoreWriter
 
@@ -114,6 +116,8 @@ class TemporaryStore:
         self.root = Path(self._dir.name) / "store.h5"
         self.source = label or ",".join(str(p) for p in _paths(sources))
         for path in _paths(sources):
+            if max_frames is not None and self._frames() >= max_frames:
+                break
             if not path.exists():
                 raise ConfigError(f"data file {path} does not exist")
             before = self._frames()
@@ -439,7 +443,7 @@ def source_store(sources: str | os.PathLike | Sequence[str | os.PathLike], split
                  keys: LabelKeys = LabelKeys(), max_frames: int | None = None
                  ) -> TemporaryStore:
     """A temporary store of ``sources`` whose (first ``max_frames``) frames are all ``split``."""
-    temporary = TemporaryStore(sources, keys)
+    temporary = TemporaryStore(sources, keys, max_frames=max_frames)
     store = temporary.store()
     codes = np.full(len(store), SPLIT_CODES[split], dtype=np.uint8)
     if max_frames is not None:
@@ -546,6 +550,13 @@ def train_splits(data: DataConfig, seed: int) -> tuple[StoreSplit, StoreSplit, S
         parts[2] = StoreSplit(test.root, "test", cutoff, owner=test, source=str(data.test),
                               **options)
     _check_config_types(data, parts)
+    if data.max_atoms_per_batch is not None and not data.streaming:
+        sizes = parts[0].store.n_atoms_of(parts[0].store.split_indices("train"))
+        if len(sizes) and data.max_atoms_per_batch < sizes.max():
+            raise ConfigError(
+                f"data.max_atoms_per_batch = {data.max_atoms_per_batch} is smaller than the "
+                f"largest frame ({sizes.max()} atoms)"
+            )
     return parts[0], parts[1], parts[2]
 
 
@@ -577,7 +588,7 @@ def _imported_and_split(data: DataConfig, paths: list[Path], keys: LabelKeys
     from mlip.data.splits import frames_without_system_id
 
     system_keys = replace(keys, system=data.split_key) if data.split_key else keys
-    temporary = TemporaryStore(paths, system_keys, str(data.train))
+    temporary = TemporaryStore(paths, system_keys, str(data.train), max_frames=data.max_frames)
     store = temporary.store()
     n = len(store) if data.max_frames is None else min(len(store), data.max_frames)
     systems = _system_column(store)[:n]

@@ -15,6 +15,7 @@ import torch
 
 from mlip.data import SnapshotStore, import_files
 from mlip.data.splits import write_split
+from mlip.errors import ConfigError
 from mlip.train.config import TrainingConfig
 from mlip.train.data import MEMORY_FOLDER, train_splits
 
@@ -113,6 +114,9 @@ def test_a_file_source_lives_in_a_private_temporary_store(frames, tmp_path):
         assert root.parent.parent == Path(MEMORY_FOLDER)
     assert len(SnapshotStore(root)) == 10 and len(train) + len(valid) + len(test) == 8
     assert sorted(set(train.frame_names(range(10)))) == sorted(f"cells.xyz:{k}" for k in range(10))
+    with pytest.raises(ConfigError, match=r"max_atoms_per_batch = 50 is smaller than the "
+                       r"largest frame \(96 atoms\)"):
+        train_splits(_data(tmp_path / "cells.xyz", max_atoms_per_batch=50), seed=0)
     del train, valid, test
     import gc
 

@@ -268,17 +268,17 @@ def mlip_config(job: dict) -> dict:
     return config
 
 
-def test_errors(model_path: Path, labelled: list, stress: bool,
+def test_errors(model_path: Path, labelled: str | Path, stress: bool,
                 dtype: Any = None) -> dict[str, float]:
-    """E (meV/atom), F (meV/Å) and stress (meV/Å³) RMSE of a saved potential on labelled
-    frames (``dtype``: evaluate in it, e.g. torch.float64; default the saved dtype)."""
+    """E (meV/atom), F (meV/Å) and stress (meV/Å³) RMSE of a saved potential on the labelled
+    frames of a file (``dtype``: evaluate in it, e.g. torch.float64; default the saved dtype)."""
     from mlip.models import load_model
-    from mlip.train.data import load_frameset
+    from mlip.train.data import source_split
     from mlip.train.evaluate import evaluate
     from mlip.train.loss import LossConfig
 
     model = load_model(model_path, dtype=dtype)
-    frames = load_frameset(labelled, model.cutoff, "test")
+    frames = source_split(labelled, model.cutoff)
     summary = evaluate(model, frames, LossConfig(), compute_stress=stress).summary()
     return {f"{t}_rmse": summary[f"{t}_rmse"] for t in ("energy", "forces", "stress")}
 
@@ -289,7 +289,6 @@ def mlip_worker(job: dict) -> None:
 
     import mlip.train.api as api
     from mlip.models import load_model
-    from mlip.train.data import read_frames
     from mlip.train.loop import Trainer
     from mlip.train.records import read_metrics
 
@@ -315,10 +314,10 @@ def mlip_worker(job: dict) -> None:
     config = mlip_config(job)
     best = api.train(config, run_dir)
     rows = read_metrics(run_dir)
-    test_frames = read_frames(job["split"]["paths"]["test"])
+    test_frames = job["split"]["paths"]["test"]
     stress = job["split"]["stress"]
 
-    def test(path: Path, labelled: list = test_frames) -> dict:
+    def test(path: Path, labelled: str | Path = test_frames) -> dict:
         return {f"test_{t}": v for t, v in test_errors(path, labelled, stress).items()}
 
     last = rows[-1]
@@ -327,7 +326,7 @@ def mlip_worker(job: dict) -> None:
     curve.append({"time_s": last["time_s"], "step": last["step"], **test(run_dir / "final.pt")})
     extra = {}
     for name, spec in job["split"]["extra_tests"].items():
-        scores = test(best, read_frames(spec["path"]))
+        scores = test(best, spec["path"])
         extra.update({f"extra_{name}_{k[5:]}": v for k, v in scores.items()})
     model = load_model(best)
     n_train = job["split"]["sizes"]["train"]

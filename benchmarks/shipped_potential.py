@@ -36,11 +36,10 @@ def errors(model_path: Path, frames_path: Path) -> dict:
     """E (meV/atom) and F (meV/Å) RMSE of the model on the frames, float64."""
     import torch
 
-    from mlip.train.data import read_frames
+    from mlip.train.data import read_atoms
 
-    labelled = read_frames(frames_path)
-    rmse = test_errors(model_path, labelled, stress=False, dtype=torch.float64)
-    return {"frames": len(labelled), "energy_rmse": rmse["energy_rmse"],
+    rmse = test_errors(model_path, frames_path, stress=False, dtype=torch.float64)
+    return {"frames": len(read_atoms(frames_path)), "energy_rmse": rmse["energy_rmse"],
             "forces_rmse": rmse["forces_rmse"]}
 
 

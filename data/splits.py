@@ -34,7 +34,8 @@ from mlip.data.schema import SPLIT_CODES
 from mlip.data.store import SnapshotStore
 from mlip.errors import ConfigError, CorruptStoreError
 
-__all__ = ["make_split", "check_split_leakage", "SPLIT_NAMES", "GROUPINGS"]
+__all__ = ["make_split", "write_split", "frames_without_system_id", "check_split_leakage",
+           "SPLIT_NAMES", "GROUPINGS"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def make_split(
     if len(store) == 0:
         raise ConfigError(f"{store.root} is empty; nothing to split")
     rng = np.random.default_rng(seed)
-    without_id = _frames_without_system_id(store) if GROUPINGS[by] == "system" else 0
+    without_id = frames_without_system_id(store) if GROUPINGS[by] == "system" else 0
     if GROUPINGS[by] is None:
         keys = rng.permutation(len(store))
         sizes = np.ones(len(store), dtype=np.int64)
@@ -129,9 +130,9 @@ def _group_codes(store: SnapshotStore, column: str) -> np.ndarray:
     return inverse.reshape(-1).astype(np.int64)
 
 
-def _frames_without_system_id(store: SnapshotStore) -> int:
-    """Frames whose system id is the importer's ``<file name>:<frame>`` stand-in (no id of
-    their own: each is its own group)."""
+def frames_without_system_id(store: SnapshotStore, indices: np.ndarray | None = None) -> int:
+    """Frames (all, or those at global ``indices``) whose system id is empty or the importer's
+    ``<file name>:<frame>`` stand-in (no id of their own: each is its own group)."""
     systems, sources = _column(store, "system"), _column(store, "source")
     frames = np.concatenate(
         [store.frame_column("source_frame", shard) for shard in range(store.n_shards)]
@@ -139,7 +140,18 @@ def _frames_without_system_id(store: SnapshotStore) -> int:
     standin = np.array(
         [f"{Path(src).name}:{k}" for src, k in zip(sources.tolist(), frames.tolist())]
     )
-    return int((systems == standin).sum())
+    alone = (systems == standin) | (systems == "")
+    return int(alone.sum() if indices is None else alone[indices].sum())
+
+
+def write_split(path: str | os.PathLike, codes: np.ndarray, by: str) -> dict[str, int]:
+    """Record ``codes`` (one :data:`SPLIT_CODES` value per frame, computed by the caller) as the
+    store's split; returns frames per split name."""
+    codes = np.asarray(codes, dtype=np.uint8)
+    counts = {name: int((codes == SPLIT_CODES[name]).sum()) for name in SPLIT_NAMES}
+    entry = {"by": by, "counts": counts, "n_frames": len(codes)}
+    _save(Path(path), codes, entry)
+    return counts
 
 
 def _assign(sizes: np.ndarray, fractions: list[float]) -> np.ndarray:

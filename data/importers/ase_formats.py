@@ -18,7 +18,7 @@ from ase.io.trajectory import Trajectory
 
 from mlip.data.importers.atoms import SYSTEM_KEYS
 
-__all__ = ["read_traj", "read_ase_db", "default_ids"]
+__all__ = ["read_traj", "read_ase_db", "read_ase_file", "default_ids"]
 
 
 def read_traj(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]:
@@ -39,6 +39,14 @@ def read_ase_db(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]
     ):
         atoms = row.toatoms(add_additional_information=False)
         atoms.info.update(row.key_value_pairs)
+        yield k, atoms, default_ids(atoms, path, k)
+
+
+def read_ase_file(path: Path, start: int = 0) -> Iterator[tuple[int, Atoms, dict]]:
+    """Frames of any file ``ase.io`` reads (format guessed by ASE), one at a time."""
+    import ase.io
+
+    for k, atoms in enumerate(ase.io.iread(str(path), index=f"{start}:"), start):
         yield k, atoms, default_ids(atoms, path, k)
 
 

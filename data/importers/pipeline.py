@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 from ase import Atoms
 
 from mlip.data.frames import FrameBuilder
-from mlip.data.importers.ase_formats import read_ase_db, read_traj
+from mlip.data.importers.ase_formats import read_ase_db, read_ase_file, read_traj
 from mlip.data.importers.aselmdb import read_aselmdb
 from mlip.data.importers.atoms import FrameFields, LabelKeys, atoms_to_record, fields_to_record
 from mlip.data.importers.extxyz import read_extxyz
@@ -50,6 +50,7 @@ FORMATS: dict[str, Callable[[Path, int], Iterator[tuple]]] = {
     "pubchemqcr": _pubchemqcr,
     "oc20-lmdb": read_oc20_lmdb,
     "aselmdb": read_aselmdb,
+    "ase": read_ase_file,
 }
 
 
@@ -217,6 +218,9 @@ def _flush(writer: StoreWriter, builder: FrameBuilder, progress: dict) -> int:
 
 def _record(item, keys: LabelKeys, where: str, ids: dict, source: str, k: int) -> dict:
     """A FrameBuilder record from a reader item (``Atoms``, ``FrameFields`` or a ready record)."""
+    info = item.info if isinstance(item, (Atoms, FrameFields)) else {}
+    if keys.system is not None and keys.system in info:
+        ids = {name: value for name, value in ids.items() if name != "system"}
     extra = {"source": source, "source_frame": k, **ids}
     if isinstance(item, Atoms):
         return atoms_to_record(item, keys, where, **extra)

@@ -95,9 +95,9 @@ CONFIG = Group("training config (mlip train CONFIG.yaml, --set KEY=VALUE)", (
             nullable=True),
     Setting("data.config_type_weights", (dict,), {}, "loss weight per config_type of the "
             "frames' info", item=float, range=NON_NEGATIVE),
-    Setting("data.streaming", (bool,), False, "stream a split store batch by batch instead of "
-            "loading it"),
-    Setting("data.num_workers", (int,), 0, "DataLoader workers when streaming",
+    Setting("data.streaming", (bool,), False, "train on a split store's own split as it is "
+            "(no valid/test/max_frames), 4096 atoms per batch if unset, whole batches per rank"),
+    Setting("data.num_workers", (int,), 0, "DataLoader workers reading batches",
             range=NON_NEGATIVE),
     Setting("model.name", (str,), "facet", "model family (mlip.models registry name)"),
     Setting("loss.energy_weight", (float,), 1.0, "weight of the energy term, on (E - Ê)/N",

@@ -10,7 +10,7 @@ import torch
 
 from mlip.data.importers.atoms import LabelKeys
 from mlip.models import Potential
-from mlip.train.data import FrameSet
+from mlip.train.data import StoreSplit
 from mlip.train.distributed import DistributedContext
 from mlip.train.loss import LossConfig
 from mlip.train.metrics import MetricAccumulator
@@ -20,7 +20,7 @@ __all__ = ["evaluate", "evaluate_potential", "predict", "parity_plots"]
 
 def evaluate(
     model: Potential,
-    frames: FrameSet,
+    frames: StoreSplit,
     loss_config: LossConfig,
     *,
     batch_size: int = 16,
@@ -32,7 +32,7 @@ def evaluate(
 
     Args:
         model: the potential (not the DDP wrapper).
-        frames: a :class:`FrameSet` or a streamed store split (anything with ``eval_graphs``);
+        frames: a store split (anything with ``eval_graphs``);
             each rank evaluates its share.
         loss_config: to report the loss with the training weights.
         batch_size: frames per forward pass.
@@ -55,7 +55,7 @@ def evaluate(
     return accumulator
 
 
-def predict(model: Potential, frames: FrameSet, batch_size: int = 16) -> dict[str, np.ndarray]:
+def predict(model: Potential, frames: StoreSplit, batch_size: int = 16) -> dict[str, np.ndarray]:
     """Reference and predicted labels for parity plots.
 
     Returns:
@@ -68,10 +68,8 @@ def predict(model: Potential, frames: FrameSet, batch_size: int = 16) -> dict[st
     out: dict[str, list[np.ndarray]] = {
         k: [] for k in ("energy_ref", "energy_pred", "forces_ref", "forces_pred")
     }
-    for start in range(0, len(frames), batch_size):
-        graph, targets = frames.batch(range(start, min(start + batch_size, len(frames)))).to(
-            device, dtype
-        )
+    for batch in frames.eval_graphs(batch_size):
+        graph, targets = batch.to(device, dtype)
         prediction = model(graph, compute_forces=True)
         n = graph.n_atoms.to(dtype)
         out["energy_ref"].append((targets.energy / n).detach().cpu().numpy())
@@ -145,12 +143,13 @@ def evaluate_potential(
         ConfigError: ``split`` given for a file that is not a split store.
     """
     from mlip.models import load_model
-    from mlip.train.data import load_frameset
+    from mlip.train.data import source_split
     from mlip.train.distributed import resolve_device
     from mlip.train.metrics import format_table
 
     model = load_model(model_path, device=resolve_device(device))
-    frames = load_frameset(_read(data, split, max_frames, keys), model.cutoff, str(data))
+    frames = source_split(data, model.cutoff, split=split, keys=keys or LabelKeys(),
+                          max_frames=max_frames, batch_size=batch_size)
     metrics = evaluate(
         model,
         frames,
@@ -164,23 +163,4 @@ def evaluate_potential(
         predict(model, frames, batch_size), out_dir, title=Path(str(model_path)).stem
     )
     return f"{len(frames)} frames\n{table}", plots
-
-
-def _read(
-    data: str | os.PathLike | list, split: str | None, max_frames: int | None,
-    keys: LabelKeys | None,
-) -> list:
-    """Frames of ``data`` (only ``split`` of each store when given)."""
-    from mlip.errors import ConfigError
-    from mlip.train.data import is_store, read_frames, read_store, resolve_path
-
-    if split is None:
-        return read_frames(data, max_frames, keys)
-    frames = []
-    for path in [data] if isinstance(data, (str, os.PathLike)) else data:
-        parts = read_store(path, max_frames) if is_store(resolve_path(path)) else {}
-        if split not in parts:
-            raise ConfigError(f"--split {split}: {path} is not a snapshot store with a split")
-        frames.extend(parts[split])
-    return frames[:max_frames] if max_frames is not None else frames
 

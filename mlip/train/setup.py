@@ -33,19 +33,7 @@ from mlip.models import Potential, build
 from mlip.models.checkpoint import read_payload
 from mlip.models.registry import check_hparams
 from mlip.train.config import DataConfig, LossConfig, TrainingConfig
-from mlip.train.data import (
-    FrameSet,
-    frames_without_group,
-    group_by_info_key,
-    is_store,
-    label_keys,
-    load_frameset,
-    read_frames,
-    read_store,
-    resolve_path,
-    split_frameset,
-)
-from mlip.train.stream import StoreSplit, store_splits
+from mlip.train.data import StoreSplit, read_atoms, train_splits
 
 __all__ = ["Splits", "prepare_data", "prepare_model"]
 
@@ -57,80 +45,21 @@ NEIGHBOUR_ARGS = ("avg_num_neighbors", "avg_degree")
 
 @dataclass
 class Splits:
-    """Training, validation and (possibly empty) test frames, in memory or streamed; ``train``
-    is batched (``n_batches``/``batches``) either way."""
+    """Training, validation and (possibly empty) test splits, each a store split read batch by
+    batch (:class:`mlip.train.data.StoreSplit`)."""
 
-    train: FrameSet | StoreSplit
-    valid: FrameSet | StoreSplit
-    test: FrameSet | StoreSplit
+    train: StoreSplit
+    valid: StoreSplit
+    test: StoreSplit
 
 
 def prepare_data(data: DataConfig, seed: int = 0) -> Splits:
-    """Read and split the data of the ``data`` config section.
+    """The splits of the ``data`` config section (see :func:`mlip.train.data.train_splits`).
 
     Raises:
         ConfigError: missing files, or a split that ends up empty.
     """
-    cutoff = float(data.cutoff)
-    weights = data.config_type_weights
-    if data.streaming:
-        train, valid, test = store_splits(data, seed)
-        return Splits(train, valid, test if test is not None else FrameSet([], [], "no test split"))
-    stored = _store_splits(data)
-    if stored is not None:
-        train, valid, test = (
-            load_frameset(frames, cutoff, f"{data.train} ({name} split)", weights)
-            for name, frames in zip(("train", "val", "test"), stored)
-        )
-        return Splits(train.with_batches(data.batch_size, data.max_atoms_per_batch, seed),
-                      valid, test)
-    keys = label_keys(data)
-    frames = read_frames(data.train, data.max_frames, keys)
-    fractions = [
-        1.0,
-        0.0 if data.valid else float(data.valid_fraction),
-        0.0 if data.test else float(data.test_fraction),
-    ]
-    if data.split_key is not None:
-        group_by_info_key(frames, data.split_key, str(data.train))
-    elif sum(fractions[1:]) > 0 and (alone := frames_without_group(frames)):
-        log.warning(
-            "%d of %d frames of %s carry no trajectory id: the validation/test fractions are "
-            "drawn frame by frame, so correlated frames of one MD run can land on both sides; "
-            "name the info key that groups them with data.split_key", alone, len(frames),
-            data.train,
-        )
-    full = load_frameset(frames, cutoff, str(data.train), weights)
-    train, valid, test = split_frameset(full, fractions, int(data.split_seed))
-    if data.valid:
-        valid = load_frameset(read_frames(data.valid, None, keys), cutoff, str(data.valid),
-                              weights)
-    if data.test:
-        test = load_frameset(read_frames(data.test, None, keys), cutoff, str(data.test),
-                             weights)
-    for name, part in (("training", train), ("validation", valid)):
-        if len(part) == 0:
-            raise ConfigError(
-                f"the {name} split of {data.train} is empty ({len(full)} frames, "
-                f"valid_fraction={data.valid_fraction}); add frames or change the fractions"
-            )
-    return Splits(train.with_batches(data.batch_size, data.max_atoms_per_batch, seed), valid, test)
-
-
-def _store_splits(data: DataConfig) -> tuple[list, list, list] | None:
-    """The train/val/test frames of a single split store given as ``data.train`` (else None).
-
-    The store's own split (by system, from ``mlip data split``) is used unless ``data.valid`` is
-    given; ``data.test`` replaces the store's test split when given.
-    """
-    train = data.train
-    if isinstance(train, (list, tuple)) or data.valid or not is_store(resolve_path(train)):
-        return None
-    parts = read_store(train, data.max_frames)
-    if "train" not in parts:
-        return None
-    test = read_frames(data.test, None, label_keys(data)) if data.test else parts["test"]
-    return parts["train"], parts["val"], test
+    return Splits(*train_splits(data, seed))
 
 
 def check_labels(splits: Splits, loss: LossConfig) -> None:
@@ -174,7 +103,7 @@ def check_species(splits: Splits, known: Sequence[int] = ()) -> None:
 
 
 def _reference_e0(
-    config: TrainingConfig, species: list[int], train: FrameSet | StoreSplit
+    config: TrainingConfig, species: list[int], train: StoreSplit
 ) -> tuple[dict, str]:
     """E0 of a fresh model from the ``data.e0`` / ``data.isolated_atoms`` settings."""
     data = config.data
@@ -192,7 +121,7 @@ def _reference_e0(
         )
     if data.isolated_atoms and method != "least_squares":
         return isolated_atom_e0(
-            read_frames(data.isolated_atoms), str(data.isolated_atoms)
+            read_atoms(data.isolated_atoms), str(data.isolated_atoms)
         ), "isolated"
     stats = train.statistics(None)
     if not stats.reference_energies:
@@ -319,11 +248,11 @@ def _transfer_weights(
 
 @torch.no_grad()
 def _residual_e0(
-    model: Potential, train: FrameSet | StoreSplit, species: list[int], scale: float,
+    model: Potential, train: StoreSplit, species: list[int], scale: float,
     shift: float, prior: dict[int, float],
 ) -> dict[int, float]:
     """E0 of ``species`` by least squares on E_ref − (model energy without E0) over ``train``
-    (in memory or streamed, one pass), closest to the model's old E0 ``prior`` where the
+    (one pass over the store split), closest to the model's old E0 ``prior`` where the
     energies do not determine them."""
     model.set_energy_reference({}, scale, shift)
     model.eval()

@@ -1,9 +1,9 @@
-"""``config_type`` is kept by the store (import, read back, train in memory from a store)."""
+"""``config_type`` is kept by the store (import, read back, copied into a training store)."""
 
 import ase.io
 
 from mlip.data import SnapshotStore, import_files
-from mlip.train.data import read_store
+from mlip.train.data import read_atoms
 
 
 def test_config_type_round_trips_through_the_store(tmp_path, bundled_file):
@@ -17,5 +17,5 @@ def test_config_type_round_trips_through_the_store(tmp_path, bundled_file):
     assert [a.info.get("config_type") for a in back] == ["md", "relax", "md", None]
     assert list(store.read([3, 1], ("config_type",)).frames["config_type"]) == ["", "relax"]
     store.close()
-    assert [a.info.get("config_type") for a in read_store(tmp_path / "store.h5")["all"]] == [
+    assert [a.info.get("config_type") for a in read_atoms(tmp_path / "store.h5")] == [
         "md", "relax", "md", None]

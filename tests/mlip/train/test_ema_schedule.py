@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from mlip.train.config import DEFAULTS, OptimizerConfig, ScheduleConfig
-from mlip.train.data import Batcher
 from mlip.train.ema import ExponentialMovingAverage
 from mlip.train.schedule import LRSchedule, build_optimizer
 
@@ -58,20 +57,6 @@ def test_weight_decay_only_on_matrices():
     }
     assert decays == {(2, 3): 0.1, (2,): 0.0}
     assert optimizer.param_groups[0]["amsgrad"] is True
-
-
-def test_batcher_is_seeded_covers_every_frame_and_shards_global_batches():
-    batcher = Batcher([5, 7, 3, 9, 4, 6, 8], batch_size=3, seed=1)
-    epoch0 = batcher.global_batches(0)
-    assert sorted(i for b in epoch0 for i in b) == list(range(7))
-    assert epoch0 == Batcher([5, 7, 3, 9, 4, 6, 8], batch_size=3, seed=1).global_batches(0)
-    assert epoch0 != batcher.global_batches(1)
-    rank0, rank1 = batcher.local_batches(0, 0, 2), batcher.local_batches(0, 1, 2)
-    assert [a + b for a, b in zip(rank0, rank1)] == [
-        b[0::2] + b[1::2] for b in epoch0 if len(b) >= 2
-    ]
-    by_atoms = Batcher([5, 7, 3, 9], batch_size=100, max_atoms_per_batch=12, shuffle=False)
-    assert by_atoms.global_batches(0) == [[0, 1], [2, 3]]
 
 
 def test_cosine_fit_follows_a_step_rate_that_changes_but_never_exceeds_the_plan():

@@ -10,7 +10,8 @@ from mlip.data.stats import composition
 from mlip.errors import ConfigError
 from mlip.models import build, load_model, save_model
 from mlip.train import train
-from mlip.train.data import load_frameset, read_frames, split_frameset
+from mlip.train.config import TrainingConfig
+from mlip.train.setup import prepare_data
 
 
 def test_finetune_on_new_elements_keeps_weights_and_refits_e0(
@@ -44,9 +45,8 @@ def test_finetune_on_new_elements_keeps_weights_and_refits_e0(
     config = yaml.safe_load((tmp_path / "tuned" / "config.yaml").read_text())
     assert config["finetune"]["from"] == str(base_path)
     # the refitted E0 of Hf and O satisfy the least-squares normal equations Aᵀ(E_ref − E_pred) = 0
-    frames = load_frameset(read_frames(tmp_path / "hfo2.xyz"), 4.0, "hfo2")
-    train_frames = split_frameset(frames, [1.0, 0.2, 0.0], 0)[0]
-    graph, targets = train_frames.batch(range(len(train_frames)))
+    train_frames = prepare_data(TrainingConfig.load(tiny_config).data).train
+    ((graph, targets),) = train_frames.eval_graphs(len(train_frames))
     residual = (
         (targets.energy - tuned(graph, compute_forces=False).energy).detach().numpy()
     )

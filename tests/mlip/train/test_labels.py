@@ -169,14 +169,17 @@ def test_config_type_weights_apply_when_streaming(tiny_config, tmp_path, bpa_fra
 
 
 def test_the_training_split_keeps_a_trajectory_id_of_info_together(tmp_path, bpa_frames):
-    from mlip.train.data import load_frameset, read_frames, split_frameset
+    from mlip.train.config import TrainingConfig
+    from mlip.train.data import train_splits
 
     frames = [a.copy() for a in bpa_frames[:12]]
     for k, atoms in enumerate(frames):
         atoms.info["trajectory"] = f"run{k // 3}"
     ase.io.write(tmp_path / "runs.xyz", frames)
-    full = load_frameset(read_frames(tmp_path / "runs.xyz"), 4.0, "runs.xyz")
-    parts = split_frameset(full, [1.0, 0.5], seed=0)
-    groups = [set(p.system_ids) for p in parts]
+    data = TrainingConfig.load({"model": {"name": "lennard_jones"}, "data": {
+        "train": str(tmp_path / "runs.xyz"), "cutoff": 4.0, "valid_fraction": 0.5,
+        "test_fraction": 0.0, "split_seed": 0}}).data
+    parts = train_splits(data, seed=0)[:2]
+    groups = [set(p.system_ids()) for p in parts]
     assert [len(p) for p in parts] == [6, 6] and [len(g) for g in groups] == [2, 2]
     assert groups[0] | groups[1] == {"run0", "run1", "run2", "run3"}

@@ -1,4 +1,4 @@
-"""The in-memory train/valid split keeps the frames of one group together (data.split_key)
+"""The train/valid split of a file keeps the frames of one group together (data.split_key)
 and says when frames carry no group id."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def runs_file(bpa_frames, tmp_path):
 
 
 def _runs(part) -> set[str]:
-    return set(part.system_ids)
+    return set(part.system_ids())
 
 
 def test_split_key_keeps_each_run_on_one_side(tiny_config, runs_file):
@@ -55,21 +55,20 @@ def test_frames_without_group_id_are_warned_about(tiny_config, runs_file, caplog
     assert "20 of 20 frames" in caplog.text and "data.split_key" in caplog.text
 
 
-def test_in_memory_training_split_reads_like_a_streamed_one(tiny_config, runs_file):
-    """prepare_data batches the in-memory train split: n_batches/batches as a StoreSplit, the
-    seeded order of Batcher, resumable at any batch; other splits are not batched."""
-    from mlip.train.data import Batcher
-
+def test_file_training_split_reads_like_a_streamed_one(tiny_config, runs_file):
+    """prepare_data turns a file into a store split: seeded BlockBatchSampler batches of at most
+    batch_size frames covering the split once, named by store frame, resumable at any batch;
+    the validation split is batched the same way."""
     splits = prepare_data(_data(tiny_config, runs_file, split_key="run", max_frames=None,
                                 batch_size=3), seed=5)
     train = splits.train
-    sizes = [b.graph.positions.shape[0] for b in train.items]
-    expected = Batcher(sizes, 3, None, shuffle=True, seed=5).local_batches(1)
+    expected = train.batch_indices(1)
+    assert expected == train.batch_indices(1) and expected != train.batch_indices(2)
+    assert sorted(i for b in expected for i in b) == train.store.split_indices("train").tolist()
     got = list(train.batches(1))
     assert train.n_batches(1) == len(got) == len(expected)
     for (number, names, batch), indices in zip(got, expected):
-        assert names == [train.system_ids[i] for i in indices]
-        assert batch.n_graphs == len(indices)
+        assert names == train.frame_names(indices) and names[0].startswith("runs.xyz:")
+        assert batch.n_graphs == len(indices) <= 3
     assert [n for n, *_ in train.batches(1, start=2)] == list(range(2, len(got)))
-    with pytest.raises(ValueError, match="not batched for training"):
-        splits.valid.n_batches(0)
+    assert splits.valid.n_batches(0) == -(-len(splits.valid) // 3)

@@ -34,8 +34,8 @@ from mlip.data.schema import SPLIT_CODES
 from mlip.data.store import SnapshotStore
 from mlip.errors import ConfigError, CorruptStoreError
 
-__all__ = ["make_split", "write_split", "frames_without_system_id", "check_split_leakage",
-           "SPLIT_NAMES", "GROUPINGS"]
+__all__ = ["make_split", "write_split", "string_column", "frames_without_system_id",
+           "check_split_leakage", "SPLIT_NAMES", "GROUPINGS"]
 
 log = logging.getLogger(__name__)
 
@@ -113,27 +113,28 @@ def make_split(
     return counts
 
 
-def _column(store: SnapshotStore, name: str) -> np.ndarray:
-    """(n_frames,) str array of a string column over every shard ("" where absent)."""
+def string_column(store: SnapshotStore, name: str) -> np.ndarray:
+    """(n_frames,) str array of a string column (e.g. ``system``) over every shard ("" where
+    absent)."""
     parts = []
     for shard in range(store.n_shards):
         a, b = store.shard_range(shard)
         values = store.frame_column(name, shard)
         parts.append(np.full(b - a, "", dtype=object) if values is None else values)
-    return np.concatenate(parts).astype(str)
+    return np.concatenate(parts).astype(str) if parts else np.zeros(0, dtype=str)
 
 
 def _group_codes(store: SnapshotStore, column: str) -> np.ndarray:
     """(n_frames,) int64 index of each frame's group among the sorted unique values of
     ``column``."""
-    _, inverse = np.unique(_column(store, column), return_inverse=True)
+    _, inverse = np.unique(string_column(store, column), return_inverse=True)
     return inverse.reshape(-1).astype(np.int64)
 
 
 def frames_without_system_id(store: SnapshotStore, indices: np.ndarray | None = None) -> int:
     """Frames (all, or those at global ``indices``) whose system id is empty or the importer's
     ``<file name>:<frame>`` stand-in (no id of their own: each is its own group)."""
-    systems, sources = _column(store, "system"), _column(store, "source")
+    systems, sources = string_column(store, "system"), string_column(store, "source")
     frames = np.concatenate(
         [store.frame_column("source_frame", shard) for shard in range(store.n_shards)]
     )

@@ -10,10 +10,10 @@ import torch
 
 from mlip.data.importers.atoms import LabelKeys
 from mlip.models import Potential
-from mlip.train.data import StoreSplit
 from mlip.train.distributed import DistributedContext
 from mlip.train.loss import LossConfig
 from mlip.train.metrics import MetricAccumulator
+from mlip.train.split import StoreSplit
 
 __all__ = ["evaluate", "evaluate_potential", "predict", "parity_plots"]
 

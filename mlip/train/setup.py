@@ -33,7 +33,8 @@ from mlip.models import Potential, build
 from mlip.models.checkpoint import read_payload
 from mlip.models.registry import check_hparams
 from mlip.train.config import DataConfig, LossConfig, TrainingConfig
-from mlip.train.data import StoreSplit, read_atoms, train_splits
+from mlip.train.data import read_atoms, train_splits
+from mlip.train.split import StoreSplit
 
 __all__ = ["Splits", "prepare_data", "prepare_model"]
 
@@ -46,7 +47,7 @@ NEIGHBOUR_ARGS = ("avg_num_neighbors", "avg_degree")
 @dataclass
 class Splits:
     """Training, validation and (possibly empty) test splits, each a store split read batch by
-    batch (:class:`mlip.train.data.StoreSplit`)."""
+    batch (:class:`mlip.train.split.StoreSplit`)."""
 
     train: StoreSplit
     valid: StoreSplit

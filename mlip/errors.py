@@ -20,6 +20,7 @@ __all__ = [
     "SimulationBlowUpError",
     "TrainingDivergedError",
     "BatchTooLargeError",
+    "MissingExtraError",
 ]
 
 
@@ -74,3 +75,7 @@ class TrainingDivergedError(MLIPError, RuntimeError):
 
 class BatchTooLargeError(MLIPError, RuntimeError):
     """A batch did not fit in device memory; the message names its size in atoms and edges."""
+
+
+class MissingExtraError(MLIPError, ImportError):
+    """An optional package is needed and not installed; the message says what to install."""

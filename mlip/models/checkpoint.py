@@ -76,13 +76,18 @@ def read_payload(path: str | os.PathLike) -> dict[str, Any]:
 def load_model(
     path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> Potential:
-    """Load a potential saved with :func:`save_model`, in eval mode.
+    """Load a potential saved with :func:`save_model`, or a pretrained model by name, in eval mode.
 
     Args:
-        path: checkpoint file.
+        path: checkpoint file, or ``"<family>:<model>"`` for a pretrained foundation model of
+            another package (``"sevennet:7net-0"``; :mod:`mlip.models.foundation`).
         device: where to put the model.
-        dtype: floating dtype (default: the dtype it was saved in).
+        dtype: floating dtype (default: the dtype it was saved in, or the package's own).
     """
+    from mlip.models.foundation import is_foundation_name, load_foundation
+
+    if is_foundation_name(path):
+        return load_foundation(str(path), device=device, dtype=dtype)
     payload = read_payload(path)
     model = build(payload["model"], **payload["hparams"]).double()
     saved_dtype = getattr(torch, str(payload.get("dtype", "float64")), torch.float64)

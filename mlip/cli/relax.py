@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "relax", help="relax structures (positions, optionally the cell) with FIRE",
         description="Relax every structure of IN (any ASE-readable file) in one batch with FIRE; "
         "--cell also relaxes the cell through a Fréchet cell filter.")
-    parser.add_argument("model", help="potential file written by mlip train / save_model")
+    parser.add_argument("model", help="potential file written by mlip train / save_model, or a "
+                        "pretrained model: sevennet:7net-0 (pip install mlip[foundation])")
     parser.add_argument("input", help="structure file (all frames are relaxed)")
     SETTINGS.add_arguments(parser)
     parser.set_defaults(func=SETTINGS.bind(run))

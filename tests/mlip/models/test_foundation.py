@@ -1,0 +1,36 @@
+"""Foundation-model names: parsing, unknown names and the missing-extra error (no package
+needed: these run whether or not ``mlip[foundation]`` is installed)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from mlip.errors import ConfigError, MissingExtraError
+from mlip.models import load_model
+from mlip.models.foundation import FOUNDATION_MODELS, is_foundation_name
+
+
+def test_names_with_a_known_family_are_foundation_names(tmp_path, monkeypatch):
+    assert "sevennet" in FOUNDATION_MODELS
+    assert is_foundation_name("sevennet:7net-0")
+    assert is_foundation_name("SevenNet:7net-0")
+    assert not is_foundation_name("model.pt")
+    assert not is_foundation_name("unknown:7net-0")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sevennet:7net-0").write_bytes(b"")  # an existing file is a file, not a name
+    assert not is_foundation_name("sevennet:7net-0")
+
+
+def test_unknown_model_name_is_refused_naming_the_available_ones():
+    with pytest.raises(ConfigError, match=r"unknown sevennet model 'nope'; available: 7net-0"):
+        load_model("sevennet:nope")
+
+
+def test_without_the_package_the_error_says_what_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "sevenn" else real(name, *a))
+    with pytest.raises(MissingExtraError, match=r"'sevenn'.*pip install mlip\[foundation\]"):
+        load_model("sevennet:7net-0")

@@ -4,7 +4,8 @@ Blocks are collected with Sybil and run in order, one working directory per docu
 ``data/`` linked to the repository's, so ``data/bundled/...`` paths work), so that a block may
 use what an earlier block of the same document made (``store.h5``, ``runs/facet``). Each
 python block shares its document's namespace. A block that cannot run here is preceded in the
-Markdown by ``<!-- skip: next "why" -->``; the reason shows in the test report.
+Markdown by ``<!-- skip: next "why" -->`` (or ``<!-- skip: next if(CONDITION, reason="why") -->``
+where it needs an optional package); the reason shows in the test report.
 
 Small sizes: before a block runs, :data:`SMALL_SIZES` rewrites long runs into short ones
 (``mlip train`` 2 steps on 24 frames, ``mlip eval`` on 8 frames, ``mlip relax`` to fmax 10
@@ -189,8 +190,10 @@ def test_every_skip_marker_gives_a_reason():
     for path in DOCUMENTS:
         for line, text in enumerate(path.read_text().splitlines(), start=1):
             if text.lstrip().startswith("<!-- skip"):
-                assert re.fullmatch(r'\s*<!-- skip: next "[^"]+" -->', text), (
-                    f"{path.name}:{line}: write <!-- skip: next \"why\" -->")
+                assert re.fullmatch(r'\s*<!-- skip: next "[^"]+" -->', text) or re.fullmatch(
+                    r'\s*<!-- skip: next if\(.+, reason="[^"]+"\) -->', text), (
+                    f"{path.name}:{line}: write <!-- skip: next \"why\" --> or <!-- skip: "
+                    "next if(CONDITION, reason=\"why\") -->")
 
 
 def test_a_broken_example_fails(tmp_path, monkeypatch):

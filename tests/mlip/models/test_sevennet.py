@@ -136,3 +136,25 @@ def test_batched_relaxation_converges_with_the_name(model):
         atoms.calc = MLIPCalculator(model)
         assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-4)
         assert np.abs(atoms.get_forces()).max() < 0.05 * 1.01
+
+
+def test_batched_md_runs_with_the_name():
+    from mlip.md import run_md
+
+    structures = [_cells()["rattled Si"], _cells()["rattled NaCl"]]
+    result = run_md("sevennet:7net-0", structures, steps=3, ensemble="nvt_langevin",
+                    temperature=300.0, timestep=1.0)
+    assert not result.failures
+    assert np.isfinite(result.state.energy.numpy()).all()
+
+
+def test_command_line_relaxes_with_the_name(tmp_path, monkeypatch, capsys):
+    import ase.io
+
+    from mlip.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    ase.io.write("in.xyz", [_cells()["rattled Si"]])
+    assert main(["relax", "sevennet:7net-0", "in.xyz", "--device", "cpu", "--fmax", "0.05"]) == 0
+    relaxed = ase.io.read("in.relaxed.xyz", index=":")
+    assert len(relaxed) == 1 and "converged" in capsys.readouterr().out

@@ -26,11 +26,13 @@ FOUNDATION_MODELS: dict[str, type[FoundationPotential]] = {
 
 
 def is_foundation_name(name: str | os.PathLike) -> bool:
-    """Whether ``name`` reads ``"<family>:<model>"`` with a known family (and is no file)."""
+    """Whether ``name`` reads ``"<family>:<model>"`` (a word, a colon, a model name) and is no
+    existing file. The family need not be known: :func:`load_foundation` then refuses it naming
+    the known ones, instead of a "no such file" error."""
     if not isinstance(name, str) or os.path.exists(name):
         return False
-    family, colon, _ = name.partition(":")
-    return bool(colon) and family.lower() in FOUNDATION_MODELS
+    family, colon, model = name.partition(":")
+    return bool(colon) and family.isidentifier() and bool(model) and "/" not in model
 
 
 def load_foundation(name: str, device: str | torch.device = "cpu",
@@ -49,7 +51,8 @@ def load_foundation(name: str, device: str | torch.device = "cpu",
     family, _, model = name.partition(":")
     cls = FOUNDATION_MODELS.get(family.lower())
     if cls is None:
-        raise ConfigError(f"unknown foundation model family {family!r} in {name!r}; "
-                          f"known: {sorted(FOUNDATION_MODELS)}")
+        raise ConfigError(f"unknown foundation model family {family!r} in {name!r} (and no "
+                          f"potential file of that name exists); known families: "
+                          f"{sorted(FOUNDATION_MODELS)}")
     potential = cls(model=model)
     return potential.to(device=device, dtype=dtype or potential.default_dtype).eval()

@@ -17,10 +17,16 @@ def test_names_with_a_known_family_are_foundation_names(tmp_path, monkeypatch):
     assert is_foundation_name("sevennet:7net-0")
     assert is_foundation_name("SevenNet:7net-0")
     assert not is_foundation_name("model.pt")
-    assert not is_foundation_name("unknown:7net-0")
+    assert is_foundation_name("unknown:7net-0")  # refused by load_model, naming the known
+    assert not is_foundation_name("runs/a:b/best.pt")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sevennet:7net-0").write_bytes(b"")  # an existing file is a file, not a name
     assert not is_foundation_name("sevennet:7net-0")
+
+
+def test_an_adapter_family_mlip_does_not_have_is_refused_naming_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown foundation model family 'chgnet'.*sevennet"):
+        load_model("chgnet:0.3.0")
 
 
 def test_unknown_model_name_is_refused_naming_the_available_ones():

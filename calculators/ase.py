@@ -13,6 +13,7 @@ from ase.data import chemical_symbols
 from mlip.errors import ConfigError, UnknownElementError
 from mlip.graph import AtomicGraph, graph_from_neighbors, update_neighbors
 from mlip.models import Potential
+from mlip.models.dispersion import with_dispersion
 from mlip.models.loading import resolve_model
 from mlip.neighbors import VerletList
 from mlip.structures import Structures, full_to_voigt
@@ -43,19 +44,26 @@ class MLIPCalculator(Calculator):
         skin: Verlet skin, Å (0 rebuilds the list at every call).
         compile: evaluate the model through ``torch.compile``
             (:meth:`mlip.models.Potential.enable_compile`; the first call compiles).
+        dispersion: add DFT-D3(BJ) dispersion, ``"d3bj:FUNCTIONAL"`` (e.g. ``"d3bj:pbe"``;
+            :class:`mlip.models.dispersion.WithDispersion`, needs ``mlip[dispersion]``).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     def __init__(self, model: Potential | str | os.PathLike, *, device: str | torch.device = "cpu",
                  dtype: torch.dtype | str | None = None, skin: float = 1.0, compile: bool = False,
-                 **kwargs) -> None:
+                 dispersion: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         if isinstance(dtype, str):
             if dtype not in _DTYPES:
                 raise ConfigError(f"dtype {dtype!r} is not supported; use one of {sorted(_DTYPES)}")
             dtype = _DTYPES[dtype]
-        self.model = resolve_model(model, device=device, dtype=dtype, compile=compile)
+        self.model = resolve_model(model, device=device, dtype=dtype,
+                                   compile=compile and dispersion is None)
+        if dispersion is not None:
+            self.model = with_dispersion(self.model, dispersion)
+            if compile:
+                self.model.enable_compile()
         self.device = torch.device(device)
         self.dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()),
                           torch.float64)

@@ -250,7 +250,7 @@ class OptimizerSpec:
 
 
 #: Optimiser name → :class:`OptimizerSpec`: FIRE on the positions, and FIRE on the positions
-#: and the cell (Fréchet cell filter).
+#: and the cell (Fréchet cell filter); :mod:`mlip.md.lbfgs` adds ``lbfgs`` and ``lbfgs_cell``.
 OPTIMIZERS: dict[str, OptimizerSpec] = {o.name: o for o in (
     OptimizerSpec("fire", fire_init, fire_step, False, ()),
     OptimizerSpec("fire_cell", fire_init, fire_step, True, ("pressure_GPa",)),
@@ -261,7 +261,8 @@ def make_optimizer(name: str, *, fmax: float = 0.05, pressure_GPa: float = 0.0) 
     """Bind an optimiser's settings through its :data:`OPTIMIZERS` entry (GPa → eV/Å³ once).
 
     Args:
-        name: ``fire`` (positions) or ``fire_cell`` (positions and cell).
+        name: ``fire``, ``lbfgs`` (positions) or ``fire_cell``, ``lbfgs_cell`` (positions and
+            cell; ``lbfgs`` is registered by :mod:`mlip.md.lbfgs`).
         fmax: convergence threshold on the generalised forces, eV/Å.
         pressure_GPa: external pressure of a cell relaxation, GPa.
 

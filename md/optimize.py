@@ -1,5 +1,5 @@
 """Batched relaxation front door: :func:`run_relax` (an optimiser of
-:data:`mlip.md.relax.OPTIMIZERS`: FIRE, optionally with the cell)."""
+:data:`mlip.md.relax.OPTIMIZERS`: FIRE or L-BFGS, optionally with the cell)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class RelaxResult:
     Attributes:
         atoms: relaxed structures with energy, forces (and stress) attached; ``info`` holds
             ``relax_converged`` and ``relax_steps``.
-        converged: whether fmax was reached. n_steps: FIRE moves made.
+        converged: whether fmax was reached. n_steps: optimiser moves made (force calls − 1).
         fmax: final largest generalised force, eV/Å. energy: final energy, eV.
     """
 
@@ -62,13 +62,15 @@ def run_relax(
     *,
     fmax: float = 0.05,
     relax_cell: bool = False,
+    optimizer: str = "fire",
     steps: int = 1000,
     pressure_GPa: float = 0.0,
     skin: float = 1.0,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> RelaxResult:
-    """Relax a batch of structures with FIRE (and the Fréchet cell filter when ``relax_cell``).
+    """Relax a batch of structures with FIRE or L-BFGS (and the Fréchet cell filter when
+    ``relax_cell``).
 
     Each system stops moving once its generalised forces are below ``fmax``; the batch stops
     when all have converged or after ``steps`` moves. ASE ``FixAtoms``/``FixCom`` constraints
@@ -77,29 +79,36 @@ def run_relax(
 
     Args:
         model: a potential or a checkpoint path. atoms: the structures.
-        fmax: eV/Å. relax_cell: also relax the cell (needs full pbc). steps: maximum moves.
+        fmax: eV/Å. relax_cell: also relax the cell (needs full pbc).
+        optimizer: ``fire`` or ``lbfgs`` (a non-cell key of :data:`OPTIMIZERS`; ``relax_cell``
+            picks its ``_cell`` entry). steps: maximum moves.
         pressure_GPa: external pressure for cell relaxation, GPa. skin: Å. device: torch device.
         progress: show a progress bar.
 
     Raises:
-        ConfigError: ``fmax`` not a finite number > 0, ``steps`` not an integer >= 0, or a
-            pressure without ``relax_cell`` (it would be ignored); the message names it.
+        ConfigError: an unknown ``optimizer``, ``fmax`` not a finite number > 0, ``steps`` not
+            an integer >= 0, or a pressure without ``relax_cell`` (it would be ignored); the
+            message names it.
     """
-    name = next(o.name for o in OPTIMIZERS.values() if o.relax_cell == bool(relax_cell))
-    optimizer = make_optimizer(name, fmax=fmax, pressure_GPa=pressure_GPa)
+    families = sorted(n for n, o in OPTIMIZERS.items() if not o.relax_cell)
+    if optimizer not in families:
+        raise ConfigError(f"optimizer = {optimizer!r} is not allowed: one of {families} "
+                          "(relax_cell=True takes its cell variant)")
+    name = f"{optimizer}_cell" if relax_cell else optimizer
+    bound = make_optimizer(name, fmax=fmax, pressure_GPa=pressure_GPa)
     _check_steps(steps)
     model = resolve_model(model, device=device)
     start = state_from_atoms(atoms, device)
     start = start.replace(momenta=torch.zeros_like(start.momenta))
-    force_field = ForceField(model, skin=skin, compute_stress=optimizer.needs_stress,
+    force_field = ForceField(model, skin=skin, compute_stress=bound.needs_stress,
                              max_atoms_per_call="auto")
-    state = optimizer.init(start, force_field)
+    state = bound.init(start, force_field)
     for _ in tqdm(range(steps), disable=not progress, unit="step", dynamic_ncols=True):
         # marks the systems converged at the current point, then moves the others
-        state = optimizer.step(state, force_field)
+        state = bound.step(state, force_field)
         if bool(state.converged.all()):
             break
-    final_fmax = optimizer.max_force(state)
+    final_fmax = bound.max_force(state)
     converged = (state.converged | (final_fmax < fmax)).tolist()
     n_steps = state.n_steps.tolist()
     frames = state_to_atoms(state)

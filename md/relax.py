@@ -77,10 +77,7 @@ def fire_init(state: MDState, force_fn: ForceFn, *, relax_cell: bool = False, dt
         ConfigError: cell relaxation of a system that is not periodic along every axis.
     """
     if relax_cell:
-        bad = torch.nonzero(~state.pbc.all(dim=1)).flatten().tolist()
-        if bad:
-            raise ConfigError(f"cell relaxation needs pbc on all axes; system {bad[0]} has "
-                              f"pbc={state.pbc[bad[0]].tolist()}")
+        check_cell_relaxable(state)
     n_graphs = state.n_graphs
     f64 = dict(dtype=torch.float64, device=state.positions.device)
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState)}
@@ -93,6 +90,14 @@ def fire_init(state: MDState, force_fn: ForceFn, *, relax_cell: bool = False, dt
         alpha=torch.full((n_graphs,), alpha_start, **f64), n_positive=zeros_graph,
         started=zeros_graph.bool(), converged=zeros_graph.bool(), n_steps=zeros_graph.clone(),
     ).with_forces(force_fn(state))
+
+
+def check_cell_relaxable(state: MDState) -> None:
+    """Refuse (ConfigError) a cell relaxation of a system not periodic along every axis."""
+    bad = torch.nonzero(~state.pbc.all(dim=1)).flatten().tolist()
+    if bad:
+        raise ConfigError(f"cell relaxation needs pbc on all axes; system {bad[0]} has "
+                          f"pbc={state.pbc[bad[0]].tolist()}")
 
 
 def generalized_forces(state: FireState, relax_cell: bool, pressure: float = 0.0
@@ -245,7 +250,7 @@ class OptimizerSpec:
 
 
 #: Optimiser name → :class:`OptimizerSpec`: FIRE on the positions, and FIRE on the positions
-#: and the cell (Fréchet cell filter).
+#: and the cell (Fréchet cell filter); :mod:`mlip.md.lbfgs` adds ``lbfgs`` and ``lbfgs_cell``.
 OPTIMIZERS: dict[str, OptimizerSpec] = {o.name: o for o in (
     OptimizerSpec("fire", fire_init, fire_step, False, ()),
     OptimizerSpec("fire_cell", fire_init, fire_step, True, ("pressure_GPa",)),
@@ -256,7 +261,8 @@ def make_optimizer(name: str, *, fmax: float = 0.05, pressure_GPa: float = 0.0) 
     """Bind an optimiser's settings through its :data:`OPTIMIZERS` entry (GPa → eV/Å³ once).
 
     Args:
-        name: ``fire`` (positions) or ``fire_cell`` (positions and cell).
+        name: ``fire``, ``lbfgs`` (positions) or ``fire_cell``, ``lbfgs_cell`` (positions and
+            cell; ``lbfgs`` is registered by :mod:`mlip.md.lbfgs`).
         fmax: convergence threshold on the generalised forces, eV/Å.
         pressure_GPa: external pressure of a cell relaxation, GPa.
 

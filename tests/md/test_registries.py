@@ -79,7 +79,7 @@ def test_command_line_spelling_reaches_every_ensemble():
 
 
 def test_optimizer_registry_binds_fire_with_and_without_the_cell():
-    assert set(OPTIMIZERS) == {"fire", "fire_cell"}
+    assert set(OPTIMIZERS) == {"fire", "fire_cell", "lbfgs", "lbfgs_cell"}
     plain = make_optimizer("fire", fmax=0.02)
     cell = make_optimizer("fire_cell", fmax=0.02, pressure_GPa=2.0)
     assert plain.init.func is fire_init and plain.step.func is fire_step

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from ase.build import bulk
 
@@ -37,3 +38,13 @@ def rattled_cu_cells(n: int = 2) -> list:
         atoms.rattle(0.02, seed=k)
         out.append(atoms)
     return out
+
+
+def strained_cu_cell(seed: int, a: float = 3.5):
+    """An 8-atom fcc Cu cell (2x1x1 cubic, lattice constant ``a`` Å) strained by up to ±3 % per
+    axis and rattled by 0.08 Å, both seeded (the relaxation tests)."""
+    atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat((2, 1, 1))
+    rng = np.random.default_rng(seed)
+    atoms.set_cell(atoms.cell * (1 + rng.uniform(-0.03, 0.03, 3)), scale_atoms=True)
+    atoms.rattle(0.08, seed=seed)
+    return atoms

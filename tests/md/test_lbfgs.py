@@ -6,7 +6,7 @@ from __future__ import annotations
 import ase.io
 import numpy as np
 import pytest
-from ase.build import bulk, fcc111, molecule
+from ase.build import fcc111, molecule
 from ase.constraints import FixAtoms, FixCom
 from ase.filters import FrechetCellFilter
 from ase.optimize import LBFGS
@@ -20,14 +20,7 @@ from mlip.md.force_field import ForceField
 from mlip.md.lbfgs import lbfgs_init, lbfgs_step
 from mlip.md.state import state_from_atoms
 from mlip.models import save_model
-
-
-def _strained(seed: int, a: float = 3.5):
-    atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat((2, 1, 1))
-    rng = np.random.default_rng(seed)
-    atoms.set_cell(atoms.cell * (1 + rng.uniform(-0.03, 0.03, 3)), scale_atoms=True)
-    atoms.rattle(0.08, seed=seed)
-    return atoms
+from tests.md.conftest import strained_cu_cell
 
 
 def _cluster():
@@ -44,7 +37,7 @@ def test_lbfgs_follows_ase_lbfgs_step_by_step(lj_model, relax_cell, kind):
     """Same algorithm, same memory (5 here, so that old pairs are dropped): ASE's LBFGS
     trajectory is followed step for step (to rounding: ASE rebuilds s from the filter's
     coordinates; all pairs have positive curvature here)."""
-    start = _strained(0)
+    start = strained_cu_cell(0)
     start.set_masses(np.linspace(30.0, 100.0, len(start)))
     if kind is not None:
         start.set_constraint(FixAtoms(indices=[0, 3, 5]) if kind == "FixAtoms" else FixCom())
@@ -69,7 +62,7 @@ def test_lbfgs_follows_ase_lbfgs_step_by_step(lj_model, relax_cell, kind):
 
 @pytest.mark.parametrize("relax_cell", [False, True])
 def test_lbfgs_reaches_fires_minimum_in_fewer_force_calls(lj_model, relax_cell):
-    systems = [_strained(seed) for seed in range(3)]
+    systems = [strained_cu_cell(seed) for seed in range(3)]
     if not relax_cell:
         systems.append(_cluster())
     fmax = 1e-5 if relax_cell else 1e-3  # soft cell modes: a tight fmax to compare cells
@@ -89,7 +82,7 @@ def test_lbfgs_reaches_fires_minimum_in_fewer_force_calls(lj_model, relax_cell):
 
 
 def test_batched_lbfgs_equals_one_by_one(lj_model):
-    systems = [_strained(seed) for seed in range(3)] + [_cluster()]
+    systems = [strained_cu_cell(seed) for seed in range(3)] + [_cluster()]
     batched = run_relax(lj_model, systems, fmax=0.005, steps=300, optimizer="lbfgs")
     for k, atoms in enumerate(systems):
         alone = run_relax(lj_model, [atoms], fmax=0.005, steps=300, optimizer="lbfgs")
@@ -108,7 +101,7 @@ def test_lbfgs_never_moves_fixed_atoms_and_keeps_the_centre_of_mass(lj_model, re
     fixed = np.nonzero(slab.positions[:, 2] < slab.positions[:, 2].min() + 0.5)[0]
     slab.positions[fixed] += [0.0, 0.0, 0.15]  # pushed into the layer above
     slab.set_constraint(FixAtoms(indices=fixed))
-    crystal = _strained(4)
+    crystal = strained_cu_cell(4)
     crystal.set_masses(np.linspace(30.0, 100.0, len(crystal)))
     crystal.set_constraint(FixCom())
     result = run_relax(lj_model, [slab, crystal], fmax=0.02, steps=400, relax_cell=relax_cell,
@@ -139,11 +132,11 @@ def test_optimizer_names_of_run_relax_and_the_cli(lj_model):
     assert sorted(flag.choices) == families
     with pytest.raises(ConfigError, match=r"optimizer = 'bfgs' is not allowed: one of "
                        r"\['fire', 'lbfgs'\]"):
-        run_relax(lj_model, [_strained(0)], optimizer="bfgs")
+        run_relax(lj_model, [strained_cu_cell(0)], optimizer="bfgs")
 
 
 def test_cli_relax_with_lbfgs_equals_run_relax(lj_model, tmp_path, capsys):
-    systems = [_strained(0), _strained(1)]
+    systems = [strained_cu_cell(0), strained_cu_cell(1)]
     ase.io.write(tmp_path / "in.xyz", systems)
     save_model(lj_model, tmp_path / "lj.pt")
     out = tmp_path / "relaxed.xyz"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ase.build import bulk, molecule
+from ase.build import molecule
 from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
@@ -14,19 +14,12 @@ from mlip.md import run_relax
 from mlip.md.force_field import ForceField
 from mlip.md.relax import fire_init, fire_step
 from mlip.md.state import state_from_atoms
-
-
-def _strained(seed: int, a: float = 3.5):
-    atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat((2, 1, 1))
-    rng = np.random.default_rng(seed)
-    atoms.set_cell(atoms.cell * (1 + rng.uniform(-0.03, 0.03, 3)), scale_atoms=True)
-    atoms.rattle(0.08, seed=seed)
-    return atoms
+from tests.md.conftest import strained_cu_cell
 
 
 @pytest.mark.parametrize("relax_cell", [False, True])
 def test_fire_follows_ase_fire_step_by_step(lj_model, relax_cell):
-    start = _strained(0)
+    start = strained_cu_cell(0)
     reference = start.copy()
     reference.calc = MLIPCalculator(lj_model)
     optimizable = FrechetCellFilter(reference) if relax_cell else reference
@@ -47,7 +40,7 @@ def test_fire_follows_ase_fire_step_by_step(lj_model, relax_cell):
 
 
 def test_relax_reaches_ase_energy_with_cell(lj_model):
-    start = _strained(1)
+    start = strained_cu_cell(1)
     reference = start.copy()
     reference.calc = MLIPCalculator(lj_model)
     FIRE(FrechetCellFilter(reference), logfile=None).run(fmax=0.01, steps=500)
@@ -60,7 +53,7 @@ def test_relax_reaches_ase_energy_with_cell(lj_model):
 
 
 def test_batched_relax_equals_one_by_one(lj_model):
-    systems = [_strained(seed) for seed in range(3)] + [molecule("H2O")]
+    systems = [strained_cu_cell(seed) for seed in range(3)] + [molecule("H2O")]
     systems[-1].numbers[:] = 29  # a 3-atom copper cluster, not periodic
     systems[-1].positions *= 2.5
     batched = run_relax(lj_model, systems, fmax=0.02, steps=300)
@@ -78,11 +71,11 @@ def test_cell_relaxation_needs_periodic_structures(lj_model):
     cluster = molecule("H2O")
     cluster.numbers[:] = 29
     with pytest.raises(ConfigError, match=r"system 1 has pbc=\[False, False, False\]"):
-        run_relax(lj_model, [_strained(0), cluster], relax_cell=True)
+        run_relax(lj_model, [strained_cu_cell(0), cluster], relax_cell=True)
 
 
 def test_nonsense_relax_settings_are_refused(lj_model):
-    crystal = [_strained(0)]
+    crystal = [strained_cu_cell(0)]
     with pytest.raises(ConfigError, match=r"fmax = -0\.1 is not allowed: a finite number > 0"):
         run_relax(lj_model, crystal, fmax=-0.1)
     with pytest.raises(ConfigError, match=r"steps = -3 is not allowed: an integer >= 0"):

@@ -16,6 +16,7 @@ Conventions (ASE units, see ``docs/conventions.md``):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -172,14 +173,19 @@ class AtomicGraph(Structures):
     # ----------------------------------------------------------------------------- slicing
     def index_select(self, graph_ids: Sequence[int]) -> AtomicGraph:
         """The sub-batch of the given graphs, in the given order."""
-        return AtomicGraph.collate([self._single(int(g)) for g in graph_ids])
+        starts = self._host_starts()
+        return AtomicGraph.collate([self._single(int(g), starts[int(g)]) for g in graph_ids])
 
     def split(self) -> list[AtomicGraph]:
         """One batch of one graph per structure."""
-        return [self._single(g) for g in range(self.n_graphs)]
+        starts = self._host_starts()
+        return [self._single(g, starts[g]) for g in range(self.n_graphs)]
 
-    def _single(self, g: int) -> AtomicGraph:
-        start = sum(self.layout.counts[:g])
+    def _host_starts(self) -> list[int]:
+        """First atom of each graph, from the layout's host counts (no device read)."""
+        return list(itertools.accumulate(self.layout.counts[:-1], initial=0))
+
+    def _single(self, g: int, start: int) -> AtomicGraph:
         stop = start + self.layout.counts[g]
         edge_mask = self.batch[self.edge_index[0]] == g
         return AtomicGraph(

@@ -30,7 +30,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from mlip.errors import InvalidStructureError
 
 __all__ = ["Layout", "Structures", "atom_field", "system_field", "global_field",
-           "select_systems", "full_to_voigt", "voigt_to_full", "attach_results"]
+           "select_systems", "full_to_voigt", "voigt_to_full", "finite_results",
+           "attach_results"]
 
 S = TypeVar("S", bound="Structures")
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
@@ -385,9 +386,10 @@ def select_systems(take_new: torch.Tensor, new: S, old: S) -> S:
     return new.replace(**changes)
 
 
-def attach_results(atoms: Atoms, energy: float, forces: np.ndarray, stress: np.ndarray) -> None:
-    """Attach the finite ones of energy (eV), forces (n, 3) eV/Å and stress (3, 3) eV/Å³ to
-    ``atoms`` as a ``SinglePointCalculator`` (stress in Voigt order; nothing when none is)."""
+def finite_results(energy: float, forces: np.ndarray, stress: np.ndarray) -> dict[str, Any]:
+    """The finite ones of energy (eV), forces (n, 3) eV/Å and stress (3, 3) eV/Å³ as ASE
+    calculator results (stress in Voigt order xx yy zz yz xz xy; forces only when all finite
+    and n > 0)."""
     results: dict[str, Any] = {}
     if np.isfinite(energy):
         results["energy"] = float(energy)
@@ -395,5 +397,12 @@ def attach_results(atoms: Atoms, energy: float, forces: np.ndarray, stress: np.n
         results["forces"] = forces
     if np.isfinite(stress).all():
         results["stress"] = full_to_voigt(stress)
+    return results
+
+
+def attach_results(atoms: Atoms, energy: float, forces: np.ndarray, stress: np.ndarray) -> None:
+    """Attach :func:`finite_results` to ``atoms`` as a ``SinglePointCalculator`` (nothing when
+    none is finite)."""
+    results = finite_results(energy, forces, stress)
     if results:
         atoms.calc = SinglePointCalculator(atoms, **results)

@@ -20,7 +20,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip.errors import InvalidStructureError
 from mlip.graph import AtomicGraph
-from mlip.structures import full_to_voigt, voigt_to_full
+from mlip.structures import finite_results, voigt_to_full
 
 __all__ = ["Targets", "LabelledBatch"]
 
@@ -85,14 +85,8 @@ class Targets:
     def to_ase_results(self) -> dict:
         """Finite labels of a one-graph ``Targets`` as ASE calculator results (stress Voigt
         xx yy zz yz xz xy, eV/Å³)."""
-        results = {}
-        if bool(torch.isfinite(self.energy).all()):
-            results["energy"] = float(self.energy[0])
-        if bool(torch.isfinite(self.forces).all()) and self.forces.shape[0] > 0:
-            results["forces"] = self.forces.detach().cpu().numpy()
-        if bool(torch.isfinite(self.stress).all()):
-            results["stress"] = full_to_voigt(self.stress[0].detach().cpu().numpy())
-        return results
+        return finite_results(float(self.energy[0]), self.forces.detach().cpu().numpy(),
+                              self.stress[0].detach().cpu().numpy())
 
 
 def _from_one(atoms: Atoms, dtype: torch.dtype) -> Targets:

@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run MD on every structure of IN in one batch. NVT uses Langevin (BAOAB) or "
         "a Nosé-Hoover chain (--thermostat nhc); NPT uses stochastic cell rescaling.")
     p.add_argument("model", help="potential file written by mlip train / save_model, or a "
-                   "pretrained model: sevennet:7net-0 (pip install mlip[foundation])")
+                   "pretrained model: sevennet:7net-0, chgnet:0.3.0 (pip install mlip[foundation])")
     p.add_argument("input", help="structure file (all frames run together; ignored on --restart)")
     SETTINGS.add_arguments(p)
     p.set_defaults(func=SETTINGS.bind(

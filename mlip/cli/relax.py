@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(or --optimizer lbfgs); "
         "--cell also relaxes the cell through a Fréchet cell filter.")
     parser.add_argument("model", help="potential file written by mlip train / save_model, or a "
-                        "pretrained model: sevennet:7net-0 (pip install mlip[foundation])")
+                        "pretrained model: sevennet:7net-0, chgnet:0.3.0 "
+                        "(pip install mlip[foundation])")
     parser.add_argument("input", help="structure file (all frames are relaxed)")
     SETTINGS.add_arguments(parser)
     parser.set_defaults(func=SETTINGS.bind(run))

@@ -15,6 +15,7 @@ import torch
 
 from mlip.errors import ConfigError
 from mlip.models.foundation.base import FoundationPotential
+from mlip.models.foundation.chgnet import CHGNetPotential
 from mlip.models.foundation.sevennet import SevenNetPotential
 
 __all__ = ["FOUNDATION_MODELS", "FoundationPotential", "is_foundation_name", "load_foundation"]
@@ -22,6 +23,7 @@ __all__ = ["FOUNDATION_MODELS", "FoundationPotential", "is_foundation_name", "lo
 #: family prefix → adapter class (each knows its package, weights and model names)
 FOUNDATION_MODELS: dict[str, type[FoundationPotential]] = {
     SevenNetPotential.family: SevenNetPotential,
+    CHGNetPotential.family: CHGNetPotential,
 }
 
 

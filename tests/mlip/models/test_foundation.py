@@ -25,8 +25,8 @@ def test_names_with_a_known_family_are_foundation_names(tmp_path, monkeypatch):
 
 
 def test_an_adapter_family_mlip_does_not_have_is_refused_naming_the_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown foundation model family 'chgnet'.*sevennet"):
-        load_model("chgnet:0.3.0")
+    with pytest.raises(ConfigError, match=r"unknown foundation model family 'orb'.*sevennet"):
+        load_model("orb:v2")
 
 
 def test_unknown_model_name_is_refused_naming_the_available_ones():

@@ -43,7 +43,7 @@ class CHGNetGraph:
         bond_of_edge: (n_directed,) int64, the undirected bond of each directed one (i→j with
             image S and j→i with image -S share one).
         bond_lengths: (n_bonds,) Å, the length of each undirected bond.
-        unit_vectors: (n_directed,) × 3, r_ij / |r_ij|.
+        unit_vectors: (n_directed, 3), r_ij / |r_ij| of the directed bonds.
         angle_centres: (n_angles,) int64, the centre atom of each angle.
         angle_bonds: (n_angles, 2) int64, its first and second directed bonds.
     """

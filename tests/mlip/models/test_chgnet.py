@@ -140,6 +140,43 @@ def test_in_float64_the_graphs_are_exactly_chgnets(monkeypatch):
         _check(atoms, expected, (3e-7, 1e-12, 1e-11, 1e-13))
 
 
+def test_the_rebuilt_graphs_have_chgnets_bonds_and_angles(model):
+    """Counts and angle multisets of chgnet's own converter (self-image bonds included)."""
+    from chgnet.graph import CrystalGraphConverter
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from mlip.models.foundation.chgnet import chgnet_graph
+
+    atoms = _cells()["triclinic LiFeO2"]
+    theirs = CrystalGraphConverter(atom_graph_cutoff=6.0, bond_graph_cutoff=3.0)(
+        AseAtomsAdaptor.get_structure(atoms))
+    graph = AtomicGraph.from_ase(atoms, cutoff=model.cutoff + 1.0)
+    ours = chgnet_graph(graph.edge_index, graph.edge_shift, graph.edge_vectors(), len(atoms),
+                        6.0, 3.0)
+    assert ours.atom_graph.shape[0] == theirs.atom_graph.shape[0]
+    assert int(ours.bond_of_edge.max()) + 1 == theirs.undirected2directed.shape[0]
+    assert ours.n_angles == theirs.bond_graph.shape[0] > 0
+
+    def cosines(vectors, first, second):
+        return np.sort((vectors[first] * vectors[second]).sum(1))
+
+    np.testing.assert_allclose(  # chgnet's positions are float32
+        cosines(ours.unit_vectors.numpy(), *ours.angle_bonds.T.numpy()),
+        cosines(_chgnet_unit_vectors(theirs), theirs.bond_graph[:, 2].long().numpy(),
+                theirs.bond_graph[:, 4].long().numpy()), rtol=0, atol=1e-5)
+    assert (np.bincount(ours.angle_centres.numpy(), minlength=len(atoms))
+            == np.bincount(theirs.bond_graph[:, 0].numpy(), minlength=len(atoms))).all()
+
+
+def _chgnet_unit_vectors(graph) -> np.ndarray:
+    """Unit vectors r_j - r_i + S·cell of chgnet's directed bonds."""
+    cart = (graph.atom_frac_coord @ graph.lattice).detach().double().numpy()
+    lattice = graph.lattice.detach().double().numpy()
+    i, j = graph.atom_graph.long().numpy().T
+    vectors = cart[j] + graph.neighbor_image.double().numpy() @ lattice - cart[i]
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
 def test_the_calculator_takes_the_name(reference):
     atoms = _cells()["triclinic LiFeO2"]
     expected = _reference_results(atoms, reference)

@@ -163,6 +163,22 @@ class CHGNetPotential(FoundationPotential):
         network.graph_converter = None  # mlip builds the graphs (chgnet_graph)
         self.network = network
 
+    @staticmethod
+    def _bonds_without_angles(graph: AtomicGraph, g: CHGNetGraph) -> torch.Tensor | None:
+        """(n_bonds, 1) bool, True for the bonds of a system without any angle (None when
+        every system has one). chgnet skips its bond and angle updates for a structure without
+        angles; in a batch with angles elsewhere, those bonds keep their features, so that
+        each system's energy is the one chgnet gives it alone (with ``chgnet:0.2.0``, whose
+        bond update has a bias, chgnet's own batches would differ)."""
+        system_has_angles = torch.bincount(graph.batch[g.angle_centres],
+                                           minlength=graph.cell.shape[0]) > 0
+        if bool(system_has_angles.all()):
+            return None
+        n_bonds = g.bond_lengths.shape[0]
+        system_of_bond = torch.zeros(n_bonds, dtype=torch.long, device=g.bond_lengths.device)
+        system_of_bond.scatter_(0, g.bond_of_edge, graph.batch[g.atom_graph[:, 0]])
+        return ~system_has_angles[system_of_bond].unsqueeze(1)
+
     def atomic_energies(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
         """chgnet's per-atom energies (its AtomRef energies included), (n_atoms,) eV."""
         net = self.network
@@ -177,13 +193,13 @@ class CHGNetPotential(FoundationPotential):
         bond_feas = net.bond_embedding(bases_ag)
         weights_ag = net.bond_weights_ag(bases_ag)
         weights_bg = net.bond_weights_bg(bases_bg)
-        # chgnet skips the bond and angle updates when the whole batch has no angle
         angles = g.n_angles > 0
         if angles:
             bond_graph = g.bond_graph()
             # chgnet's bond vectors point from the neighbour to the centre: the same angles
             angle_feas = net.angle_embedding(net.angle_basis_expansion(
                 g.unit_vectors[g.angle_bonds[:, 0]], g.unit_vectors[g.angle_bonds[:, 1]]))
+            kept = self._bonds_without_angles(graph, g)
         for k, atom_layer in enumerate(net.atom_conv_layers):
             atom_feas = atom_layer(atom_feas=atom_feas, bond_feas=bond_feas,
                                    bond_weights=weights_ag, atom_graph=g.atom_graph,
@@ -192,9 +208,10 @@ class CHGNetPotential(FoundationPotential):
                 continue
             bond_layer, angle_layer = net.bond_conv_layers[k], net.angle_layers[k]
             if bond_layer is not None:
-                bond_feas = bond_layer(atom_feas=atom_feas, bond_feas=bond_feas,
-                                       bond_weights=weights_bg, angle_feas=angle_feas,
-                                       bond_graph=bond_graph)
+                updated = bond_layer(atom_feas=atom_feas, bond_feas=bond_feas,
+                                     bond_weights=weights_bg, angle_feas=angle_feas,
+                                     bond_graph=bond_graph)
+                bond_feas = updated if kept is None else torch.where(kept, bond_feas, updated)
                 if angle_layer is not None:
                     angle_feas = angle_layer(atom_feas=atom_feas, bond_feas=bond_feas,
                                              angle_feas=angle_feas, bond_graph=bond_graph)

@@ -238,6 +238,21 @@ def test_atoms_without_bonds_or_angles_keep_chgnets_energy(atoms, model, referen
     assert abs(atoms.get_potential_energy()) > 0.1
 
 
+def test_a_structure_without_angles_has_its_own_energy_in_a_batch():
+    """chgnet:0.2.0's bond update has a bias: H2 (a bond of 4 Å, no angle) must not get it
+    from a batch mate with angles."""
+    model = load_model("chgnet:0.2.0")
+    dimer = Atoms("H2", positions=[[0.0, 0.0, 0.0], [0.0, 0.0, 4.0]])
+    expected = _reference_results(dimer, _chgnet_calculator("0.2.0"))
+    structures = [_cells()["rattled (Mg,Ni)O"], dimer]
+    batch = model(AtomicGraph.from_ase(structures, cutoff=model.cutoff))
+    assert float(batch.energy[1]) == pytest.approx(expected[0], abs=1e-5)
+    torch.testing.assert_close(batch.forces[-2:].double(), torch.from_numpy(expected[1]).double(),
+                               rtol=0, atol=1e-5)
+    alone = model(AtomicGraph.from_ase(structures[0], cutoff=model.cutoff))
+    torch.testing.assert_close(batch.energy[:1], alone.energy, rtol=1e-6, atol=0)
+
+
 def test_elements_outside_the_table_are_refused_by_name(model):
     atoms = _cells()["rattled (Mg,Ni)O"]
     atoms.numbers[0] = 95  # americium: chgnet's tables end at Pu (Z=94)

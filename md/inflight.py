@@ -1,0 +1,320 @@
+"""In-flight batching of relaxations: :func:`relax_stream` relaxes any number of structures
+(an iterator is read lazily) in a batch that stays under a memory budget.
+
+A structure leaves the batch as soon as it converges, reaches its step limit or blows up, and
+is yielded at once (or, with ``ordered=True``, as soon as every earlier one has been); waiting
+structures take its place. Admission follows input order: the next structure enters when the
+estimated memory of the batch with it stays under the budget (:class:`MemoryModel`, measured
+by probing the model, :mod:`mlip.md.memory`); a structure that alone exceeds the budget still
+runs, alone, with a warning (refusing it would drop a structure from a high-throughput run on
+the strength of an estimate; if it really does not fit, torch raises its out-of-memory error).
+
+Every system keeps its own optimiser state (FIRE velocities and time step, L-BFGS history, the
+cell filter's log F) while it stays: systems move between batches with :mod:`mlip.md.regroup`,
+bit for bit, and a newcomer starts fresh. So each structure's result is that of relaxing it
+alone, up to the rounding of a batched against a single model evaluation.
+
+Blow-ups are caught by the checks of :mod:`mlip.md.guard` with :data:`RELAX_LIMITS` (non-finite
+energy, forces, stress or positions; forces above 50 eV/Å; two atoms closer than 0.5 Å; the
+volume changing by more than 50 %); the energy-jump, displacement and temperature checks of MD
+do not apply (an optimiser lowers the energy by design and bounds its own steps). A failing
+system goes back to its last good state, leaves the batch with status ``blown_up: <reason>``
+and a warning naming its index; it is never reported as relaxed.
+
+Host reads: one per step for the leave flags (the per-system status in one transfer), besides
+the neighbour list's own; admissions and departures read more, once per event.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+from ase import Atoms
+from tqdm.auto import tqdm
+
+from mlip.errors import ConfigError, InvalidStructureError
+from mlip.md.force_field import ForceField
+from mlip.md.guard import BlowUpLimits, check_step, describe_failure
+from mlip.md.memory import MemoryModel, count_edges, measure_memory
+from mlip.md.regroup import concat_systems, take_systems
+from mlip.md.relax import OPTIMIZERS, make_optimizer
+from mlip.md.state import MDState, select_systems, state_from_atoms, state_to_atoms, volume
+from mlip.models import Potential
+from mlip.models.loading import resolve_model
+from mlip.units import parse_bytes
+
+__all__ = ["RELAX_LIMITS", "RelaxStream", "check_steps", "optimizer_name"]
+
+#: Blow-up limits of a relaxation: those of MD without the energy-jump, displacement and
+#: temperature checks (an optimiser lowers the energy by design and bounds its own steps).
+RELAX_LIMITS = BlowUpLimits(max_energy_jump=math.inf, max_displacement=math.inf,
+                            max_temperature_K=math.inf)
+
+# leave codes of a system after a step (one host read of them per step)
+_STAY, _CONVERGED, _MAX_STEPS, _BLOWN_UP = 0, 1, 2, 3
+
+
+def check_steps(steps: int) -> None:
+    """Refuse a number of moves that is not an integer >= 0."""
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
+        raise ConfigError(f"steps = {steps!r} is not allowed: an integer >= 0 (maximum moves)")
+
+
+def optimizer_name(optimizer: str, relax_cell: bool) -> str:
+    """The :data:`OPTIMIZERS` key of an optimiser family (``fire``, ``lbfgs``) with or without
+    the cell.
+
+    Raises:
+        ConfigError: an unknown family (naming the allowed ones).
+    """
+    families = sorted(n for n, o in OPTIMIZERS.items() if not o.relax_cell)
+    if optimizer not in families:
+        raise ConfigError(f"optimizer = {optimizer!r} is not allowed: one of {families} "
+                          "(relax_cell=True takes its cell variant)")
+    return f"{optimizer}_cell" if relax_cell else optimizer
+
+
+@dataclass
+class _Batch:
+    """The systems being relaxed: optimiser state, input index, edges and starting volume."""
+
+    state: MDState
+    ids: list[int]
+    edges: list[int]
+    volume0: torch.Tensor
+
+
+class RelaxStream(Iterator[tuple[int, Atoms]]):
+    """Iterator of ``(input index, relaxed Atoms)`` built by :func:`relax_stream`.
+
+    Attributes:
+        budget: the memory budget in bytes (None: every structure in one batch).
+        memory_model: the fitted estimator (None without a budget, or before the first
+            structure is read).
+        admitted: (atoms, edges, systems, estimated bytes) of the batch after every admission
+            (edges and bytes 0 without a budget).
+        n_done: structures yielded so far.
+    """
+
+    def __init__(self, model: Potential | str | os.PathLike, structures: Iterable[Atoms], *,
+                 fmax: float = 0.05, relax_cell: bool = False, optimizer: str = "fire",
+                 steps: int = 1000, pressure_GPa: float = 0.0, lbfgs_memory: int | None = None,
+                 skin: float = 1.0, device: str | torch.device = "cpu",
+                 max_memory: int | float | str | None = None, ordered: bool = False,
+                 limits: BlowUpLimits = RELAX_LIMITS, progress: bool = False,
+                 total: int | None = None) -> None:
+        self.optimizer = make_optimizer(optimizer_name(optimizer, relax_cell), fmax=fmax,
+                                        pressure_GPa=pressure_GPa, memory=lbfgs_memory)
+        check_steps(steps)
+        self.budget = None if max_memory is None else parse_bytes(max_memory)
+        self.steps, self.skin, self.device = int(steps), skin, torch.device(device)
+        self.limits, self.ordered = limits, ordered
+        self.relax_cell = relax_cell
+        self.model = resolve_model(model, device=device)
+        self.memory_model: MemoryModel | None = None
+        self.admitted: list[tuple[int, int, int, float]] = []
+        self.n_done = 0
+        self._held: dict[int, Atoms] = {}  # finished early, held for ordered output
+        if total is None and hasattr(structures, "__len__"):
+            total = len(structures)
+        self._bar = tqdm(total=total, disable=not progress, unit="structure", dynamic_ncols=True)
+        self._source = enumerate(structures)
+        self._head: tuple[int, Atoms, int] | None = None
+        self._exhausted = False
+        self._run = self._relax()
+
+    def __iter__(self) -> RelaxStream:
+        return self
+
+    def __next__(self) -> tuple[int, Atoms]:
+        try:
+            return next(self._run)
+        except StopIteration:
+            self._bar.close()
+            raise
+
+    # ---------------------------------------------------------------------------- input
+    def _peek(self) -> tuple[int, Atoms, int] | None:
+        """The next waiting structure (index, atoms, edges), read and checked once."""
+        if self._head is None and not self._exhausted:
+            item = next(self._source, None)
+            if item is None:
+                self._exhausted = True
+                return None
+            index, atoms = item
+            self._check_structure(index, atoms)
+            if self.budget is not None and self.memory_model is None:
+                self.memory_model = measure_memory(self.model, atoms, self.optimizer,
+                                                   skin=self.skin, device=self.device)
+            edges = 0
+            if self.budget is not None:
+                try:
+                    edges = count_edges(atoms, self.model.cutoff)
+                except InvalidStructureError as exc:
+                    raise InvalidStructureError(f"structure {index}: {exc}") from None
+            self._head = (index, atoms, edges)
+        return self._head
+
+    def _check_structure(self, index: int, atoms: Atoms) -> None:
+        """Refuse what no relaxation can take, naming the structure's input index."""
+        if not isinstance(atoms, Atoms):
+            raise InvalidStructureError(f"structure {index} is a {type(atoms).__name__}, "
+                                        "not an ase.Atoms")
+        if len(atoms) == 0:
+            raise InvalidStructureError(f"structure {index} has no atoms")
+        if self.relax_cell and not atoms.pbc.all():
+            raise ConfigError(f"cell relaxation needs pbc on all axes; system {index} has "
+                              f"pbc={[bool(p) for p in atoms.pbc]}")
+
+    def _admit(self, batch: _Batch | None) -> list[tuple[int, Atoms, int]]:
+        """Waiting structures that fit next to ``batch`` (at least one when it is empty)."""
+        atoms_n = 0 if batch is None else int(batch.state.positions.shape[0])
+        edges_n = 0 if batch is None else sum(batch.edges)
+        systems_n = 0 if batch is None else batch.state.n_graphs
+        chosen: list[tuple[int, Atoms, int]] = []
+        while (head := self._peek()) is not None:
+            index, atoms, edges = head
+            if self.budget is not None:
+                estimate = self.memory_model.estimate(atoms_n + len(atoms), edges_n + edges,
+                                                      systems_n + 1)
+                if estimate > self.budget:
+                    if systems_n:
+                        break
+                    warnings.warn(f"structure {index} ({len(atoms)} atoms, {edges} edges) alone "
+                                  f"needs an estimated {estimate / 2**20:.4g} MiB, above the "
+                                  f"budget of {self.budget / 2**20:.4g} MiB: it runs alone",
+                                  RuntimeWarning, stacklevel=4)
+            chosen.append(head)
+            self._head = None
+            atoms_n, edges_n, systems_n = atoms_n + len(atoms), edges_n + edges, systems_n + 1
+            if self.budget is not None and estimate > self.budget:
+                break
+        if chosen:
+            estimate = (0.0 if self.memory_model is None
+                        else self.memory_model.estimate(atoms_n, edges_n, systems_n))
+            self.admitted.append((atoms_n, edges_n, systems_n, estimate))
+        return chosen
+
+    # ---------------------------------------------------------------------------- loop
+    def _relax(self) -> Iterator[tuple[int, Atoms]]:
+        bound = self.optimizer
+        force_field = ForceField(self.model, skin=self.skin, compute_stress=bound.needs_stress,
+                                 max_atoms_per_call="auto")
+        temperature_limit = self.limits.temperature_limit(None)
+        batch: _Batch | None = None
+        while True:
+            while newcomers := self._admit(batch):  # fill the room the leavers made
+                fresh = self._start(newcomers)
+                fresh_state = bound.init(fresh.state, force_field)
+                fresh.state = fresh_state
+                codes, values = check_step(fresh_state, fresh_state, fresh_state.energy,
+                                           fresh_state.energy, fresh.volume0, self.limits,
+                                           temperature_limit)
+                fresh, done = self._leavers(fresh, codes, values)
+                batch = fresh if batch is None else (
+                    batch if fresh is None else _concat(batch, fresh))
+                for item in done:
+                    yield from self._emit(*item)
+            if batch is None:
+                break
+            prev = batch.state
+            moved = bound.step(prev, force_field)
+            codes, values = check_step(prev, moved, prev.energy, moved.energy, batch.volume0,
+                                       self.limits, temperature_limit)
+            if moved.positions.is_cuda or bool(codes.any()):  # CPU: a host value, no sync
+                moved = select_systems(codes == 0, moved, prev)  # back to the last good state
+            batch.state = moved
+            batch, done = self._leavers(batch, codes, values)
+            for item in done:
+                yield from self._emit(*item)
+
+    def _start(self, newcomers: list[tuple[int, Atoms, int]]) -> _Batch:
+        """The starting state of the newcomers (momenta zero), on the device."""
+        ids = [index for index, _, _ in newcomers]
+        try:
+            state = state_from_atoms([atoms for _, atoms, _ in newcomers], self.device)
+        except (ConfigError, InvalidStructureError) as exc:  # name the input index
+            message = re.sub(r"^structure (\d+)", lambda m: f"structure {ids[int(m[1])]}",
+                             str(exc))
+            raise type(exc)(message) from None
+        state = state.replace(momenta=torch.zeros_like(state.momenta))
+        return _Batch(state=state, ids=ids, edges=[edges for _, _, edges in newcomers],
+                      volume0=volume(state.cell))
+
+    def _leavers(self, batch: _Batch, codes: torch.Tensor, values: torch.Tensor
+                 ) -> tuple[_Batch | None, list[tuple[int, Atoms]]]:
+        """Split off the systems that converged, reached the step limit or blew up (one host
+        read of their status when none leaves); returns the batch left (None when empty) and
+        the leavers as (index, Atoms) with their ``relax_*`` info."""
+        state = batch.state
+        leave = torch.where(codes != 0, _BLOWN_UP, torch.where(
+            state.converged, _CONVERGED, torch.where(state.n_steps >= self.steps, _MAX_STEPS,
+                                                     _STAY)))
+        flags = leave.tolist()
+        gone = [g for g, flag in enumerate(flags) if flag != _STAY]
+        if not gone:
+            return batch, []
+        stay = [g for g, flag in enumerate(flags) if flag == _STAY]
+        leaving = take_systems(state, gone)
+        final_fmax = self.optimizer.max_force(leaving).tolist()
+        n_steps = leaving.n_steps.tolist()
+        failure = torch.stack([codes.to(torch.float64), values]).index_select(
+            1, torch.as_tensor(gone, device=codes.device)).T.tolist()
+        frames = state_to_atoms(leaving)
+        out = []
+        for k, (g, frame) in enumerate(zip(gone, frames)):
+            index = batch.ids[g]
+            frame.set_momenta(None)
+            if flags[g] == _BLOWN_UP:
+                reason = self._reason(index, n_steps[k], int(failure[k][0]), failure[k][1])
+                converged, status = False, f"blown_up: {reason}"
+            else:
+                converged = flags[g] == _CONVERGED or final_fmax[k] < self.optimizer.fmax
+                status = "converged" if converged else "max_steps"
+            frame.info.update(relax_converged=bool(converged), relax_steps=int(n_steps[k]),
+                              relax_status=status, relax_fmax=float(final_fmax[k]))
+            out.append((index, frame))
+        if not stay:
+            return None, out
+        keep = take_systems(state, stay)
+        stay_index = torch.as_tensor(stay, device=batch.volume0.device)
+        left = _Batch(state=keep, ids=[batch.ids[g] for g in stay],
+                      edges=[batch.edges[g] for g in stay],
+                      volume0=batch.volume0.index_select(0, stay_index))
+        return left, out
+
+    def _reason(self, index: int, step: int, code: int, value: float) -> str:
+        """The guard's reason for stopping structure ``index`` (also warned, naming it)."""
+        text = describe_failure(index, step, code, value, self.limits,
+                                self.limits.temperature_limit(None))
+        reason = text.split(": ", 1)[1].split("; its last good frame", 1)[0]
+        warnings.warn(f"structure {index} blew up after {step} steps: {reason}; it leaves the "
+                      "batch unrelaxed (relax_status blown_up)", RuntimeWarning, stacklevel=5)
+        return reason
+
+    def _emit(self, index: int, frame: Atoms) -> Iterator[tuple[int, Atoms]]:
+        """Yield a finished structure now, or (ordered) hold it until the earlier ones are
+        out (input indices are consecutive, so every held one is eventually yielded)."""
+        self._bar.update(1)
+        if not self.ordered:
+            self.n_done += 1
+            yield index, frame
+            return
+        self._held[index] = frame
+        while self.n_done in self._held:
+            self.n_done += 1
+            yield self.n_done - 1, self._held.pop(self.n_done - 1)
+
+
+def _concat(first: _Batch, second: _Batch) -> _Batch:
+    """The systems of ``first`` then those of ``second``."""
+    return _Batch(state=concat_systems(first.state, second.state), ids=first.ids + second.ids,
+                  edges=first.edges + second.edges,
+                  volume0=torch.cat([first.volume0, second.volume0]))

@@ -21,8 +21,12 @@ do not apply (an optimiser lowers the energy by design and bounds its own steps)
 system goes back to its last good state, leaves the batch with status ``blown_up: <reason>``
 and a warning naming its index; it is never reported as relaxed.
 
-Host reads: one per step for the leave flags (the per-system status in one transfer), besides
-the neighbour list's own; admissions and departures read more, once per event.
+Host reads: a step waits for the device once, in the neighbour list. The leave flags of the
+systems (one small tensor) are copied to the host without waiting and read after the next
+step, which that wait has completed; a system that is to leave is held in place on the device
+meanwhile (converged systems do not move; one that failed a check or made its ``steps`` moves
+is put back), so reading a step late changes no result, only costs that step. On the CPU the
+flags are read at once. Admissions and departures read more, once per event.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from ase import Atoms
@@ -83,12 +87,16 @@ def optimizer_name(optimizer: str, relax_cell: bool) -> str:
 
 @dataclass
 class _Batch:
-    """The systems being relaxed: optimiser state, input index, edges and starting volume."""
+    """The systems being relaxed: optimiser state; per system its input index, edges (host),
+    starting volume (Å³) and the first failure of the blow-up checks (code of
+    :data:`mlip.md.guard.REASONS`, 0 while healthy, and the offending value; device)."""
 
     state: MDState
     ids: list[int]
     edges: list[int]
     volume0: torch.Tensor
+    fail_code: torch.Tensor
+    fail_value: torch.Tensor
 
 
 class RelaxStream(Iterator[tuple[int, Atoms]]):
@@ -122,6 +130,8 @@ class RelaxStream(Iterator[tuple[int, Atoms]]):
         self.admitted: list[tuple[int, int, int, float]] = []
         self.n_done = 0
         self._held: dict[int, Atoms] = {}  # finished early, held for ordered output
+        #: read the leave flags a step late (without waiting for the device): off on the CPU
+        self.pipelined = self.device.type != "cpu"
         if total is None and hasattr(structures, "__len__"):
             total = len(structures)
         self._bar = tqdm(total=total, disable=not progress, unit="structure", dynamic_ncols=True)
@@ -209,31 +219,63 @@ class RelaxStream(Iterator[tuple[int, Atoms]]):
                                  max_atoms_per_call="auto")
         temperature_limit = self.limits.temperature_limit(None)
         batch: _Batch | None = None
+        pending: tuple[torch.Tensor, Any] | None = None  # leave flags on their way to the host
         while True:
             while newcomers := self._admit(batch):  # fill the room the leavers made
                 fresh = self._start(newcomers)
-                fresh_state = bound.init(fresh.state, force_field)
-                fresh.state = fresh_state
-                codes, values = check_step(fresh_state, fresh_state, fresh_state.energy,
-                                           fresh_state.energy, fresh.volume0, self.limits,
+                fresh.state = bound.init(fresh.state, force_field)
+                codes, values = check_step(fresh.state, fresh.state, fresh.state.energy,
+                                           fresh.state.energy, fresh.volume0, self.limits,
                                            temperature_limit)
-                fresh, done = self._leavers(fresh, codes, values)
+                fresh.fail_code, fresh.fail_value = codes, values
+                fresh, done = self._leavers(fresh, self._leave_flags(fresh).tolist())
                 batch = fresh if batch is None else (
                     batch if fresh is None else _concat(batch, fresh))
                 for item in done:
                     yield from self._emit(*item)
             if batch is None:
                 break
-            prev = batch.state
-            moved = bound.step(prev, force_field)
-            codes, values = check_step(prev, moved, prev.energy, moved.energy, batch.volume0,
-                                       self.limits, temperature_limit)
-            if moved.positions.is_cuda or bool(codes.any()):  # CPU: a host value, no sync
-                moved = select_systems(codes == 0, moved, prev)  # back to the last good state
-            batch.state = moved
-            batch, done = self._leavers(batch, codes, values)
-            for item in done:
-                yield from self._emit(*item)
+            self._step(batch, force_field, temperature_limit)
+            if pending is not None:  # the flags of the step before, now on the host
+                flags, ready = pending
+                if ready is not None:
+                    ready.synchronize()  # already done: this step's neighbour list read waited
+                batch, done = self._leavers(batch, flags.tolist(), prefix=True)
+                for item in done:
+                    yield from self._emit(*item)
+                pending = None
+                if batch is None:
+                    continue
+            leave = self._leave_flags(batch)
+            if self.pipelined:
+                pending = (leave.to("cpu", non_blocking=True), _event(leave.device))
+            else:
+                batch, done = self._leavers(batch, leave.tolist())
+                for item in done:
+                    yield from self._emit(*item)
+
+    def _step(self, batch: _Batch, force_field: ForceField, temperature_limit: float) -> None:
+        """One optimiser step of ``batch`` (in place), then the blow-up checks: a system that
+        fails (now or before) or has made its ``steps`` moves is put back where it was, so
+        that its flags may reach the host a step later without changing its result."""
+        prev = batch.state
+        moved = self.optimizer.step(prev, force_field)
+        codes, values = check_step(prev, moved, prev.energy, moved.energy, batch.volume0,
+                                   self.limits, temperature_limit)
+        failed_before = batch.fail_code != 0
+        batch.fail_code = torch.where(failed_before, batch.fail_code, codes)
+        batch.fail_value = torch.where(failed_before, batch.fail_value, values)
+        move = (batch.fail_code == 0) & (prev.n_steps < self.steps)
+        if not move.is_cpu or not move.numpy().all():  # on the CPU a host value, no sync
+            moved = select_systems(move, moved, prev)
+        batch.state = moved
+
+    def _leave_flags(self, batch: _Batch) -> torch.Tensor:
+        """(n_graphs,) int64 on the device: why each system leaves now (0: it stays)."""
+        state = batch.state
+        return torch.where(batch.fail_code != 0, _BLOWN_UP, torch.where(
+            state.converged, _CONVERGED, torch.where(state.n_steps >= self.steps, _MAX_STEPS,
+                                                     _STAY)))
 
     def _start(self, newcomers: list[tuple[int, Atoms, int]]) -> _Batch:
         """The starting state of the newcomers (momenta zero), on the device."""
@@ -245,31 +287,31 @@ class RelaxStream(Iterator[tuple[int, Atoms]]):
                              str(exc))
             raise type(exc)(message) from None
         state = state.replace(momenta=torch.zeros_like(state.momenta))
+        zeros = torch.zeros(state.n_graphs, dtype=torch.long, device=self.device)
         return _Batch(state=state, ids=ids, edges=[edges for _, _, edges in newcomers],
-                      volume0=volume(state.cell))
+                      volume0=volume(state.cell), fail_code=zeros,
+                      fail_value=zeros.to(torch.float64))
 
-    def _leavers(self, batch: _Batch, codes: torch.Tensor, values: torch.Tensor
+    def _leavers(self, batch: _Batch, flags: list[int], prefix: bool = False
                  ) -> tuple[_Batch | None, list[tuple[int, Atoms]]]:
-        """Split off the systems that converged, reached the step limit or blew up (one host
-        read of their status when none leaves); returns the batch left (None when empty) and
-        the leavers as (index, Atoms) with their ``relax_*`` info."""
-        state = batch.state
-        leave = torch.where(codes != 0, _BLOWN_UP, torch.where(
-            state.converged, _CONVERGED, torch.where(state.n_steps >= self.steps, _MAX_STEPS,
-                                                     _STAY)))
-        flags = leave.tolist()
+        """Split off the systems whose host ``flags`` say they leave (``prefix``: the flags
+        cover only the first systems, those of the step before; the others stay); returns
+        the batch left (None when empty) and the leavers as (index, Atoms) with their
+        ``relax_*`` info."""
+        if not prefix and len(flags) != batch.state.n_graphs:
+            raise AssertionError("leave flags and batch differ in length")
         gone = [g for g, flag in enumerate(flags) if flag != _STAY]
         if not gone:
             return batch, []
-        stay = [g for g, flag in enumerate(flags) if flag == _STAY]
+        state = batch.state
         leaving = take_systems(state, gone)
+        gone_index = torch.as_tensor(gone, device=state.positions.device)
         final_fmax = self.optimizer.max_force(leaving).tolist()
         n_steps = leaving.n_steps.tolist()
-        failure = torch.stack([codes.to(torch.float64), values]).index_select(
-            1, torch.as_tensor(gone, device=codes.device)).T.tolist()
-        frames = state_to_atoms(leaving)
+        failure = torch.stack([batch.fail_code.to(torch.float64), batch.fail_value]
+                              ).index_select(1, gone_index).T.tolist()
         out = []
-        for k, (g, frame) in enumerate(zip(gone, frames)):
+        for k, (g, frame) in enumerate(zip(gone, state_to_atoms(leaving))):
             index = batch.ids[g]
             frame.set_momenta(None)
             if flags[g] == _BLOWN_UP:
@@ -278,16 +320,20 @@ class RelaxStream(Iterator[tuple[int, Atoms]]):
             else:
                 converged = flags[g] == _CONVERGED or final_fmax[k] < self.optimizer.fmax
                 status = "converged" if converged else "max_steps"
-            frame.info.update(relax_converged=bool(converged), relax_steps=int(n_steps[k]),
-                              relax_status=status, relax_fmax=float(final_fmax[k]))
+            frame.info.update(relax_index=index, relax_converged=bool(converged),
+                              relax_steps=int(n_steps[k]), relax_status=status,
+                              relax_fmax=float(final_fmax[k]))
             out.append((index, frame))
+        gone_set = set(gone)
+        stay = [g for g in range(state.n_graphs) if g not in gone_set]
         if not stay:
             return None, out
-        keep = take_systems(state, stay)
-        stay_index = torch.as_tensor(stay, device=batch.volume0.device)
-        left = _Batch(state=keep, ids=[batch.ids[g] for g in stay],
+        stay_index = torch.as_tensor(stay, device=state.positions.device)
+        left = _Batch(state=take_systems(state, stay), ids=[batch.ids[g] for g in stay],
                       edges=[batch.edges[g] for g in stay],
-                      volume0=batch.volume0.index_select(0, stay_index))
+                      volume0=batch.volume0.index_select(0, stay_index),
+                      fail_code=batch.fail_code.index_select(0, stay_index),
+                      fail_value=batch.fail_value.index_select(0, stay_index))
         return left, out
 
     def _reason(self, index: int, step: int, code: int, value: float) -> str:
@@ -317,4 +363,15 @@ def _concat(first: _Batch, second: _Batch) -> _Batch:
     """The systems of ``first`` then those of ``second``."""
     return _Batch(state=concat_systems(first.state, second.state), ids=first.ids + second.ids,
                   edges=first.edges + second.edges,
-                  volume0=torch.cat([first.volume0, second.volume0]))
+                  volume0=torch.cat([first.volume0, second.volume0]),
+                  fail_code=torch.cat([first.fail_code, second.fail_code]),
+                  fail_value=torch.cat([first.fail_value, second.fail_value]))
+
+
+def _event(device: torch.device) -> Any:
+    """A CUDA event recorded now on ``device`` (None on other devices)."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record()
+    return event

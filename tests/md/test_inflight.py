@@ -342,3 +342,20 @@ def test_cli_output_holds_whole_frames_when_the_input_breaks(many, capsys):
     frames = ase.io.read(out, index=":")  # every written frame is whole
     assert 0 < len(frames) <= 6
     assert all(f.info["relax_status"] == "converged" for f in frames)
+
+
+@pytest.mark.gpu
+def test_streaming_on_cuda_fits_the_budget_and_follows_the_cpu(lj_model):
+    """On a CUDA device: the memory model comes from the allocator's peak, the device's peak
+    during the run stays near the budget, and the results are the CPU's."""
+    systems = _mixed(False)
+    budget = 4 * 2**20
+    torch.cuda.reset_peak_memory_stats()
+    stream = relax_stream(lj_model, iter(systems), fmax=0.005, max_memory=budget,
+                          device="cuda", ordered=True)
+    on_cuda = [frame for _, frame in stream]
+    assert stream.memory_model.method == "cuda peak" and stream.memory_model.per_edge > 0
+    assert torch.cuda.max_memory_allocated() <= 1.25 * budget
+    on_cpu = run_relax(lj_model, systems, fmax=0.005)
+    for got, expected in zip(on_cuda, on_cpu.atoms):
+        np.testing.assert_allclose(got.positions, expected.positions, rtol=0, atol=1e-8)

@@ -15,7 +15,7 @@ bit for bit, and a newcomer starts fresh. So each structure's result is that of 
 alone, up to the rounding of a batched against a single model evaluation.
 
 Blow-ups are caught by the checks of :mod:`mlip.md.guard` with :data:`RELAX_LIMITS` (non-finite
-energy, forces, stress or positions; forces above 50 eV/Å; two atoms closer than 0.5 Å; the
+energy, forces, stress or positions; forces above 1000 eV/Å; two atoms closer than 0.5 Å; the
 volume changing by more than 50 %); the energy-jump, displacement and temperature checks of MD
 do not apply (an optimiser lowers the energy by design and bounds its own steps). A failing
 system goes back to its last good state, leaves the batch with status ``blown_up: <reason>``
@@ -57,9 +57,11 @@ from mlip.units import parse_bytes
 __all__ = ["RELAX_LIMITS", "RelaxStream", "check_steps", "optimizer_name"]
 
 #: Blow-up limits of a relaxation: those of MD without the energy-jump, displacement and
-#: temperature checks (an optimiser lowers the energy by design and bounds its own steps).
-RELAX_LIMITS = BlowUpLimits(max_energy_jump=math.inf, max_displacement=math.inf,
-                            max_temperature_K=math.inf)
+#: temperature checks (an optimiser lowers the energy by design and bounds its own steps), and
+#: forces up to 1000 eV/Å (a rattled or generated starting structure may exceed MD's 50 eV/Å
+#: and still relax: the optimiser's step limit handles it).
+RELAX_LIMITS = BlowUpLimits(max_force=1000.0, max_energy_jump=math.inf,
+                            max_displacement=math.inf, max_temperature_K=math.inf)
 
 # leave codes of a system after a step (one host read of them per step)
 _STAY, _CONVERGED, _MAX_STEPS, _BLOWN_UP = 0, 1, 2, 3

@@ -214,6 +214,16 @@ def test_blown_up_structures_leave_the_batch_and_are_reported(lj_model):
                                    rtol=0, atol=1e-10)
 
 
+def test_a_rough_start_is_not_a_blow_up(lj_model):
+    """Forces above MD's 50 eV/Å at the start of a relaxation are not a blow-up."""
+    rough = bulk("Cu", "fcc", a=3.5, cubic=True).repeat(2)
+    rough.rattle(0.02 + 0.004 * 29, seed=29)
+    start = run_relax(lj_model, [rough], steps=0)
+    assert np.abs(start.atoms[0].get_forces()).max() > 50.0
+    result = run_relax(lj_model, [rough], fmax=0.01, steps=300)
+    assert result.status == ["converged"]
+
+
 def test_regrouping_keeps_every_system_variable(lj_model):
     slab = strained_cu_cell(0)
     slab.set_constraint(FixAtoms(indices=[0, 2]))

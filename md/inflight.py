@@ -111,6 +111,8 @@ class RelaxStream(Iterator[tuple[int, Atoms]]):
         admitted: (atoms, edges, systems, estimated bytes) of the batch after every admission
             (edges and bytes 0 without a budget).
         n_done: structures yielded so far.
+        pipelined: read the leave flags a step late, without waiting for the device (on by
+            default off the CPU; results do not depend on it).
     """
 
     def __init__(self, model: Potential | str | os.PathLike, structures: Iterable[Atoms], *,
@@ -132,11 +134,11 @@ class RelaxStream(Iterator[tuple[int, Atoms]]):
         self.admitted: list[tuple[int, int, int, float]] = []
         self.n_done = 0
         self._held: dict[int, Atoms] = {}  # finished early, held for ordered output
-        #: read the leave flags a step late (without waiting for the device): off on the CPU
         self.pipelined = self.device.type != "cpu"
         if total is None and hasattr(structures, "__len__"):
             total = len(structures)
-        self._bar = tqdm(total=total, disable=not progress, unit="structure", dynamic_ncols=True)
+        self._bar_settings = dict(total=total, disable=not progress, unit="structure",
+                                  dynamic_ncols=True)
         self._source = enumerate(structures)
         self._head: tuple[int, Atoms, int] | None = None
         self._exhausted = False
@@ -149,7 +151,8 @@ class RelaxStream(Iterator[tuple[int, Atoms]]):
         try:
             return next(self._run)
         except StopIteration:
-            self._bar.close()
+            if hasattr(self, "_bar"):
+                self._bar.close()
             raise
 
     # ---------------------------------------------------------------------------- input
@@ -216,6 +219,7 @@ class RelaxStream(Iterator[tuple[int, Atoms]]):
 
     # ---------------------------------------------------------------------------- loop
     def _relax(self) -> Iterator[tuple[int, Atoms]]:
+        self._bar = tqdm(**self._bar_settings)
         bound = self.optimizer
         force_field = ForceField(self.model, skin=self.skin, compute_stress=bound.needs_stress,
                                  max_atoms_per_call="auto")

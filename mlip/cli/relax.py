@@ -19,8 +19,8 @@ SETTINGS = Group("mlip relax MODEL IN", (
     Setting("--optimizer", (str,), "fire", "fire, or lbfgs (fewer force calls near a smooth "
             "minimum); --cell takes its cell variant (the non-cell keys of mlip.md.OPTIMIZERS)",
             choices=("fire", "lbfgs")),
-    Setting("--lbfgs-memory", (int,), None, "L-BFGS history length (stored steps; default 20)",
-            range=AT_LEAST_ONE, nullable=True, metavar="N"),
+    Setting("--lbfgs-memory", (int,), None, "L-BFGS history length (stored steps)",
+            range=AT_LEAST_ONE, nullable=True, metavar="N", default_text="20"),
     Setting("--steps", (int,), 1000, "maximum optimiser steps", range=NON_NEGATIVE),
     Setting("--pressure", (float,), 0.0, "external pressure of the cell relaxation", unit="GPa"),
     Setting("--max-memory", (str,), None, "memory budget of the batch (model weights, "

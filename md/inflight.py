@@ -37,7 +37,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import torch
 from ase import Atoms
@@ -54,7 +54,7 @@ from mlip.models import Potential
 from mlip.models.loading import resolve_model
 from mlip.units import parse_bytes
 
-__all__ = ["RELAX_LIMITS", "RelaxStream", "check_steps", "optimizer_name"]
+__all__ = ["RELAX_LIMITS", "Admission", "RelaxStream", "check_steps", "optimizer_name"]
 
 #: Blow-up limits of a relaxation: those of MD without the energy-jump, displacement and
 #: temperature checks (an optimiser lowers the energy by design and bounds its own steps), and
@@ -87,6 +87,17 @@ def optimizer_name(optimizer: str, relax_cell: bool) -> str:
     return f"{optimizer}_cell" if relax_cell else optimizer
 
 
+class Admission(NamedTuple):
+    """The batch just after an admission: atoms, edges (0 without a budget), systems, the
+    estimated bytes (0.0 without a budget) and the input indices of its structures."""
+
+    atoms: int
+    edges: int
+    systems: int
+    estimate: float
+    indices: tuple[int, ...]
+
+
 @dataclass
 class _Batch:
     """The systems being relaxed: optimiser state; per system its input index, edges (host),
@@ -108,8 +119,7 @@ class RelaxStream(Iterator[tuple[int, Atoms]]):
         budget: the memory budget in bytes (None: every structure in one batch).
         memory_model: the fitted estimator (None without a budget, or before the first
             structure is read).
-        admitted: (atoms, edges, systems, estimated bytes) of the batch after every admission
-            (edges and bytes 0 without a budget).
+        admitted: an :class:`Admission` (the batch just after it) per admission event.
         n_done: structures yielded so far.
         pipelined: read the leave flags a step late, without waiting for the device (on by
             default off the CPU; results do not depend on it).
@@ -131,7 +141,7 @@ class RelaxStream(Iterator[tuple[int, Atoms]]):
         self.relax_cell = relax_cell
         self.model = resolve_model(model, device=device)
         self.memory_model: MemoryModel | None = None
-        self.admitted: list[tuple[int, int, int, float]] = []
+        self.admitted: list[Admission] = []
         self.n_done = 0
         self._held: dict[int, Atoms] = {}  # finished early, held for ordered output
         self.pipelined = self.device.type != "cpu"
@@ -214,7 +224,8 @@ class RelaxStream(Iterator[tuple[int, Atoms]]):
         if chosen:
             estimate = (0.0 if self.memory_model is None
                         else self.memory_model.estimate(atoms_n, edges_n, systems_n))
-            self.admitted.append((atoms_n, edges_n, systems_n, estimate))
+            indices = (() if batch is None else tuple(batch.ids)) + tuple(i for i, _, _ in chosen)
+            self.admitted.append(Admission(atoms_n, edges_n, systems_n, estimate, indices))
         return chosen
 
     # ---------------------------------------------------------------------------- loop

@@ -66,7 +66,8 @@ def test_every_structure_once_and_as_relaxed_alone(lj_model, optimizer, relax_ce
     stream = relax_stream(lj_model, iter(systems), max_memory=budget, **settings)
     results = list(stream)
     assert sorted(i for i, _ in results) == list(range(len(systems)))  # each exactly once
-    assert len(stream.admitted) > 2 and max(n for *_, n, _ in stream.admitted) < len(systems)
+    assert len(stream.admitted) > 2
+    assert max(a.systems for a in stream.admitted) < len(systems)
     for index, frame in results:
         alone = run_relax(lj_model, [systems[index]], **settings)
         assert frame.info["relax_index"] == index
@@ -93,12 +94,15 @@ def test_the_batch_stays_under_the_budget_per_the_estimator(lj_model):
     memory = stream.memory_model
     assert memory.per_atom > 0 and memory.per_edge > 0 and memory.method == "saved tensors"
     edges = [count_edges(a, lj_model.cutoff) for a in systems]
-    assert sum(e for _, e, _, _ in stream.admitted) >= sum(edges)  # counted once per entry
-    for atoms, n_edges, n_systems, estimate in stream.admitted:
-        assert estimate == pytest.approx(memory.estimate(atoms, n_edges, n_systems))
-        assert estimate <= budget or n_systems == 1  # an oversized structure runs alone
-    assert any(n == 1 and e > budget for *_, n, e in stream.admitted)  # the 32-atom cell
-    assert max(n for *_, n, _ in stream.admitted) >= 2
+    for batch in stream.admitted:  # the counts are those of the structures in the batch
+        assert batch.atoms == sum(len(systems[i]) for i in batch.indices)
+        assert batch.edges == sum(edges[i] for i in batch.indices)
+        assert batch.systems == len(batch.indices)
+        assert batch.estimate == pytest.approx(memory.estimate(batch.atoms, batch.edges,
+                                                               batch.systems))
+        assert batch.estimate <= budget or batch.systems == 1  # an oversized one runs alone
+    assert [a.indices for a in stream.admitted if a.estimate > budget] == [(4,)]
+    assert max(a.systems for a in stream.admitted) >= 2
 
 
 def test_memory_budget_is_bytes_or_text(lj_model):

@@ -169,6 +169,6 @@ def lbfgs_step(state: LBFGSState, force_fn: ForceFn, *, fmax: float, relax_cell:
 
 
 OPTIMIZERS.update({o.name: o for o in (
-    OptimizerSpec("lbfgs", lbfgs_init, lbfgs_step, False, ()),
-    OptimizerSpec("lbfgs_cell", lbfgs_init, lbfgs_step, True, ("pressure_GPa",)),
+    OptimizerSpec("lbfgs", lbfgs_init, lbfgs_step, False, ("memory",)),
+    OptimizerSpec("lbfgs_cell", lbfgs_init, lbfgs_step, True, ("pressure_GPa", "memory")),
 )})

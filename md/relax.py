@@ -239,7 +239,7 @@ class OptimizerSpec:
         name: registry key. init, step: the pure functions (settings unbound).
         relax_cell: the cell is a degree of freedom too (ASE's ``FrechetCellFilter``).
         settings: the :func:`make_optimizer` settings it reads besides ``fmax`` (a non-zero
-            ``pressure_GPa`` is refused where it is not listed).
+            ``pressure_GPa``, or a ``memory``, is refused where it is not listed).
     """
 
     name: str
@@ -257,7 +257,8 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {o.name: o for o in (
 )}
 
 
-def make_optimizer(name: str, *, fmax: float = 0.05, pressure_GPa: float = 0.0) -> Optimizer:
+def make_optimizer(name: str, *, fmax: float = 0.05, pressure_GPa: float = 0.0,
+                   memory: int | None = None) -> Optimizer:
     """Bind an optimiser's settings through its :data:`OPTIMIZERS` entry (GPa → eV/Å³ once).
 
     Args:
@@ -265,10 +266,12 @@ def make_optimizer(name: str, *, fmax: float = 0.05, pressure_GPa: float = 0.0) 
             cell; ``lbfgs`` is registered by :mod:`mlip.md.lbfgs`).
         fmax: convergence threshold on the generalised forces, eV/Å.
         pressure_GPa: external pressure of a cell relaxation, GPa.
+        memory: L-BFGS history length (stored step pairs; None: the optimiser's default, 20).
 
     Raises:
-        ConfigError: unknown optimiser, ``fmax`` not a finite number > 0, or a setting the
-            optimiser would ignore (a pressure without the cell); the message names it.
+        ConfigError: unknown optimiser, ``fmax`` not a finite number > 0, ``memory`` not an
+            integer >= 1, or a setting the optimiser would ignore (a pressure without the
+            cell, a memory for FIRE); the message names it.
     """
     spec = OPTIMIZERS.get(name)
     if spec is None:
@@ -280,9 +283,18 @@ def make_optimizer(name: str, *, fmax: float = 0.05, pressure_GPa: float = 0.0) 
                           "relax_cell=True (only a cell relaxation feels a pressure)")
     if not (isinstance(pressure_GPa, numbers.Real) and math.isfinite(pressure_GPa)):
         raise ConfigError(f"pressure_GPa = {pressure_GPa!r} is not allowed: a finite number (GPa)")
+    extra = {}
+    if memory is not None:
+        if "memory" not in spec.settings:
+            raise ConfigError(f"memory = {memory!r} is not allowed for {name!r}: only L-BFGS "
+                              "keeps a history")
+        if not isinstance(memory, numbers.Integral) or isinstance(memory, bool) or memory < 1:
+            raise ConfigError(f"memory = {memory!r} is not allowed: an integer >= 1 (L-BFGS "
+                              "history length)")
+        extra = {"memory": int(memory)}
     cell, pressure = spec.relax_cell, pressure_GPa * GPa
     return Optimizer(
-        name, functools.partial(spec.init, relax_cell=cell),
+        name, functools.partial(spec.init, relax_cell=cell, **extra),
         functools.partial(spec.step, fmax=fmax, relax_cell=cell, pressure=pressure),
         functools.partial(max_force, relax_cell=cell, pressure=pressure), fmax, cell,
-        {"fmax": fmax, "pressure_GPa": pressure_GPa})
+        {"fmax": fmax, "pressure_GPa": pressure_GPa, **extra})

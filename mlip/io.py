@@ -9,6 +9,7 @@ error naming the supported ones, so a file never holds a format its name does no
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -106,7 +107,9 @@ class FrameWriter:
         if self._store is not None:
             self._write_store(frames, ids)
         elif self.format == "extxyz":
-            ase.io.write(self.path, list(frames), format="extxyz", append=True)
+            text = io.StringIO()
+            ase.io.write(text, list(frames), format="extxyz")
+            _append_whole(self.path, text.getvalue())
         else:
             if self._traj is None:
                 self._traj = Trajectory(str(self.path), "a")
@@ -143,6 +146,20 @@ class FrameWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+
+
+def _append_whole(path: Path, text: str) -> None:
+    """Append ``text`` in one write; on any error the file is cut back to its old length, so a
+    reader never sees a partial frame."""
+    data = text.encode("utf-8")
+    with open(path, "ab") as handle:
+        start = handle.tell()
+        try:
+            handle.write(data)
+            handle.flush()
+        except BaseException:
+            handle.truncate(start)
+            raise
 
 
 def write_frames(

@@ -51,13 +51,14 @@ def cu_atoms():
 
 @pytest.fixture(scope="session")
 def potential_file(tmp_path_factory) -> Path:
-    """A seeded 2-layer Facet (cutoff 3 Å, float64, Cu only)."""
+    """A seeded 2-layer Facet (cutoff 3 Å, float64, Cu only; small and bilinear: fast)."""
     from mlip.models import build, save_model
     from mlip.models.facet import FACET_PRESETS
 
     torch.manual_seed(0)
     model = build("facet", species=[29], avg_num_neighbors=12.0,
-                  **{**FACET_PRESETS["facet-tiny"], "cutoff": 3.0}).double()
+                  **{**FACET_PRESETS["facet-tiny"], "cutoff": 3.0, "mixer": "bilinear",
+                     "hidden_irreps": "4x0e+2x1o"}).double()
     model.set_energy_reference({29: -3.5}, scale=0.5)
     path = tmp_path_factory.mktemp("lammps_model") / "facet_cu.pt"
     save_model(model, path)

@@ -14,6 +14,9 @@ SETTINGS = Group("mlip lammps MODEL INPUT", (
     Setting("--elements", (list,), None, "chemical symbol of each LAMMPS atom type, in type "
             "order (default: told from the types' masses)", item=str, nullable=True,
             metavar="SYMBOL", default_text="from the masses"),
+    Setting("--ghost-shell", (str,), "double", "double: ghosts to 2·layers·cutoff + skin, "
+            "no reverse communication; single: half as deep, the ghosts' forces sent back to "
+            "their owners (less redundant work)", choices=("double", "single")),
     Setting("--fix", (str,), "mlip", "id of the 'fix ID all external pf/callback 1 1' that "
             "receives mlip's forces"),
 ))
@@ -45,4 +48,5 @@ def run(args: argparse.Namespace) -> int:
 
     return run_input(args.model, args.input, fix_id=args.fix, device=args.device,
                      dtype=args.dtype, elements=args.elements,
-                     variables=[tuple(pair) for pair in args.var or ()])
+                     variables=[tuple(pair) for pair in args.var or ()],
+                     ghost_shell=args.ghost_shell)

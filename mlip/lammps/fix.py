@@ -3,6 +3,9 @@
 LAMMPS calls :meth:`MLIPFix.callback` on each rank after its own forces; the callback reads the
 rank's local and ghost atoms, evaluates them with :func:`mlip.lammps.halo.evaluate_halo` and
 hands back the local forces, the total energy (reduced over the ranks) and the total virial.
+Two ghost shells (:data:`GHOST_SHELLS`): "double" (2·L·r_c + skin, no reverse communication)
+and "single" (L·r_c + skin; the ghosts' force contributions are sent to their owners with
+mpi4py, found by atom id from a table all ranks rebuild at each neighbour-list build).
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ from mlip.errors import ConfigError, UnknownElementError
 from mlip.lammps.halo import evaluate_halo
 from mlip.models import Potential
 
-__all__ = ["MLIPFix", "attach", "types_to_elements", "DEFAULT_SKIN", "MASS_TOLERANCE"]
+__all__ = ["MLIPFix", "attach", "types_to_elements", "DEFAULT_SKIN", "MASS_TOLERANCE",
+           "GHOST_SHELLS"]
+
+#: ghost shells: name → receptive radii (L·r_c) in the ghost cutoff
+GHOST_SHELLS = {"double": 2, "single": 1}
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 #: LAMMPS's neighbour skin in metal units when the input sets none, Å
@@ -77,7 +84,8 @@ class MLIPFix:
         fix_id: the ``fix external`` id. type_numbers: atomic number of each type (index 0
         unused). comm: the mpi4py communicator of the LAMMPS instance. skin: Å, the largest
         displacement since a neighbour build that the ghost cutoff covers is skin/2.
-        ghost_cutoff: Å, the ``comm_modify cutoff`` set (2·L·r_c + skin).
+        ghost_cutoff: Å, the ``comm_modify cutoff`` set (2·L·r_c + skin; single: L·r_c + skin).
+        ghost_shell: "double" or "single" (:data:`GHOST_SHELLS`).
         stats: per-call work counters (atoms and edges evaluated, local atoms and edges).
     """
 
@@ -88,9 +96,12 @@ class MLIPFix:
     comm: Any
     skin: float
     ghost_cutoff: float
+    ghost_shell: str = "double"
     stats: dict[str, int] = field(default_factory=lambda: dict(
         calls=0, atoms_evaluated=0, edges_evaluated=0, local_atoms=0, local_edges=0))
     _reference: np.ndarray | None = None
+    _owner: np.ndarray | None = None  # atom id → owning rank (single shell)
+    _local_index: np.ndarray | None = None  # atom id → local index on this rank
 
     def callback(self, caller: Any, step: int, nlocal: int, tag: np.ndarray, x: np.ndarray,
                  f: np.ndarray) -> None:
@@ -109,13 +120,19 @@ class MLIPFix:
     def _compute(self, nlocal: int, f: np.ndarray) -> None:
         lmp = self.lmp
         nall = nlocal + lmp.extract_global("nghost")
-        positions = np.array(lmp.numpy.extract_atom("x", nelem=nall, dim=3), copy=True)
-        self._check_displacement(positions[:nlocal])
-        types = torch.from_numpy(np.array(lmp.numpy.extract_atom("type", nelem=nall)))
+        positions = self._per_atom("x", nall, np.float64).reshape(nall, 3)
+        rebuilt = lmp.extract_setting("neigh_ago") == 0
+        self._check_displacement(positions[:nlocal], rebuilt)
+        types = torch.from_numpy(self._per_atom("type", nall, np.int64))
         device = self.type_numbers.device
+        single = self.ghost_shell == "single"
         result = evaluate_halo(self.model, torch.from_numpy(positions).to(device),
-                               self.type_numbers[types.to(device)], nlocal)
-        f[:] = result.forces.cpu().numpy()
+                               self.type_numbers[types.to(device)], nlocal, ghost_forces=single)
+        forces = result.forces.cpu().numpy()
+        if single:
+            ids = self._per_atom("id", nall, np.int64)
+            self._add_ghost_forces(forces, ids, nlocal, rebuilt, result)
+        f[:] = forces
         totals = np.zeros(7)
         totals[0] = result.energy
         w = result.virial.cpu().numpy()
@@ -131,11 +148,37 @@ class MLIPFix:
         stats["local_atoms"] += nlocal
         stats["local_edges"] += result.local_edges
 
-    def _check_displacement(self, local: np.ndarray) -> None:
+    def _per_atom(self, name: str, n: int, dtype: type) -> np.ndarray:
+        """A copy of the first ``n`` rows of a LAMMPS per-atom array (empty when n is 0)."""
+        if n == 0:
+            return np.zeros((0, 3) if name == "x" else 0, dtype=dtype)
+        dim = 3 if name == "x" else 1
+        return np.array(self.lmp.numpy.extract_atom(name, nelem=n, dim=dim), dtype=dtype)
+
+    def _add_ghost_forces(self, forces: np.ndarray, ids: np.ndarray, nlocal: int,
+                          rebuilt: bool, result: Any) -> None:
+        """Single shell: send each ghost's force to its owner (by atom id) and add the ones
+        received to ``forces`` (nlocal, 3). Collective: every rank calls it every step."""
+        if rebuilt or self._owner is None:  # the same step on every rank
+            every = self.comm.allgather(ids[:nlocal])
+            top = max((int(t.max()) for t in every if t.size), default=0) + 1
+            self._owner = np.full(top, -1, dtype=np.int32)
+            for rank, owned in enumerate(every):
+                self._owner[owned] = rank
+            self._local_index = np.full(top, -1, dtype=np.int64)
+            self._local_index[ids[:nlocal]] = np.arange(nlocal)
+        ghost_ids = ids[result.ghost_index.cpu().numpy()]
+        ghost_forces = result.ghost_forces.cpu().numpy()
+        owner = self._owner[ghost_ids]
+        outgoing = [(ghost_ids[owner == rank], ghost_forces[owner == rank])
+                    for rank in range(self.comm.Get_size())]
+        for received_ids, received in self.comm.alltoall(outgoing):
+            np.add.at(forces, self._local_index[received_ids], received)
+
+    def _check_displacement(self, local: np.ndarray, rebuilt: bool) -> None:
         """Refuse a step whose local atoms moved more than skin/2 since the last neighbour
-        build: the ghosts would no longer hold every atom within 2·L·r_c."""
-        if self.lmp.extract_setting("neigh_ago") == 0 or self._reference is None \
-                or self._reference.shape != local.shape:
+        build: the ghosts would no longer hold every atom the shell must hold."""
+        if rebuilt or self._reference is None or self._reference.shape != local.shape:
             self._reference = local.copy()
             return
         moved = float(np.sqrt(((local - self._reference) ** 2).sum(axis=1).max(initial=0.0)))
@@ -157,13 +200,15 @@ class MLIPFix:
 
 def attach(lmp: Any, model: Potential | str, fix_id: str = "mlip", *,
            device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
-           elements: Sequence[str] | None = None, skin: float = DEFAULT_SKIN) -> MLIPFix:
+           elements: Sequence[str] | None = None, skin: float = DEFAULT_SKIN,
+           ghost_shell: str = "double") -> MLIPFix:
     """Make ``fix FIX_ID all external pf/callback 1 1`` of ``lmp`` apply an mlip potential.
 
     Call it once the box, the masses (or ``elements``) and the fix exist, before the first
     ``run`` or ``minimize``. It sets ``fix_modify FIX_ID energy yes virial yes`` (so ``pe``,
     ``press``, ``fix npt`` and ``fix box/relax`` see the potential) and ``comm_modify cutoff``
-    to 2·L·r_c + ``skin`` (L: the model's receptive layers): do not lower it afterwards.
+    to 2·L·r_c + ``skin`` (L: the model's receptive layers; L·r_c + skin for the single
+    shell): do not lower it afterwards.
 
     Args:
         lmp: a ``lammps.lammps`` instance (every rank calls ``attach``).
@@ -174,6 +219,8 @@ def attach(lmp: Any, model: Potential | str, fix_id: str = "mlip", *,
         elements: chemical symbol of each atom type (default: from the types' masses).
         skin: the LAMMPS neighbour skin in effect, Å (``neighbor SKIN bin``; 2.0 Å is
             LAMMPS's default in metal units).
+        ghost_shell: "double" (no reverse communication) or "single" (half the depth; the
+            ghosts' forces are sent to their owners).
 
     Returns:
         the :class:`MLIPFix` (its :meth:`~MLIPFix.work` reports the redundant work).
@@ -194,6 +241,8 @@ def attach(lmp: Any, model: Potential | str, fix_id: str = "mlip", *,
                           "external pf/callback 1 1' before the first run")
     if not skin >= 0:
         raise ConfigError(f"skin = {skin}: allowed a number >= 0 (Å)")
+    if ghost_shell not in GHOST_SHELLS:
+        raise ConfigError(f"ghost_shell = {ghost_shell!r}: allowed {', '.join(GHOST_SHELLS)}")
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise ConfigError(f"dtype = {dtype!r}: allowed {', '.join(_DTYPES)}")
@@ -213,13 +262,14 @@ def attach(lmp: Any, model: Potential | str, fix_id: str = "mlip", *,
         known = ", ".join(chemical_symbols[z] for z in model.species)
         raise UnknownElementError(f"the model does not know element(s) {names}; it knows "
                                   f"{known}")
-    ghost = 2 * model.receptive_layers * model.cutoff + skin
+    ghost = GHOST_SHELLS[ghost_shell] * model.receptive_layers * model.cutoff + skin
     lmp.command(f"comm_modify cutoff {math.ceil(ghost * 1000) / 1000:.3f}")
     lmp.command(f"fix_modify {fix_id} energy yes virial yes")
     type_numbers = torch.tensor([0, *numbers], dtype=torch.long,
                                 device=model.species_index.device)
     fix = MLIPFix(lmp=lmp, model=model, fix_id=fix_id, type_numbers=type_numbers,
-                  comm=_communicator(lmp), skin=float(skin), ghost_cutoff=ghost)
+                  comm=_communicator(lmp), skin=float(skin), ghost_cutoff=ghost,
+                  ghost_shell=ghost_shell)
     lmp.set_fix_external_callback(fix_id, fix.callback, None)
     return fix
 

@@ -18,6 +18,11 @@ model's :attr:`~mlip.models.Potential.receptive_layers` and h(k) the number of e
   on some rank, and dE_A/dD_e is the derivative of the total energy for that copy).
 
 The reported energy is the sum of the local atoms' energies (the ranks' sum is the total).
+
+With ``ghost_forces=True`` (the "single" shell) only atoms with h <= L are needed (the ghost
+cutoff L·r_c + skin): E_B = sum of the local atoms' energies, and dE_B/dr is returned for the
+local atoms and for the ghosts; the caller adds each ghost's force to its owner's (reverse
+communication). The virial share is then -sum over all edges of D_e ⊗ dE_B/dD_e.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ class HaloResult:
         atoms_evaluated: atoms the model ran on (local + the ghosts within 2L hops).
         edges_evaluated: edges the model ran on.
         local_edges: edges whose centre is a local atom (the rank's share of the real graph).
+        ghost_index: with ghost forces, (n_g,) int64 indices (into the input atoms) of the
+            ghosts that carry a force; else None.
+        ghost_forces: (n_g, 3) float64 eV/Å, -dE_B/dr of those ghosts (to add to their owners'
+            forces); else None.
     """
 
     energy: float
@@ -55,6 +64,8 @@ class HaloResult:
     atoms_evaluated: int
     edges_evaluated: int
     local_edges: int
+    ghost_index: torch.Tensor | None = None
+    ghost_forces: torch.Tensor | None = None
 
 
 def hop_distances(edge_index: torch.Tensor, n_atoms: int, n_local: int,
@@ -80,16 +91,18 @@ def hop_distances(edge_index: torch.Tensor, n_atoms: int, n_local: int,
 
 
 def evaluate_halo(model: Potential, positions: torch.Tensor, atomic_numbers: torch.Tensor,
-                  n_local: int) -> HaloResult:
+                  n_local: int, *, ghost_forces: bool = False) -> HaloResult:
     """Energy, forces and virial share of the first ``n_local`` atoms (module docstring).
 
     Args:
         model: a potential in eval mode with a stated ``receptive_layers`` L.
         positions: (n_atoms, 3) Å, local atoms first, then the ghosts, explicit images (no
             periodic boundary is applied). Every atom within 2·L·r_c of a local atom must be
-            present (the caller's ghost cutoff).
+            present (the caller's ghost cutoff; L·r_c with ``ghost_forces``).
         atomic_numbers: (n_atoms,) int64.
         n_local: number of local atoms.
+        ghost_forces: return the ghosts' force contributions instead of needing the double
+            shell (the caller sends them to the owners).
 
     Returns:
         :class:`HaloResult`.
@@ -101,12 +114,13 @@ def evaluate_halo(model: Potential, positions: torch.Tensor, atomic_numbers: tor
     no_cell = positions.new_zeros(3, 3)
     no_pbc = torch.zeros(3, dtype=torch.bool, device=positions.device)
     i, j, _ = neighbor_list(positions, no_cell, no_pbc, model.cutoff)
-    hops = hop_distances(torch.stack([i, j]), n_all, n_local, 2 * layers)
-    keep = (hops <= 2 * layers).nonzero().squeeze(1)  # local atoms first, order kept
+    depth = layers if ghost_forces else 2 * layers
+    hops = hop_distances(torch.stack([i, j]), n_all, n_local, depth)
+    keep = (hops <= depth).nonzero().squeeze(1)  # local atoms first, order kept
     renumber = torch.full((n_all,), -1, dtype=torch.long, device=positions.device)
     renumber[keep] = torch.arange(keep.shape[0], device=positions.device)
-    # an atom 2L hops away only lends its species: its own edges are not needed
-    edge_mask = hops[i] < 2 * layers
+    # an atom `depth` hops away only lends its species: its own edges are not needed
+    edge_mask = hops[i] < depth
     edge_index = renumber[torch.stack([i[edge_mask], j[edge_mask]])]
     positions, numbers, hops = positions[keep], atomic_numbers[keep], hops[keep]
     graph = _cloud_graph(positions, numbers, edge_index, model.cutoff)
@@ -115,18 +129,23 @@ def evaluate_halo(model: Potential, positions: torch.Tensor, atomic_numbers: tor
     vectors.requires_grad_(True)
     with torch.enable_grad():
         node_energy = model.node_energy(graph, vectors)
-        needed = node_energy[hops <= layers].sum()
+        needed = node_energy[:n_local].sum() if ghost_forces else node_energy[hops <= layers].sum()
         (grad,) = torch.autograd.grad(needed, vectors, allow_unused=True, materialize_grads=True)
     grad = grad.detach()
     forces = torch.zeros_like(positions)
     forces.index_add_(0, src, grad).index_add_(0, dst, -grad)
     local_edge = src < n_local
-    virial = -(vectors.detach()[local_edge].T @ grad[local_edge]).to(torch.float64)
+    counted = slice(None) if ghost_forces else local_edge
+    virial = -(vectors.detach()[counted].T @ grad[counted]).to(torch.float64)
     local_energy = node_energy[:n_local].detach()
+    ghosts = {}
+    if ghost_forces:
+        ghosts = dict(ghost_index=keep[n_local:], ghost_forces=forces[n_local:].to(torch.float64))
     return HaloResult(energy=float(local_energy.sum()),
                       forces=forces[:n_local].to(torch.float64), virial=0.5 * (virial + virial.T),
                       node_energy=local_energy, atoms_evaluated=int(keep.shape[0]),
-                      edges_evaluated=int(src.shape[0]), local_edges=int(local_edge.sum()))
+                      edges_evaluated=int(src.shape[0]), local_edges=int(local_edge.sum()),
+                      **ghosts)
 
 
 def _cloud_graph(positions: torch.Tensor, numbers: torch.Tensor, edge_index: torch.Tensor,

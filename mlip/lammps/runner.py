@@ -46,7 +46,7 @@ def input_commands(text: str) -> list[str]:
 def run_input(model: str | os.PathLike, input_path: str | os.PathLike, *, fix_id: str = "mlip",
               device: str = "auto", dtype: str | None = None,
               elements: Sequence[str] | None = None,
-              variables: Sequence[tuple[str, str]] = ()) -> int:
+              variables: Sequence[tuple[str, str]] = (), ghost_shell: str = "double") -> int:
     """Run ``input_path`` in LAMMPS on this process's MPI rank with ``model`` on ``fix_id``.
 
     Args:
@@ -58,6 +58,7 @@ def run_input(model: str | os.PathLike, input_path: str | os.PathLike, *, fix_id
         dtype: ``float32`` or ``float64`` (default: the model's).
         elements: chemical symbol of each atom type (default: from the masses).
         variables: ``(NAME, VALUE)`` pairs, as LAMMPS's ``-var NAME VALUE``.
+        ghost_shell: "double" or "single" (:func:`mlip.lammps.attach`).
 
     Returns:
         0 on success, 2 for a refused input or model (printed by rank 0), 1 when LAMMPS
@@ -85,7 +86,8 @@ def run_input(model: str | os.PathLike, input_path: str | os.PathLike, *, fix_id
             if words[0] in RUN_COMMANDS and fix is None:
                 attached: list[Any] = []
                 error = _attempt(lambda: attached.append(attach(
-                    lmp, prepared["model"], fix_id, elements=elements, skin=skin)))
+                    lmp, prepared["model"], fix_id, elements=elements, skin=skin,
+                    ghost_shell=ghost_shell)))
                 if _refused(comm, error):
                     return 2
                 fix = attached[0]

@@ -37,21 +37,27 @@ def _rank_cloud(atoms, lo: np.ndarray, hi: np.ndarray, margin: float):
 
 @pytest.mark.parametrize("family", ["facet", "tdn"])
 @pytest.mark.parametrize("slabs", [1, 3])
-def test_slabs_with_ghosts_give_the_periodic_result(family, slabs):
+@pytest.mark.parametrize("ghost_forces", [False, True])
+def test_slabs_with_ghosts_give_the_periodic_result(family, slabs, ghost_forces):
+    """The double shell (no reverse communication) and the single shell whose ghost forces go
+    back to their owners both give the periodic energy, forces and virial."""
     torch.manual_seed(1)
     options = dict(avg_num_neighbors=12.0, hidden_irreps="4x0e+2x1o", num_layers=2) \
         if family == "facet" else dict(channels=4, num_heads=1, num_blocks=1, radial_hidden=8)
     model = build(family, species=[29], cutoff=3.0, **options).double().eval()
     atoms = cu_atoms()
     atoms.calc = MLIPCalculator(model)
-    reach = 2 * model.receptive_layers * model.cutoff
-    energy, forces, virial = 0.0, np.full((len(atoms), 3), np.nan), np.zeros((3, 3))
+    reach = (1 if ghost_forces else 2) * model.receptive_layers * model.cutoff
+    energy, forces, virial = 0.0, np.zeros((len(atoms), 3)), np.zeros((3, 3))
     for k in range(slabs):
         lo, hi = np.array([k / slabs, 0, 0]), np.array([(k + 1) / slabs, 1, 1])
         points, numbers, owners, n_local = _rank_cloud(atoms, lo, hi, reach)
-        result = evaluate_halo(model, torch.tensor(points), torch.tensor(numbers), n_local)
+        result = evaluate_halo(model, torch.tensor(points), torch.tensor(numbers), n_local,
+                               ghost_forces=ghost_forces)
         energy += result.energy
-        forces[owners[:n_local]] = result.forces.numpy()
+        np.add.at(forces, owners[:n_local], result.forces.numpy())
+        if ghost_forces:
+            np.add.at(forces, owners[result.ghost_index.numpy()], result.ghost_forces.numpy())
         virial += result.virial.numpy()
         assert result.atoms_evaluated < len(points)  # the far ghosts were dropped
     stress = atoms.get_stress(voigt=False)

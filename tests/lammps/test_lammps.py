@@ -21,17 +21,22 @@ fix nve all nve
 run 20"""
 
 
+#: (ranks, ghost shell) of the NVE runs
+CASES = [(1, "double"), (2, "double"), (4, "double"), (2, "single"), (4, "single")]
+
+
 @pytest.fixture(scope="module")
 def runs(potential_file, tmp_path_factory):
-    """The NVE input on 1, 2 and 4 ranks: {ranks: (dump frames, thermo rows)}."""
+    """The NVE input for every case: {(ranks, shell): (dump frames, thermo rows)}."""
     results = {}
-    for ranks in (1, 2, 4):
-        directory = tmp_path_factory.mktemp(f"nve{ranks}")
+    for ranks, shell in CASES:
+        directory = tmp_path_factory.mktemp(f"nve{ranks}{shell}")
         write_input(directory, cu_atoms(), run=NVE)
-        done = run_lammps(directory, potential_file, ranks)
+        done = run_lammps(directory, potential_file, ranks, "--ghost-shell", shell)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "force calls on" in done.stdout
-        results[ranks] = read_dump(directory / "dump.txt"), read_thermo(directory / "thermo.txt")
+        results[ranks, shell] = (read_dump(directory / "dump.txt"),
+                                 read_thermo(directory / "thermo.txt"))
     return results
 
 
@@ -45,10 +50,10 @@ def _pressure_as_stress(row: np.ndarray) -> np.ndarray:
 
 
 def test_ranks_give_the_same_trajectory(runs):
-    frames1, thermo1 = runs[1]
+    frames1, thermo1 = runs[1, "double"]
     assert len(frames1) == 21  # steps 0..20 (run 0 wrote step 0)
-    for ranks in (2, 4):
-        frames, thermo = runs[ranks]
+    for case in CASES[1:]:
+        frames, thermo = runs[case]
         assert len(frames) == len(frames1)
         for mine, reference in zip(frames, frames1):
             np.testing.assert_allclose(mine[:, 1:4], reference[:, 1:4], rtol=0, atol=1e-8)
@@ -56,9 +61,9 @@ def test_ranks_give_the_same_trajectory(runs):
         np.testing.assert_allclose(thermo[:, 1:3], thermo1[:, 1:3], rtol=0, atol=1e-8)
 
 
-@pytest.mark.parametrize("ranks", [1, 2, 4])
-def test_energy_forces_stress_equal_the_calculator(runs, potential_file, ranks):
-    frames, thermo = runs[ranks]
+@pytest.mark.parametrize("case", CASES)
+def test_energy_forces_stress_equal_the_calculator(runs, potential_file, case):
+    frames, thermo = runs[case]
     atoms = cu_atoms()
     atoms.calc = MLIPCalculator(potential_file)
     forces = frames[0][:, 4:7]
@@ -71,13 +76,14 @@ def test_energy_forces_stress_equal_the_calculator(runs, potential_file, ranks):
 
 
 def test_nve_conserves_energy(runs):
-    _, thermo = runs[2]
+    _, thermo = runs[2, "double"]
     total = thermo[-21:, 2]  # steps 0..20 of the NVE run
     kinetic = total - thermo[-21:, 1]
     assert kinetic.max() > 0.5  # 300 K of 32 atoms: ~1.2 eV
     assert np.abs(total - total[0]).max() < 1e-5
 
 
+@pytest.mark.slow  # ~15 s; the pressure = stress check of every NVE case runs by default
 def test_box_relax_pressure_is_the_stress_of_the_relaxed_cell(potential_file, tmp_path):
     """fix box/relax moves the cell by the virial; at the end LAMMPS's pressure is still mlip's
     stress of the new cell."""

@@ -8,7 +8,8 @@ Same model (a seeded facet-tiny Facet for Cu, 2 layers, cutoff 4 Å, float64 unl
 * ``strong``: one system on 1..K ranks;
 * ``weak``: a system that grows with the ranks (the base cell repeated K times along x);
 * the redundant-work factor of each LAMMPS run: atoms (edges) the model ran on per owned atom
-  (edge), summed over ranks (1 would be no redundancy; the ghost shell is 2·L·r_c + skin).
+  (edge), summed over ranks (1 would be no redundancy); every LAMMPS case runs with both ghost
+  shells, ``double`` (2·L·r_c + skin) and ``single`` (L·r_c + skin, reverse communication).
 
 LAMMPS times its own ``run`` (the "Loop time" of the second of two runs; the first warms up).
 The numbers of a shared 2-core development machine are noisy and small: they show the shape
@@ -74,12 +75,14 @@ def make_model(dtype: str, path: Path) -> Path:
     return path
 
 
-def lammps_rate(model: Path, n: int, nx: int, ranks: int, steps: int, workdir: Path) -> dict:
+def lammps_rate(model: Path, n: int, nx: int, ranks: int, steps: int, workdir: Path,
+                shell: str) -> dict:
     """Atom-steps/s of ``mlip lammps`` on ``ranks`` ranks for an nx×n×n fcc cell."""
     (workdir / "in.lmp").write_text(INPUT.format(n=n, nx=nx, steps=steps, cutoff=4.0))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mlip",
-                           "lammps", str(model), "in.lmp"], cwd=workdir, env=env,
+                           "lammps", str(model), "in.lmp", "--ghost-shell", shell],
+                          cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=3600)
     if done.returncode:
         raise SystemExit(f"mlip lammps failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -87,7 +90,8 @@ def lammps_rate(model: Path, n: int, nx: int, ranks: int, steps: int, workdir: P
                       done.stdout)[-1]
     seconds, timed_steps, atoms = float(loop[0]), int(loop[1]), int(loop[2])
     work = re.search(r"the model ran on ([0-9.]+) atoms and ([0-9.]+) edges", done.stdout)
-    return {"ranks": ranks, "atoms": atoms, "steps": timed_steps, "seconds": seconds,
+    return {"ghost_shell": shell, "ranks": ranks, "atoms": atoms, "steps": timed_steps,
+            "seconds": seconds,
             "atom_steps_per_s": atoms * timed_steps / seconds,
             "atoms_evaluated_per_owned": float(work.group(1)),
             "edges_evaluated_per_owned": float(work.group(2))}
@@ -98,10 +102,10 @@ def driver_rate(model: Path, n: int, steps: int) -> dict:
     torch.set_num_threads(1)
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(n)
     run_md(str(model), [atoms], steps=2, ensemble="nve", timestep=1.0,
-           initial_temperature_K=300.0, max_atoms_per_call="all")  # warm-up
+           initial_temperature_K=300.0, max_atoms_per_call=None)  # warm-up
     start = time.perf_counter()
     run_md(str(model), [atoms], steps=steps, ensemble="nve", timestep=1.0,
-           initial_temperature_K=300.0, max_atoms_per_call="all")
+           initial_temperature_K=300.0, max_atoms_per_call=None)
     seconds = time.perf_counter() - start
     return {"atoms": len(atoms), "steps": steps, "seconds": seconds,
             "atom_steps_per_s": len(atoms) * steps / seconds}
@@ -124,19 +128,20 @@ def main() -> None:
         model = make_model(args.dtype, scratch / "model.pt")
         for n in args.repeat:
             own = driver_rate(model, n, args.steps)
-            one = lammps_rate(model, n, n, 1, args.steps, scratch)
-            results["baseline"].append({"atoms": own["atoms"], "run_md": own, "lammps_1_rank": one,
-                                        "lammps_over_run_md": one["atom_steps_per_s"]
-                                        / own["atom_steps_per_s"]})
-            print(json.dumps(results["baseline"][-1]), flush=True)
-            for ranks in args.ranks:
-                strong = one if ranks == 1 else lammps_rate(model, n, n, ranks, args.steps,
-                                                            scratch)
-                results["strong"].append({"cell": n, **strong})
-                weak = one if ranks == 1 else lammps_rate(model, n, n * ranks, ranks,
-                                                          args.steps, scratch)
-                results["weak"].append({"cell": n, **weak})
-                print(json.dumps({"strong": strong, "weak": weak}), flush=True)
+            for shell in ("double", "single"):
+                one = lammps_rate(model, n, n, 1, args.steps, scratch, shell)
+                results["baseline"].append({
+                    "atoms": own["atoms"], "run_md": own, "lammps_1_rank": one,
+                    "lammps_over_run_md": one["atom_steps_per_s"] / own["atom_steps_per_s"]})
+                print(json.dumps(results["baseline"][-1]), flush=True)
+                for ranks in args.ranks:
+                    strong = one if ranks == 1 else lammps_rate(model, n, n, ranks, args.steps,
+                                                                scratch, shell)
+                    results["strong"].append({"cell": n, **strong})
+                    weak = one if ranks == 1 else lammps_rate(model, n, n * ranks, ranks,
+                                                              args.steps, scratch, shell)
+                    results["weak"].append({"cell": n, **weak})
+                    print(json.dumps({"strong": strong, "weak": weak}), flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}")

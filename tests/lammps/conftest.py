@@ -49,9 +49,22 @@ def cu_atoms():
     return atoms
 
 
+def randomized(model, scale: float = 0.2):
+    """``model`` with seeded noise on every parameter: fresh models start some weights at zero
+    (e.g. Facet's layer-norm gains), which leaves an energy reaching fewer layers than the
+    architecture allows, and the tests need the full reach."""
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
+            parameter.add_(scale * noise.to(parameter.dtype))
+    return model
+
+
 @pytest.fixture(scope="session")
 def potential_file(tmp_path_factory) -> Path:
-    """A seeded 2-layer Facet (cutoff 3 Å, float64, Cu only; small and bilinear: fast)."""
+    """A seeded, randomized 2-layer Facet (cutoff 3 Å, float64, Cu only; small and bilinear:
+    fast)."""
     from mlip.models import build, save_model
     from mlip.models.facet import FACET_PRESETS
 
@@ -59,6 +72,7 @@ def potential_file(tmp_path_factory) -> Path:
     model = build("facet", species=[29], avg_num_neighbors=12.0,
                   **{**FACET_PRESETS["facet-tiny"], "cutoff": 3.0, "mixer": "bilinear",
                      "hidden_irreps": "4x0e+2x1o"}).double()
+    randomized(model)
     model.set_energy_reference({29: -3.5}, scale=0.5)
     path = tmp_path_factory.mktemp("lammps_model") / "facet_cu.pt"
     save_model(model, path)

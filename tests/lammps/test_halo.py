@@ -12,7 +12,7 @@ import torch
 from mlip.calculators import MLIPCalculator
 from mlip.lammps.halo import evaluate_halo, hop_distances
 from mlip.models import build
-from tests.lammps.conftest import cu_atoms
+from tests.lammps.conftest import cu_atoms, randomized
 
 
 def _rank_cloud(atoms, lo: np.ndarray, hi: np.ndarray, margin: float):
@@ -44,7 +44,7 @@ def test_slabs_with_ghosts_give_the_periodic_result(family, slabs, ghost_forces)
     torch.manual_seed(1)
     options = dict(avg_num_neighbors=12.0, hidden_irreps="4x0e+2x1o", num_layers=2) \
         if family == "facet" else dict(channels=4, num_heads=1, num_blocks=1, radial_hidden=8)
-    model = build(family, species=[29], cutoff=3.0, **options).double().eval()
+    model = randomized(build(family, species=[29], cutoff=3.0, **options).double().eval())
     atoms = cu_atoms()
     atoms.calc = MLIPCalculator(model)
     reach = (1 if ghost_forces else 2) * model.receptive_layers * model.cutoff
@@ -70,3 +70,68 @@ def test_hop_distances_follow_the_chain():
     edges = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])  # a chain 0-1-2-3
     assert hop_distances(edges, 5, 1, 2).tolist() == [0, 1, 2, 3, 3]
     assert hop_distances(edges, 5, 2, 3).tolist() == [0, 0, 1, 2, 4]
+
+
+def _small(family: str):
+    from mlip.models.equiformer_v3 import PRESETS
+
+    options = {
+        "facet": dict(avg_num_neighbors=2.0, hidden_irreps="4x0e+2x1o", num_layers=3),
+        "tdn": dict(channels=4, num_heads=1, num_blocks=2, radial_hidden=8),
+        "equiformer_v3": dict(PRESETS["cpu"], channels=8, num_layers=1, attn_hidden=4,
+                              attn_alpha_channels=4, attn_value_channels=4, ffn_hidden=8,
+                              edge_channels=8),
+        "lennard_jones": {},
+    }[family]
+    return randomized(build(family, species=[6], **{**options, "cutoff": 3.0}).double().eval())
+
+
+@pytest.mark.parametrize("family", ["facet", "tdn", "equiformer_v3", "lennard_jones"])
+def test_receptive_layers_is_the_reach_of_an_atom_energy(family):
+    """On a chain with one edge between neighbours, E_0 changes when atom L moves and not when
+    atom L + 1 does (weights randomized: no zero-initialised gain hides a layer)."""
+    from ase import Atoms
+
+    from mlip.graph import AtomicGraph
+
+    torch.manual_seed(0)
+    model = _small(family)
+    layers = model.receptive_layers
+    chain = Atoms(f"C{layers + 3}", positions=[[2.5 * k, 0.0, 0.0] for k in range(layers + 3)])
+
+    def first_energy(moved: int) -> float:
+        atoms = chain.copy()
+        atoms.positions[moved] += [0.3, 0.4, 0.0]
+        graph = AtomicGraph.from_ase(atoms, cutoff=model.cutoff)
+        return float(model(graph, compute_forces=False).node_energy[0])
+
+    reference = first_energy(layers + 2)
+    assert first_energy(layers + 1) == reference
+    assert abs(first_energy(layers) - reference) > 1e-9
+
+
+def test_receptive_layers_of_the_other_potentials():
+    from mlip.models import Potential
+
+    assert Potential.receptive_layers.fget(object()) is None  # the base states nothing
+    pytest.importorskip("torch_dftd")
+    from mlip.models.dispersion import with_dispersion
+
+    wrapped = with_dispersion(_small("facet"), "d3bj:pbe")
+    reach = 3 * 3.0  # the model's; D3: pair cutoff + coordination cutoff (≈ 71.5 Å)
+    expected = -(-max(reach, wrapped.d3_cutoff + wrapped.d3_cn_cutoff) // wrapped.cutoff)
+    assert wrapped.receptive_layers == expected == 2
+
+
+def test_a_shell_too_thin_for_the_double_scheme_gives_wrong_forces():
+    """The check above can fail: without ghost forces, a shell of L·r_c misses energies."""
+    torch.manual_seed(1)
+    model = randomized(build("facet", species=[29], cutoff=3.0, avg_num_neighbors=12.0,
+                             hidden_irreps="4x0e+2x1o", num_layers=2).double().eval())
+    atoms = cu_atoms()
+    atoms.calc = MLIPCalculator(model)
+    points, numbers, owners, n_local = _rank_cloud(atoms, np.zeros(3), np.array([0.5, 1, 1]),
+                                                   model.receptive_layers * model.cutoff)
+    result = evaluate_halo(model, torch.tensor(points), torch.tensor(numbers), n_local)
+    error = np.abs(result.forces.numpy() - atoms.get_forces()[owners[:n_local]]).max()
+    assert error > 1e-4

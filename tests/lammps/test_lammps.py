@@ -147,3 +147,21 @@ def test_types_are_told_by_mass_or_named():
         types_to_elements(None, 2, ["Cu"])
     with pytest.raises(ConfigError, match="Qx is not a chemical symbol"):
         types_to_elements(None, 1, ["Qx"])
+
+
+def test_atoms_moving_past_the_skin_stop_the_run(potential_file, tmp_path):
+    """Rebuilds every 5 steps without a check and a 0.02 Å skin: the ghosts could miss atoms,
+    so the force call refuses and the job ends (no silent inexact force)."""
+    write_input(tmp_path, cu_atoms(), run="neighbor 0.02 bin\nneigh_modify every 5 delay 0 "
+                "check no\nvelocity all create 300 4 dist gaussian\nfix nve all nve\nrun 5")
+    done = run_lammps(tmp_path, potential_file, 1, timeout=120)
+    assert done.returncode != 0
+    assert "since the last neighbour-list build, more than half the skin (0.02 Å)" in done.stderr
+
+
+def test_input_commands_join_continuations_and_drop_comments():
+    from mlip.lammps.runner import input_commands
+
+    text = "# a comment\nunits metal\n\nfix mlip all external &\n  pf/callback 1 1\nrun 10 # x\n"
+    assert input_commands(text) == ["units metal", "fix mlip all external    pf/callback 1 1",
+                                    "run 10 # x"]

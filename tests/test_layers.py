@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("nn", ("mlip.nn",)),
     ("models", ("mlip.models", "mlip.testing")),
     ("data/train", ("mlip.data", "mlip.train", "mlip.io")),
-    ("md/calculators", ("mlip.md", "mlip.calculators")),
+    ("md/calculators", ("mlip.md", "mlip.calculators", "mlip.lammps")),
     ("cli", ("mlip.cli", "mlip.__main__", "mlip")),
 )
 

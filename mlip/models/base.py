@@ -104,6 +104,14 @@ class Potential(nn.Module):
         """
         raise NotImplementedError
 
+    @property
+    def receptive_layers(self) -> int | None:
+        """Message-passing hops of the energy: E_i depends only on atoms reachable from i in at
+        most this many edges of length <= ``cutoff`` (so within ``receptive_layers × cutoff``
+        Å); None when the family does not state it (:mod:`mlip.lammps` refuses such a model).
+        """
+        return None
+
     # ------------------------------------------------------------------ provided
     def species_indices(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """Map atomic numbers (n_atoms,) to indices into ``self.species`` (-1 for an element

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 import re
 
 import torch
@@ -94,6 +95,16 @@ class WithDispersion(Potential):
         self.d3 = dftd.nn.dftd3_module.DFTD3Module(
             params, cutoff=cutoff, cnthr=cn_cutoff, dtype=model.model_dtype(), bidirectional=True,
         ).to(device=model.species_index.device)
+
+    @property
+    def receptive_layers(self) -> int | None:
+        """Hops of this graph's cutoff covering the model's reach and D3's (pair cutoff plus
+        the coordination-number cutoff of the partner)."""
+        inner = self.model.receptive_layers
+        if inner is None:
+            return None
+        reach = max(inner * self.model.cutoff, self.d3_cutoff + self.d3_cn_cutoff)
+        return math.ceil(reach / self.cutoff - 1e-12)
 
     def check_elements(self, elements) -> None:
         self.model.check_elements(elements)

@@ -222,6 +222,11 @@ class EquiformerV3(DenoisingMixin, Potential):
         """Build from ``PRESETS[preset]`` ("paper" or "cpu") with keyword overrides."""
         return cls(species=species, **{**PRESETS[preset], **overrides})
 
+    @property
+    def receptive_layers(self) -> int:
+        """One hop for the edge-degree embedding, one per transformer block."""
+        return len(self.blocks) + 1
+
     def edge_context(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> EdgeContext:
         """Per-edge tensors shared by all layers (see :class:`EdgeContext`), from the edge
         vectors (n_edges, 3) Å."""

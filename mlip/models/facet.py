@@ -202,6 +202,11 @@ class Facet(Potential):
         energies = self.readout(h[:, :self.num_scalars]).squeeze(1)  # (n_atoms,)
         return self.rescale(energies, species)
 
+    @property
+    def receptive_layers(self) -> int:
+        """One hop per interaction layer (the embedding reads only the species)."""
+        return len(self.layers)
+
     def set_max_edges_per_block(self, max_edges: int | None) -> Facet:
         """Bound the memory of the convolutions: messages are made and summed for at most
         ``max_edges`` edges at a time, and recomputed in the backward (activation

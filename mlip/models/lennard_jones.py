@@ -43,6 +43,11 @@ class LennardJones(Potential):
         self.sigma = nn.Parameter(torch.tensor(float(sigma), dtype=torch.float64))
         self.envelope_p = envelope_p
 
+    @property
+    def receptive_layers(self) -> int:
+        """A pair potential: one hop."""
+        return 1
+
     def atomic_energies(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
         r = edge_vectors.norm(dim=1)
         x2 = (self.sigma / r) ** 2

@@ -166,6 +166,11 @@ class TDN(Potential):
         self.final_norm = DegreeLayerNorm(lmax, channels)
         self.head = nn.Sequential(nn.Linear(channels, channels), nn.SiLU(), nn.Linear(channels, 1))
 
+    @property
+    def receptive_layers(self) -> int:
+        """One hop for the edge-degree embedding, one per block."""
+        return len(self.blocks) + 1
+
     def atomic_energies(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
         """Per-atom energies before scale/shift/E0.
 

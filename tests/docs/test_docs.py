@@ -161,6 +161,7 @@ def _document(path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[lis
     if path not in _PARSED:
         workdir = tmp_path_factory.mktemp(path.stem)
         (workdir / "data").symlink_to(ROOT / "data")
+        (workdir / "examples").symlink_to(ROOT / "examples")
         examples = list(SYBIL.parse(path))
         setup = SETUP.get(path.name, "")
         if setup and examples:

@@ -109,6 +109,12 @@ class SevenNetPotential(FoundationPotential):
             onehot[z] = i
         self.register_buffer("onehot_index", onehot, persistent=False)
 
+    @property
+    def receptive_layers(self) -> int:
+        """One hop per convolution (the other layers act on each atom alone)."""
+        return sum(type(getattr(layer, "layer", layer)).__name__.endswith("Convolution")
+                   for layer in self.layers)
+
     def atomic_energies(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
         """sevenn's per-atom energies (its scale and shift per species included), (n_atoms,) eV."""
         from sevenn import _keys as key

@@ -1,7 +1,8 @@
 """Import layering: each folder of mlip is one layer and no import runs against their order.
 
     base (errors, units, settings, files, determinism) → neighbours → graph → nn → models
-        → data / train → md / calculators → workflows (distill) → cli (and the ``mlip`` facade package)
+        → data / train → md / calculators → workflows (distill) → cli (and the ``mlip`` facade
+        package)
 
 A module may import its own layer and any lower one. Every ``import`` is checked, at module
 level and inside functions (a lazy import is still a dependency). The top-level folders

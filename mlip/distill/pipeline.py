@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -169,7 +170,7 @@ def distill(teacher: str | os.PathLike | Potential,
     stages = _Stages(state, 4 + config.rounds)
     labels = run_dir / "generate" / LABEL_STORE
 
-    gen = stages.run("generate", ["generate/labels.h5/manifest.json"], lambda: generate(
+    stages.run("generate", ["generate/labels.h5/manifest.json"], lambda: generate(
         teacher_model, seeds, config, state.fresh_dir("generate"), device))
     sel = stages.run("select", ["select/selection.json"],
                      lambda: _select(labels, config, plan, state.fresh_dir("select")))
@@ -188,10 +189,10 @@ def distill(teacher: str | os.PathLike | Potential,
         batches.append(read_frames(run_dir / folder / ADDED_STORE)[1])
         rounds.append(summary)
     final = run_dir / summary["students"][0]
-    report = stages.run("report", ["report.json", "report.md", "student.pt"], lambda: _report(
+    stages.run("report", ["report.json", "report.md", "student.pt"], lambda: _report(
         teacher_model, teacher_name, final, seeds, config, plan, labels, sel, device,
         state, run_dir))
-    return report
+    return json.loads((run_dir / "report.json").read_text())
 
 
 def _select(labels: Path, config: DistillConfig, plan: BudgetPlan, out_dir: Path) -> dict:
@@ -235,6 +236,7 @@ def _iterate(r: int, previous: Sequence[Path], teacher: Potential, seeds: Sequen
 def _report(teacher: Potential, teacher_name: str, final: Path, seeds: Sequence[Seed],
             config: DistillConfig, plan: BudgetPlan, labels: Path, sel: dict, device,
             state: RunState, run_dir: Path) -> dict:
+    """Write report.json, report.md and student.pt; return a short summary for the state."""
     student = resolve_model(final, device=device)
     all_frames, batch = read_frames(labels)
     kinds = [str(c) for c in batch.frames["config_type"]]
@@ -268,11 +270,14 @@ def _report(teacher: Potential, teacher_name: str, final: Path, seeds: Sequence[
                   "student_atom_steps_per_s": student_speed,
                   "speedup": student_speed / teacher_speed, "device": str(device),
                   "atoms": int(sum(len(s.atoms) for s in seeds)), "steps": config.speed_steps},
-        "rdf": rdf, "rdf_max_distance": max((r["rdf_distance"] for r in rdf), default=None),
+        "rdf": rdf, "rdf_max_distance": max((r["rdf_distance"] for r in rdf
+                                                    if math.isfinite(r["rdf_distance"])),
+                                                   default=None),
         "settings": config.fingerprint(), "stages": stages,
     }
     write_report(run_dir, report)
     f = [e["forces_rmse"] for e in heldout.values()]
     log.info("report: held-out force RMSE %s meV/Å; MD speed-up %.1fx; %s",
              " / ".join(f"{v:.1f}" for v in f), report["speed"]["speedup"], run_dir / "report.md")
-    return report
+    return {"forces_rmse_meV_A": f, "speedup": report["speed"]["speedup"],
+            "rdf_max_distance": report["rdf_max_distance"]}

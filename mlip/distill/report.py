@@ -172,13 +172,17 @@ def write_report(run_dir: Path, report: dict) -> None:
               f"{speed['student_atom_steps_per_s']:.4g} atom-steps/s: **{speed['speedup']:.1f}×** "
               f"({speed['device']}, {speed['atoms']} atoms, {speed['steps']} steps).", "",
               "## Radial distribution function, student vs teacher MD", "",
-              "| structure | temperature | ∫|Δg| / ∫g_teacher | student blew up |",
+              "Distance = ∫ abs(g_student − g_teacher) dr / ∫ g_teacher dr over the second half "
+              "of each run (0: identical).", "",
+              "| structure | temperature | RDF distance | student blew up |",
               "|---|---|---|---|"]
     for row in report["rdf"]:
+        blew = "yes" if row["student_blew_up"] else "no"
         lines.append(f"| {row['structure']} | {row['temperature_K']:g} K | "
-                     f"{_fmt(row['rdf_distance'], 3)} | {'yes' if row['student_blew_up'] else 'no'} |")
+                     f"{_fmt(row['rdf_distance'], 3)} | {blew} |")
     lines += ["", "## Stages", ""]
     for name, summary in report["stages"].items():
-        brief = {k: v for k, v in summary.items() if not isinstance(v, (list, dict))}
+        brief = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in summary.items()
+                 if not isinstance(v, (list, dict))}
         lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in brief.items()))
     atomic_write_bytes(run_dir / "report.md", ("\n".join(lines) + "\n").encode())

@@ -6,7 +6,8 @@ budget the generation settings cannot honour before any work is done.
 
 ``--budget N`` is the number of teacher-labelled frames the student is trained on, in total:
 ``N − rounds·per_round`` frames picked by farthest-point sampling from the generated pool, then
-``per_round`` frames added by each active-learning round. Labelling the generated pool and the
+``per_round`` frames added by each active-learning round (``per_round`` ≈ 40 % of ``N`` shared
+over the rounds, less where the first selection would fall below :data:`MIN_TRAIN_FRAMES`). Labelling the generated pool and the
 held-out frames is not counted (the teacher MD that produces them computes those forces anyway).
 """
 
@@ -173,8 +174,10 @@ class BudgetPlan:
             ConfigError: a budget too small for a first student (:data:`MIN_TRAIN_FRAMES`
                 frames, and at least one frame per round) or larger than the pool.
         """
-        per_round = (max(1, round(config.budget * AL_FRACTION / config.rounds))
-                     if config.rounds else 0)
+        per_round = 0
+        if config.rounds:
+            share = round(config.budget * AL_FRACTION / config.rounds)
+            per_round = max(1, min(share, (config.budget - MIN_TRAIN_FRAMES) // config.rounds))
         initial = config.budget - per_round * config.rounds
         if initial < MIN_TRAIN_FRAMES:
             need = MIN_TRAIN_FRAMES + config.rounds

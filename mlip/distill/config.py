@@ -7,8 +7,9 @@ budget the generation settings cannot honour before any work is done.
 ``--budget N`` is the number of teacher-labelled frames the student is trained on, in total:
 ``N − rounds·per_round`` frames picked by farthest-point sampling from the generated pool, then
 ``per_round`` frames added by each active-learning round (``per_round`` ≈ 40 % of ``N`` shared
-over the rounds, less where the first selection would fall below :data:`MIN_TRAIN_FRAMES`). Labelling the generated pool and the
-held-out frames is not counted (the teacher MD that produces them computes those forces anyway).
+over the rounds, less where the first selection would fall below :data:`MIN_TRAIN_FRAMES`).
+Labelling the generated pool and the held-out frames is not counted (the teacher MD that
+produces them computes those forces anyway).
 """
 
 from __future__ import annotations

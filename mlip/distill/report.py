@@ -180,6 +180,10 @@ def write_report(run_dir: Path, report: dict) -> None:
         blew = "yes" if row["student_blew_up"] else "no"
         lines.append(f"| {row['structure']} | {row['temperature_K']:g} K | "
                      f"{_fmt(row['rdf_distance'], 3)} | {blew} |")
+    blown = report["stages"].get("generate", {}).get("blown_up", [])
+    if blown:
+        lines += ["", "Teacher trajectories that blew up (their frames were dropped): " + ", ".join(
+            f"{b['structure']} at {b['temperature_K']:g} K ({b['reason']})" for b in blown) + "."]
     lines += ["", "## Stages", ""]
     for name, summary in report["stages"].items():
         brief = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in summary.items()

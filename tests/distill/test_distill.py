@@ -246,3 +246,20 @@ def test_cli_resumes_a_finished_run_and_refuses_bad_input(full_run, inputs, tmp_
     assert main(["distill", str(teacher), str(seeds), "-o", str(tmp_path / "x"),
                  "--budget", "0"]) == 2
     assert "--budget = 0: allowed an integer >= 1" in capsys.readouterr().err
+
+
+def test_a_teacher_trajectory_that_blows_up_is_reported_and_dropped(inputs, tmp_path):
+    from mlip.distill.config import DistillConfig
+    from mlip.distill.generate import make_seeds, run_ladder
+
+    crystal = bulk("Ar", "fcc", a=3.97, cubic=True).repeat((2, 1, 1))
+    crushed = crystal.copy()
+    crushed.positions[1] = crushed.positions[0] + [1.2, 0.0, 0.0]  # 1.2 Å apart: ~1e4 eV/Å
+    config = DistillConfig.from_options({**SETTINGS, "output": str(tmp_path)})
+    seeds = make_seeds([crystal, crushed], 0, 0)
+    frames, systems, kinds, steps, blown = run_ladder(load_model(inputs[0]), seeds, config,
+                                                      tmp_path, 10, "teacher", "cpu")
+    assert [b["structure"] for b in blown] == ["1:Ar8", "1:Ar8"]
+    assert [b["temperature_K"] for b in blown] == [100, 200]
+    assert set(systems) == {"0:Ar8@100K", "0:Ar8@200K"} and len(frames) == 2 * 3
+    assert kinds[:3] == ["md_100K"] * 3 and steps[:3] == [0, 5, 10]

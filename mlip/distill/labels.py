@@ -51,7 +51,8 @@ def predict(model: Potential, frames: Sequence[Atoms],
 
     The model runs on its own device and dtype; results come back as float64 numpy arrays.
     """
-    device = next(iter(model.buffers())).device
+    tensors = [*model.parameters(), *model.buffers()]
+    device = tensors[0].device if tensors else "cpu"
     energy = np.zeros(len(frames))
     stress = np.full((len(frames), 3, 3), np.nan)
     forces: list[np.ndarray] = [np.empty((0, 3))] * len(frames)

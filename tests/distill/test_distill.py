@@ -263,3 +263,20 @@ def test_a_teacher_trajectory_that_blows_up_is_reported_and_dropped(inputs, tmp_
     assert [b["temperature_K"] for b in blown] == [100, 200]
     assert set(systems) == {"0:Ar8@100K", "0:Ar8@200K"} and len(frames) == 2 * 3
     assert kinds[:3] == ["md_100K"] * 3 and steps[:3] == [0, 5, 10]
+
+
+def test_budget_plan_splits_the_budget_and_keeps_eight_frames_for_the_first_student():
+    from mlip.distill.config import BudgetPlan, DistillConfig
+
+    def plan(**options):
+        return BudgetPlan.of(DistillConfig.from_options({"output": "x", **options}), 10_000)
+
+    assert plan(budget=400, rounds=2) == BudgetPlan(initial=240, per_round=80, rounds=2)
+    assert plan(budget=12, rounds=1) == BudgetPlan(initial=8, per_round=4, rounds=1)
+    assert plan(budget=10, rounds=2) == BudgetPlan(initial=8, per_round=1, rounds=2)
+    assert plan(budget=8, rounds=0) == BudgetPlan(initial=8, per_round=0, rounds=0)
+    with pytest.raises(ConfigError, match="allowed >= 11"):
+        plan(budget=10, rounds=3)
+    config = DistillConfig.from_options({"output": "x", "batch_size": 4})
+    assert config.epochs_for(360) == 34 and config.epochs_for(8) == 1500
+    assert DistillConfig.from_options({"output": "x", "epochs": 7}).epochs_for(360) == 7

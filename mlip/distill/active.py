@@ -55,6 +55,8 @@ def active_round(round_index: int, students: Sequence[Path], teacher: Potential,
         first, seeds, config, out_dir, config.student_md_steps, "student", device,
         keep_failed=True)
     if not frames:
+        write_labelled(out_dir / ADDED_STORE, [], Predictions(np.zeros(0), [], np.zeros((0, 3, 3))),
+                       [], [])
         return {"candidates": 0, "added": 0, "student_blown_up": blown}
     if len(students) >= 2:
         members = [predict(first, frames)] + [

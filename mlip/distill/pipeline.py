@@ -177,7 +177,6 @@ def distill(teacher: str | os.PathLike | Potential,
     batches = [read_frames(labels, sel["selected"])[1]]
     summary = stages.run("train", [f"train/student{k}/best.pt" for k in range(config.committee)],
                          lambda: _train(config, state.fresh_dir("train"), batches, None, run_dir))
-    rounds = []
     for r in range(1, config.rounds + 1):
         previous = [run_dir / p for p in summary["students"]]
         folder = f"iterate_{r}"
@@ -186,8 +185,9 @@ def distill(teacher: str | os.PathLike | Potential,
                      *(f"{folder}/student{k}/best.pt" for k in range(config.committee))],
             lambda: _iterate(r, previous, teacher_model, seeds, config, state.fresh_dir(folder),
                              device, plan, batches, run_dir))
-        batches.append(read_frames(run_dir / folder / ADDED_STORE)[1])
-        rounds.append(summary)
+        added = read_frames(run_dir / folder / ADDED_STORE)[1]
+        if len(added):
+            batches.append(added)
     final = run_dir / summary["students"][0]
     stages.run("report", ["report.json", "report.md", "student.pt"], lambda: _report(
         teacher_model, teacher_name, final, seeds, config, plan, labels, sel, device,

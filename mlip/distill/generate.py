@@ -31,7 +31,8 @@ from mlip.md import MDOutputs, make_integrator, run_md
 from mlip.models import Potential
 
 __all__ = ["Seed", "make_seeds", "pool_size", "holdout_count", "md_frames_per_run",
-           "generate", "run_ladder", "md_config_type", "FRICTION_PER_FS", "LABEL_STORE"]
+           "generate", "run_ladder", "isolated_energies", "md_config_type", "FRICTION_PER_FS",
+           "LABEL_STORE"]
 
 log = logging.getLogger("mlip.distill")
 
@@ -178,6 +179,17 @@ def run_ladder(model: Potential, seeds: Sequence[Seed], config: DistillConfig, o
     return frames, systems, kinds, steps_out, blown
 
 
+def isolated_energies(teacher: Potential, elements: Sequence[int]) -> dict[str, float]:
+    """The teacher's energy of each element's lone atom (no neighbours), eV, by symbol: the
+    students' E0, so that they learn the teacher's energy relative to its own free atoms (a
+    least-squares E0 cannot separate the elements of a fixed composition such as HfO2)."""
+    from ase.data import chemical_symbols
+
+    atoms = [Atoms(numbers=[z], positions=[[0.0, 0.0, 0.0]]) for z in elements]
+    energies = predict(teacher, atoms).energy
+    return {chemical_symbols[z]: float(e) for z, e in zip(elements, energies)}
+
+
 def generate(teacher: Potential, seeds: Sequence[Seed], config: DistillConfig, out_dir: Path,
              device) -> dict:
     """Run stage 1 into ``out_dir``; return its summary (frame counts, blown-up trajectories,
@@ -197,7 +209,9 @@ def generate(teacher: Potential, seeds: Sequence[Seed], config: DistillConfig, o
     counts = {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)}
     log.info("generate: %d frames labelled in %.1f s (%s)", len(frames),
              time.monotonic() - start, ", ".join(f"{k} {n}" for k, n in counts.items()))
+    elements = sorted({int(z) for s in seeds for z in s.atoms.numbers})
     return {"frames": len(frames), "by_kind": counts, "blown_up": blown,
+            "teacher_e0_eV": isolated_energies(teacher, elements),
             "seeds": [s.name for s in seeds],
             "md_frames_per_trajectory": md_frames_per_run(config),
             "max_abs_force_eV_A": float(max((np.abs(f).max() for f in labels.forces

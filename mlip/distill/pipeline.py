@@ -170,13 +170,15 @@ def distill(teacher: str | os.PathLike | Potential,
     stages = _Stages(state, 4 + config.rounds)
     labels = run_dir / "generate" / LABEL_STORE
 
-    stages.run("generate", ["generate/labels.h5/manifest.json"], lambda: generate(
+    gen = stages.run("generate", ["generate/labels.h5/manifest.json"], lambda: generate(
         teacher_model, seeds, config, state.fresh_dir("generate"), device))
+    e0 = gen["teacher_e0_eV"]
     sel = stages.run("select", ["select/selection.json"],
                      lambda: _select(labels, config, plan, state.fresh_dir("select")))
     batches = [read_frames(labels, sel["selected"])[1]]
     summary = stages.run("train", [f"train/student{k}/best.pt" for k in range(config.committee)],
-                         lambda: _train(config, state.fresh_dir("train"), batches, None, run_dir))
+                         lambda: _train(config, state.fresh_dir("train"), batches, e0, None,
+                                        run_dir))
     for r in range(1, config.rounds + 1):
         previous = [run_dir / p for p in summary["students"]]
         folder = f"iterate_{r}"
@@ -184,7 +186,7 @@ def distill(teacher: str | os.PathLike | Potential,
             folder, [f"{folder}/{ADDED_STORE}/manifest.json",
                      *(f"{folder}/student{k}/best.pt" for k in range(config.committee))],
             lambda: _iterate(r, previous, teacher_model, seeds, config, state.fresh_dir(folder),
-                             device, plan, batches, run_dir))
+                             device, plan, batches, e0, run_dir))
         added = read_frames(run_dir / folder / ADDED_STORE)[1]
         if len(added):
             batches.append(added)
@@ -216,21 +218,22 @@ def _select(labels: Path, config: DistillConfig, plan: BudgetPlan, out_dir: Path
 
 
 def _train(config: DistillConfig, out_dir: Path, batches: Sequence[FrameBatch],
-           start_from: Sequence[Path] | None, run_dir: Path) -> dict:
+           e0: dict[str, float], start_from: Sequence[Path] | None, run_dir: Path) -> dict:
     train_store, valid_store, n_train = write_training_set(out_dir, batches)
-    students = train_committee(config, out_dir, train_store, valid_store, n_train, start_from)
+    students = train_committee(config, out_dir, train_store, valid_store, n_train, e0,
+                               start_from)
     return {"training_frames": int(sum(len(b) for b in batches)), "train_frames": n_train,
             "students": _rel(run_dir, students)}
 
 
 def _iterate(r: int, previous: Sequence[Path], teacher: Potential, seeds: Sequence[Seed],
              config: DistillConfig, out_dir: Path, device, plan: BudgetPlan,
-             batches: Sequence[FrameBatch], run_dir: Path) -> dict:
+             batches: Sequence[FrameBatch], e0: dict[str, float], run_dir: Path) -> dict:
     summary = active_round(r, previous, teacher, seeds, config, out_dir, device, plan.per_round)
     added = read_frames(out_dir / ADDED_STORE)[1] if summary["added"] else None
     everything = [*batches, added] if added is not None else list(batches)
     start = previous if config.retrain == "finetune" else None
-    return {**summary, **_train(config, out_dir, everything, start, run_dir)}
+    return {**summary, **_train(config, out_dir, everything, e0, start, run_dir)}
 
 
 def _report(teacher: Potential, teacher_name: str, final: Path, seeds: Sequence[Seed],

@@ -3,11 +3,12 @@
 The training set of a round is written as two snapshot stores (``train.h5``, ``valid.h5``: every
 :data:`VALID_EVERY`-th frame of each addition validates, so the validation set grows with the
 training set); each member of the committee is an ordinary ``mlip train`` run (its own folder,
-seed ``--seed + member``) with the model section of the shipped ``facet`` config (the small
-``facet-s`` preset) at ``--cutoff``, a cosine schedule over ``--epochs`` and the loss
-E/F/S = 1/100/1. Later rounds fine-tune the previous round's students (``finetune.from``) or
-train new ones (``--retrain scratch``). ``--set KEY=VALUE`` overrides any key of that config
-(``model.*`` keys only where a student is built, not where it is fine-tuned).
+seed ``--seed + member``, E0 = the teacher's lone-atom energies) with the model section of the
+shipped ``facet`` config (the small ``facet-s`` preset) at ``--cutoff``, a cosine schedule over
+``--epochs`` and the loss E/F/S = 1/100/1. Later rounds fine-tune the previous round's
+students (``finetune.from``) or train new ones (``--retrain scratch``). ``--set KEY=VALUE``
+overrides any key of that config (``model.*`` keys only where a student is built, not where it
+is fine-tuned).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def write_training_set(out_dir: Path, batches: Sequence[FrameBatch]) -> tuple[Pa
 
 
 def training_config(config: DistillConfig, train_store: Path, valid_store: Path, n_train: int,
-                    seed: int, start_from: Path | None) -> dict:
+                    seed: int, start_from: Path | None, e0: dict[str, float]) -> dict:
     """The training config of one committee member (before ``--set`` overrides); a fine-tuned
     one takes its architecture from ``start_from``."""
     model = yaml.safe_load(shipped_config("facet").read_text())["model"]
@@ -68,7 +69,7 @@ def training_config(config: DistillConfig, train_store: Path, valid_store: Path,
         "device": config.device,
         "dtype": "float32",
         "data": {"train": str(train_store), "valid": str(valid_store), "valid_fraction": 0.0,
-                 "cutoff": config.cutoff, "batch_size": config.batch_size},
+                 "cutoff": config.cutoff, "batch_size": config.batch_size, "e0": dict(e0)},
         "model": model,
         "loss": {"energy_weight": 1.0, "forces_weight": 100.0, "stress_weight": 1.0},
         "optimizer": {"name": "adam", "lr": 0.01, "amsgrad": True},
@@ -82,12 +83,15 @@ def training_config(config: DistillConfig, train_store: Path, valid_store: Path,
 
 
 def train_committee(config: DistillConfig, out_dir: Path, train_store: Path, valid_store: Path,
-                    n_train: int, start_from: Sequence[Path] | None = None) -> list[Path]:
-    """Train ``--committee`` students into ``out_dir/student{k}``; their ``best.pt`` paths."""
+                    n_train: int, e0: dict[str, float],
+                    start_from: Sequence[Path] | None = None) -> list[Path]:
+    """Train ``--committee`` students into ``out_dir/student{k}`` with reference energies
+    ``e0`` (eV by symbol: the teacher's lone atoms); their ``best.pt`` paths."""
     best = []
     for k in range(config.committee):
         origin = start_from[k] if start_from else None
-        cfg = training_config(config, train_store, valid_store, n_train, config.seed + k, origin)
+        cfg = training_config(config, train_store, valid_store, n_train, config.seed + k, origin,
+                              e0)
         log.info("train: student %d/%d on %d frames, %d epochs%s", k + 1, config.committee,
                  n_train, cfg["train"]["max_epochs"],
                  f", fine-tuned from {origin}" if origin else "")

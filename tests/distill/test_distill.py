@@ -69,6 +69,9 @@ def test_every_stage_writes_its_outputs_and_the_report(full_run):
     run, report = full_run
     state = json.loads((run / "distill.json").read_text())
     assert list(state["stages"]) == STAGES
+    assert state["stages"]["generate"]["teacher_e0_eV"] == {"Ar": 0.0}  # LJ: a lone atom has 0
+    config = yaml.safe_load((run / "train/student0/config.yaml").read_text())
+    assert config["data"]["e0"] == {"Ar": 0.0}
     for path in ["generate/labels.h5/manifest.json", "generate/teacher_md_100K.h5",
                  "select/selection.json", "train/train.h5", "train/valid.h5",
                  "train/student0/best.pt", "train/student1/best.pt", "iterate_1/added.h5",

@@ -10,10 +10,11 @@ Systems (see ``../shared/data/MANIFEST.md``):
 
 Each runs ``mlip distill sevennet:7net-0 SEED -o WORK/NAME`` with the command's defaults (300 /
 600 / 1200 K, 2000 teacher MD steps per temperature, 8 rattles and 8 strains, a budget of 400
-labelled frames, 2 active-learning rounds with a committee of 2, automatic epochs), which is the
-real benchmark. ``--quick`` shrinks every setting (a smoke test of the whole path that says
-nothing about the targets; the JSON records ``"quick": true``). The run directories resume: an
-interrupted benchmark continues where it stopped.
+labelled frames, 2 active-learning rounds with a committee of 2, automatic epochs, speed timed on
+the seed repeated to at least 1000 atoms), which is the real benchmark. ``--quick`` shrinks
+every setting (a smoke test of the whole path that says nothing about the targets; the JSON
+records ``"quick": true``). The run directories resume: an interrupted benchmark continues
+where it stopped.
 
     python benchmarks/distill.py [--systems si hfo2] [--device auto] [--quick]
         [--work-dir runs/distill-bench] [--out benchmarks/results/distill.json]
@@ -46,7 +47,8 @@ SYSTEMS = {
 
 #: --quick: a few steps of everything (minutes on a CPU), not a measurement.
 QUICK = dict(temperatures=[300, 1200], md_steps=20, md_interval=5, rattles=2, strains=2,
-             budget=12, rounds=1, committee=2, epochs=3, speed_steps=5, al_steps=10)
+             budget=12, rounds=1, committee=2, epochs=3, speed_steps=5, speed_atoms=0,
+             al_steps=10)
 
 
 def seed_structure(data_dir: Path, name: str):

@@ -84,6 +84,9 @@ SETTINGS = Group("mlip distill TEACHER STRUCTURES", (
             metavar="KEY=VALUE", repeat=True),
     Setting("--speed-steps", (int,), 100, "MD steps timed for the speed-up (teacher and "
             "student, same system and device)", range=AT_LEAST_ONE),
+    Setting("--speed-atoms", (int,), 1000, "periodic seeds are repeated along their periodic "
+            "axes to at least this many atoms for the speed measurement (0: as given)",
+            range=NON_NEGATIVE),
     Setting("--seed", (int,), 0, "seed of perturbations, MD noise, selection and training",
             range=NON_NEGATIVE),
     Setting("--device", (str,), "auto", "torch device of MD and training (auto: a GPU if torch "
@@ -117,6 +120,7 @@ class DistillConfig:
     cutoff: float
     set: tuple[str, ...]
     speed_steps: int
+    speed_atoms: int
     seed: int
     device: str
 

@@ -31,7 +31,13 @@ from mlip.distill.active import ADDED_STORE, active_round
 from mlip.distill.config import BudgetPlan, DistillConfig
 from mlip.distill.generate import LABEL_STORE, Seed, generate, make_seeds, md_config_type, pool_size
 from mlip.distill.labels import read_frames
-from mlip.distill.report import compare_rdfs, label_errors, md_speed, write_report
+from mlip.distill.report import (
+    compare_rdfs,
+    label_errors,
+    md_speed,
+    speed_structures,
+    write_report,
+)
 from mlip.distill.runstate import RunState
 from mlip.distill.select import farthest_point_sampling, holdout_split, structure_descriptors
 from mlip.distill.student import train_committee, write_training_set
@@ -252,8 +258,9 @@ def _report(teacher: Potential, teacher_name: str, final: Path, seeds: Sequence[
         if mine:
             heldout[f"{temperature:g} K"] = label_errors(student, mine)
     log.info("report: MD speed of teacher and student (%d steps each)", config.speed_steps)
-    teacher_speed = md_speed(teacher, seeds, config, device)
-    student_speed = md_speed(student, seeds, config, device)
+    timed = speed_structures(seeds, config)
+    teacher_speed = md_speed(teacher, timed, config, device)
+    student_speed = md_speed(student, timed, config, device)
     md = [k for k, c in enumerate(kinds) if c.startswith("md_")]
     rdf = compare_rdfs(student, seeds, config,
                        ([all_frames[k] for k in md], [str(batch.frames["system"][k]) for k in md],
@@ -272,7 +279,7 @@ def _report(teacher: Potential, teacher_name: str, final: Path, seeds: Sequence[
         "speed": {"teacher_atom_steps_per_s": teacher_speed,
                   "student_atom_steps_per_s": student_speed,
                   "speedup": student_speed / teacher_speed, "device": str(device),
-                  "atoms": int(sum(len(s.atoms) for s in seeds)), "steps": config.speed_steps},
+                  "atoms": int(sum(len(a) for a in timed)), "steps": config.speed_steps},
         "rdf": rdf, "rdf_max_distance": max((r["rdf_distance"] for r in rdf
                                                     if math.isfinite(r["rdf_distance"])),
                                                    default=None),

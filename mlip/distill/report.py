@@ -3,9 +3,10 @@
 * **Errors** on the held-out teacher frames (the last ``--holdout`` of every teacher MD
   trajectory, never trained on), per temperature: RMSE and MAE of the energy per atom (meV/atom),
   of the force components (meV/Å) and of the 9 stress components of periodic frames (meV/Å³).
-* **Speed**: the same MD (all seeds in one batch, NVT Langevin at the first temperature,
-  ``--speed-steps`` steps after a short warm-up run) with the teacher and with the student on
-  the same device; atom-steps/s of each and their ratio.
+* **Speed**: the same MD (all seeds in one batch, periodic ones repeated to at least
+  ``--speed-atoms`` atoms, NVT Langevin at the first temperature, ``--speed-steps`` steps after
+  a short warm-up run) with the teacher and with the student on the same device; atom-steps/s
+  of each and their ratio.
 * **Structure**: the student runs the teacher's MD ladder (same seeds, temperatures, steps,
   time step and noise seeds); the radial distribution function g(r) of each seed at each
   temperature (frames of the second half of the run) is compared with the teacher's by
@@ -33,7 +34,8 @@ from mlip.md import make_integrator, run_md
 from mlip.models import Potential
 from mlip.structures import voigt_to_full
 
-__all__ = ["label_errors", "pair_distribution", "rdf_distance", "md_speed", "compare_rdfs",
+__all__ = ["label_errors", "pair_distribution", "rdf_distance", "md_speed", "repeated",
+           "speed_structures", "compare_rdfs",
            "write_report", "RDF_MAX", "RDF_BINS"]
 
 log = logging.getLogger("mlip.distill")
@@ -97,9 +99,27 @@ def rdf_distance(g_model: np.ndarray, g_reference: np.ndarray) -> float:
     return float(np.sum(np.abs(g_model - g_reference)) / norm) if norm > 0 else math.nan
 
 
-def md_speed(model: Potential, seeds: Sequence[Seed], config: DistillConfig, device) -> float:
-    """Atom-steps/s of NVT Langevin MD of all seeds with ``model`` (after a warm-up run)."""
-    atoms = [s.atoms for s in seeds]
+def repeated(atoms: Atoms, min_atoms: int) -> Atoms:
+    """``atoms`` repeated along its periodic axes (the shortest one each time) until it holds
+    at least ``min_atoms`` atoms; a structure without a periodic axis as it is."""
+    reps = [1, 1, 1]
+    lengths = atoms.cell.lengths()
+    periodic = [k for k in range(3) if atoms.pbc[k]]
+    while periodic and len(atoms) * np.prod(reps) < min_atoms:
+        k = min(periodic, key=lambda axis: lengths[axis] * reps[axis])
+        reps[k] += 1
+    return atoms.repeat(reps)
+
+
+def speed_structures(seeds: Sequence[Seed], config: DistillConfig) -> list[Atoms]:
+    """The structures of the speed measurement: the seeds, periodic ones repeated to at least
+    ``--speed-atoms`` atoms."""
+    return [repeated(s.atoms, config.speed_atoms) for s in seeds]
+
+
+def md_speed(model: Potential, atoms: Sequence[Atoms], config: DistillConfig, device) -> float:
+    """Atom-steps/s of NVT Langevin MD of ``atoms`` (one batch) with ``model``, after a short
+    warm-up run."""
     integrator = make_integrator("nvt_langevin", timestep_fs=config.timestep,
                                  temperature_K=config.temperatures[0],
                                  friction_per_fs=FRICTION_PER_FS, seed=config.seed)

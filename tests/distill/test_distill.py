@@ -33,7 +33,7 @@ SMALL_STUDENT = {"hidden_irreps": "16x0e+8x1o", "sh_lmax": 1, "embedding_dim": 1
 #: added by one round of a 2-student committee), 5 epochs per training.
 SETTINGS = dict(temperatures=[100, 200], md_steps=30, md_interval=5, holdout=0.3, rattles=4,
                 strains=4, budget=14, rounds=1, committee=2, epochs=5, speed_steps=10,
-                device="cpu", cutoff=5.0,
+                speed_atoms=16, device="cpu", cutoff=5.0,
                 set=[f"model.{k}={'null' if v is None else v}" for k, v in SMALL_STUDENT.items()])
 STAGES = ["generate", "select", "train", "iterate_1", "report"]
 
@@ -82,7 +82,7 @@ def test_every_stage_writes_its_outputs_and_the_report(full_run):
     assert all(e["frames"] == 2 and e["stress_frames"] == 2 for e in report["heldout"].values())
     assert report["training_frames"] == SETTINGS["budget"]
     assert report["budget_plan"] == {"initial": 8, "per_round": 6, "rounds": 1}
-    assert report["speed"]["speedup"] > 0
+    assert report["speed"]["speedup"] > 0 and report["speed"]["atoms"] == 16  # 8 atoms x 2
     assert all(0 <= row["rdf_distance"] < 1 for row in report["rdf"])
     assert "RDF distance" in (run / "report.md").read_text()
     selection = json.loads((run / "select/selection.json").read_text())
@@ -283,3 +283,15 @@ def test_budget_plan_splits_the_budget_and_keeps_eight_frames_for_the_first_stud
     config = DistillConfig.from_options({"output": "x", "batch_size": 4})
     assert config.epochs_for(360) == 34 and config.epochs_for(8) == 1500
     assert DistillConfig.from_options({"output": "x", "epochs": 7}).epochs_for(360) == 7
+
+
+def test_repeated_grows_the_shortest_periodic_axis():
+    from mlip.distill.report import repeated
+
+    crystal = bulk("Ar", "fcc", a=3.97, cubic=True)
+    assert len(repeated(crystal, 0)) == 4 and len(repeated(crystal, 30)) == 32
+    slab = crystal.copy()
+    slab.pbc = (True, True, False)
+    assert len(repeated(slab, 30)) == 36 and np.allclose(repeated(slab, 30).cell[2], slab.cell[2])
+    molecule = Atoms("Ar2", positions=[[0, 0, 0], [0, 0, 3.8]])
+    assert len(repeated(molecule, 100)) == 2

@@ -295,3 +295,45 @@ def test_repeated_grows_the_shortest_periodic_axis():
     assert len(repeated(slab, 30)) == 36 and np.allclose(repeated(slab, 30).cell[2], slab.cell[2])
     molecule = Atoms("Ar2", positions=[[0, 0, 0], [0, 0, 3.8]])
     assert len(repeated(molecule, 100)) == 2
+
+
+def test_force_disagreement_and_error_are_the_largest_atomic_values():
+    from mlip.distill.active import force_disagreement, force_error
+    from mlip.distill.labels import Predictions
+
+    def preds(*forces):
+        return Predictions(np.zeros(len(forces)), [np.asarray(f, float) for f in forces],
+                           np.full((len(forces), 3, 3), np.nan))
+
+    a = preds([[0, 0, 0], [1, 0, 0]])
+    b = preds([[0, 0, 0], [-1, 0, 0]])
+    # spread of atom 1: sqrt(mean(|±1|^2)) = 1; atom 0: 0
+    assert force_disagreement([a, b]) == pytest.approx([1.0])
+    assert force_error(a, b) == pytest.approx([2.0])
+
+
+def test_a_single_student_round_adds_the_frames_it_gets_most_wrong(full_run, inputs, tmp_path):
+    from mlip.distill.active import active_round
+    from mlip.distill.config import DistillConfig
+    from mlip.distill.generate import make_seeds
+
+    run, _ = full_run
+    teacher = load_model(inputs[0])
+    config = DistillConfig.from_options({**SETTINGS, "output": str(tmp_path), "committee": 1,
+                                         "al_steps": 10})
+    seeds = make_seeds(ase.io.read(inputs[1], index=":"), 0, 0)
+    student = run / "train/student0/best.pt"
+    summary = active_round(3, [student], teacher, seeds, config, tmp_path, "cpu", 2)
+    assert summary["score"] == "force error" and summary["candidates"] == 2 * 3
+    added, batch = read_frames(tmp_path / "added.h5")
+    assert len(added) == 2 and set(batch.frames["config_type"]) == {"active_3"}
+    candidates = []
+    for t in SETTINGS["temperatures"]:
+        candidates += read_frames(tmp_path / f"student_md_{t}K.h5")[0]
+    model = load_model(student)
+    errors = [np.linalg.norm(predict(model, [c]).forces[0] - predict(teacher, [c]).forces[0],
+                             axis=1).max() for c in candidates]
+    worst = sorted(errors)[-2:]
+    got = [np.linalg.norm(predict(model, [a]).forces[0] - a.calc.results["forces"], axis=1).max()
+           for a in added]
+    assert sorted(got) == pytest.approx(worst, rel=1e-6)

@@ -460,7 +460,8 @@ def resolve_device(name: str, *, setting: str = "device", local_rank: int = 0) -
 
 #: Modules whose ``GROUPS`` are documented in docs/settings.md, in this order.
 DOCUMENTED = ("mlip.train.config", "mlip.cli.train", "mlip.cli.eval", "mlip.cli.plot",
-              "mlip.cli.relax", "mlip.cli.md", "mlip.cli.lammps", "mlip.cli.data", "mlip.cli.demo")
+              "mlip.cli.relax", "mlip.cli.md", "mlip.cli.lammps", "mlip.cli.data", "mlip.cli.demo",
+              "mlip.cli.distill")
 
 _HEADER = """# Settings
 

@@ -1,7 +1,8 @@
 """Import layering: each folder of mlip is one layer and no import runs against their order.
 
     base (errors, units, settings, files, determinism) → neighbours → graph → nn → models
-        → data / train → md / calculators → cli (and the ``mlip`` facade package)
+        → data / train → md / calculators → workflows (distill) → cli (and the ``mlip`` facade
+        package)
 
 A module may import its own layer and any lower one. Every ``import`` is checked, at module
 level and inside functions (a lazy import is still a dependency). The top-level folders
@@ -32,6 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models", ("mlip.models", "mlip.testing")),
     ("data/train", ("mlip.data", "mlip.train", "mlip.io")),
     ("md/calculators", ("mlip.md", "mlip.calculators", "mlip.lammps")),
+    ("workflows", ("mlip.distill",)),
     ("cli", ("mlip.cli", "mlip.__main__", "mlip")),
 )
 

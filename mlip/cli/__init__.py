@@ -15,7 +15,8 @@ from mlip.errors import MLIPError
 __all__ = ["main", "build_parser"]
 
 #: Sub-command modules; each defines ``register(subparsers)`` adding one or more verbs.
-SUBCOMMAND_MODULES = ("demo", "data", "train", "eval", "relax", "md", "plot", "lammps")
+SUBCOMMAND_MODULES = ("demo", "data", "train", "eval", "relax", "md", "plot", "lammps",
+                      "distill")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -34,7 +34,7 @@ from mace import data, tools
 from mace.data.utils import KeySpecification
 from mace.tools import torch_geometric
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # not first: lammps.py here
 from _mace_worker import build_mace  # noqa: E402
 
 #: Steps after which the cosine is sized to the budget (as mlip.train.loop._FIT_PROBE_STEPS).

@@ -252,7 +252,7 @@ def md_worker(spec: dict) -> list[dict]:
 
     from torch_sim.models.lennard_jones import LennardJonesModel
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.append(str(ROOT / "benchmarks"))
     from _torchsim_adapter import MlipModel
 
     from mlip.models.loading import resolve_model
@@ -310,7 +310,7 @@ def driver_comparison(args: argparse.Namespace) -> dict:
     import subprocess
     import sys
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.append(str(ROOT / "benchmarks"))
     from models import TORCHSIM_VERSION, ensure_torchsim_venv
 
     python = ensure_torchsim_venv()

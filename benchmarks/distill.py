@@ -31,6 +31,7 @@ from pathlib import Path
 
 import ase.io
 import torch
+import yaml
 
 from mlip.distill import distill
 
@@ -59,6 +60,17 @@ def seed_structure(data_dir: Path, name: str):
     return atoms
 
 
+def _overrides(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings as distill settings (values parsed as YAML)."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--override {pair!r}: expected KEY=VALUE")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
@@ -69,11 +81,15 @@ def main() -> int:
                         "with --quick)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke test")
+    parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="distill settings instead of the defaults (YAML values, e.g. "
+                        "md_steps=400 train_time=600); recorded in the JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = args.out or ROOT / "benchmarks/results" / (
         "distill_quick.json" if args.quick else "distill.json")
     settings = dict(QUICK) if args.quick else {}
+    settings.update(_overrides(args.override))
     results = {"teacher": TEACHER, "quick": args.quick, "settings": settings or "defaults",
                "device": args.device, "torch": torch.__version__,
                "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # not first: lammps.py here
 
 from accuracy import parse_extra_tests, test_errors, write_splits  # noqa: E402
 

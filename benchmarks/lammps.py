@@ -4,12 +4,15 @@ Same model (a seeded facet-tiny Facet for Cu, 2 layers, cutoff 4 Å, float64 unl
 ``--dtype``), same system (periodic fcc Cu, NVE from 300 K, 1 fs). Reported, in atom-steps/s
 (atoms × steps / wall seconds of the timed steps):
 
-* ``baseline``: :func:`mlip.md.run_md` on one process, and ``mlip lammps`` on 1 rank;
+* ``baseline``: :func:`mlip.md.run_md` on one process, and ``mlip lammps`` on 1 rank (which
+  evaluates the whole box as one periodic system: no ghost shell), interleaved (run_md, LAMMPS,
+  run_md again: both run_md timings are kept, the machine is shared and noisy);
 * ``strong``: one system on 1..K ranks;
 * ``weak``: a system that grows with the ranks (the base cell repeated K times along x);
 * the redundant-work factor of each LAMMPS run: atoms (edges) the model ran on per owned atom
-  (edge), summed over ranks (1 would be no redundancy); every LAMMPS case runs with both ghost
-  shells, ``double`` (2·L·r_c + skin) and ``single`` (L·r_c + skin, reverse communication).
+  (edge), summed over ranks (1 would be no redundancy); every LAMMPS case on several ranks
+  runs with both ghost shells, ``single`` (L·r_c + skin, reverse communication; the default)
+  and ``double`` (2·L·r_c + skin).
 
 LAMMPS times its own ``run`` (the "Loop time" of the second of two runs; the first warms up).
 The numbers of a shared 2-core development machine are noisy and small: they show the shape
@@ -90,7 +93,8 @@ def lammps_rate(model: Path, n: int, nx: int, ranks: int, steps: int, workdir: P
                       done.stdout)[-1]
     seconds, timed_steps, atoms = float(loop[0]), int(loop[1]), int(loop[2])
     work = re.search(r"the model ran on ([0-9.]+) atoms and ([0-9.]+) edges", done.stdout)
-    return {"ghost_shell": shell, "ranks": ranks, "atoms": atoms, "steps": timed_steps,
+    return {"ghost_shell": shell if ranks > 1 else "none (whole box)", "ranks": ranks,
+            "atoms": atoms, "steps": timed_steps,
             "seconds": seconds,
             "atom_steps_per_s": atoms * timed_steps / seconds,
             "atoms_evaluated_per_owned": float(work.group(1)),
@@ -127,19 +131,21 @@ def main() -> None:
         scratch = Path(scratch)
         model = make_model(args.dtype, scratch / "model.pt")
         for n in args.repeat:
-            own = driver_rate(model, n, args.steps)
-            for shell in ("double", "single"):
-                one = lammps_rate(model, n, n, 1, args.steps, scratch, shell)
-                results["baseline"].append({
-                    "atoms": own["atoms"], "run_md": own, "lammps_1_rank": one,
-                    "lammps_over_run_md": one["atom_steps_per_s"] / own["atom_steps_per_s"]})
-                print(json.dumps(results["baseline"][-1]), flush=True)
-                for ranks in args.ranks:
-                    strong = one if ranks == 1 else lammps_rate(model, n, n, ranks, args.steps,
-                                                                scratch, shell)
+            before = driver_rate(model, n, args.steps)
+            one = lammps_rate(model, n, n, 1, args.steps, scratch, "single")
+            after = driver_rate(model, n, args.steps)
+            own = 0.5 * (before["atom_steps_per_s"] + after["atom_steps_per_s"])
+            results["baseline"].append({
+                "atoms": before["atoms"], "run_md": [before, after], "lammps_1_rank": one,
+                "lammps_over_run_md": one["atom_steps_per_s"] / own})
+            print(json.dumps(results["baseline"][-1]), flush=True)
+            results["strong"].append({"cell": n, **one})
+            results["weak"].append({"cell": n, **one})
+            for shell in ("single", "double"):
+                for ranks in (r for r in args.ranks if r > 1):
+                    strong = lammps_rate(model, n, n, ranks, args.steps, scratch, shell)
                     results["strong"].append({"cell": n, **strong})
-                    weak = one if ranks == 1 else lammps_rate(model, n, n * ranks, ranks,
-                                                              args.steps, scratch, shell)
+                    weak = lammps_rate(model, n, n * ranks, ranks, args.steps, scratch, shell)
                     results["weak"].append({"cell": n, **weak})
                     print(json.dumps({"strong": strong, "weak": weak}), flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)

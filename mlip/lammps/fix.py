@@ -3,9 +3,11 @@
 LAMMPS calls :meth:`MLIPFix.callback` on each rank after its own forces; the callback reads the
 rank's local and ghost atoms, evaluates them with :func:`mlip.lammps.halo.evaluate_halo` and
 hands back the local forces, the total energy (reduced over the ranks) and the total virial.
-Two ghost shells (:data:`GHOST_SHELLS`): "double" (2·L·r_c + skin, no reverse communication)
-and "single" (L·r_c + skin; the ghosts' force contributions are sent to their owners with
-mpi4py, found by atom id from a table all ranks rebuild at each neighbour-list build).
+Two ghost shells (:data:`GHOST_SHELLS`): "single" (the default: L·r_c + skin; the ghosts' force
+contributions are sent to their owners with mpi4py, found by atom id from a table all ranks
+rebuild at each neighbour-list build) and "double" (2·L·r_c + skin, no reverse communication).
+A run on one rank owns the whole box and needs no halo: its atoms are evaluated as one periodic
+system with LAMMPS's box (:func:`mlip.lammps.halo.evaluate_periodic`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import torch
 from ase.data import atomic_masses, atomic_numbers, chemical_symbols
 
 from mlip.errors import ConfigError, UnknownElementError
-from mlip.lammps.halo import evaluate_halo
+from mlip.lammps.halo import evaluate_halo, evaluate_periodic, lammps_cell
 from mlip.models import Potential
+from mlip.neighbors import VerletList
 
 __all__ = ["MLIPFix", "attach", "types_to_elements", "DEFAULT_SKIN", "MASS_TOLERANCE",
            "GHOST_SHELLS"]
@@ -34,6 +37,8 @@ _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 DEFAULT_SKIN = 2.0
 #: a type's mass names an element when exactly one element's standard mass is this close, amu
 MASS_TOLERANCE = 0.1
+#: skin of mlip's own neighbour list on one rank (whole box), Å
+VERLET_SKIN = 1.0
 
 
 def types_to_elements(masses: Sequence[float] | None, n_types: int,
@@ -84,8 +89,10 @@ class MLIPFix:
         fix_id: the ``fix external`` id. type_numbers: atomic number of each type (index 0
         unused). comm: the mpi4py communicator of the LAMMPS instance. skin: Å, the largest
         displacement since a neighbour build that the ghost cutoff covers is skin/2.
-        ghost_cutoff: Å, the ``comm_modify cutoff`` set (2·L·r_c + skin; single: L·r_c + skin).
-        ghost_shell: "double" or "single" (:data:`GHOST_SHELLS`).
+        ghost_cutoff: Å, the ``comm_modify cutoff`` set (2·L·r_c + skin; single: L·r_c + skin;
+        0 on one rank, where LAMMPS's own ghost cutoff is left as it is).
+        ghost_shell: "single" or "double" (:data:`GHOST_SHELLS`).
+        whole_box: one rank owns the box: evaluate it as one periodic system (no halo).
         stats: per-call work counters (atoms and edges evaluated, local atoms and edges).
     """
 
@@ -96,12 +103,14 @@ class MLIPFix:
     comm: Any
     skin: float
     ghost_cutoff: float
-    ghost_shell: str = "double"
+    ghost_shell: str = "single"
+    whole_box: bool = False
     stats: dict[str, int] = field(default_factory=lambda: dict(
         calls=0, atoms_evaluated=0, edges_evaluated=0, local_atoms=0, local_edges=0))
     _reference: np.ndarray | None = None
     _owner: np.ndarray | None = None  # atom id → owning rank (single shell)
     _local_index: np.ndarray | None = None  # atom id → local index on this rank
+    _verlet: VerletList | None = None  # whole box: mlip's neighbour list, reused
 
     def callback(self, caller: Any, step: int, nlocal: int, tag: np.ndarray, x: np.ndarray,
                  f: np.ndarray) -> None:
@@ -118,6 +127,9 @@ class MLIPFix:
             self.comm.Abort(1)
 
     def _compute(self, nlocal: int, f: np.ndarray) -> None:
+        if self.whole_box:
+            self._compute_whole_box(nlocal, f)
+            return
         lmp = self.lmp
         nall = nlocal + lmp.extract_global("nghost")
         positions = self._per_atom("x", nall, np.float64).reshape(nall, 3)
@@ -133,11 +145,35 @@ class MLIPFix:
             ids = self._per_atom("id", nall, np.int64)
             self._add_ghost_forces(forces, ids, nlocal, rebuilt, result)
         f[:] = forces
+        self._hand_over(result, nlocal)
+
+    def _compute_whole_box(self, nlocal: int, f: np.ndarray) -> None:
+        """One rank: the local atoms are the whole box, one periodic system."""
+        lmp = self.lmp
+        boxlo, boxhi, xy, yz, xz, periodicity, _ = lmp.extract_box()
+        lengths = np.asarray(boxhi, float) - np.asarray(boxlo, float)
+        cell = lammps_cell(*lengths, xy=xy, xz=xz, yz=yz)
+        device = self.type_numbers.device
+        positions = self._per_atom("x", nlocal, np.float64).reshape(nlocal, 3) - boxlo
+        types = torch.from_numpy(self._per_atom("type", nlocal, np.int64)).to(device)
+        if self._verlet is None:
+            self._verlet = VerletList(self.model.cutoff, VERLET_SKIN)
+        result = evaluate_periodic(self.model, torch.from_numpy(positions).to(device),
+                                   self.type_numbers[types], cell.to(device),
+                                   torch.tensor([bool(p) for p in periodicity], device=device),
+                                   verlet=self._verlet)
+        f[:] = result.forces.cpu().numpy()
+        self._hand_over(result, nlocal)
+
+    def _hand_over(self, result: Any, nlocal: int) -> None:
+        """Set the total energy and virial (reduced over the ranks) and count the work."""
+        lmp = self.lmp
         totals = np.zeros(7)
         totals[0] = result.energy
         w = result.virial.cpu().numpy()
         totals[1:] = (w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2])  # LAMMPS order
-        totals = self.comm.allreduce(totals)
+        if not self.whole_box:
+            totals = self.comm.allreduce(totals)
         # fix external takes both as the global value on every rank (not summed over ranks)
         lmp.fix_external_set_energy_global(self.fix_id, float(totals[0]))
         lmp.fix_external_set_virial_global(self.fix_id, [float(v) for v in totals[1:]])
@@ -160,12 +196,12 @@ class MLIPFix:
         """Single shell: send each ghost's force to its owner (by atom id) and add the ones
         received to ``forces`` (nlocal, 3). Collective: every rank calls it every step."""
         if rebuilt or self._owner is None:  # the same step on every rank
-            every = self.comm.allgather(ids[:nlocal])
+            every = self.comm.allgather(ids[:nlocal].astype(np.int32))
             top = max((int(t.max()) for t in every if t.size), default=0) + 1
             self._owner = np.full(top, -1, dtype=np.int32)
             for rank, owned in enumerate(every):
                 self._owner[owned] = rank
-            self._local_index = np.full(top, -1, dtype=np.int64)
+            self._local_index = np.full(top, -1, dtype=np.int32)
             self._local_index[ids[:nlocal]] = np.arange(nlocal)
         ghost_ids = ids[result.ghost_index.cpu().numpy()]
         ghost_forces = result.ghost_forces.cpu().numpy()
@@ -201,14 +237,15 @@ class MLIPFix:
 def attach(lmp: Any, model: Potential | str, fix_id: str = "mlip", *,
            device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
            elements: Sequence[str] | None = None, skin: float = DEFAULT_SKIN,
-           ghost_shell: str = "double") -> MLIPFix:
+           ghost_shell: str = "single") -> MLIPFix:
     """Make ``fix FIX_ID all external pf/callback 1 1`` of ``lmp`` apply an mlip potential.
 
     Call it once the box, the masses (or ``elements``) and the fix exist, before the first
     ``run`` or ``minimize``. It sets ``fix_modify FIX_ID energy yes virial yes`` (so ``pe``,
-    ``press``, ``fix npt`` and ``fix box/relax`` see the potential) and ``comm_modify cutoff``
-    to 2·L·r_c + ``skin`` (L: the model's receptive layers; L·r_c + skin for the single
-    shell): do not lower it afterwards.
+    ``press``, ``fix npt`` and ``fix box/relax`` see the potential) and, on several ranks,
+    ``comm_modify cutoff`` to L·r_c + ``skin`` (L: the model's receptive layers; 2·L·r_c +
+    skin for the double shell): do not lower it afterwards. On one rank the box is evaluated
+    as one periodic system and LAMMPS's ghost cutoff is left as it is.
 
     Args:
         lmp: a ``lammps.lammps`` instance (every rank calls ``attach``).
@@ -219,8 +256,9 @@ def attach(lmp: Any, model: Potential | str, fix_id: str = "mlip", *,
         elements: chemical symbol of each atom type (default: from the types' masses).
         skin: the LAMMPS neighbour skin in effect, Å (``neighbor SKIN bin``; 2.0 Å is
             LAMMPS's default in metal units).
-        ghost_shell: "double" (no reverse communication) or "single" (half the depth; the
-            ghosts' forces are sent to their owners).
+        ghost_shell: "single" (the ghosts' forces are sent to their owners; id → rank and
+            id → local index tables, 8 bytes per atom of the system on every rank) or
+            "double" (twice as deep, no reverse communication). Unused on one rank.
 
     Returns:
         the :class:`MLIPFix` (its :meth:`~MLIPFix.work` reports the redundant work).
@@ -262,14 +300,18 @@ def attach(lmp: Any, model: Potential | str, fix_id: str = "mlip", *,
         known = ", ".join(chemical_symbols[z] for z in model.species)
         raise UnknownElementError(f"the model does not know element(s) {names}; it knows "
                                   f"{known}")
-    ghost = GHOST_SHELLS[ghost_shell] * model.receptive_layers * model.cutoff + skin
-    lmp.command(f"comm_modify cutoff {math.ceil(ghost * 1000) / 1000:.3f}")
+    comm = _communicator(lmp)
+    whole_box = comm.Get_size() == 1
+    ghost = 0.0
+    if not whole_box:
+        ghost = GHOST_SHELLS[ghost_shell] * model.receptive_layers * model.cutoff + skin
+        lmp.command(f"comm_modify cutoff {math.ceil(ghost * 1000) / 1000:.3f}")
     lmp.command(f"fix_modify {fix_id} energy yes virial yes")
     type_numbers = torch.tensor([0, *numbers], dtype=torch.long,
                                 device=model.species_index.device)
     fix = MLIPFix(lmp=lmp, model=model, fix_id=fix_id, type_numbers=type_numbers,
-                  comm=_communicator(lmp), skin=float(skin), ghost_cutoff=ghost,
-                  ghost_shell=ghost_shell)
+                  comm=comm, skin=float(skin), ghost_cutoff=ghost, ghost_shell=ghost_shell,
+                  whole_box=whole_box)
     lmp.set_fix_external_callback(fix_id, fix.callback, None)
     return fix
 

@@ -23,6 +23,10 @@ With ``ghost_forces=True`` (the "single" shell) only atoms with h <= L are neede
 cutoff L·r_c + skin): E_B = sum of the local atoms' energies, and dE_B/dr is returned for the
 local atoms and for the ghosts; the caller adds each ghost's force to its owner's (reverse
 communication). The virial share is then -sum over all edges of D_e ⊗ dE_B/dD_e.
+
+A rank that owns the whole box (one rank) needs no halo: :func:`evaluate_periodic` runs the
+model on its atoms as one periodic system (LAMMPS's box and boundaries), with the same
+edge-vector derivatives, so the two agree to round-off.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ from dataclasses import dataclass
 
 import torch
 
-from mlip.graph import AtomicGraph
+from mlip.graph import AtomicGraph, graph_from_neighbors, update_neighbors
 from mlip.models import Potential
-from mlip.neighbors import neighbor_list
-from mlip.structures import Layout
+from mlip.neighbors import VerletList, neighbor_list
+from mlip.structures import Layout, Structures
 
-__all__ = ["HaloResult", "evaluate_halo", "hop_distances"]
+__all__ = ["HaloResult", "evaluate_halo", "evaluate_periodic", "hop_distances",
+           "lammps_cell"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,60 @@ def evaluate_halo(model: Potential, positions: torch.Tensor, atomic_numbers: tor
                       node_energy=local_energy, atoms_evaluated=int(keep.shape[0]),
                       edges_evaluated=int(src.shape[0]), local_edges=int(local_edge.sum()),
                       **ghosts)
+
+
+def evaluate_periodic(model: Potential, positions: torch.Tensor, atomic_numbers: torch.Tensor,
+                      cell: torch.Tensor, pbc: torch.Tensor,
+                      verlet: VerletList | None = None) -> HaloResult:
+    """Energy, forces and virial of all atoms of a box as one (periodic) system.
+
+    Args:
+        model: a potential in eval mode.
+        positions: (n_atoms, 3) Å, every atom of the box once (no ghosts).
+        atomic_numbers: (n_atoms,) int64.
+        cell: (3, 3) Å, rows the box vectors (:func:`lammps_cell`).
+        pbc: (3,) bool, the periodic axes.
+        verlet: a neighbour list with a skin (cutoff: the model's) kept between calls; None
+            builds the pairs afresh.
+
+    Returns:
+        :class:`HaloResult` of the whole system (no ghosts; the virial is W = -σ·V, and is
+        also defined when no axis is periodic: -Σ_e D_e ⊗ ∂E/∂D_e).
+    """
+    dtype = model.model_dtype()
+    positions, cell = positions.to(dtype), cell.to(dtype)
+    n = positions.shape[0]
+    pbc = pbc.to(device=positions.device, dtype=torch.bool).reshape(1, 3)
+    layout = Layout.from_tensors(torch.tensor([n], device=positions.device), atomic_numbers,
+                                 pbc)
+    structures = Structures(positions=positions, atomic_numbers=atomic_numbers,
+                            cell=cell.reshape(1, 3, 3), pbc=pbc, layout=layout)
+    if verlet is None:
+        graph = AtomicGraph.from_structures(structures, model.cutoff)
+    else:
+        graph = graph_from_neighbors(structures, update_neighbors(verlet, structures),
+                                     model.cutoff)
+    vectors = graph.edge_vectors().detach().requires_grad_(True)
+    with torch.enable_grad():
+        node_energy = model.node_energy(graph, vectors)
+        (grad,) = torch.autograd.grad(node_energy.sum(), vectors, allow_unused=True,
+                                      materialize_grads=True)
+    src, dst = graph.edge_index
+    forces = torch.zeros_like(positions)
+    forces.index_add_(0, src, grad).index_add_(0, dst, -grad)
+    virial = -(vectors.detach().T @ grad).to(torch.float64)
+    node_energy = node_energy.detach()
+    return HaloResult(energy=float(node_energy.sum()), forces=forces.to(torch.float64),
+                      virial=0.5 * (virial + virial.T), node_energy=node_energy,
+                      atoms_evaluated=n, edges_evaluated=graph.n_edges,
+                      local_edges=graph.n_edges)
+
+
+def lammps_cell(lx: float, ly: float, lz: float, xy: float = 0.0, xz: float = 0.0,
+                yz: float = 0.0) -> torch.Tensor:
+    """The (3, 3) float64 cell (rows: lattice vectors a, b, c, Å) of a LAMMPS box:
+    a = (lx, 0, 0), b = (xy, ly, 0), c = (xz, yz, lz)."""
+    return torch.tensor([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]], dtype=torch.float64)
 
 
 def _cloud_graph(positions: torch.Tensor, numbers: torch.Tensor, edge_index: torch.Tensor,

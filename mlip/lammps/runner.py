@@ -46,7 +46,7 @@ def input_commands(text: str) -> list[str]:
 def run_input(model: str | os.PathLike, input_path: str | os.PathLike, *, fix_id: str = "mlip",
               device: str = "auto", dtype: str | None = None,
               elements: Sequence[str] | None = None,
-              variables: Sequence[tuple[str, str]] = (), ghost_shell: str = "double") -> int:
+              variables: Sequence[tuple[str, str]] = (), ghost_shell: str = "single") -> int:
     """Run ``input_path`` in LAMMPS on this process's MPI rank with ``model`` on ``fix_id``.
 
     Args:
@@ -58,7 +58,7 @@ def run_input(model: str | os.PathLike, input_path: str | os.PathLike, *, fix_id
         dtype: ``float32`` or ``float64`` (default: the model's).
         elements: chemical symbol of each atom type (default: from the masses).
         variables: ``(NAME, VALUE)`` pairs, as LAMMPS's ``-var NAME VALUE``.
-        ghost_shell: "double" or "single" (:func:`mlip.lammps.attach`).
+        ghost_shell: "single" or "double" (:func:`mlip.lammps.attach`; one rank needs none).
 
     Returns:
         0 on success, 2 for a refused input or model (printed by rank 0), 1 when LAMMPS
@@ -97,8 +97,10 @@ def run_input(model: str | os.PathLike, input_path: str | os.PathLike, *, fix_id
         if fix is not None:
             work = fix.work()
             if comm.Get_rank() == 0:
+                how = ("one periodic system" if fix.whole_box
+                       else f"ghost cutoff {fix.ghost_cutoff:.2f} Å")
                 print(f"mlip: {fix.stats['calls']} force calls on {comm.Get_size()} rank(s), "
-                      f"ghost cutoff {fix.ghost_cutoff:.2f} Å; the model ran on "
+                      f"{how}; the model ran on "
                       f"{work['atoms']:.1f} atoms and {work['edges']:.1f} edges per owned one",
                       flush=True)
         return 0

@@ -1,8 +1,10 @@
 """LAMMPS coupling tests: a tiny 2-layer float64 Facet on a strained, rattled 32-atom Cu cell,
-run by ``mpiexec -n K python -m mlip lammps`` in a subprocess."""
+run by one ``mpiexec -n K`` launch per rank count (driver.py runs the ``mlip lammps`` command line
+on each input in turn)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -94,14 +96,43 @@ def _symbol_order(atoms):
     return first.__getitem__
 
 
-def run_lammps(directory: Path, model: Path, ranks: int, *args: str,
-               timeout: float = 300) -> subprocess.CompletedProcess:
-    """``mpiexec -n RANKS python -m mlip lammps MODEL in.lmp ARGS`` in ``directory``."""
+DRIVER = Path(__file__).with_name("driver.py")
+
+
+def start_cases(directory: Path, ranks: int, cases: dict[str, list[str]]) -> subprocess.Popen:
+    """Start one ``mpiexec -n RANKS`` launch of driver.py that runs ``mlip lammps ARGS`` in
+    ``directory / NAME`` for each ``NAME: ARGS`` of ``cases``, in order (its output goes to
+    ``directory / "mpiexec.out"``; :func:`finish_cases` waits for it)."""
+    listing = [{"dir": str(directory / name), "args": args} for name, args in cases.items()]
+    (directory / "cases.json").write_text(json.dumps(listing))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    command = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mlip", "lammps",
-               str(model), "in.lmp", *args]
-    return subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    command = [str(MPIEXEC), "-n", str(ranks), sys.executable, str(DRIVER), "cases.json"]
+    with open(directory / "mpiexec.out", "w") as out:
+        return subprocess.Popen(command, cwd=directory, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def finish_cases(process: subprocess.Popen, directory: Path,
+                 timeout: float = 300) -> tuple[int, str]:
+    """Wait for a launch of :func:`start_cases` in ``directory``: its exit status and the last
+    3000 characters of its output."""
+    try:
+        status = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        status = process.wait()
+    return status, (directory / "mpiexec.out").read_text()[-3000:]
+
+
+def case_output(directory: Path, ranks: int) -> tuple[list[int | None], str, str]:
+    """A driver case's exit status on each rank (None: it wrote none), rank 0's output, and
+    the error output of all ranks."""
+    status = [int(p.read_text()) if (p := directory / f"status.{r}").exists() else None
+              for r in range(ranks)]
+    out = (directory / "out.0").read_text() if (directory / "out.0").exists() else ""
+    errors = "".join((directory / f"err.{r}").read_text() for r in range(ranks)
+                     if (directory / f"err.{r}").exists())
+    return status, out, errors
 
 
 def read_dump(path: Path) -> list[np.ndarray]:

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from mlip.calculators import MLIPCalculator
-from mlip.lammps.halo import evaluate_halo, hop_distances
+from mlip.lammps.halo import evaluate_halo, evaluate_periodic, hop_distances, lammps_cell
 from mlip.models import build
+from mlip.neighbors import VerletList
 from tests.lammps.conftest import cu_atoms, randomized
 
 
@@ -64,6 +65,39 @@ def test_slabs_with_ghosts_give_the_periodic_result(family, slabs, ghost_forces)
     assert energy == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
     np.testing.assert_allclose(forces, atoms.get_forces(), rtol=0, atol=1e-12)
     np.testing.assert_allclose(virial, -stress * atoms.get_volume(), rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("ghost_forces", [False, True])
+def test_one_periodic_system_equals_the_halo_in_a_triclinic_box(ghost_forces):
+    """One rank's shortcut: the whole box as one periodic system (LAMMPS's tilted box as the
+    cell) gives the halo's energy, forces and virial, also with a reused neighbour list."""
+    torch.manual_seed(1)
+    model = randomized(build("facet", species=[29], cutoff=3.0, avg_num_neighbors=12.0,
+                             hidden_irreps="4x0e+2x1o", num_layers=2).double().eval())
+    atoms = cu_atoms()
+    lx, ly, lz = atoms.cell.lengths()
+    cell = lammps_cell(lx, ly, lz, xy=0.4, xz=-0.3, yz=0.5)
+    assert cell.tolist() == [[lx, 0, 0], [0.4, ly, 0], [-0.3, 0.5, lz]]
+    atoms.set_cell(cell.numpy(), scale_atoms=True)
+    reach = (1 if ghost_forces else 2) * model.receptive_layers * model.cutoff
+    points, numbers, owners, n_local = _rank_cloud(atoms, np.zeros(3), np.ones(3), reach + 2.0)
+    assert n_local == len(atoms)
+    halo = evaluate_halo(model, torch.tensor(points), torch.tensor(numbers), n_local,
+                         ghost_forces=ghost_forces)
+    halo_forces = halo.forces.numpy().copy()
+    if ghost_forces:
+        np.add.at(halo_forces, owners[halo.ghost_index.numpy()], halo.ghost_forces.numpy())
+    verlet = VerletList(model.cutoff, 1.0)
+    for _ in range(2):  # the second call reuses the list
+        whole = evaluate_periodic(model, torch.tensor(atoms.positions),
+                                  torch.tensor(atoms.numbers), cell, torch.ones(3, dtype=bool),
+                                  verlet=verlet)
+        assert whole.energy == pytest.approx(halo.energy, abs=1e-10)
+        np.testing.assert_allclose(whole.forces.numpy(), halo_forces, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(whole.virial.numpy(), halo.virial.numpy(), rtol=0,
+                                   atol=1e-10)
+    assert verlet.n_rebuilds == 1 and whole.atoms_evaluated == len(atoms)
+    assert np.abs(whole.virial.numpy() - np.diag(np.diag(whole.virial.numpy()))).max() > 1e-3
 
 
 def test_hop_distances_follow_the_chain():

@@ -201,7 +201,8 @@ def ase_md(counting: _CountingCalculator, frames: list[Atoms], steps: int) -> di
         atoms.get_forces()
         dynamics = Langevin(atoms, MD["timestep_fs"] * units.fs,
                             temperature_K=MD["temperature_K"],
-                            friction=MD["friction_per_fs"] / units.fs, rng=rng)
+                            friction=MD["friction_per_fs"] / units.fs, fixcm=False,
+                            rng=rng)
         start = time.perf_counter()
         dynamics.run(steps)
         wall += time.perf_counter() - start

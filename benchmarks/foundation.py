@@ -4,7 +4,8 @@ The same pretrained model (``sevennet:7net-0``, the weights in the ``sevenn==0.1
 float32) runs three ways on the same N rattled, strained bulk cells (Si, Cu, NaCl, MgO, Al,
 GaAs; ``--atoms`` atoms each, written to one temporary extxyz file that every side reads):
 
-* **mlip**: ``mlip.md.run_relax`` (batched FIRE, ``--cell``: with the Fréchet cell filter) and
+* **mlip**: ``mlip.md.run_relax`` (batched FIRE; workload ``relax_cell``: with the Fréchet cell
+  filter, ``--no-cell`` leaves it out) and
   ``mlip.md.run_md`` (NVT Langevin), mlip's SevenNet adapter on mlip's Verlet lists;
 * **torch-sim** (``torch-sim-atomistic`` 0.3.0): its own SevenNet model interface
   (``torch_sim.models.sevennet``, vesin neighbour lists rebuilt every call, sevenn's own
@@ -14,7 +15,8 @@ GaAs; ``--atoms`` atoms each, written to one temporary extxyz file that every si
   ``benchmarks/models.py``) as a subprocess (:mod:`benchmarks._torchsim_sevennet_worker`) that
   waits while the others run;
 * **ASE**: sevenn's own ``SevenNetCalculator``, one structure after the other, with
-  ``ase.optimize.FIRE`` (``FrechetCellFilter`` for ``--cell``) and ``ase.md.Langevin``.
+  ``ase.optimize.FIRE`` (on a ``FrechetCellFilter`` for ``relax_cell``) and
+  ``ase.md.Langevin``.
 
 Same settings on every side: FIRE with ASE's parameters (dt 0.1, dt_max 1.0, max step 0.2 Å),
 ``--fmax`` on the largest atomic (and cell) force, at most ``--relax-steps`` moves; MD 300 K,
@@ -33,10 +35,15 @@ energies, mlip vs each (eV/atom; differing FIRE paths may end in different nearb
 
     python benchmarks/foundation.py [--structures 64] [--atoms 8 16] [--threads 2]
         [--device cpu|cuda] [--repeats 2] [--ase-repeats 1] [--relax-steps 200]
-        [--md-steps 20] [--fmax 0.05] [--no-cell] [--no-torch-sim] [--no-ase]
+        [--md-steps 10] [--fmax 0.05] [--no-relax] [--no-cell] [--no-md] [--no-torch-sim]
+        [--no-ase]
 
 writes benchmarks/results/foundation.json (atomically) and prints the table. The defaults are
-the published run: about 25 minutes on a quiet 2-core CPU.
+the published run: roughly 50 minutes on a quiet 2-core CPU (extrapolated from 16 cells, which
+took 27 minutes on one thread of a shared 2-core machine; SevenNet-0 costs ~0.1–0.3 s per
+structure evaluation there). ``model_calls`` count every call of the model, mlip's first-call
+timing of ``max_atoms_per_call="auto"`` and its calls per group of atoms included (MD: the
+initial force call included).
 """
 
 from __future__ import annotations
@@ -379,8 +386,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ase-repeats", type=int, default=1, help="rounds that include ASE")
     parser.add_argument("--fmax", type=float, default=0.05, help="eV/Å")
     parser.add_argument("--relax-steps", type=int, default=200, help="most FIRE moves")
-    parser.add_argument("--md-steps", type=int, default=20, help="timed MD steps")
+    parser.add_argument("--md-steps", type=int, default=10, help="timed MD steps")
     parser.add_argument("--no-cell", action="store_true", help="no cell-filter relaxation")
+    parser.add_argument("--no-relax", action="store_true", help="no positions-only relaxation")
     parser.add_argument("--no-md", action="store_true", help="no MD workload")
     parser.add_argument("--no-torch-sim", action="store_true", help="leave torch-sim out")
     parser.add_argument("--no-ase", action="store_true", help="leave ASE's loop out")
@@ -418,7 +426,8 @@ def main(argv: list[str] | None = None) -> dict:
                     python = ensure_torchsim_venv(with_sevenn=True)
                 torch_sim = TorchSimSide(python, structures, args)
             agreement = single_points(model, frames, torch_sim, counting, args.device)
-            workloads = [("relax", False)] + ([] if args.no_cell else [("relax_cell", True)])
+            workloads = ([] if args.no_relax else [("relax", False)]) + (
+                [] if args.no_cell else [("relax_cell", True)])
             rows = []
             for kind, cell in workloads:
                 sides: dict[str, Callable[[int], dict]] = {

@@ -28,10 +28,11 @@ warmed up once (a 2-step relax and MD on the whole batch), then the sides altern
 time to all converged (relax) or atom-steps/s (MD), model calls and structure evaluations
 (the number of (structure, force call) pairs: every engine evaluates the model once per FIRE
 move, but torch-sim drops converged systems from the batch, mlip keeps them frozen in it),
-how many converged, and the ratios mlip/torch-sim and mlip/ASE (> 1: mlip faster). Sanity
-columns: the largest energy (eV/atom) and force (eV/Å) difference of the three on the
-starting structures (the same model?) and the largest difference of the final relaxed
-energies, mlip vs each (eV/atom; differing FIRE paths may end in different nearby minima).
+how many converged, the time per structure evaluation (relax), and the ratios mlip/torch-sim
+and mlip/ASE (> 1: mlip faster). Sanity columns: the largest energy (eV/atom) and force (eV/Å)
+difference of the three on the starting structures (the same model?) and the largest
+difference of the final relaxed energies, mlip vs each (eV/atom; differing FIRE paths may end
+in different nearby minima).
 
     python benchmarks/foundation.py [--structures 64] [--atoms 8 16] [--threads 2]
         [--device cpu|cuda] [--repeats 2] [--ase-repeats 1] [--relax-steps 200]
@@ -315,6 +316,8 @@ def run_workload(kind: str, sides: dict[str, Callable[[int], dict]], frames: lis
                 r["atom_steps_per_s"] for r in results), 2)
         else:
             side["converged"] = int(sum(last["converged"]))
+            side["ms_per_structure_evaluation"] = round(
+                1e3 * side["wall_s"] / max(side["structure_evaluations"], 1), 2)
             if "moves" in last:
                 side["moves_max"] = int(max(last["moves"]))
                 side["moves_mean"] = round(float(np.mean(last["moves"])), 1)

@@ -108,10 +108,39 @@ TORCHSIM_VERSION = "0.3.0"
 TORCHSIM_PYTHON = ROOT / ".venv-torchsim/bin/python"
 
 
-def ensure_torchsim_venv() -> Path:
-    """.venv-torchsim with ``torch-sim-atomistic==TORCHSIM_VERSION`` and mlip (editable)."""
-    return ensure_peer_venv(".venv-torchsim", "torch-sim-atomistic", TORCHSIM_VERSION,
-                            ["-e", str(ROOT)])
+#: The sevenn release whose SevenNet-0 weights benchmarks/foundation.py runs (mlip's pin).
+SEVENN_VERSION = "0.13.0"
+
+
+def ensure_peer_package(python: Path, package: str, version: str) -> None:
+    """Install ``package==version`` into the venv of ``python`` when it lacks it (torch pinned
+    in the same install, so pip never changes it); refuse another installed version."""
+    probe = ("import importlib.metadata as m, sys\n"
+             "try: print(m.version(sys.argv[1]))\n"
+             "except m.PackageNotFoundError: pass")
+
+    def installed() -> str:
+        return subprocess.run([str(python), "-c", probe, package], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    found = installed()
+    if not found:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"torch=={TORCH_VERSION}",
+                        f"{package}=={version}"], check=True)
+        found = installed()
+    if found != version:
+        raise RuntimeError(f"{python} has {package} {found or '(none)'}, the benchmarks need "
+                           f"{version}: delete its venv to rebuild it")
+
+
+def ensure_torchsim_venv(with_sevenn: bool = False) -> Path:
+    """.venv-torchsim with ``torch-sim-atomistic==TORCHSIM_VERSION`` and mlip (editable), and
+    with ``with_sevenn`` also ``sevenn==SEVENN_VERSION`` (for torch-sim's SevenNet model)."""
+    python = ensure_peer_venv(".venv-torchsim", "torch-sim-atomistic", TORCHSIM_VERSION,
+                              ["-e", str(ROOT)])
+    if with_sevenn:
+        ensure_peer_package(python, "sevenn", SEVENN_VERSION)
+    return python
 
 
 def run_case(label: str, structure: Path, args: argparse.Namespace) -> dict:

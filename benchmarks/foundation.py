@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -423,7 +422,7 @@ def main(argv: list[str] | None = None) -> dict:
             if not args.no_torch_sim:
                 python = args.torch_sim_python
                 if python is None:
-                    sys.path.insert(0, str(ROOT / "benchmarks"))
+                    sys.path.append(str(ROOT / "benchmarks"))
                     from models import ensure_torchsim_venv
 
                     python = ensure_torchsim_venv(with_sevenn=True)
@@ -455,11 +454,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     import mlip
 
+    sys.path.append(str(ROOT / "benchmarks"))
+    from cpu_speed import cpu_model
+
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "model": MODEL, "dtype": "float32", "device": args.device,
         "device_name": (torch.cuda.get_device_name() if args.device == "cuda"
-                        else _cpu_name()),
+                        else cpu_model()),
         "threads": args.threads, "structures": len(frames),
         "atoms": int(sum(len(a) for a in frames)), "atoms_per_structure": args.atoms,
         "rattle_A": args.rattle, "strain": args.strain, "fmax_eV_per_A": args.fmax,
@@ -480,17 +482,6 @@ def main(argv: list[str] | None = None) -> dict:
     _write_json(args.output, report)
     print(_table(report))
     return report
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

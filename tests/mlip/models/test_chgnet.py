@@ -27,7 +27,7 @@ from ase import Atoms
 from ase.build import add_adsorbate, bulk, fcc111, molecule
 
 from mlip.calculators import MLIPCalculator
-from mlip.errors import ConfigError, MissingExtraError, UnknownElementError
+from mlip.errors import UnknownElementError
 from mlip.graph import AtomicGraph
 from mlip.models import load_model
 
@@ -260,22 +260,6 @@ def test_elements_outside_the_table_are_refused_by_name(model):
     atoms.numbers[0] = 95  # americium: chgnet's tables end at Pu (Z=94)
     with pytest.raises(UnknownElementError, match=r"Am \(Z=95\)"):
         model(AtomicGraph.from_ase(atoms, cutoff=model.cutoff))
-
-
-def test_unknown_model_name_is_refused_naming_the_available_ones():
-    with pytest.raises(ConfigError, match=r"unknown chgnet model 'nope'; available: 0\.3\.0, "
-                                          r"0\.2\.0, r2scan"):
-        load_model("chgnet:nope")
-
-
-def test_without_the_package_the_error_says_what_to_install(monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "chgnet" else real(name, *a))
-    with pytest.raises(MissingExtraError, match=r"'chgnet'.*pip install mlip\[foundation\]"):
-        load_model("chgnet:0.3.0")
 
 
 def test_weights_come_from_the_wheel_without_network(monkeypatch):

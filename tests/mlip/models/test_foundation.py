@@ -29,14 +29,25 @@ def test_an_adapter_family_mlip_does_not_have_is_refused_naming_the_known_ones()
         load_model("orb:v2")
 
 
-def test_unknown_model_name_is_refused_naming_the_available_ones():
-    with pytest.raises(ConfigError, match=r"unknown sevennet model 'nope'; available: 7net-0"):
-        load_model("sevennet:nope")
+FAMILIES = [  # (model name, the package it needs, the start of its list of known models)
+    ("sevennet:7net-0", "sevenn", "7net-0"),
+    ("chgnet:0.3.0", "chgnet", r"0\.3\.0, 0\.2\.0, r2scan"),
+]
 
 
-def test_without_the_package_the_error_says_what_to_install(monkeypatch):
+@pytest.mark.parametrize(("name", "package", "known"), FAMILIES)
+def test_unknown_model_name_is_refused_naming_the_available_ones(name, package, known):
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"needs {package}")
+    family = name.partition(":")[0]
+    with pytest.raises(ConfigError, match=rf"unknown {family} model 'nope'; available: {known}"):
+        load_model(f"{family}:nope")
+
+
+@pytest.mark.parametrize(("name", "package", "known"), FAMILIES)
+def test_without_the_package_the_error_says_what_to_install(monkeypatch, name, package, known):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "sevenn" else real(name, *a))
-    with pytest.raises(MissingExtraError, match=r"'sevenn'.*pip install mlip\[foundation\]"):
-        load_model("sevennet:7net-0")
+                        lambda wanted, *a: None if wanted == package else real(wanted, *a))
+    with pytest.raises(MissingExtraError, match=rf"'{package}'.*pip install mlip\[foundation\]"):
+        load_model(name)

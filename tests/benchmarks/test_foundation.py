@@ -2,16 +2,12 @@
 end to end on a tiny batch (torch-sim's side needs .venv-torchsim and is not run here)."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("sevenn")
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import foundation  # noqa: E402
 

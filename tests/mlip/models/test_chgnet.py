@@ -93,7 +93,10 @@ def _reference_results(atoms: Atoms, calculator) -> tuple[float, np.ndarray, np.
                 stress)
 
 
-def _check(atoms: Atoms, expected, tolerances: tuple[float, float, float, float] = TOL) -> None:
+def assert_matches_chgnet(atoms: Atoms, expected,
+                          tolerances: tuple[float, float, float, float] = TOL) -> None:
+    """Assert that the calculator attached to ``atoms`` gives chgnet's ``expected`` energy per
+    atom, per-atom energies, forces and (with pbc) stress within ``tolerances``."""
     energy, forces, energies, stress = expected
     e_tol, ei_tol, f_tol, s_tol = tolerances
     assert abs(atoms.get_potential_energy() - energy) / len(atoms) < e_tol
@@ -109,7 +112,7 @@ def test_energy_forces_stress_equal_chgnets_calculator(name, dtype, model, refer
     atoms = _cells()[name]
     expected = _reference_results(atoms, reference)
     atoms.calc = MLIPCalculator(model, dtype=dtype)
-    _check(atoms, expected)
+    assert_matches_chgnet(atoms, expected)
 
 
 @pytest.mark.parametrize("name", ["0.2.0", "r2scan"])
@@ -117,7 +120,7 @@ def test_the_other_pretrained_models_equal_chgnet(name):
     atoms = _cells()["rattled (Mg,Ni)O"]
     expected = _reference_results(atoms, _chgnet_calculator(name))
     atoms.calc = MLIPCalculator(f"chgnet:{name}")
-    _check(atoms, expected)
+    assert_matches_chgnet(atoms, expected)
 
 
 def test_in_float64_the_graphs_are_exactly_chgnets(monkeypatch):
@@ -137,7 +140,7 @@ def test_in_float64_the_graphs_are_exactly_chgnets(monkeypatch):
         atoms = _cells()[name]
         expected = _reference_results(atoms, reference)
         atoms.calc = MLIPCalculator(model)
-        _check(atoms, expected, (3e-7, 1e-12, 1e-11, 1e-13))
+        assert_matches_chgnet(atoms, expected, (3e-7, 1e-12, 1e-11, 1e-13))
 
 
 def test_the_rebuilt_graphs_have_chgnets_bonds_and_angles(model):
@@ -181,7 +184,7 @@ def test_the_calculator_takes_the_name(reference):
     atoms = _cells()["triclinic LiFeO2"]
     expected = _reference_results(atoms, reference)
     atoms.calc = MLIPCalculator(model="chgnet:0.3.0")
-    _check(atoms, expected)
+    assert_matches_chgnet(atoms, expected)
 
 
 def test_a_batch_equals_its_structures_one_by_one(model):
@@ -236,7 +239,7 @@ def test_atoms_without_bonds_or_angles_keep_chgnets_energy(atoms, model, referen
     """No edge at all, or bonds but no angle (chgnet then skips its bond and angle updates)."""
     expected = _reference_results(atoms, reference)
     atoms.calc = MLIPCalculator(model)
-    _check(atoms, expected)
+    assert_matches_chgnet(atoms, expected)
     assert abs(atoms.get_potential_energy()) > 0.1
 
 

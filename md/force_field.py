@@ -131,7 +131,7 @@ class ForceField:
                      if self.group_size is None else f"groups of <= {self.group_size} atoms",
                      ", ".join(f"{'all' if n is None else n} atoms {t * 1e3:.3g} ms"
                                for n, t in timings.items()))
-            return out  # the same results as a call in the chosen groups
+            return out  # the last timed call: the chosen grouping's results up to round-off
         return self._evaluate(state, neighbors)
 
     def _group_bounds(self, state: MDState

@@ -17,7 +17,7 @@ from mlip.md.state import MDState, temperature_K, volume
 from mlip.units import kB
 
 __all__ = ["BlowUpLimits", "REASONS", "check_step", "check_step_torch", "healthy_cpu",
-           "describe_failure"]
+           "describe_failure", "failure_reason"]
 
 #: Failure code → (description, unit of the offending value). Code 0 means healthy.
 REASONS = {
@@ -271,13 +271,20 @@ def _largest_per_system(new: MDState, prev: MDState) -> torch.Tensor:
                        device=per_atom.device).scatter_reduce(0, index, per_atom, "amax")
 
 
-def describe_failure(system: int, step: int, code: int, value: float, limits: BlowUpLimits,
-                     temperature_limit: float) -> str:
-    """A one-line message naming the system, the step, the check and the values."""
+def failure_reason(code: int, value: float, limits: BlowUpLimits,
+                   temperature_limit: float) -> str:
+    """The failed check with its value and limit, e.g. ``forces above the limit (1200 eV/Å,
+    limit 1000)``."""
     text, unit = REASONS[code]
     limit = {2: limits.max_force, 3: limits.min_distance, 4: temperature_limit,
              5: limits.max_energy_jump, 6: limits.max_displacement,
              7: limits.max_volume_change}.get(code)
     detail = "" if limit is None else f" ({value:.4g} {unit}, limit {limit:g})"
-    return (f"system {system} stopped at step {step}: {text}{detail}; its last good frame "
-            "is kept")
+    return f"{text}{detail}"
+
+
+def describe_failure(system: int, step: int, code: int, value: float, limits: BlowUpLimits,
+                     temperature_limit: float) -> str:
+    """A one-line message naming the system, the step, the check and the values."""
+    reason = failure_reason(code, value, limits, temperature_limit)
+    return f"system {system} stopped at step {step}: {reason}; its last good frame is kept"

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from mlip.errors import ConfigError, InvalidStructureError
 from mlip.md.force_field import ForceField
-from mlip.md.guard import BlowUpLimits, check_step, describe_failure
+from mlip.md.guard import BlowUpLimits, check_step, failure_reason
 from mlip.md.memory import MemoryModel, count_edges, measure_memory
 from mlip.md.regroup import concat_systems, take_systems
 from mlip.md.relax import OPTIMIZERS, make_optimizer
@@ -355,9 +355,7 @@ class RelaxStream(Iterator[tuple[int, Atoms]]):
 
     def _reason(self, index: int, step: int, code: int, value: float) -> str:
         """The guard's reason for stopping structure ``index`` (also warned, naming it)."""
-        text = describe_failure(index, step, code, value, self.limits,
-                                self.limits.temperature_limit(None))
-        reason = text.split(": ", 1)[1].split("; its last good frame", 1)[0]
+        reason = failure_reason(code, value, self.limits, self.limits.temperature_limit(None))
         warnings.warn(f"structure {index} blew up after {step} steps: {reason}; it leaves the "
                       "batch unrelaxed (relax_status blown_up)", RuntimeWarning, stacklevel=5)
         return reason

@@ -34,6 +34,7 @@ from mlip.md.nve import ForceFn
 from mlip.md.relax import (
     OPTIMIZERS,
     OptimizerSpec,
+    RelaxState,
     _displace,
     _largest_row,
     _per_system_dot,
@@ -46,24 +47,19 @@ __all__ = ["LBFGSState", "lbfgs_init", "lbfgs_step"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class LBFGSState(MDState):
-    """State of a batched L-BFGS relaxation (``m`` = memory, the number of stored pairs).
+class LBFGSState(RelaxState):
+    """State of a batched L-BFGS relaxation (``m`` = memory, the number of stored pairs), and
+    the fields of :class:`RelaxState`.
 
     Attributes:
-        log_deform: (n_graphs, 3, 3) log F, the cell deformation from ``reference_cell``.
-        reference_cell: (n_graphs, 3, 3) Å, the cell at the start.
         s_atoms, y_atoms: (n_atoms, m, 3) history of coordinate steps (Å) and force changes
             (eV/Å) of the atoms, oldest slot first; unused slots are zero.
         s_cell, y_cell: (n_graphs, m, 3, 3) the same for c·log F.
         rho: (n_graphs, m) 1/(y·s) per stored pair, 1/eV; 0 in unused slots.
         last_step, last_step_cell: (n_atoms, 3), (n_graphs, 3, 3) the previous move.
         last_forces, last_forces_cell: generalised forces before the previous move.
-        converged: (n_graphs,) bool, fmax reached; the system no longer moves.
-        n_steps: (n_graphs,) int64 moves made.
     """
 
-    log_deform: torch.Tensor = system_field()
-    reference_cell: torch.Tensor = system_field()
     s_atoms: torch.Tensor = atom_field()
     y_atoms: torch.Tensor = atom_field()
     s_cell: torch.Tensor = system_field()
@@ -73,8 +69,6 @@ class LBFGSState(MDState):
     last_step_cell: torch.Tensor = system_field()
     last_forces: torch.Tensor = atom_field()
     last_forces_cell: torch.Tensor = system_field()
-    converged: torch.Tensor = system_field()
-    n_steps: torch.Tensor = system_field()
 
 
 def lbfgs_init(state: MDState, force_fn: ForceFn, *, relax_cell: bool = False,

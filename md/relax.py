@@ -36,37 +36,46 @@ from mlip.md.state import MDState, atom_field, select_systems, system_field, vol
 from mlip.nn.scatter import scatter_sum
 from mlip.units import GPa
 
-__all__ = ["OPTIMIZERS", "FireState", "Optimizer", "OptimizerSpec", "fire_init", "fire_step",
-           "generalized_forces", "make_optimizer", "max_force"]
+__all__ = ["OPTIMIZERS", "FireState", "Optimizer", "OptimizerSpec", "RelaxState", "fire_init",
+           "fire_step", "generalized_forces", "make_optimizer", "max_force"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class FireState(MDState):
-    """State of a batched FIRE relaxation.
+class RelaxState(MDState):
+    """What the state of every batched optimiser holds: the cell filter and the progress.
 
     Attributes:
-        velocities: (n_atoms, 3) FIRE velocities of the atom coordinates, Å/t.
-        cell_velocities: (n_graphs, 3, 3) FIRE velocities of c·log F.
         log_deform: (n_graphs, 3, 3) log F, the cell deformation from ``reference_cell``.
         reference_cell: (n_graphs, 3, 3) Å, the cell at the start.
-        fire_dt: (n_graphs,) current FIRE time step, ASE time.
-        alpha: (n_graphs,) current mixing parameter.
-        n_positive: (n_graphs,) int64 steps since the power g·v was last ≤ 0.
-        started: (n_graphs,) bool, False until the first move (ASE's ``vel is None``).
         converged: (n_graphs,) bool, fmax reached; the system no longer moves.
         n_steps: (n_graphs,) int64 moves made.
     """
 
-    velocities: torch.Tensor = atom_field()
-    cell_velocities: torch.Tensor = system_field()
     log_deform: torch.Tensor = system_field()
     reference_cell: torch.Tensor = system_field()
+    converged: torch.Tensor = system_field()
+    n_steps: torch.Tensor = system_field()
+
+
+@dataclass(frozen=True, kw_only=True)
+class FireState(RelaxState):
+    """State of a batched FIRE relaxation (and the fields of :class:`RelaxState`).
+
+    Attributes:
+        velocities: (n_atoms, 3) FIRE velocities of the atom coordinates, Å/t.
+        cell_velocities: (n_graphs, 3, 3) FIRE velocities of c·log F.
+        fire_dt: (n_graphs,) current FIRE time step, ASE time.
+        alpha: (n_graphs,) current mixing parameter.
+        n_positive: (n_graphs,) int64 steps since the power g·v was last ≤ 0.
+        started: (n_graphs,) bool, False until the first move (ASE's ``vel is None``).
+    """
+
+    velocities: torch.Tensor = atom_field()
+    cell_velocities: torch.Tensor = system_field()
     fire_dt: torch.Tensor = system_field()
     alpha: torch.Tensor = system_field()
     n_positive: torch.Tensor = system_field()
     started: torch.Tensor = system_field()
-    converged: torch.Tensor = system_field()
-    n_steps: torch.Tensor = system_field()
 
 
 def fire_init(state: MDState, force_fn: ForceFn, *, relax_cell: bool = False, dt_start: float = 0.1,
@@ -100,7 +109,7 @@ def check_cell_relaxable(state: MDState) -> None:
                           f"pbc={state.pbc[bad[0]].tolist()}")
 
 
-def generalized_forces(state: FireState, relax_cell: bool, pressure: float = 0.0
+def generalized_forces(state: RelaxState, relax_cell: bool, pressure: float = 0.0
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """FIRE's forces on the atom coordinates (n_atoms, 3) and on c·log F (n_graphs, 3, 3).
 
@@ -125,7 +134,7 @@ def generalized_forces(state: FireState, relax_cell: bool, pressure: float = 0.0
     return atom_forces, log_grad / cell_factor
 
 
-def max_force(state: FireState, relax_cell: bool, pressure: float = 0.0) -> torch.Tensor:
+def max_force(state: RelaxState, relax_cell: bool, pressure: float = 0.0) -> torch.Tensor:
     """Largest row norm of the generalised forces per system, (n_graphs,) eV/Å."""
     return _largest_row(*generalized_forces(state, relax_cell, pressure), state.batch)
 
@@ -193,8 +202,8 @@ def fire_step(state: FireState, force_fn: ForceFn, *, fmax: float, relax_cell: b
     return merged.replace(converged=converged, step=state.step + 1)
 
 
-def _displace(state: FireState, dr: torch.Tensor, dr_cell: torch.Tensor,
-              relax_cell: bool) -> FireState:
+def _displace(state: RelaxState, dr: torch.Tensor, dr_cell: torch.Tensor,
+              relax_cell: bool) -> RelaxState:
     """Apply FIRE displacements to the atom coordinates and c·log F."""
     if not relax_cell:
         return state.replace(positions=state.positions + dr)
@@ -215,17 +224,17 @@ class Optimizer:
 
     Attributes:
         name: key of :data:`OPTIMIZERS`.
-        init: ``init(state, force_fn) -> FireState`` (evaluates the first forces).
-        step: ``step(state, force_fn) -> FireState``: marks converged systems, moves the others.
+        init: ``init(state, force_fn) -> RelaxState`` (evaluates the first forces).
+        step: ``step(state, force_fn) -> RelaxState``: marks converged systems, moves the others.
         max_force: ``max_force(state) -> (n_graphs,)`` largest generalised force, eV/Å.
         fmax: convergence threshold, eV/Å. needs_stress: the cell is relaxed.
         settings: the keyword arguments of :func:`make_optimizer`.
     """
 
     name: str
-    init: Callable[[MDState, ForceFn], FireState]
-    step: Callable[[FireState, ForceFn], FireState]
-    max_force: Callable[[FireState], torch.Tensor]
+    init: Callable[[MDState, ForceFn], RelaxState]
+    step: Callable[[RelaxState, ForceFn], RelaxState]
+    max_force: Callable[[RelaxState], torch.Tensor]
     fmax: float
     needs_stress: bool
     settings: dict[str, Any]
@@ -243,8 +252,8 @@ class OptimizerSpec:
     """
 
     name: str
-    init: Callable[..., FireState]
-    step: Callable[..., FireState]
+    init: Callable[..., RelaxState]
+    step: Callable[..., RelaxState]
     relax_cell: bool
     settings: tuple[str, ...]
 
